@@ -1,0 +1,471 @@
+//! One trial's full configuration: data preparation, model, optimiser, schedule,
+//! augmentation and loss. Parsed with `deny_unknown_fields`, then [`TrialSpec::validate`].
+//!
+//! Every field has a default, so a trial file only names what it changes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A problem with a trial's configuration, naming the key and the offending value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid value for `{key}`: {value} ({reason})")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Network architecture. `resnetN` are He et al. (2016) CIFAR ResNets with N = 6n + 2 layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Model {
+    /// 3072(or 1024)-1024-256-64-10 multilayer perceptron, ReLU.
+    Dense,
+    /// The original study's CNN (8x8/4x4/2x2 "same" convolutions, 128/256/512 channels).
+    SeedCnn,
+    /// CIFAR ResNet of the given depth (20, 32, 44, 56 or 110).
+    ResNet(u32),
+}
+
+impl Model {
+    pub const RESNET_DEPTHS: [u32; 5] = [20, 32, 44, 56, 110];
+    pub const NAMES: &'static str =
+        "dense, seed-cnn, resnet20, resnet32, resnet44, resnet56, resnet110";
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Model::Dense => f.write_str("dense"),
+            Model::SeedCnn => f.write_str("seed-cnn"),
+            Model::ResNet(depth) => write!(f, "resnet{depth}"),
+        }
+    }
+}
+
+impl FromStr for Model {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let model = match s {
+            "dense" => Model::Dense,
+            "seed-cnn" => Model::SeedCnn,
+            _ => match s.strip_prefix("resnet").and_then(|d| d.parse::<u32>().ok()) {
+                Some(depth) if Model::RESNET_DEPTHS.contains(&depth) => Model::ResNet(depth),
+                _ => {
+                    return Err(format!(
+                        "unknown model `{s}`; expected one of: {}",
+                        Model::NAMES
+                    ))
+                }
+            },
+        };
+        Ok(model)
+    }
+}
+
+impl TryFrom<String> for Model {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Model> for String {
+    fn from(m: Model) -> String {
+        m.to_string()
+    }
+}
+
+/// Colour input, or ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B) as one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ColorMode {
+    Color,
+    Grayscale,
+}
+
+/// How a flat 3072-byte CIFAR row becomes an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// The official meaning: 1024 R, then 1024 G, then 1024 B bytes, each 32x32 row-major.
+    Standard,
+    /// The original study's bug: `row.reshape(32, 32, 3)`, which interleaves the three
+    /// planes into a scrambled image whose "channels" are neighbouring pixels of one plane.
+    SeedReshape,
+}
+
+/// Input scaling applied on the training device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalization {
+    /// Raw 0..255 values, as the original study fed them.
+    None,
+    /// Divide by 255.
+    Scale,
+    /// Subtract the training set's per-channel mean and divide by its per-channel std.
+    Standard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+    Amsgrad,
+    Adamw,
+}
+
+/// Learning-rate schedule; see `lr_at` in the worker for the exact formulas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `step_gamma` at each epoch in `step_epochs`.
+    Step,
+    /// Cosine decay from `lr` to 0 over all epochs, after `warmup_epochs` of linear warm-up.
+    Cosine,
+    /// Linear warm-up from lr/25 to lr over `warmup_epochs`, then cosine down to lr/1e4.
+    OneCycle,
+    /// The study's schedule: lr for epoch < 10, then lr * exp(0.1 * (10 - epoch)).
+    ExpDecay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Softmax + categorical cross-entropy.
+    CrossEntropy,
+    /// Sigmoid + binary cross-entropy on one-hot targets (the study's "90% accuracy" trap).
+    BinaryCrossEntropy,
+}
+
+/// Which device kind a trial needs. `auto` runs wherever the worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceRequest {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Training-time augmentation, applied to whole batches on the training device.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augment {
+    /// Random horizontal flip with probability 1/2.
+    pub flip: bool,
+    /// Random translation up to this fraction of the image size (Keras `width_shift_range`).
+    pub shift: f64,
+    /// Zero-pad by this many pixels and crop back to 32x32 at a random offset.
+    pub pad_crop: u32,
+    /// Random rotation, uniformly within +-this many degrees.
+    pub rotation: f64,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment {
+            flip: false,
+            shift: 0.0,
+            pad_crop: 0,
+            rotation: 0.0,
+        }
+    }
+}
+
+impl Augment {
+    pub fn is_enabled(&self) -> bool {
+        self.flip || self.shift > 0.0 || self.pad_crop > 0 || self.rotation > 0.0
+    }
+}
+
+/// Everything one trial can set. TOML field names are the struct's field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrialSpec {
+    pub model: Model,
+    pub color: ColorMode,
+    pub layout: Layout,
+    pub normalization: Normalization,
+    /// How many of the five training batch files to use (1..=5).
+    pub train_batches: u32,
+    /// Fraction of the training images held out for validation (fixed split seed).
+    pub validation_split: f64,
+    /// Use at most this many training images (after the validation split). For quick runs.
+    pub train_images: Option<u32>,
+    /// Evaluate on at most this many test images. For quick runs.
+    pub test_images: Option<u32>,
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    pub nesterov: bool,
+    /// L2 penalty (SGD, Adam, AMSGrad) or decoupled decay (AdamW).
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Epochs (0-based indices) at which the `step` schedule multiplies lr by `step_gamma`.
+    pub step_epochs: Vec<u32>,
+    pub step_gamma: f64,
+    /// Linear warm-up length for `cosine` and `one-cycle`.
+    pub warmup_epochs: f64,
+    pub augment: Augment,
+    pub loss: Loss,
+    pub seed: u64,
+    pub device: DeviceRequest,
+}
+
+impl Default for TrialSpec {
+    fn default() -> Self {
+        TrialSpec {
+            model: Model::SeedCnn,
+            color: ColorMode::Color,
+            layout: Layout::Standard,
+            normalization: Normalization::Standard,
+            train_batches: 5,
+            validation_split: 0.0,
+            train_images: None,
+            test_images: None,
+            epochs: 10,
+            batch_size: 128,
+            optimizer: Optimizer::Adam,
+            lr: 0.001,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            step_epochs: Vec::new(),
+            step_gamma: 0.1,
+            warmup_epochs: 0.0,
+            augment: Augment::default(),
+            loss: Loss::CrossEntropy,
+            seed: 0,
+            device: DeviceRequest::Auto,
+        }
+    }
+}
+
+impl TrialSpec {
+    /// Parses a trial from TOML text. Errors carry the line, column and key from the parser.
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        let spec: TrialSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Canonical TOML for this trial (every field written out).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# unserializable trial spec: {e}"))
+    }
+
+    /// Number of input channels the model sees.
+    pub fn input_channels(&self) -> i64 {
+        match self.color {
+            ColorMode::Color => 3,
+            ColorMode::Grayscale => 1,
+        }
+    }
+
+    /// Checks every value a worker would reject, naming the key.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(1..=5).contains(&self.train_batches) {
+            return Err(invalid(
+                "train_batches",
+                self.train_batches,
+                "must be 1 to 5",
+            ));
+        }
+        if !(0.0..0.9).contains(&self.validation_split) {
+            return Err(invalid(
+                "validation_split",
+                self.validation_split,
+                "must be in [0, 0.9)",
+            ));
+        }
+        if self.train_images == Some(0) {
+            return Err(invalid("train_images", 0, "must be at least 1 when set"));
+        }
+        if self.test_images == Some(0) {
+            return Err(invalid("test_images", 0, "must be at least 1 when set"));
+        }
+        if !(1..=10_000).contains(&self.epochs) {
+            return Err(invalid("epochs", self.epochs, "must be 1 to 10000"));
+        }
+        if !(1..=65_536).contains(&self.batch_size) {
+            return Err(invalid("batch_size", self.batch_size, "must be 1 to 65536"));
+        }
+        positive_finite("lr", self.lr)?;
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(invalid("momentum", self.momentum, "must be in [0, 1)"));
+        }
+        if self.nesterov && (self.optimizer != Optimizer::Sgd || self.momentum == 0.0) {
+            return Err(invalid(
+                "nesterov",
+                true,
+                "needs optimizer = \"sgd\" and momentum > 0",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.weight_decay) {
+            return Err(invalid(
+                "weight_decay",
+                self.weight_decay,
+                "must be in [0, 1)",
+            ));
+        }
+        if self.schedule == Schedule::Step && self.step_epochs.is_empty() {
+            return Err(invalid(
+                "step_epochs",
+                "[]",
+                "the step schedule needs at least one epoch",
+            ));
+        }
+        if let Some(&e) = self.step_epochs.iter().find(|&&e| e >= self.epochs) {
+            return Err(invalid(
+                "step_epochs",
+                e,
+                format!("must be below epochs ({})", self.epochs),
+            ));
+        }
+        if !(self.step_gamma > 0.0 && self.step_gamma <= 1.0) {
+            return Err(invalid("step_gamma", self.step_gamma, "must be in (0, 1]"));
+        }
+        if !(0.0..=self.epochs as f64).contains(&self.warmup_epochs) {
+            return Err(invalid(
+                "warmup_epochs",
+                self.warmup_epochs,
+                "must be in [0, epochs]",
+            ));
+        }
+        if self.schedule == Schedule::OneCycle && self.warmup_epochs == 0.0 {
+            return Err(invalid(
+                "warmup_epochs",
+                0,
+                "one-cycle needs a warm-up (e.g. 30% of epochs)",
+            ));
+        }
+        let a = &self.augment;
+        if !(0.0..=0.5).contains(&a.shift) {
+            return Err(invalid("augment.shift", a.shift, "must be in [0, 0.5]"));
+        }
+        if a.pad_crop > 16 {
+            return Err(invalid(
+                "augment.pad_crop",
+                a.pad_crop,
+                "must be 0 to 16 pixels",
+            ));
+        }
+        if !(0.0..=180.0).contains(&a.rotation) {
+            return Err(invalid(
+                "augment.rotation",
+                a.rotation,
+                "must be 0 to 180 degrees",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive_finite(key: &'static str, v: f64) -> Result<(), SpecError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(key, v, "must be a positive number"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_trial() {
+        assert_eq!(TrialSpec::from_toml("").unwrap(), TrialSpec::default());
+    }
+
+    #[test]
+    fn round_trips_through_canonical_toml() {
+        let spec = TrialSpec {
+            model: Model::ResNet(56),
+            color: ColorMode::Grayscale,
+            layout: Layout::SeedReshape,
+            schedule: Schedule::Step,
+            step_epochs: vec![3, 6],
+            augment: Augment {
+                flip: true,
+                shift: 0.1,
+                pad_crop: 0,
+                rotation: 10.0,
+            },
+            train_images: Some(500),
+            ..TrialSpec::default()
+        };
+        assert_eq!(TrialSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn models_parse_and_print() {
+        for name in [
+            "dense",
+            "seed-cnn",
+            "resnet20",
+            "resnet32",
+            "resnet44",
+            "resnet56",
+            "resnet110",
+        ] {
+            assert_eq!(name.parse::<Model>().unwrap().to_string(), name);
+        }
+        for bad in ["resnet18", "resnet", "cnn", ""] {
+            assert!(bad.parse::<Model>().is_err(), "{bad} should be rejected");
+        }
+    }
+
+    /// Table of bad trial files and the key (and position) their error must name.
+    #[test]
+    fn bad_trials_name_the_key() {
+        let cases: &[(&str, &[&str])] = &[
+            ("modle = \"dense\"", &["modle", "line 1"]),
+            ("model = \"resnet18\"", &["resnet18", "line 1"]),
+            ("epochs = \"ten\"", &["epochs", "line 1"]),
+            ("epochs = 0", &["`epochs`", "0"]),
+            ("lr = -0.1", &["`lr`", "-0.1"]),
+            ("train_batches = 6", &["`train_batches`", "6"]),
+            ("validation_split = 1.5", &["`validation_split`"]),
+            ("color = \"sepia\"", &["sepia", "line 1"]),
+            ("layout = \"nhwc\"", &["nhwc"]),
+            ("loss = \"mse\"", &["mse"]),
+            ("schedule = \"step\"", &["`step_epochs`"]),
+            ("schedule = \"one-cycle\"", &["`warmup_epochs`"]),
+            ("epochs = 5\nstep_epochs = [7]", &["`step_epochs`", "7"]),
+            ("nesterov = true\noptimizer = \"adam\"", &["`nesterov`"]),
+            ("[augment]\nflip = true\nzoom = 0.2", &["zoom", "line 3"]),
+            ("[augment]\nrotation = 400", &["`augment.rotation`", "400"]),
+            ("batch_size = 0", &["`batch_size`"]),
+            ("train_images = 0", &["`train_images`"]),
+        ];
+        for (text, needles) in cases {
+            let err = TrialSpec::from_toml(text).expect_err(text).to_string();
+            for needle in *needles {
+                assert!(
+                    err.contains(needle),
+                    "error for {text:?} should mention {needle:?}: {err}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Finding the dataset: `--data`, then `$CIFAR10_DATA`, then `./data`. A directory may be the
+//! batch directory itself or its parent (what the official archives unpack to).
+
+use super::{DataError, Format};
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the dataset directory.
+pub const DATA_ENV: &str = "CIFAR10_DATA";
+
+const BIN_DIR: &str = "cifar-10-batches-bin";
+const PY_DIR: &str = "cifar-10-batches-py";
+
+pub fn train_file(format: Format, n: u32) -> String {
+    match format {
+        Format::Binary => format!("data_batch_{n}.bin"),
+        Format::Python => format!("data_batch_{n}"),
+    }
+}
+
+pub fn test_file(format: Format) -> &'static str {
+    match format {
+        Format::Binary => "test_batch.bin",
+        Format::Python => "test_batch",
+    }
+}
+
+fn holds(dir: &Path, format: Format) -> bool {
+    dir.join(train_file(format, 1)).is_file()
+}
+
+/// Resolves `root` to the directory holding the batch files and their format.
+pub fn batch_dir(root: &Path) -> Result<(Format, PathBuf), DataError> {
+    for (format, sub) in [(Format::Binary, BIN_DIR), (Format::Python, PY_DIR)] {
+        for dir in [root.join(sub), root.to_path_buf()] {
+            if holds(&dir, format) {
+                return Ok((format, dir));
+            }
+        }
+    }
+    Err(DataError::NotFound(missing_message(root)))
+}
+
+/// Exactly which files to put where, for a directory that holds no dataset.
+pub fn missing_message(root: &Path) -> String {
+    let r = root.display();
+    format!(
+        "no CIFAR-10 dataset in {r}. Put either\n  \
+         {r}/{BIN_DIR}/data_batch_1.bin ... data_batch_5.bin and test_batch.bin (from cifar-10-binary.tar.gz), or\n  \
+         {r}/{PY_DIR}/data_batch_1 ... data_batch_5, test_batch and batches.meta (from cifar-10-python.tar.gz)\n\
+         there, or download it with `worker data fetch --dest {r}`"
+    )
+}
+
+/// Picks the dataset directory: the explicit one, else `$CIFAR10_DATA`, else `./data`.
+/// Returns the first candidate that holds a dataset, or an error listing what was tried.
+pub fn find_data_dir(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
+    if let Some(dir) = explicit {
+        batch_dir(dir)?;
+        return Ok(dir.to_path_buf());
+    }
+    let mut tried = Vec::new();
+    if let Some(env) = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()) {
+        let dir = PathBuf::from(env);
+        if batch_dir(&dir).is_ok() {
+            return Ok(dir);
+        }
+        tried.push(format!("${DATA_ENV}={}", dir.display()));
+    }
+    let default = PathBuf::from("data");
+    if batch_dir(&default).is_ok() {
+        return Ok(default);
+    }
+    tried.push("./data".into());
+    Err(DataError::NotFound(format!(
+        "CIFAR-10 not found (tried {}); pass --data DIR or set {DATA_ENV}=DIR.\n{}",
+        tried.join(", "),
+        missing_message(&default)
+    )))
+}

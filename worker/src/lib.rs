@@ -1,0 +1,27 @@
+//! The training worker: CIFAR-10 data, models, and the libtorch training loop.
+//!
+//! - [`data`]: find, read (binary and Python layouts), summarise and fetch the dataset.
+//! - [`pipeline`]: per-trial tensors on the training device (split, layout, grayscale, stats).
+//! - [`augment`]: batched flips, crops, shifts and rotations on the device.
+//! - [`models`], [`optim`], [`schedule`], [`metrics`]: the pieces a trial is made of.
+//! - [`train`]: one trial, start to finish, reporting through an observer.
+//! - [`bench`]: training throughput measurement for `worker bench`.
+
+pub mod augment;
+pub mod bench;
+pub mod data;
+pub mod device;
+pub mod metrics;
+pub mod models;
+pub mod optim;
+pub mod pipeline;
+pub mod schedule;
+pub mod train;
+
+/// Tests that seed libtorch's global generator and compare results hold this lock, so that
+/// tests running on other threads do not draw from the generator in between.
+#[cfg(test)]
+pub(crate) fn test_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,317 @@
+//! `worker`: train CIFAR-10 trials with libtorch.
+//!
+//!   worker train TRIAL.toml [--data DIR] [--device auto|cpu|cuda] [--json OUT]
+//!   worker data check [--data DIR]
+//!   worker data fetch [--dest DIR]
+//!   worker bench --model resnet20 [--batch-size 128] [--images 2560] [--epochs 2]
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use sweep_proto::{EpochMetrics, Model, TrialResult, TrialSpec, TrialStatus};
+use worker::data::{self, fetch, Dataset};
+use worker::device::{self, DeviceArg};
+use worker::train::{self, Event};
+
+#[derive(Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Trains CIFAR-10 trials with libtorch on CPU or CUDA"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one trial described by a TOML file and print its result as JSON.
+    ///
+    /// Exit status: 0 completed, 3 diverged (non-finite loss), 1 failed or bad input.
+    Train {
+        /// Trial file; every key is optional (see docs/TRIAL.md).
+        trial: PathBuf,
+        /// Dataset directory (default: $CIFAR10_DATA, then ./data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+        /// Also write the result JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Inspect or download the dataset.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Measure training images/s of one model on random images (prints JSON).
+    Bench {
+        #[arg(long)]
+        model: Model,
+        #[arg(long, default_value_t = 128)]
+        batch_size: u32,
+        #[arg(long, default_value_t = 2560)]
+        images: usize,
+        #[arg(long, default_value_t = 2)]
+        epochs: u32,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Print a JSON summary: format, image and class counts, mean pixel per channel.
+    Check {
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Download and unpack the official binary archive (170 MB, MD5-checked).
+    Fetch {
+        #[arg(long, default_value = "data")]
+        dest: PathBuf,
+        /// Mirror to download from instead of the official address.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Train {
+            trial,
+            data,
+            device,
+            json,
+            quiet,
+        } => train_cmd(&trial, data.as_deref(), device, json.as_deref(), quiet),
+        Command::Data {
+            command: DataCommand::Check { data },
+        } => {
+            let dir = find_or_offer_fetch(data.as_deref())?;
+            let summary = Dataset::load(&dir, data::TRAIN_BATCHES)?.summary();
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data {
+            command: DataCommand::Fetch { dest, url },
+        } => {
+            let mut archive = fetch::Archive::official();
+            if let Some(url) = url {
+                archive.url = url;
+            }
+            let root = fetch::fetch(&archive, &dest, std::io::stderr().is_terminal())?;
+            eprintln!("CIFAR-10 is ready in {}", root.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            model,
+            batch_size,
+            images,
+            epochs,
+            device,
+        } => {
+            let device = device::choose(device).map_err(anyhow::Error::msg)?;
+            let result = worker::bench::run(model, batch_size, images, epochs, device)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Finds the dataset; on a terminal, offers to download it when it is missing.
+fn find_or_offer_fetch(explicit: Option<&Path>) -> Result<PathBuf> {
+    let err = match data::find_data_dir(explicit) {
+        Ok(dir) => return Ok(dir),
+        Err(e) => e,
+    };
+    if explicit.is_some() || !std::io::stdin().is_terminal() {
+        return Err(err.into());
+    }
+    eprintln!("{err}");
+    eprint!("Download CIFAR-10 (170 MB) into ./data now? [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        bail!("no dataset; see above for where to put it");
+    }
+    Ok(fetch::fetch(
+        &fetch::Archive::official(),
+        Path::new("data"),
+        true,
+    )?)
+}
+
+fn train_cmd(
+    trial: &Path,
+    data: Option<&Path>,
+    device: DeviceArg,
+    json: Option<&Path>,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(trial)
+        .with_context(|| format!("cannot read {}", trial.display()))?;
+    let spec = TrialSpec::from_toml(&text).with_context(|| format!("{}", trial.display()))?;
+    let device = device::choose(device).map_err(anyhow::Error::msg)?;
+    device::check_request(spec.device, device)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", trial.display()))?;
+    let dir = find_or_offer_fetch(data)?;
+    let dataset = Dataset::load(&dir, spec.train_batches)?;
+    eprintln!(
+        "training {} ({}, {:?} layout, {:?} normalization) on {} for {} epochs",
+        spec.model,
+        if spec.input_channels() == 3 {
+            "color"
+        } else {
+            "grayscale"
+        },
+        spec.layout,
+        spec.normalization,
+        train::device_name(device),
+        spec.epochs
+    );
+    let mut progress = Progress::new(spec.epochs, quiet);
+    let result = train::run(&spec, &dataset, device, &mut |e| progress.on_event(e));
+    progress.finish();
+    let text = serde_json::to_string_pretty(&result)?;
+    if let Some(path) = json {
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{text}");
+    eprintln!("{}", summary_line(&result));
+    Ok(match result.status {
+        TrialStatus::Completed => ExitCode::SUCCESS,
+        TrialStatus::Diverged => ExitCode::from(3),
+        TrialStatus::Failed => ExitCode::FAILURE,
+    })
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+fn summary_line(r: &TrialResult) -> String {
+    match (&r.status, &r.test) {
+        (TrialStatus::Completed, Some(t)) => {
+            let binary = t
+                .binary_accuracy
+                .map(|b| format!(" (Keras binary accuracy {})", pct(b)))
+                .unwrap_or_default();
+            format!(
+                "test accuracy {}{binary} on {} images, {:.1}s",
+                pct(t.accuracy),
+                t.images,
+                r.seconds
+            )
+        }
+        (status, _) => format!(
+            "trial {status:?}: {}",
+            r.reason.as_deref().unwrap_or("no reason given")
+        ),
+    }
+}
+
+/// One progress bar per epoch on stderr, and a line of metrics when each epoch ends.
+struct Progress {
+    epochs: u32,
+    bar: ProgressBar,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(epochs: u32, quiet: bool) -> Progress {
+        Progress {
+            epochs,
+            bar: ProgressBar::hidden(),
+            quiet,
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        if self.quiet {
+            return;
+        }
+        match e {
+            Event::Started {
+                train_images,
+                val_images,
+                parameters,
+                ..
+            } => {
+                eprintln!("{train_images} training images, {val_images} validation images, {parameters} parameters");
+            }
+            Event::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+            } => {
+                if step == 1 {
+                    self.bar = ProgressBar::new(steps as u64);
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}",
+                    ) {
+                        self.bar.set_style(style.progress_chars("=> "));
+                    }
+                    self.bar.set_prefix(format!("{epoch}/{}", self.epochs));
+                }
+                if let Some(l) = loss {
+                    self.bar.set_message(format!("loss {l:.4}"));
+                }
+                self.bar.set_position(step as u64);
+            }
+            Event::Epoch(m) => {
+                self.bar.finish_and_clear();
+                eprintln!("{}", epoch_line(m, self.epochs));
+            }
+            Event::Testing => eprintln!("evaluating on the test set"),
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn epoch_line(m: &EpochMetrics, epochs: u32) -> String {
+    let mut line = format!(
+        "epoch {}/{epochs}: loss {:.4} acc {}",
+        m.epoch,
+        m.train_loss,
+        pct(m.train_accuracy)
+    );
+    if let (Some(l), Some(a)) = (m.val_loss, m.val_accuracy) {
+        line += &format!(" | val loss {l:.4} acc {}", pct(a));
+    }
+    if let Some(b) = m.val_binary_accuracy.or(m.train_binary_accuracy) {
+        line += &format!(" | binary acc {}", pct(b));
+    }
+    line + &format!(
+        " | lr {:.3e} | {:.1}s, {:.0} img/s",
+        m.lr, m.seconds, m.images_per_sec
+    )
+}

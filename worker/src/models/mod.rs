@@ -1,0 +1,93 @@
+//! Model builders in the tch-rs style: each takes an `nn::Path` and returns a module.
+//! Every model maps `[B, C, 32, 32]` float images to `[B, 10]` logits; C is 3 (colour) or
+//! 1 (grayscale).
+
+mod dense;
+mod resnet;
+mod seed_cnn;
+
+use sweep_proto::Model;
+use tch::nn;
+
+/// Builds `model` for `in_channels`-channel input under `vs`.
+pub fn build(vs: &nn::Path, model: Model, in_channels: i64) -> nn::SequentialT {
+    match model {
+        Model::Dense => dense::dense(vs, in_channels),
+        Model::SeedCnn => seed_cnn::seed_cnn(vs, in_channels),
+        Model::ResNet(depth) => resnet::cifar_resnet(vs, depth, in_channels),
+    }
+}
+
+/// Number of trainable scalars.
+pub fn parameter_count(vs: &nn::VarStore) -> u64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::ModuleT;
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn every_model_maps_images_to_ten_logits() {
+        let _lock = crate::test_rng_lock();
+        let models = [
+            "dense",
+            "seed-cnn",
+            "resnet20",
+            "resnet32",
+            "resnet44",
+            "resnet56",
+            "resnet110",
+        ];
+        for name in models {
+            for channels in [3, 1] {
+                let vs = nn::VarStore::new(Device::Cpu);
+                let net = build(&vs.root(), name.parse().unwrap(), channels);
+                let x = Tensor::rand([2, channels, 32, 32], (Kind::Float, Device::Cpu));
+                for train in [true, false] {
+                    let y = net.forward_t(&x, train);
+                    assert_eq!(
+                        y.size(),
+                        vec![2, 10],
+                        "{name} with {channels} channels, train={train}"
+                    );
+                    assert!(y.isfinite().all().int64_value(&[]) == 1);
+                }
+            }
+        }
+    }
+
+    /// Parameter counts pin each architecture: seed-cnn's layer sizes follow from the study's
+    /// description, and the ResNets match He et al.'s table (0.27M for ResNet-20, 0.85M for
+    /// ResNet-56, 1.7M for ResNet-110; ours differ slightly through the 1x1 projections).
+    #[test]
+    fn parameter_counts() {
+        let _lock = crate::test_rng_lock();
+        let count = |name: &str, c: i64| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _net = build(&vs.root(), name.parse().unwrap(), c);
+            parameter_count(&vs)
+        };
+        // 3072*1024+1024 + 1024*256+256 + 256*64+64 + 64*10+10
+        assert_eq!(count("dense", 3), 3_426_250);
+        assert_eq!(count("dense", 1), 3_426_250 - 2048 * 1024);
+        // conv 3*128*64+128, 128*256*16+256, 256*512*4+512; dense 8192*256+256, 256*64+64, 64*10+10
+        assert_eq!(
+            count("seed-cnn", 3),
+            24_704 + 524_544 + 524_800 + 2_097_408 + 16_448 + 650
+        );
+        for (name, lo, hi) in [
+            ("resnet20", 260_000, 290_000),
+            ("resnet56", 840_000, 870_000),
+            ("resnet110", 1_700_000, 1_750_000),
+        ] {
+            let n = count(name, 3);
+            assert!((lo..hi).contains(&n), "{name} has {n} parameters");
+        }
+    }
+}

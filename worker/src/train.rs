@@ -1,0 +1,380 @@
+//! Trains one trial: seed, build the model and optimiser, loop over epochs, evaluate.
+//!
+//! The loop reports through an observer callback so the CLI can draw progress bars and the
+//! gRPC loop can stream per-epoch metrics, without the trainer knowing about either.
+
+use crate::data::Dataset;
+use crate::metrics::{self, Confusion, Tally};
+use crate::pipeline::{Pipeline, Split};
+use crate::{models, optim, schedule};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+use sweep_proto::{EpochMetrics, TestMetrics, TrialResult, TrialSpec, TrialStatus};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+/// Evaluation batch size: no gradients are kept, so it can be large.
+const EVAL_BATCH: i64 = 1000;
+/// How often (in steps) the loss is read back to the host to catch divergence early; reading
+/// it every step would make a GPU wait on every batch.
+const LOSS_CHECK_EVERY: i64 = 25;
+
+/// What the trainer tells its observer.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Started {
+        train_images: i64,
+        val_images: i64,
+        steps_per_epoch: i64,
+        parameters: u64,
+    },
+    Step {
+        epoch: u32,
+        step: i64,
+        steps: i64,
+        loss: Option<f64>,
+    },
+    Epoch(&'a EpochMetrics),
+    Testing,
+}
+
+/// Runs `spec` on `data`. Never panics: libtorch errors (including out-of-memory) and bad
+/// configurations end as a `Failed` result with the reason.
+pub fn run(
+    spec: &TrialSpec,
+    data: &Dataset,
+    device: Device,
+    observe: &mut dyn FnMut(Event),
+) -> TrialResult {
+    let started = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| train(spec, data, device, observe)));
+    let mut result = match outcome {
+        Ok(Ok(result)) => result,
+        Ok(Err(reason)) => failed(reason, device),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "libtorch raised an unknown error".into());
+            failed(reason, device)
+        }
+    };
+    result.seconds = started.elapsed().as_secs_f64();
+    result
+}
+
+fn failed(reason: String, device: Device) -> TrialResult {
+    TrialResult {
+        status: TrialStatus::Failed,
+        reason: Some(reason),
+        epochs: Vec::new(),
+        test: None,
+        best_val_accuracy: None,
+        train_images: 0,
+        val_images: 0,
+        parameters: 0,
+        device: device_name(device),
+        seconds: 0.0,
+    }
+}
+
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn train(
+    spec: &TrialSpec,
+    data: &Dataset,
+    device: Device,
+    observe: &mut dyn FnMut(Event),
+) -> Result<TrialResult, String> {
+    spec.validate().map_err(|e| e.to_string())?;
+    tch::manual_seed(spec.seed as i64);
+    let pipe = Pipeline::new(data, spec, device).map_err(|e| e.to_string())?;
+    let vs = nn::VarStore::new(device);
+    let model = models::build(&vs.root(), spec.model, spec.input_channels());
+    let mut opt = optim::build(&vs, spec).map_err(|e| e.to_string())?;
+
+    let n = pipe.train.len();
+    let bs = spec.batch_size as i64;
+    // A trailing batch of one image would break batch norm; it is dropped (as if by chance).
+    let steps = if n > 1 && n % bs == 1 {
+        n / bs
+    } else {
+        (n + bs - 1) / bs
+    };
+    let val_images = pipe.val.as_ref().map_or(0, Split::len);
+    let parameters = models::parameter_count(&vs);
+    observe(Event::Started {
+        train_images: n,
+        val_images,
+        steps_per_epoch: steps,
+        parameters,
+    });
+
+    let mut epochs = Vec::new();
+    let mut diverged = None;
+    'epochs: for epoch in 0..spec.epochs {
+        let t0 = Instant::now();
+        let mut tally = Tally::new(spec.loss, device);
+        let perm = Tensor::randperm(n, (Kind::Int64, device));
+        for step in 0..steps {
+            let start = step * bs;
+            let len = bs.min(n - start);
+            opt.set_lr(schedule::lr_at(
+                spec,
+                epoch as f64 + step as f64 / steps as f64,
+            ));
+            let (x, y) = pipe.train_batch(&perm.narrow(0, start, len));
+            let logits = model.forward_t(&x, true);
+            let loss = metrics::loss(&logits, &y, spec.loss);
+            opt.backward_step(&loss);
+            tally.add(&loss, &logits, &y);
+            let check = step % LOSS_CHECK_EVERY == 0 || step + 1 == steps;
+            let value = check.then(|| loss.double_value(&[]));
+            if let Some(v) = value.filter(|v| !v.is_finite()) {
+                diverged = Some(format!(
+                    "training loss became {v} at epoch {}, step {}",
+                    epoch + 1,
+                    step + 1
+                ));
+                break 'epochs;
+            }
+            observe(Event::Step {
+                epoch: epoch + 1,
+                step: step + 1,
+                steps,
+                loss: value,
+            });
+        }
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let (train_loss, train_accuracy, train_binary_accuracy) = tally.finish();
+        if !train_loss.is_finite() {
+            diverged = Some(format!(
+                "training loss became {train_loss} in epoch {}",
+                epoch + 1
+            ));
+            break;
+        }
+        let val = pipe
+            .val
+            .as_ref()
+            .map(|v| evaluate(&model, &pipe, v, spec, None));
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss,
+            train_accuracy,
+            val_loss: val.map(|v| v.0),
+            val_accuracy: val.map(|v| v.1),
+            train_binary_accuracy,
+            val_binary_accuracy: val.and_then(|v| v.2),
+            lr: schedule::lr_at(spec, epoch as f64),
+            seconds: t0.elapsed().as_secs_f64(),
+            images_per_sec: tally.images() as f64 / train_seconds.max(1e-9),
+        };
+        observe(Event::Epoch(&m));
+        epochs.push(m);
+    }
+    let best_val_accuracy = epochs
+        .iter()
+        .filter_map(|e| e.val_accuracy)
+        .reduce(f64::max);
+    let mut result = TrialResult {
+        status: TrialStatus::Completed,
+        reason: None,
+        epochs,
+        test: None,
+        best_val_accuracy,
+        train_images: n as u64,
+        val_images: val_images as u64,
+        parameters,
+        device: device_name(device),
+        seconds: 0.0,
+    };
+    if let Some(reason) = diverged {
+        result.status = TrialStatus::Diverged;
+        result.reason = Some(reason);
+        return Ok(result);
+    }
+    observe(Event::Testing);
+    let mut confusion = Confusion::new(device);
+    let (loss, accuracy, binary_accuracy) =
+        evaluate(&model, &pipe, &pipe.test, spec, Some(&mut confusion));
+    let matrix = confusion.matrix();
+    result.test = Some(TestMetrics {
+        loss,
+        accuracy,
+        binary_accuracy,
+        per_class_accuracy: metrics::per_class_accuracy(&matrix),
+        confusion: matrix,
+        images: pipe.test.len() as u64,
+    });
+    Ok(result)
+}
+
+/// (loss, top-1 accuracy, binary accuracy) over a split, in inference mode.
+fn evaluate(
+    model: &impl ModuleT,
+    pipe: &Pipeline,
+    split: &Split,
+    spec: &TrialSpec,
+    mut confusion: Option<&mut Confusion>,
+) -> (f64, f64, Option<f64>) {
+    let _guard = tch::no_grad_guard();
+    let mut tally = Tally::new(spec.loss, split.x.device());
+    let mut start = 0;
+    while start < split.len() {
+        let len = EVAL_BATCH.min(split.len() - start);
+        let (x, y) = pipe.eval_batch(split, start, len);
+        let logits = model.forward_t(&x, false);
+        tally.add(&metrics::loss(&logits, &y, spec.loss), &logits, &y);
+        if let Some(c) = confusion.as_deref_mut() {
+            c.add(&logits, &y);
+        }
+        start += len;
+    }
+    tally.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::testdata::write_small_binary;
+    use sweep_proto::{Loss, Model, Normalization};
+
+    fn tiny_data() -> (tempfile::TempDir, Dataset) {
+        let dir = tempfile::tempdir().unwrap();
+        write_small_binary(dir.path(), 24, 30);
+        let data = Dataset::load(dir.path(), 5).unwrap();
+        (dir, data)
+    }
+
+    fn quick(model: Model) -> TrialSpec {
+        TrialSpec {
+            model,
+            epochs: 2,
+            batch_size: 16,
+            validation_split: 0.2,
+            lr: 0.001,
+            ..TrialSpec::default()
+        }
+    }
+
+    #[test]
+    fn runs_every_model_family_and_reports_every_metric() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        for model in [Model::Dense, Model::SeedCnn, Model::ResNet(20)] {
+            let mut epochs_seen = 0;
+            let r = run(&quick(model), &data, Device::Cpu, &mut |e| {
+                if let Event::Epoch(_) = e {
+                    epochs_seen += 1
+                }
+            });
+            assert_eq!(r.status, TrialStatus::Completed, "{model}: {:?}", r.reason);
+            assert_eq!((r.epochs.len(), epochs_seen), (2, 2));
+            assert_eq!((r.train_images, r.val_images), (96, 24));
+            let e = &r.epochs[1];
+            assert!(e.val_accuracy.is_some() && e.images_per_sec > 0.0 && e.train_loss.is_finite());
+            let t = r.test.as_ref().unwrap();
+            assert_eq!(t.images, 30);
+            assert_eq!(t.confusion.iter().flatten().sum::<u64>(), 30);
+            assert_eq!(t.per_class_accuracy.len(), 10);
+            assert_eq!(t.binary_accuracy, None);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_result() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        let spec = TrialSpec {
+            augment: sweep_proto::Augment {
+                flip: true,
+                pad_crop: 2,
+                ..Default::default()
+            },
+            ..quick(Model::SeedCnn)
+        };
+        let a = run(&spec, &data, Device::Cpu, &mut |_| {});
+        let b = run(&spec, &data, Device::Cpu, &mut |_| {});
+        let c = run(
+            &TrialSpec {
+                seed: 1,
+                ..spec.clone()
+            },
+            &data,
+            Device::Cpu,
+            &mut |_| {},
+        );
+        let losses = |r: &TrialResult| r.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>();
+        assert_eq!(losses(&a), losses(&b));
+        assert_eq!(a.test, b.test);
+        assert_ne!(losses(&a), losses(&c));
+    }
+
+    #[test]
+    fn huge_learning_rate_diverges_with_last_good_metrics() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        let spec = TrialSpec {
+            model: Model::Dense,
+            normalization: Normalization::None,
+            optimizer: sweep_proto::Optimizer::Sgd,
+            momentum: 0.9,
+            lr: 1e6,
+            epochs: 5,
+            ..quick(Model::Dense)
+        };
+        let r = run(&spec, &data, Device::Cpu, &mut |_| {});
+        assert_eq!(r.status, TrialStatus::Diverged, "{r:?}");
+        assert!(r
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("training loss became"));
+        assert!(r.epochs.len() < 5);
+        assert!(r.epochs.iter().all(|e| e.train_loss.is_finite()));
+        assert!(r.test.is_none());
+    }
+
+    #[test]
+    fn binary_cross_entropy_reports_both_accuracies() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        let spec = TrialSpec {
+            loss: Loss::BinaryCrossEntropy,
+            ..quick(Model::Dense)
+        };
+        let r = run(&spec, &data, Device::Cpu, &mut |_| {});
+        let t = r.test.unwrap();
+        let bin = t.binary_accuracy.unwrap();
+        assert!((0.0..=1.0).contains(&bin));
+        assert!(r
+            .epochs
+            .iter()
+            .all(|e| e.train_binary_accuracy.is_some() && e.val_binary_accuracy.is_some()));
+    }
+
+    #[test]
+    fn bad_spec_fails_cleanly() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        let r = run(
+            &TrialSpec {
+                epochs: 0,
+                ..quick(Model::Dense)
+            },
+            &data,
+            Device::Cpu,
+            &mut |_| {},
+        );
+        assert_eq!(r.status, TrialStatus::Failed);
+        assert!(r.reason.unwrap().contains("epochs"));
+    }
+}
