@@ -199,6 +199,10 @@ fn train_cmd(
     progress.finish();
     let text = serde_json::to_string_pretty(&result)?;
     if let Some(path) = json {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!("{text}");

@@ -113,3 +113,132 @@ pub fn fetch(archive: &Archive, dest: &Path, show_progress: bool) -> Result<Path
     locate::batch_dir(dest)?;
     Ok(dest.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::testdata::write_small_binary;
+    use crate::data::Dataset;
+    use std::io::BufRead;
+    use std::net::TcpListener;
+
+    /// A cifar-10-binary.tar.gz look-alike holding a small synthetic dataset.
+    fn archive_bytes() -> Vec<u8> {
+        let src = tempfile::tempdir().unwrap();
+        write_small_binary(src.path(), 5, 3);
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        tar.append_dir_all(
+            "cifar-10-batches-bin",
+            src.path().join("cifar-10-batches-bin"),
+        )
+        .unwrap();
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    /// Serves `body` to `requests` GET requests on a loopback port; returns the URL.
+    fn serve(body: Vec<u8>, requests: usize) -> (String, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://{}/cifar-10-binary.tar.gz",
+            listener.local_addr().unwrap()
+        );
+        let handle = std::thread::spawn(move || {
+            for stream in listener.incoming().take(requests) {
+                let mut stream = stream.unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(&body).unwrap();
+            }
+        });
+        (url, handle)
+    }
+
+    fn archive_for(url: &str, body: &[u8]) -> Archive {
+        Archive {
+            url: url.to_string(),
+            file_name: "cifar-10-binary.tar.gz".into(),
+            size: body.len() as u64,
+            md5: format!("{:x}", Md5::digest(body)),
+        }
+    }
+
+    #[test]
+    fn official_archive_facts() {
+        let a = Archive::official();
+        assert_eq!(
+            (a.size, a.md5.as_str()),
+            (170_052_171, "c32a1d4ab5d03f1284b67883e8d87530")
+        );
+        assert!(a.url.ends_with("/cifar-10-binary.tar.gz"));
+    }
+
+    #[test]
+    fn downloads_checks_and_unpacks_then_reuses_the_archive() {
+        let body = archive_bytes();
+        let (url, server) = serve(body.clone(), 1);
+        let dest = tempfile::tempdir().unwrap();
+        let archive = archive_for(&url, &body);
+        fetch(&archive, dest.path(), false).unwrap();
+        server.join().unwrap();
+        let data = Dataset::load(dest.path(), 5).unwrap();
+        assert_eq!((data.train.len(), data.test.len()), (25, 3));
+        // The server is gone: a second fetch must use the verified archive on disk.
+        fetch(&archive, dest.path(), false).unwrap();
+    }
+
+    #[test]
+    fn checksum_mismatch_is_an_error_and_leaves_nothing() {
+        let body = archive_bytes();
+        let (url, server) = serve(body.clone(), 1);
+        let dest = tempfile::tempdir().unwrap();
+        let archive = Archive {
+            md5: "00000000000000000000000000000000".into(),
+            ..archive_for(&url, &body)
+        };
+        let err = fetch(&archive, dest.path(), false).unwrap_err().to_string();
+        server.join().unwrap();
+        assert!(err.contains("MD5") && err.contains("expected"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dest.path()).unwrap().count(),
+            0,
+            "partial download left behind"
+        );
+    }
+
+    #[test]
+    fn size_mismatch_and_unreachable_server_are_errors() {
+        let body = archive_bytes();
+        let (url, server) = serve(body.clone(), 1);
+        let dest = tempfile::tempdir().unwrap();
+        let archive = Archive {
+            size: 10,
+            ..archive_for(&url, &body)
+        };
+        let err = fetch(&archive, dest.path(), false).unwrap_err().to_string();
+        server.join().unwrap();
+        assert!(err.contains("larger than the expected 10 bytes"), "{err}");
+
+        // A port that was just free: connection refused, reported with the URL.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/x.tar.gz");
+        let err = fetch(&archive_for(&url, &body), dest.path(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&url), "{err}");
+    }
+}

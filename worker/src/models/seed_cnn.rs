@@ -1,13 +1,20 @@
-//! The study's CNN. Keras `padding="same"` with even kernels pads one pixel more on the
-//! bottom/right; libtorch's `padding="same"` does the same, so the shapes match exactly:
-//! 32 -conv8-> 32 -pool4-> 8 -conv4-> 8 -pool2-> 4 -conv2-> 4, then 4*4*512 -> 256 -> 64 -> 10.
+//! The study's CNN: 32 -conv8-> 32 -pool4-> 8 -conv4-> 8 -pool2-> 4 -conv2-> 4, then
+//! 4*4*512 -> 256 -> 64 -> 10.
+//!
+//! Keras `padding="same"` with an even kernel k pads (k-1)/2 pixels before and the rest after.
+//! libtorch's `padding="same"` does the same by copying the input into a padded tensor (and
+//! warns about it on every run); padding explicitly is the same work without the warning.
 
 use tch::{nn, Tensor};
 
 /// A "same"-padded convolution with bias (stride 1), initialised like `nn::conv2d`.
 fn same_conv(vs: nn::Path, c_in: i64, c_out: i64, k: i64) -> impl Fn(&Tensor) -> Tensor {
     let conv = nn::conv2d(vs, c_in, c_out, k, Default::default());
-    move |x: &Tensor| x.conv2d_padding(&conv.ws, conv.bs.as_ref(), [1, 1], "same", [1, 1], 1)
+    let (before, after) = ((k - 1) / 2, k - 1 - (k - 1) / 2);
+    move |x: &Tensor| {
+        x.constant_pad_nd([before, after, before, after])
+            .apply(&conv)
+    }
 }
 
 pub fn seed_cnn(vs: &nn::Path, in_channels: i64) -> nn::SequentialT {
@@ -26,4 +33,27 @@ pub fn seed_cnn(vs: &nn::Path, in_channels: i64) -> nn::SequentialT {
         .add(nn::linear(vs / "fc2", 256, 64, Default::default()))
         .add_fn(|x| x.relu())
         .add(nn::linear(vs / "fc3", 64, 10, Default::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// Explicit asymmetric padding computes exactly what libtorch's `padding="same"` does.
+    #[test]
+    fn explicit_padding_matches_libtorch_same() {
+        let _lock = crate::test_rng_lock();
+        for k in [2, 4, 8, 3] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let conv = same_conv(vs.root() / "c", 3, 5, k);
+            let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+            let vars = vs.variables();
+            let (w, b) = (&vars["c.weight"], &vars["c.bias"]);
+            let reference = x.conv2d_padding(w, Some(b), [1, 1], "same", [1, 1], 1);
+            let ours = conv(&x);
+            assert_eq!(ours.size(), vec![2, 5, 32, 32]);
+            assert!(ours.allclose(&reference, 1e-5, 1e-5, false), "kernel {k}");
+        }
+    }
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs libtorch, prepares real CIFAR-10 when a
+# local copy is available (../shared/data), checks that the coordinator does not link
+# libtorch, and runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-libtorch.sh
+
+if [ -f "${SHARED_DATA:-../shared/data}/cifar10-jpeg.tar.xz" ]; then
+    scripts/prepare-data.sh data
+    export CIFAR10_DATA="$PWD/data" REQUIRE_REAL_DATA=1
+elif [ -z "${CIFAR10_DATA:-}" ]; then
+    echo "test: no real CIFAR-10 here; tests that need it will say they were skipped"
+fi
+
+# The coordinator must build and run on machines without libtorch.
+if cargo tree -p coordinator -e normal,build --prefix none | grep -Eq '^(tch|torch-sys) '; then
+    echo "test: the coordinator depends on libtorch (tch/torch-sys)" >&2
+    exit 1
+fi
+
+cargo test --workspace "$@"
