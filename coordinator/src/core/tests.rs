@@ -1,0 +1,258 @@
+use super::*;
+use sweep_proto::{TrialSpec, TrialStatus};
+
+fn spec(device: DeviceRequest) -> TrialSpec {
+    TrialSpec {
+        device,
+        ..TrialSpec::default()
+    }
+}
+
+fn core_with(ids: &[(&str, DeviceRequest)]) -> Core {
+    let mut core = Core::new(Config {
+        heartbeat_timeout_ms: 1000,
+        max_attempts: 3,
+    });
+    for (id, dev) in ids {
+        core.add_trial(
+            id.to_string(),
+            spec(*dev),
+            TrialState::Queued { attempt: 1 },
+            false,
+        );
+    }
+    core
+}
+
+fn result() -> TrialResult {
+    TrialResult {
+        status: TrialStatus::Completed,
+        reason: None,
+        epochs: vec![],
+        test: None,
+        best_val_accuracy: None,
+        train_images: 1,
+        val_images: 0,
+        parameters: 1,
+        device: "cpu".into(),
+        seconds: 1.0,
+    }
+}
+
+fn metrics(epoch: u32) -> EpochMetrics {
+    EpochMetrics {
+        epoch,
+        train_loss: 1.0,
+        train_accuracy: 0.5,
+        val_loss: None,
+        val_accuracy: None,
+        train_binary_accuracy: None,
+        val_binary_accuracy: None,
+        lr: 0.1,
+        seconds: 1.0,
+        images_per_sec: 1.0,
+    }
+}
+
+fn ids(grants: &[Grant]) -> Vec<&str> {
+    grants.iter().map(|g| g.trial.as_str()).collect()
+}
+
+#[test]
+fn leases_follow_queue_order_and_slots() {
+    let mut core = core_with(&[
+        ("a", DeviceRequest::Auto),
+        ("b", DeviceRequest::Auto),
+        ("c", DeviceRequest::Auto),
+    ]);
+    let w = core.register("w".into(), DeviceKind::Cpu, 2, 0);
+    assert_eq!(ids(&core.lease(&w, 2, 0).unwrap()), vec!["a", "b"]);
+    assert_eq!(ids(&core.lease(&w, 5, 0).unwrap()), vec!["c"]);
+    assert!(core.lease(&w, 1, 0).unwrap().is_empty());
+    assert_eq!(
+        core.counts(&["a".into(), "b".into(), "c".into()]).running,
+        3
+    );
+}
+
+#[test]
+fn cuda_trials_never_go_to_cpu_workers() {
+    let mut core = core_with(&[
+        ("gpu", DeviceRequest::Cuda),
+        ("any", DeviceRequest::Auto),
+        ("cpu", DeviceRequest::Cpu),
+    ]);
+    let cpu = core.register("cpu".into(), DeviceKind::Cpu, 1, 0);
+    let gpu = core.register("gpu".into(), DeviceKind::Cuda, 1, 0);
+    assert_eq!(ids(&core.lease(&cpu, 3, 0).unwrap()), vec!["any", "cpu"]);
+    assert!(core.lease(&cpu, 3, 0).unwrap().is_empty());
+    assert_eq!(ids(&core.lease(&gpu, 3, 0).unwrap()), vec!["gpu"]);
+}
+
+#[test]
+fn results_only_from_the_current_attempt() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto)]);
+    let w1 = core.register("w1".into(), DeviceKind::Cpu, 1, 0);
+    let w2 = core.register("w2".into(), DeviceKind::Cpu, 1, 0);
+    let g = core.lease(&w1, 1, 0).unwrap().remove(0);
+    assert_eq!(g.attempt, 1);
+    core.progress(&w1, "a", 1, metrics(1), 100).unwrap();
+    // w1 goes silent; w2 keeps beating.
+    core.heartbeat(&w2, &[], 1500).unwrap();
+    let lost = core.tick(1500);
+    assert_eq!(
+        lost,
+        vec![(
+            w1.clone(),
+            vec![Requeued::Retry {
+                trial: "a".into(),
+                next_attempt: 2
+            }]
+        )]
+    );
+    let g2 = core.lease(&w2, 1, 1600).unwrap().remove(0);
+    assert_eq!(g2.attempt, 2);
+    // The lost attempt reports late: ignored, whoever sends it.
+    assert_eq!(
+        core.finish(&w1, "a", 1, result(), 1700),
+        Err(Rejected::UnknownWorker(w1.clone()))
+    );
+    assert_eq!(
+        core.finish(&w2, "a", 1, result(), 1700),
+        Err(Rejected::StaleLease {
+            trial: "a".into(),
+            attempt: 1
+        })
+    );
+    core.finish(&w2, "a", 2, result(), 1800).unwrap();
+    // Counted once: a second report of the same attempt is stale too.
+    assert!(core.finish(&w2, "a", 2, result(), 1900).is_err());
+    assert!(matches!(
+        core.trial("a").unwrap().state,
+        TrialState::Finished { attempt: 2, .. }
+    ));
+}
+
+#[test]
+fn a_worker_cannot_report_on_another_workers_lease() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto)]);
+    let w1 = core.register("w1".into(), DeviceKind::Cpu, 1, 0);
+    let w2 = core.register("w2".into(), DeviceKind::Cpu, 1, 0);
+    core.lease(&w1, 1, 0).unwrap();
+    assert!(matches!(
+        core.progress(&w2, "a", 1, metrics(1), 1),
+        Err(Rejected::StaleLease { .. })
+    ));
+    assert!(matches!(
+        core.finish(&w2, "a", 1, result(), 1),
+        Err(Rejected::StaleLease { .. })
+    ));
+    assert_eq!(
+        core.finish(&w2, "zzz", 1, result(), 1),
+        Err(Rejected::UnknownTrial("zzz".into()))
+    );
+}
+
+#[test]
+fn lost_trials_go_to_the_front_and_fail_after_max_attempts() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
+    let mut now = 0;
+    for attempt in 1..=3 {
+        let w = core.register(format!("w{attempt}"), DeviceKind::Cpu, 1, now);
+        let g = core.lease(&w, 1, now).unwrap();
+        assert_eq!(
+            (g[0].trial.as_str(), g[0].attempt),
+            ("a", attempt),
+            "re-queued at the front"
+        );
+        now += 2000;
+        let lost = core.tick(now);
+        assert_eq!(lost.len(), 1);
+        if attempt == 3 {
+            assert!(
+                matches!(&lost[0].1[0], Requeued::GaveUp { reason, .. } if reason.contains("heartbeats"))
+            );
+        }
+    }
+    match &core.trial("a").unwrap().state {
+        TrialState::Failed { attempts, reason } => {
+            assert_eq!(*attempts, 3);
+            assert!(reason.contains("attempt 3 of 3"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, now);
+    assert_eq!(ids(&core.lease(&w, 5, now).unwrap()), vec!["b"]);
+}
+
+#[test]
+fn heartbeat_expiry_is_exact() {
+    let mut core = core_with(&[]);
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, 0);
+    assert!(
+        core.expired_workers(1000).is_empty(),
+        "at the timeout, still alive"
+    );
+    assert_eq!(core.expired_workers(1001), vec![w.clone()]);
+    core.heartbeat(&w, &[], 900).unwrap();
+    assert!(core.expired_workers(1900).is_empty());
+    assert!(core.heartbeat("nobody", &[], 0).is_err());
+}
+
+#[test]
+fn cancel_stops_queued_and_running_trials() {
+    let mut core = core_with(&[
+        ("a", DeviceRequest::Auto),
+        ("b", DeviceRequest::Auto),
+        ("c", DeviceRequest::Auto),
+    ]);
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, 0);
+    core.lease(&w, 2, 0).unwrap(); // a, b running
+    core.finish(&w, "a", 1, result(), 1).unwrap();
+    let cancelled = core.cancel(&["a".into(), "b".into(), "c".into()]);
+    assert_eq!(cancelled, vec!["b".to_string(), "c".to_string()]);
+    // The worker learns at its next heartbeat that b must stop.
+    assert_eq!(
+        core.heartbeat(&w, &[("b".into(), 1)], 2).unwrap(),
+        vec![("b".to_string(), 1)]
+    );
+    assert!(core.lease(&w, 5, 3).unwrap().is_empty());
+    assert!(
+        core.finish(&w, "b", 1, result(), 4).is_err(),
+        "a cancelled trial takes no result"
+    );
+    let c = core.counts(&["a".into(), "b".into(), "c".into()]);
+    assert_eq!((c.finished, c.cancelled), (1, 2));
+    assert!(c.is_done());
+}
+
+#[test]
+fn restored_finished_trials_are_not_requeued() {
+    let mut core = core_with(&[]);
+    core.add_trial(
+        "done".into(),
+        TrialSpec::default(),
+        TrialState::Finished {
+            attempt: 1,
+            worker: "old".into(),
+            result: Box::new(result()),
+        },
+        false,
+    );
+    core.add_trial(
+        "done".into(),
+        TrialSpec::default(),
+        TrialState::Queued { attempt: 1 },
+        false,
+    );
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, 0);
+    assert!(core.lease(&w, 1, 0).unwrap().is_empty());
+    // --rerun replaces it.
+    core.add_trial(
+        "done".into(),
+        TrialSpec::default(),
+        TrialState::Queued { attempt: 2 },
+        true,
+    );
+    assert_eq!(core.lease(&w, 1, 0).unwrap()[0].attempt, 2);
+}

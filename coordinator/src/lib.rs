@@ -1,0 +1,14 @@
+//! The sweep coordinator: sweep files in, trials scheduled on workers over gRPC, results kept
+//! in SQLite, ranked reports out. It never links libtorch.
+//!
+//! - [`sweep`]: parse, validate and expand sweep files into trials with stable ids.
+//! - [`core`]: the scheduling state machine (pure; events in, decisions out).
+//! - [`store`]: SQLite persistence.
+//! - [`service`]: shared handle and the gRPC service over it.
+//! - [`report`]: ranked tables, effects per axis, report.md / results.json / results.csv.
+
+pub mod core;
+pub mod report;
+pub mod service;
+pub mod store;
+pub mod sweep;

@@ -1,0 +1,358 @@
+//! The coordinator's shared state and its gRPC face.
+//!
+//! [`Handle`] is a cloneable handle around the core and the store (mini-redis style). The
+//! gRPC service only translates: protobuf in, a core call plus a store write, protobuf out.
+//! Reports are checked against the core before they are written and applied after, so a
+//! database error never leaves the core believing in a result the disk does not have.
+
+use crate::core::{Config, Core, Counts, DeviceKind, Rejected, TrialId, TrialState};
+use crate::store::{Store, StoreError, StoredSweep};
+use crate::sweep::Sweep;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use sweep_proto::pb::{self, coordinator_server::Coordinator};
+use sweep_proto::{EpochMetrics, TrialResult};
+use tonic::{Request, Response, Status};
+
+pub struct Shared {
+    pub core: Core,
+    pub store: Store,
+    /// Dataset directory to suggest to workers, per trial (from the sweep that queued it).
+    data_hints: HashMap<TrialId, String>,
+    started: Instant,
+}
+
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Mutex<Shared>>,
+}
+
+impl Handle {
+    /// Opens (or creates) the database and restores every trial into the core.
+    pub fn open(db: &Path, config: Config) -> Result<Handle, StoreError> {
+        let store = Store::open(db)?;
+        let mut core = Core::new(config);
+        for t in store.load_trials()? {
+            core.add_trial(t.id, t.spec, t.state, true);
+        }
+        let mut data_hints = HashMap::new();
+        for name in store.sweep_names()? {
+            if let Some(s) = store.sweep(&name)? {
+                if let Some(data) = &s.data {
+                    for (id, _, _) in &s.trials {
+                        data_hints.insert(id.clone(), data.clone());
+                    }
+                }
+            }
+        }
+        Ok(Handle {
+            inner: Arc::new(Mutex::new(Shared {
+                core,
+                store,
+                data_hints,
+                started: Instant::now(),
+            })),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a sweep and queues its new (or, with `rerun`, all) trials.
+    pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        s.store.add_sweep(sweep, rerun)?;
+        let stored = s.store.load_trials()?;
+        let wanted: HashMap<&str, ()> = sweep.trials.iter().map(|t| (t.id.as_str(), ())).collect();
+        for t in stored
+            .into_iter()
+            .filter(|t| wanted.contains_key(t.id.as_str()))
+        {
+            let replace = matches!(t.state, TrialState::Queued { .. })
+                && s.core.trial(&t.id).is_none_or(|c| c.state.is_terminal());
+            s.core.add_trial(t.id, t.spec, t.state, replace);
+        }
+        if let Some(data) = &sweep.data {
+            for t in &sweep.trials {
+                s.data_hints
+                    .insert(t.id.clone(), data.display().to_string());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
+        self.lock().store.sweep(name)
+    }
+
+    pub fn counts(&self, ids: &[TrialId]) -> Counts {
+        self.lock().core.counts(ids)
+    }
+
+    pub fn cancel(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
+        let mut s = self.lock();
+        let Some(sweep) = s.store.sweep(name)? else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<TrialId> = sweep.trials.into_iter().map(|t| t.0).collect();
+        let cancelled = s.core.cancel(&ids);
+        s.store.record_cancelled(&cancelled)?;
+        s.store.set_sweep_cancelled(name)?;
+        Ok(cancelled)
+    }
+
+    fn now_ms(s: &Shared) -> u64 {
+        s.started.elapsed().as_millis() as u64
+    }
+
+    /// Expires silent workers and persists what that changed.
+    pub fn tick(&self) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        let now = Self::now_ms(&s);
+        for (worker, requeued) in s.core.tick(now) {
+            tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");
+            for r in &requeued {
+                s.store.record_requeue(r)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rejected(r: Rejected) -> Status {
+    match r {
+        Rejected::UnknownWorker(_) => Status::not_found(r.to_string()),
+        Rejected::UnknownTrial(_) => Status::not_found(r.to_string()),
+        Rejected::StaleLease { .. } => Status::failed_precondition(r.to_string()),
+    }
+}
+
+fn storage(e: StoreError) -> Status {
+    tracing::error!("{e}");
+    Status::unavailable(format!(
+        "coordinator storage error, not accepting work: {e}"
+    ))
+}
+
+fn lease_ref(l: Option<pb::LeaseRef>) -> Result<(String, u32), Status> {
+    let l = l.ok_or_else(|| Status::invalid_argument("missing lease"))?;
+    Ok((l.trial_id, l.attempt))
+}
+
+/// Converts the wire form of epoch metrics; the one border for that type.
+pub fn metrics_from_pb(m: pb::EpochMetrics) -> EpochMetrics {
+    EpochMetrics {
+        epoch: m.epoch,
+        train_loss: m.train_loss,
+        train_accuracy: m.train_accuracy,
+        val_loss: m.val_loss,
+        val_accuracy: m.val_accuracy,
+        train_binary_accuracy: m.train_binary_accuracy,
+        val_binary_accuracy: m.val_binary_accuracy,
+        lr: m.lr,
+        seconds: m.seconds,
+        images_per_sec: m.images_per_sec,
+    }
+}
+
+/// Heartbeat period the coordinator asks workers for: a third of the timeout.
+pub fn heartbeat_interval_ms(config: &Config) -> u32 {
+    (config.heartbeat_timeout_ms / 3).clamp(100, 10_000) as u32
+}
+
+#[tonic::async_trait]
+impl Coordinator for Handle {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        let device = match pb::DeviceKind::try_from(r.device) {
+            Ok(pb::DeviceKind::Cuda) => DeviceKind::Cuda,
+            Ok(pb::DeviceKind::Cpu) => DeviceKind::Cpu,
+            _ => return Err(Status::invalid_argument("device must be cpu or cuda")),
+        };
+        let name = if r.name.trim().is_empty() {
+            "worker".to_string()
+        } else {
+            r.name
+        };
+        let mut s = self.lock();
+        let now = Self::now_ms(&s);
+        let id = s.core.register(name, device, r.slots, now);
+        tracing::info!(worker = %id, ?device, slots = r.slots, gpu = %r.gpu_model, "worker registered");
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id: id,
+            heartbeat_interval_ms: heartbeat_interval_ms(&s.core.config),
+        }))
+    }
+
+    async fn lease(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let r = req.into_inner();
+        let mut s = self.lock();
+        let now = Self::now_ms(&s);
+        let grants = s
+            .core
+            .lease(&r.worker_id, r.free_slots, now)
+            .map_err(rejected)?;
+        let mut leases = Vec::new();
+        for g in grants {
+            if let Err(e) = s.store.record_lease(&g.trial, g.attempt, &r.worker_id) {
+                // Not persisted: give it back rather than run work the disk does not know of.
+                s.core.lose_worker(&r.worker_id, "storage error");
+                return Err(storage(e));
+            }
+            tracing::info!(trial = %g.trial, attempt = g.attempt, worker = %r.worker_id, "leased");
+            let data_hint = s.data_hints.get(&g.trial).cloned().unwrap_or_default();
+            leases.push(pb::Lease {
+                trial_id: g.trial,
+                attempt: g.attempt,
+                spec_toml: g.spec.to_toml(),
+                data_hint,
+            });
+        }
+        Ok(Response::new(pb::LeaseResponse { leases }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let running: Vec<(String, u32)> = r
+            .running
+            .into_iter()
+            .map(|l| (l.trial_id, l.attempt))
+            .collect();
+        let mut s = self.lock();
+        let now = Self::now_ms(&s);
+        let stop = s
+            .core
+            .heartbeat(&r.worker_id, &running, now)
+            .map_err(rejected)?;
+        let cancel = stop
+            .into_iter()
+            .map(|(trial_id, attempt)| pb::LeaseRef { trial_id, attempt })
+            .collect();
+        Ok(Response::new(pb::HeartbeatResponse { cancel }))
+    }
+
+    async fn report_progress(
+        &self,
+        req: Request<pb::ProgressReport>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        let (trial, attempt) = lease_ref(r.lease)?;
+        let metrics = metrics_from_pb(
+            r.metrics
+                .ok_or_else(|| Status::invalid_argument("missing metrics"))?,
+        );
+        let mut s = self.lock();
+        let now = Self::now_ms(&s);
+        match s
+            .core
+            .progress(&r.worker_id, &trial, attempt, metrics.clone(), now)
+        {
+            Ok(()) => {
+                s.store
+                    .record_epoch(&trial, attempt, &metrics)
+                    .map_err(storage)?;
+                Ok(Response::new(pb::Ack {
+                    accepted: true,
+                    reason: String::new(),
+                }))
+            }
+            Err(Rejected::UnknownWorker(w)) => Err(rejected(Rejected::UnknownWorker(w))),
+            Err(e) => Ok(Response::new(pb::Ack {
+                accepted: false,
+                reason: e.to_string(),
+            })),
+        }
+    }
+
+    async fn report_result(
+        &self,
+        req: Request<pb::ResultReport>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        let (trial, attempt) = lease_ref(r.lease)?;
+        let result: TrialResult = serde_json::from_str(&r.result_json)
+            .map_err(|e| Status::invalid_argument(format!("result_json: {e}")))?;
+        let mut s = self.lock();
+        let now = Self::now_ms(&s);
+        // Check first, persist, then apply: the core never holds a result the disk lacks.
+        match s.core.trial(&trial).map(|t| &t.state) {
+            Some(TrialState::Running {
+                attempt: a,
+                worker: w,
+                ..
+            }) if *a == attempt && *w == r.worker_id => {}
+            None => {
+                return Ok(Response::new(pb::Ack {
+                    accepted: false,
+                    reason: format!("unknown trial {trial}"),
+                }))
+            }
+            Some(_) => {
+                tracing::info!(%trial, attempt, worker = %r.worker_id, "ignored a stale result");
+                let reason = Rejected::StaleLease { trial, attempt }.to_string();
+                return Ok(Response::new(pb::Ack {
+                    accepted: false,
+                    reason,
+                }));
+            }
+        }
+        s.store
+            .record_result(&trial, attempt, &r.worker_id, &result)
+            .map_err(storage)?;
+        tracing::info!(%trial, attempt, status = ?result.status, acc = ?result.test_accuracy(), "result");
+        s.core
+            .finish(&r.worker_id, &trial, attempt, result, now)
+            .map_err(rejected)?;
+        Ok(Response::new(pb::Ack {
+            accepted: true,
+            reason: String::new(),
+        }))
+    }
+}
+
+/// Checks `authorization: Bearer <token>` on every call.
+#[derive(Clone)]
+pub struct TokenCheck {
+    token: Arc<str>,
+}
+
+impl TokenCheck {
+    pub fn new(token: &str) -> TokenCheck {
+        TokenCheck {
+            token: Arc::from(token),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(req),
+            Some(_) => Err(Status::unauthenticated("wrong worker token")),
+            None => Err(Status::unauthenticated(
+                "missing worker token (authorization: Bearer ...)",
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,524 @@
+//! Sweep files: TOML that expands into trials.
+//!
+//! ```toml
+//! name = "quick"
+//! data = "../data"              # dataset directory for local workers (relative to this file)
+//! rank_by = "test_accuracy"     # or "best_val_accuracy"
+//! direction = "max"
+//! repeats = 1                   # the same config with N seeds (seed, seed+1, ...)
+//! search = "grid"               # or "random", with samples = N and search_seed
+//!
+//! [defaults]                    # any trial field (docs/TRIAL.md)
+//! epochs = 2
+//!
+//! [grid]                        # each axis a list; random search also takes {min, max, log}
+//! model = ["dense", "seed-cnn"]
+//! color = ["color", "grayscale"]
+//!
+//! [[exclude]]                   # drop combinations matching every key
+//! model = "dense"
+//! color = "grayscale"
+//!
+//! [[include]]                   # extra trials on top of the defaults
+//! label = "resnet, 1 epoch"     # optional: label and reported accuracy are not trial fields
+//! reported = 0.6289
+//! model = "resnet20"
+//! ```
+//!
+//! Parsing is two-step: serde with `deny_unknown_fields` for the file's shape, then every
+//! trial-field entry is checked through `TrialSpec` itself, so an error names the file, line,
+//! column and key exactly as a worker would reject the value.
+
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use sweep_proto::{SpecError, TrialSpec};
+use toml::Spanned;
+
+/// Above this many trials `plan`/`sweep` refuse without `--force`.
+pub const MAX_TRIALS: usize = 1000;
+
+/// Keys an `[[include]]` entry may carry that are about the row, not the trial.
+const LABEL: &str = "label";
+const REPORTED: &str = "reported";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct SweepError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place in the file.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for SweepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    #[default]
+    TestAccuracy,
+    BestValAccuracy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Max,
+    Min,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Search {
+    #[default]
+    Grid,
+    Random,
+}
+
+type Entries = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: String,
+    data: Option<String>,
+    #[serde(default)]
+    rank_by: Metric,
+    #[serde(default)]
+    direction: Direction,
+    #[serde(default = "one")]
+    repeats: u32,
+    #[serde(default)]
+    search: Search,
+    samples: Option<u32>,
+    #[serde(default)]
+    search_seed: u64,
+    #[serde(default)]
+    defaults: Entries,
+    #[serde(default)]
+    grid: Entries,
+    #[serde(default)]
+    include: Vec<Entries>,
+    #[serde(default)]
+    exclude: Vec<Entries>,
+}
+
+/// One trial of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTrial {
+    /// Stable id: a hash of the fully resolved configuration.
+    pub id: String,
+    pub spec: TrialSpec,
+    pub label: Option<String>,
+    /// The accuracy a publication reported for this row, for side-by-side reports.
+    pub reported: Option<f64>,
+}
+
+/// An expanded sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub name: String,
+    pub file: PathBuf,
+    /// Dataset directory, resolved against the sweep file's directory.
+    pub data: Option<PathBuf>,
+    pub rank_by: Metric,
+    pub direction: Direction,
+    /// Trial fields that vary across the plan, in file order.
+    pub axes: Vec<String>,
+    pub trials: Vec<PlannedTrial>,
+}
+
+/// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
+pub fn trial_id(spec: &TrialSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(spec.to_toml().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads and expands a sweep file.
+pub fn load(path: &Path) -> Result<Sweep, SweepError> {
+    let bytes = std::fs::read(path).map_err(|e| SweepError {
+        file: path.into(),
+        position: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.into_bytes()[..at]).into_owned();
+        SweepError {
+            file: path.into(),
+            position: Some(line_col(&text, at)),
+            message: "the file is not valid UTF-8".into(),
+        }
+    })?;
+    parse(&text, path)
+}
+
+/// Expands sweep text; `file` names it in errors and anchors the relative `data` path.
+pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
+    let err = |span: Option<std::ops::Range<usize>>, message: String| SweepError {
+        file: file.to_path_buf(),
+        position: span.map(|s| line_col(text, s.start)),
+        message,
+    };
+    let raw: RawSweep = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+    if raw.name.trim().is_empty() {
+        return Err(err(None, "`name` must not be empty".into()));
+    }
+    if raw.repeats == 0 {
+        return Err(err(None, "`repeats` must be at least 1".into()));
+    }
+
+    // Each entry on its own first, so a bad key or value is reported where it is written.
+    let sections = [("defaults", &raw.defaults), ("grid", &raw.grid)];
+    for (section, entries) in sections {
+        for (key, value) in entries {
+            let values: Vec<toml::Value> = match (section, value.get_ref()) {
+                ("grid", toml::Value::Array(items)) if items.is_empty() => {
+                    return Err(err(
+                        Some(value.span()),
+                        format!(
+                            "`grid.{}` is an empty list; give at least one value",
+                            key.get_ref()
+                        ),
+                    ));
+                }
+                ("grid", toml::Value::Array(items)) => items.clone(),
+                ("grid", toml::Value::Table(_)) if raw.search == Search::Random => continue,
+                ("grid", toml::Value::Table(_)) => {
+                    return Err(err(
+                        Some(value.span()),
+                        format!("`grid.{}`: ranges need search = \"random\"", key.get_ref()),
+                    ));
+                }
+                ("grid", _) => {
+                    return Err(err(
+                        Some(value.span()),
+                        format!("`grid.{}` must be a list of values", key.get_ref()),
+                    ));
+                }
+                _ => vec![value.get_ref().clone()],
+            };
+            for v in values {
+                check_entry(key.get_ref(), &v).map_err(|m| {
+                    err(
+                        Some(key.span()),
+                        format!("`{section}.{}`: {m}", key.get_ref()),
+                    )
+                })?;
+            }
+        }
+    }
+    for (section, list) in [("include", &raw.include), ("exclude", &raw.exclude)] {
+        for entries in list {
+            for (key, value) in entries {
+                if section == "include" && (key.get_ref() == LABEL || key.get_ref() == REPORTED) {
+                    continue;
+                }
+                check_entry(key.get_ref(), value.get_ref()).map_err(|m| {
+                    err(
+                        Some(key.span()),
+                        format!("`{section}.{}`: {m}", key.get_ref()),
+                    )
+                })?;
+            }
+        }
+    }
+
+    let defaults: toml::Table = raw
+        .defaults
+        .iter()
+        .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
+        .collect();
+    let mut axes: Vec<&Spanned<String>> = raw.grid.keys().collect();
+    axes.sort_by_key(|k| k.span().start);
+
+    // Where a key is set, for errors that only the combined trial reveals (e.g. step_epochs
+    // beyond epochs): the grid axis if it varies, else the default.
+    let locate = |key: &str| -> Option<std::ops::Range<usize>> {
+        let root = key.split('.').next().unwrap_or(key);
+        raw.grid
+            .get_key_value(root)
+            .or_else(|| raw.defaults.get_key_value(root))
+            .map(|(k, _)| k.span())
+    };
+    let resolve = |table: toml::Table| -> Result<TrialSpec, SweepError> {
+        let spec: TrialSpec = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| err(None, e.message().to_string()))?;
+        spec.validate().map_err(|e| match &e {
+            SpecError::Invalid { key, .. } => err(locate(key), e.to_string()),
+            SpecError::Parse(_) => err(None, e.to_string()),
+        })?;
+        Ok(spec)
+    };
+
+    let combos: Vec<toml::Table> = match raw.search {
+        Search::Grid => grid_combinations(&defaults, &axes, &raw.grid),
+        Search::Random => {
+            let samples = raw
+                .samples
+                .ok_or_else(|| err(None, "search = \"random\" needs `samples`".into()))?;
+            random_samples(&defaults, &axes, &raw.grid, samples, raw.search_seed)
+                .map_err(|(k, m)| err(Some(k), m))?
+        }
+    };
+    let excludes: Vec<toml::Table> = raw
+        .exclude
+        .iter()
+        .map(|e| {
+            e.iter()
+                .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
+                .collect()
+        })
+        .collect();
+
+    let mut trials = Vec::new();
+    let mut seen = HashSet::new();
+    let mut push = |spec: TrialSpec, label: Option<String>, reported: Option<f64>| {
+        for r in 0..raw.repeats {
+            let spec = TrialSpec {
+                seed: spec.seed + r as u64,
+                ..spec.clone()
+            };
+            let id = trial_id(&spec);
+            if seen.insert(id.clone()) {
+                trials.push(PlannedTrial {
+                    id,
+                    spec,
+                    label: label.clone(),
+                    reported,
+                });
+            }
+        }
+    };
+    for combo in combos {
+        let spec = resolve(combo)?;
+        if !excludes.iter().any(|ex| matches(&spec, ex)) {
+            push(spec, None, None);
+        }
+    }
+    for inc in &raw.include {
+        let mut table = defaults.clone();
+        let (mut label, mut reported) = (None, None);
+        for (k, v) in inc {
+            match (k.get_ref().as_str(), v.get_ref()) {
+                (LABEL, toml::Value::String(s)) => label = Some(s.clone()),
+                (REPORTED, toml::Value::Float(f)) => reported = Some(*f),
+                (REPORTED, toml::Value::Integer(i)) => reported = Some(*i as f64),
+                (LABEL | REPORTED, _) => {
+                    return Err(err(
+                        Some(v.span()),
+                        format!(
+                            "`include.{}` must be a {}",
+                            k.get_ref(),
+                            if k.get_ref() == LABEL {
+                                "string"
+                            } else {
+                                "number"
+                            }
+                        ),
+                    ));
+                }
+                _ => {
+                    table.insert(k.get_ref().clone(), v.get_ref().clone());
+                }
+            }
+        }
+        let spec = resolve(table).map_err(|e| SweepError {
+            position: e.position.or(Some(line_col(text, inc_start(inc)))),
+            ..e
+        })?;
+        push(spec, label, reported);
+    }
+    if trials.is_empty() {
+        return Err(err(
+            None,
+            "the sweep expands to no trials (every combination is excluded?)".into(),
+        ));
+    }
+
+    let mut axis_names: Vec<String> = axes.iter().map(|k| k.get_ref().clone()).collect();
+    for inc in &raw.include {
+        for k in inc.keys() {
+            let k = k.get_ref();
+            if k != LABEL && k != REPORTED && !axis_names.contains(k) {
+                axis_names.push(k.clone());
+            }
+        }
+    }
+    if raw.repeats > 1 && !axis_names.iter().any(|a| a == "seed") {
+        axis_names.push("seed".into());
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    Ok(Sweep {
+        name: raw.name,
+        file: file.to_path_buf(),
+        data: raw.data.map(|d| base.join(d)),
+        rank_by: raw.rank_by,
+        direction: raw.direction,
+        axes: axis_names,
+        trials,
+    })
+}
+
+fn inc_start(inc: &Entries) -> usize {
+    inc.keys().map(|k| k.span().start).min().unwrap_or(0)
+}
+
+/// Deserialises a trial holding only `key = value`, so serde names the key or the type error.
+fn check_entry(key: &str, value: &toml::Value) -> Result<(), String> {
+    let mut table = toml::Table::new();
+    table.insert(key.to_string(), value.clone());
+    toml::Value::Table(table)
+        .try_into::<TrialSpec>()
+        .map(|_| ())
+        .map_err(|e| e.message().to_string())
+}
+
+/// True when every key of `exclude` has the same value in `spec`.
+fn matches(spec: &TrialSpec, exclude: &toml::Table) -> bool {
+    let Ok(resolved) = toml::Table::try_from(spec) else {
+        return false;
+    };
+    exclude.iter().all(|(k, v)| {
+        // Compare through TrialSpec so that e.g. 1 and 1.0, or enum spellings, agree.
+        let mut t = toml::Table::new();
+        t.insert(k.clone(), v.clone());
+        match toml::Value::Table(t)
+            .try_into::<TrialSpec>()
+            .ok()
+            .and_then(|s| toml::Table::try_from(&s).ok())
+        {
+            Some(one) => one.get(k) == resolved.get(k),
+            None => false,
+        }
+    })
+}
+
+fn grid_combinations(
+    defaults: &toml::Table,
+    axes: &[&Spanned<String>],
+    grid: &Entries,
+) -> Vec<toml::Table> {
+    let mut combos = vec![defaults.clone()];
+    for key in axes {
+        let Some(toml::Value::Array(values)) = grid.get(*key).map(|v| v.get_ref()) else {
+            continue;
+        };
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.insert(key.get_ref().clone(), v.clone());
+                    c
+                })
+            })
+            .collect();
+    }
+    combos
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    min: toml::Value,
+    max: toml::Value,
+    #[serde(default)]
+    log: bool,
+}
+
+fn random_samples(
+    defaults: &toml::Table,
+    axes: &[&Spanned<String>],
+    grid: &Entries,
+    samples: u32,
+    seed: u64,
+) -> Result<Vec<toml::Table>, (std::ops::Range<usize>, String)> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for _ in 0..samples {
+        let mut t = defaults.clone();
+        for key in axes {
+            let value = &grid[*key];
+            let v = match value.get_ref() {
+                toml::Value::Array(items) => items[rng.random_range(0..items.len())].clone(),
+                toml::Value::Table(range) => {
+                    let r: Range = toml::Value::Table(range.clone()).try_into().map_err(
+                        |e: toml::de::Error| {
+                            (
+                                value.span(),
+                                format!("`grid.{}`: {}", key.get_ref(), e.message()),
+                            )
+                        },
+                    )?;
+                    sample_range(&r, &mut rng)
+                        .map_err(|m| (value.span(), format!("`grid.{}`: {m}", key.get_ref())))?
+                }
+                _ => unreachable!("checked in parse"),
+            };
+            t.insert(key.get_ref().clone(), v);
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
+fn sample_range(r: &Range, rng: &mut impl Rng) -> Result<toml::Value, String> {
+    let num = |v: &toml::Value| match v {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    };
+    let (Some(lo), Some(hi)) = (num(&r.min), num(&r.max)) else {
+        return Err("min and max must be numbers".into());
+    };
+    if !(lo <= hi) || (r.log && lo <= 0.0) {
+        return Err(format!(
+            "needs min <= max{}",
+            if r.log { " and min > 0 for log" } else { "" }
+        ));
+    }
+    let integers = matches!(
+        (&r.min, &r.max),
+        (toml::Value::Integer(_), toml::Value::Integer(_))
+    );
+    let x = if r.log {
+        (rng.random_range(lo.ln()..=hi.ln())).exp()
+    } else {
+        rng.random_range(lo..=hi)
+    };
+    Ok(if integers {
+        toml::Value::Integer(x.round().clamp(lo, hi) as i64)
+    } else {
+        toml::Value::Float(x)
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+use super::*;
+use sweep_proto::{ColorMode, Model};
+
+fn plan(text: &str) -> Result<Sweep, SweepError> {
+    parse(text, Path::new("grid.toml"))
+}
+
+#[test]
+fn grid_expands_in_file_order_with_defaults() {
+    let s = plan(
+        r#"
+name = "t"
+[defaults]
+epochs = 3
+[grid]
+model = ["dense", "seed-cnn"]
+color = ["color", "grayscale"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(s.axes, vec!["model", "color"]);
+    assert_eq!(s.trials.len(), 4);
+    assert!(s.trials.iter().all(|t| t.spec.epochs == 3));
+    let first: Vec<(Model, ColorMode)> = s
+        .trials
+        .iter()
+        .map(|t| (t.spec.model, t.spec.color))
+        .collect();
+    assert_eq!(first[0], (Model::Dense, ColorMode::Color));
+    assert_eq!(first[1], (Model::Dense, ColorMode::Grayscale));
+    assert_eq!(first[3], (Model::SeedCnn, ColorMode::Grayscale));
+    assert_eq!(s.rank_by, Metric::TestAccuracy);
+    assert_eq!(s.direction, Direction::Max);
+}
+
+#[test]
+fn ids_are_stable_and_follow_the_config() {
+    let text = "name = \"t\"\n[grid]\nlr = [0.1, 0.01]\n";
+    let a = plan(text).unwrap();
+    let b = plan(text).unwrap();
+    assert_eq!(a.trials[0].id, b.trials[0].id);
+    assert_ne!(a.trials[0].id, a.trials[1].id);
+    assert_eq!(a.trials[0].id.len(), 16);
+    // An edited grid keeps the ids of the unchanged trials.
+    let c = plan("name = \"other\"\n[grid]\nlr = [0.1, 0.001]\n").unwrap();
+    assert_eq!(c.trials[0].id, a.trials[0].id);
+    assert_ne!(c.trials[1].id, a.trials[1].id);
+}
+
+#[test]
+fn include_exclude_and_repeats() {
+    let s = plan(
+        r#"
+name = "t"
+repeats = 2
+[grid]
+model = ["dense", "seed-cnn"]
+color = ["color", "grayscale"]
+[[exclude]]
+model = "dense"
+color = "grayscale"
+[[include]]
+label = "the study's resnet"
+reported = 0.6289
+model = "resnet56"
+epochs = 1
+"#,
+    )
+    .unwrap();
+    // (4 - 1 excluded + 1 included) x 2 seeds
+    assert_eq!(s.trials.len(), 8);
+    assert!(!s
+        .trials
+        .iter()
+        .any(|t| t.spec.model == Model::Dense && t.spec.color == ColorMode::Grayscale));
+    let inc: Vec<_> = s
+        .trials
+        .iter()
+        .filter(|t| t.spec.model == Model::ResNet(56))
+        .collect();
+    assert_eq!(inc.len(), 2);
+    assert_eq!(inc[0].label.as_deref(), Some("the study's resnet"));
+    assert_eq!(inc[0].reported, Some(0.6289));
+    assert_eq!((inc[0].spec.seed, inc[1].spec.seed), (0, 1));
+    assert_eq!(s.axes, vec!["model", "color", "epochs", "seed"]);
+}
+
+#[test]
+fn random_search_samples_lists_and_ranges_reproducibly() {
+    let text = r#"
+name = "r"
+search = "random"
+samples = 20
+search_seed = 7
+[grid]
+model = ["dense", "seed-cnn"]
+lr = { min = 1e-4, max = 1e-1, log = true }
+epochs = { min = 1, max = 4 }
+"#;
+    let a = plan(text).unwrap();
+    let b = plan(text).unwrap();
+    assert_eq!(a, b);
+    assert!(a.trials.len() <= 20 && a.trials.len() >= 15);
+    for t in &a.trials {
+        assert!((1e-4..=1e-1).contains(&t.spec.lr), "{}", t.spec.lr);
+        assert!((1..=4).contains(&t.spec.epochs));
+    }
+    let low = a.trials.iter().filter(|t| t.spec.lr < 1e-2).count();
+    assert!(
+        low >= 5,
+        "log-uniform should put most samples below 1e-2, got {low}"
+    );
+}
+
+#[test]
+fn data_path_is_relative_to_the_sweep_file() {
+    let s = parse(
+        "name = \"t\"\ndata = \"../data\"\n",
+        Path::new("examples/grid.toml"),
+    )
+    .unwrap();
+    assert_eq!(s.data, Some(PathBuf::from("examples/../data")));
+    assert_eq!(s.trials.len(), 1, "no grid: one trial of the defaults");
+}
+
+/// Malformed sweep files: the message and the position each must name.
+#[test]
+fn bad_sweep_files_name_line_column_and_key() {
+    let cases: &[(&str, &str, Option<(usize, usize)>)] = &[
+        ("name = \"t\"\n[grid]\nmodle = [\"dense\"]\n", "`grid.modle`: unknown field `modle`", Some((3, 1))),
+        ("name = \"t\"\n[grid]\nmodel = [\"resnet18\"]\n", "unknown model `resnet18`", Some((3, 1))),
+        ("name = \"t\"\n[grid]\nmodel = []\n", "`grid.model` is an empty list", Some((3, 9))),
+        ("name = \"t\"\n[grid]\nmodel = \"dense\"\n", "must be a list", Some((3, 9))),
+        ("name = \"t\"\n[grid]\nlr = { min = 0.1, max = 1.0 }\n", "ranges need search = \"random\"", Some((3, 6))),
+        ("name = \"t\"\n[defaults]\nepochs = \"ten\"\n", "`defaults.epochs`", Some((3, 1))),
+        ("name = \"t\"\n[defaults]\nepochs = 5\n[grid]\nlr = [0.1, -0.5]\n", "invalid value for `lr`: -0.5", Some((5, 1))),
+        ("name = \"t\"\n[defaults]\nschedule = \"step\"\nepochs = 4\n[grid]\nstep_epochs = [[2], [9]]\n", "`step_epochs`: 9", Some((6, 1))),
+        ("name = \"t\"\nrepeat = 3\n", "unknown field `repeat`", Some((2, 1))),
+        ("nme = \"t\"\n", "unknown field `nme`", Some((1, 1))),
+        ("[grid]\nmodel = [\"dense\"]\n", "missing field `name`", None),
+        ("name = \"t\"\nsearch = \"random\"\n", "needs `samples`", None),
+        ("name = \"t\"\n[grid]\nmodel = [\"dense\"]\n[[exclude]]\nmodel = \"dense\"\n", "expands to no trials", None),
+        ("name = \"t\"\n[[include]]\nreported = \"high\"\n", "`include.reported` must be a number", Some((3, 12))),
+        ("name = \"t\"\n[[exclude]]\ncolour = \"color\"\n", "`exclude.colour`", Some((3, 1))),
+        ("name = \"t\"\n[grid]\nmodel = [\"dense\"\n", "", Some((3, 17))),
+        ("name = \"\"\n", "`name` must not be empty", None),
+    ];
+    for (text, needle, position) in cases {
+        let e = plan(text).expect_err(text);
+        assert!(
+            e.to_string().contains(needle),
+            "for {text:?}: expected {needle:?} in {e}"
+        );
+        if let Some(p) = position {
+            assert_eq!(e.position, Some(*p), "position for {text:?}: {e}");
+        }
+        assert!(e.to_string().starts_with("grid.toml"), "{e}");
+    }
+}
+
+#[test]
+fn non_utf8_file_is_rejected_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, b"name = \"t\"\n# caf\xe9\n").unwrap();
+    let e = load(&path).unwrap_err();
+    assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+    assert_eq!(e.position, Some((2, 6)));
+    let missing = load(&dir.path().join("nope.toml")).unwrap_err();
+    assert!(
+        missing.to_string().contains("nope.toml") && missing.to_string().contains("cannot read")
+    );
+}
