@@ -423,6 +423,21 @@ pub struct Counts {
     pub cancelled: usize,
 }
 
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} trials: {} finished, {} running, {} queued, {} failed, {} cancelled",
+            self.total(),
+            self.finished,
+            self.running,
+            self.queued,
+            self.failed,
+            self.cancelled
+        )
+    }
+}
+
 impl Counts {
     pub fn total(&self) -> usize {
         self.queued + self.running + self.finished + self.failed + self.cancelled

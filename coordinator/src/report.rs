@@ -1,1 +1,472 @@
+//! Ranked results: terminal table, `report.md`, `results.json`, `results.csv`, and the effect
+//! of each axis (mean and best of the ranking metric for every value of it).
+//!
+//! Failed, diverged, cancelled and unfinished trials are listed below the ranked ones, never
+//! dropped; ties keep plan order.
 
+use crate::core::{Core, TrialState};
+use crate::store::StoredSweep;
+use crate::sweep::{Direction, Metric};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+use sweep_proto::{EpochMetrics, TrialSpec, TrialStatus};
+
+/// One trial's row (this is also the `results.json` object).
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub id: String,
+    pub label: Option<String>,
+    /// Every resolved trial field.
+    pub params: serde_json::Value,
+    /// completed, diverged, failed, cancelled, queued or running.
+    pub status: String,
+    pub reason: Option<String>,
+    pub test_accuracy: Option<f64>,
+    pub best_val_accuracy: Option<f64>,
+    /// Keras-style binary accuracy on the test set, for binary cross-entropy trials.
+    pub test_binary_accuracy: Option<f64>,
+    pub reported: Option<f64>,
+    pub epochs: Vec<EpochMetrics>,
+    pub seconds: Option<f64>,
+    pub worker: Option<String>,
+    pub attempt: u32,
+    #[serde(skip)]
+    axis_values: Vec<String>,
+}
+
+impl Row {
+    pub fn metric(&self, m: Metric) -> Option<f64> {
+        match m {
+            Metric::TestAccuracy => self.test_accuracy,
+            Metric::BestValAccuracy => self.best_val_accuracy,
+        }
+    }
+}
+
+pub struct Report {
+    pub sweep: String,
+    pub rank_by: Metric,
+    pub direction: Direction,
+    pub axes: Vec<String>,
+    /// Ranked rows first, then rows without the metric, in plan order.
+    pub rows: Vec<Row>,
+}
+
+fn axis_value(params: &serde_json::Value, axis: &str) -> String {
+    match params.get(axis) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "-".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn status_name(s: TrialStatus) -> &'static str {
+    match s {
+        TrialStatus::Completed => "completed",
+        TrialStatus::Diverged => "diverged",
+        TrialStatus::Failed => "failed",
+    }
+}
+
+impl Report {
+    pub fn build(sweep: &StoredSweep, core: &Core) -> Report {
+        let mut rows = Vec::new();
+        for (id, label, reported) in &sweep.trials {
+            let Some(trial) = core.trial(id) else {
+                continue;
+            };
+            let params = serde_json::to_value(&trial.spec).unwrap_or_default();
+            let mut row = Row {
+                id: id.clone(),
+                label: label.clone(),
+                axis_values: sweep.axes.iter().map(|a| axis_value(&params, a)).collect(),
+                params,
+                status: String::new(),
+                reason: None,
+                test_accuracy: None,
+                best_val_accuracy: None,
+                test_binary_accuracy: None,
+                reported: *reported,
+                epochs: Vec::new(),
+                seconds: None,
+                worker: None,
+                attempt: 0,
+            };
+            match &trial.state {
+                TrialState::Queued { attempt } => {
+                    (row.status, row.attempt) = ("queued".into(), *attempt)
+                }
+                TrialState::Running {
+                    attempt,
+                    worker,
+                    epochs,
+                    ..
+                } => {
+                    (row.status, row.attempt, row.worker) =
+                        ("running".into(), *attempt, Some(worker.clone()));
+                    row.epochs = epochs.clone();
+                }
+                TrialState::Finished {
+                    attempt,
+                    worker,
+                    result,
+                } => {
+                    row.status = status_name(result.status).into();
+                    row.attempt = *attempt;
+                    row.worker = Some(worker.clone());
+                    row.reason = result.reason.clone();
+                    row.test_accuracy = result.test_accuracy();
+                    row.test_binary_accuracy = result.test.as_ref().and_then(|t| t.binary_accuracy);
+                    row.best_val_accuracy = result.best_val_accuracy;
+                    row.epochs = result.epochs.clone();
+                    row.seconds = Some(result.seconds);
+                }
+                TrialState::Failed { attempts, reason } => {
+                    (row.status, row.attempt, row.reason) =
+                        ("failed".into(), *attempts, Some(reason.clone()));
+                }
+                TrialState::Cancelled => row.status = "cancelled".into(),
+            }
+            rows.push(row);
+        }
+        let m = sweep.rank_by;
+        let better = |a: f64, b: f64| match sweep.direction {
+            Direction::Max => b.total_cmp(&a),
+            Direction::Min => a.total_cmp(&b),
+        };
+        // Stable sort: ties keep plan order; rows without the metric go last.
+        rows.sort_by(|a, b| match (a.metric(m), b.metric(m)) {
+            (Some(x), Some(y)) => better(x, y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        Report {
+            sweep: sweep.name.clone(),
+            rank_by: m,
+            direction: sweep.direction,
+            axes: sweep.axes.clone(),
+            rows,
+        }
+    }
+
+    /// For every axis with more than one value: (value, trials, mean, best) of the metric.
+    pub fn effects(&self) -> Vec<(String, Vec<(String, usize, Option<f64>, Option<f64>)>)> {
+        let mut out = Vec::new();
+        for (i, axis) in self.axes.iter().enumerate() {
+            let mut values: Vec<String> = Vec::new();
+            for r in &self.rows {
+                if !values.contains(&r.axis_values[i]) {
+                    values.push(r.axis_values[i].clone());
+                }
+            }
+            if values.len() < 2 {
+                continue;
+            }
+            let stats = values
+                .into_iter()
+                .map(|v| {
+                    let ms: Vec<f64> = self
+                        .rows
+                        .iter()
+                        .filter(|r| r.axis_values[i] == v)
+                        .filter_map(|r| r.metric(self.rank_by))
+                        .collect();
+                    let n = self.rows.iter().filter(|r| r.axis_values[i] == v).count();
+                    let mean = (!ms.is_empty()).then(|| ms.iter().sum::<f64>() / ms.len() as f64);
+                    let best = match self.direction {
+                        Direction::Max => ms.iter().copied().reduce(f64::max),
+                        Direction::Min => ms.iter().copied().reduce(f64::min),
+                    };
+                    (v, n, mean, best)
+                })
+                .collect();
+            out.push((axis.clone(), stats));
+        }
+        out
+    }
+
+    fn metric_name(&self) -> &'static str {
+        match self.rank_by {
+            Metric::TestAccuracy => "test acc",
+            Metric::BestValAccuracy => "best val acc",
+        }
+    }
+
+    /// The ranked table as markdown (also printed in the terminal).
+    pub fn table(&self) -> String {
+        let has_reported = self.rows.iter().any(|r| r.reported.is_some());
+        let has_labels = self.rows.iter().any(|r| r.label.is_some());
+        let mut head = vec!["rank".to_string(), "trial".to_string()];
+        if has_labels {
+            head.push("label".into());
+        }
+        head.extend(self.axes.iter().cloned());
+        head.extend(["status".into(), "test acc".into(), "best val acc".into()]);
+        if has_reported {
+            head.extend(["reported".into(), "measured - reported".into()]);
+        }
+        head.push("seconds".into());
+        let mut out = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
+        let mut rank = 0;
+        let mut last: Option<f64> = None;
+        for (i, r) in self.rows.iter().enumerate() {
+            let m = r.metric(self.rank_by);
+            let cell = match m {
+                Some(v) if last == Some(v) => rank.to_string(), // tie: same rank
+                Some(v) => {
+                    rank = i + 1;
+                    last = Some(v);
+                    rank.to_string()
+                }
+                None => "-".into(),
+            };
+            let mut cells = vec![cell, r.id.clone()];
+            if has_labels {
+                cells.push(r.label.clone().unwrap_or_default());
+            }
+            cells.extend(r.axis_values.iter().cloned());
+            let status = match &r.reason {
+                Some(why) if r.status != "completed" => {
+                    format!("{} ({})", r.status, why.replace('|', "/"))
+                }
+                _ => r.status.clone(),
+            };
+            cells.extend([status, pct(r.test_accuracy), pct(r.best_val_accuracy)]);
+            if has_reported {
+                let diff = match (r.test_accuracy, r.reported) {
+                    (Some(t), Some(rep)) => format!("{:+.2} pts", 100.0 * (t - rep)),
+                    _ => "-".into(),
+                };
+                cells.extend([pct(r.reported), diff]);
+            }
+            cells.push(r.seconds.map_or("-".into(), |s| format!("{s:.0}")));
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "# Sweep `{}`\n\nRanked by {} ({:?}).\n\n",
+            self.sweep,
+            self.metric_name(),
+            self.direction
+        );
+        out += &self.table();
+        let effects = self.effects();
+        if !effects.is_empty() {
+            out += "\n## Effect of each axis\n\nMean and best ranking metric over the trials with each value.\n";
+            for (axis, stats) in effects {
+                let _ = write!(
+                    out,
+                    "\n### {axis}\n\n| value | trials | mean | best |\n|---|---|---|---|\n"
+                );
+                for (v, n, mean, best) in stats {
+                    let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.2}%", 100.0 * x));
+                    let _ = writeln!(out, "| {v} | {n} | {} | {} |", f(mean), f(best));
+                }
+            }
+        }
+        let bce: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.test_binary_accuracy.is_some())
+            .collect();
+        if !bce.is_empty() {
+            out += "\n## Binary cross-entropy: what Keras showed vs true accuracy\n\n| trial | Keras binary accuracy | true top-1 accuracy |\n|---|---|---|\n";
+            for r in bce {
+                let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.2}%", 100.0 * x));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    r.id,
+                    f(r.test_binary_accuracy),
+                    f(r.test_accuracy)
+                );
+            }
+        }
+        out
+    }
+
+    pub fn csv(&self) -> String {
+        let mut out = String::from("id,label,status");
+        for a in &self.axes {
+            out += &format!(",{a}");
+        }
+        out += ",test_accuracy,best_val_accuracy,reported,seconds,worker,attempt\n";
+        let field = |s: &str| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        let num = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        for r in &self.rows {
+            let mut cells = vec![
+                r.id.clone(),
+                field(r.label.as_deref().unwrap_or("")),
+                r.status.clone(),
+            ];
+            cells.extend(r.axis_values.iter().map(|v| field(v)));
+            cells.extend([
+                num(r.test_accuracy),
+                num(r.best_val_accuracy),
+                num(r.reported),
+                num(r.seconds),
+                field(r.worker.as_deref().unwrap_or("")),
+                r.attempt.to_string(),
+            ]);
+            out += &cells.join(",");
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes report.md, results.json and results.csv into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_string_pretty(&self.rows).unwrap_or_default(),
+        )?;
+        std::fs::write(dir.join("results.csv"), self.csv())
+    }
+}
+
+/// The spec fields of a row, back as a trial (for tests and tools).
+pub fn row_spec(row: &Row) -> Option<TrialSpec> {
+    serde_json::from_value(row.params.clone()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Config, DeviceKind};
+    use crate::sweep;
+    use sweep_proto::{TestMetrics, TrialResult};
+
+    fn result(acc: f64, status: TrialStatus) -> TrialResult {
+        TrialResult {
+            status,
+            reason: (status != TrialStatus::Completed).then(|| "loss became NaN".into()),
+            epochs: vec![],
+            test: (status == TrialStatus::Completed).then(|| TestMetrics {
+                loss: 1.0,
+                accuracy: acc,
+                binary_accuracy: None,
+                per_class_accuracy: vec![],
+                confusion: vec![],
+                images: 10,
+            }),
+            best_val_accuracy: Some(acc),
+            train_images: 1,
+            val_images: 1,
+            parameters: 1,
+            device: "cpu".into(),
+            seconds: 3.0,
+        }
+    }
+
+    fn report_for(accs: &[Option<f64>]) -> Report {
+        let text = "name = \"r\"\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\ncolor = [\"color\", \"grayscale\"]\n";
+        let s = sweep::parse(text, Path::new("g.toml")).unwrap();
+        let mut core = Core::new(Config::default());
+        let w = core.register("w".into(), DeviceKind::Cpu, 4, 0);
+        for t in &s.trials {
+            core.add_trial(
+                t.id.clone(),
+                t.spec.clone(),
+                TrialState::Queued { attempt: 1 },
+                false,
+            );
+        }
+        core.lease(&w, 4, 0).unwrap();
+        for (t, acc) in s.trials.iter().zip(accs) {
+            let r = match acc {
+                Some(a) => result(*a, TrialStatus::Completed),
+                None => result(0.0, TrialStatus::Diverged),
+            };
+            core.finish(&w, &t.id, 1, r, 1).unwrap();
+        }
+        let stored = StoredSweep {
+            name: s.name.clone(),
+            file: "g.toml".into(),
+            data: None,
+            rank_by: s.rank_by,
+            direction: s.direction,
+            axes: s.axes.clone(),
+            cancelled: false,
+            trials: s
+                .trials
+                .iter()
+                .map(|t| (t.id.clone(), None, None))
+                .collect(),
+        };
+        Report::build(&stored, &core)
+    }
+
+    #[test]
+    fn ranks_by_metric_keeps_failures_and_ties() {
+        let r = report_for(&[Some(0.3), None, Some(0.5), Some(0.5)]);
+        let statuses: Vec<&str> = r.rows.iter().map(|r| r.status.as_str()).collect();
+        assert_eq!(
+            statuses,
+            vec!["completed", "completed", "completed", "diverged"]
+        );
+        assert_eq!(r.rows[0].test_accuracy, Some(0.5));
+        // Ties keep plan order and share a rank.
+        let table = r.table();
+        let ranks: Vec<&str> = table
+            .lines()
+            .skip(2)
+            .map(|l| l.split('|').nth(1).unwrap().trim())
+            .collect();
+        assert_eq!(ranks, vec!["1", "1", "3", "-"]);
+        assert!(table.contains("diverged (loss became NaN)"));
+    }
+
+    #[test]
+    fn effects_per_axis() {
+        let r = report_for(&[Some(0.2), Some(0.4), Some(0.6), Some(0.8)]);
+        let effects = r.effects();
+        assert_eq!(effects.len(), 2);
+        let (axis, model) = &effects[0];
+        assert_eq!(axis, "model");
+        assert_eq!(model[0].0, "dense");
+        assert!((model[0].2.unwrap() - 0.3).abs() < 1e-12);
+        assert_eq!(model[1].3, Some(0.8));
+        let (_, color) = &effects[1];
+        assert!(
+            (color[1].2.unwrap() - 0.6).abs() < 1e-12,
+            "grayscale mean of 0.4 and 0.8"
+        );
+    }
+
+    #[test]
+    fn writes_all_three_files() {
+        let r = report_for(&[Some(0.2), None, Some(0.6), Some(0.8)]);
+        let dir = tempfile::tempdir().unwrap();
+        r.write(dir.path()).unwrap();
+        let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(md.contains("## Effect of each axis") && md.contains("### color"));
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("results.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 4);
+        assert_eq!(json[0]["params"]["model"], "seed-cnn");
+        assert!(
+            json[0]["params"]["lr"].is_number(),
+            "every resolved field is present"
+        );
+        assert!(row_spec(&r.rows[0]).is_some());
+        let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 5);
+        assert!(csv.starts_with("id,label,status,model,color,test_accuracy"));
+    }
+}

@@ -22,6 +22,7 @@ pub struct Shared {
     /// Dataset directory to suggest to workers, per trial (from the sweep that queued it).
     data_hints: HashMap<TrialId, String>,
     started: Instant,
+    data_version: i64,
 }
 
 #[derive(Clone)]
@@ -47,13 +48,16 @@ impl Handle {
                 }
             }
         }
+        let data_version = store.data_version()?;
+        let shared = Shared {
+            core,
+            store,
+            data_hints,
+            started: Instant::now(),
+            data_version,
+        };
         Ok(Handle {
-            inner: Arc::new(Mutex::new(Shared {
-                core,
-                store,
-                data_hints,
-                started: Instant::now(),
-            })),
+            inner: Arc::new(Mutex::new(shared)),
         })
     }
 
@@ -108,9 +112,45 @@ impl Handle {
         s.started.elapsed().as_millis() as u64
     }
 
+    /// Picks up what other processes wrote to the database (`submit`, `cancel`): new trials
+    /// are queued, trials re-queued by `--rerun` replace finished ones, cancelled ones stop.
+    fn sync_from_store(s: &mut Shared) -> Result<(), StoreError> {
+        let version = s.store.data_version()?;
+        if version == s.data_version {
+            return Ok(());
+        }
+        s.data_version = version;
+        for t in s.store.load_trials()? {
+            let current = s.core.trial(&t.id).map(|c| c.state.clone());
+            match (current, &t.state) {
+                (None, _) => s.core.add_trial(t.id, t.spec, t.state, false),
+                (Some(c), TrialState::Cancelled) if !c.is_terminal() => {
+                    s.core.cancel(&[t.id]);
+                }
+                (Some(c), TrialState::Queued { .. }) if c.is_terminal() => {
+                    s.core.add_trial(t.id, t.spec, t.state, true)
+                }
+                _ => {}
+            }
+        }
+        for name in s.store.sweep_names()? {
+            if let Some(sweep) = s.store.sweep(&name)? {
+                if let Some(data) = &sweep.data {
+                    for (id, _, _) in &sweep.trials {
+                        s.data_hints
+                            .entry(id.clone())
+                            .or_insert_with(|| data.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Expires silent workers and persists what that changed.
     pub fn tick(&self) -> Result<(), StoreError> {
         let mut s = self.lock();
+        Self::sync_from_store(&mut s)?;
         let now = Self::now_ms(&s);
         for (worker, requeued) in s.core.tick(now) {
             tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");

@@ -2,7 +2,7 @@
 //! results. Every state change the core makes is written here before the RPC that caused it
 //! is answered, so killing the coordinator at any moment loses no reported result.
 
-use crate::core::{Requeued, TrialState};
+use crate::core::{Counts, Requeued, TrialState};
 use crate::sweep::{Direction, Metric, Sweep};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -203,6 +203,37 @@ impl Store {
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Trial counts of a sweep by their stored state.
+    pub fn state_counts(&self, sweep: &str) -> Result<Counts, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT t.state, COUNT(*) FROM sweep_trials s JOIN trials t ON t.id = s.trial WHERE s.sweep = ?1 GROUP BY t.state")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, i64)> = stmt
+            .query_map(params![sweep], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        let mut c = Counts::default();
+        for (state, n) in rows {
+            let n = n as usize;
+            match state.as_str() {
+                "queued" => c.queued += n,
+                "running" => c.running += n,
+                "finished" => c.finished += n,
+                "failed" => c.failed += n,
+                _ => c.cancelled += n,
+            }
+        }
+        Ok(c)
+    }
+
+    /// Changes whenever another connection (e.g. `coordinator submit`) commits.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(|e| self.err(e))
     }
 

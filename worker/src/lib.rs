@@ -6,9 +6,11 @@
 //! - [`models`], [`optim`], [`schedule`], [`metrics`]: the pieces a trial is made of.
 //! - [`train`]: one trial, start to finish, reporting through an observer.
 //! - [`bench`]: training throughput measurement for `worker bench`.
+//! - [`client`]: the long-running loop that pulls trials from a coordinator over gRPC.
 
 pub mod augment;
 pub mod bench;
+pub mod client;
 pub mod data;
 pub mod device;
 pub mod metrics;

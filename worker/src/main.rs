@@ -4,6 +4,7 @@
 //!   worker data check [--data DIR]
 //!   worker data fetch [--dest DIR]
 //!   worker bench --model resnet20 [--batch-size 128] [--images 2560] [--epochs 2]
+//!   worker --coordinator URL [--device auto|cpu|cuda] [--slots N] [--data DIR] [--token-file F]
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -22,9 +23,29 @@ use worker::train::{self, Event};
     version,
     about = "Trains CIFAR-10 trials with libtorch on CPU or CUDA"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Run as a long-lived worker that pulls trials from this coordinator, e.g.
+    /// http://lab-server:50051. The token comes from $SWEEP_TOKEN or --token-file.
+    #[arg(long)]
+    coordinator: Option<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Trials trained at once. More than one shares the device (and libtorch's seed, so
+    /// results are no longer bit-for-bit reproducible).
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Name shown by the coordinator (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Dataset directory (default: the coordinator's hint, $CIFAR10_DATA, then ./data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// File holding the worker token (instead of $SWEEP_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -99,7 +120,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return worker_loop(cli);
+    };
+    match command {
         Command::Train {
             trial,
             data,
@@ -140,6 +164,51 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reads the shared worker token: never from the command line, where `ps` would show it.
+fn read_token(file: Option<&Path>) -> Result<String> {
+    let token = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read token file {}", f.display()))?,
+        None => std::env::var("SWEEP_TOKEN").map_err(|_| {
+            anyhow::anyhow!("no worker token: set SWEEP_TOKEN or pass --token-file FILE")
+        })?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!("the worker token is empty");
+    }
+    Ok(token)
+}
+
+fn worker_loop(cli: Cli) -> Result<ExitCode> {
+    let Some(url) = cli.coordinator else {
+        bail!("nothing to do: give a command (see --help) or --coordinator URL to serve a coordinator");
+    };
+    let token = read_token(cli.token_file.as_deref())?;
+    let device = device::choose(cli.device).map_err(anyhow::Error::msg)?;
+    let name = cli.name.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into())
+    });
+    let opts = worker::client::Options {
+        url,
+        token,
+        name,
+        device,
+        slots: cli.slots.max(1),
+        data: cli.data,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(worker::client::run(opts, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Finds the dataset; on a terminal, offers to download it when it is missing.

@@ -8,6 +8,7 @@ use crate::metrics::{self, Confusion, Tally};
 use crate::pipeline::{Pipeline, Split};
 use crate::{models, optim, schedule};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use sweep_proto::{EpochMetrics, TestMetrics, TrialResult, TrialSpec, TrialStatus};
 use tch::nn::{self, ModuleT};
@@ -46,8 +47,22 @@ pub fn run(
     device: Device,
     observe: &mut dyn FnMut(Event),
 ) -> TrialResult {
+    run_until(spec, data, device, &AtomicBool::new(false), observe)
+}
+
+/// Like [`run`], but stops (as `Failed`, reason "cancelled ...") once `stop` is set; it is
+/// checked before every step.
+pub fn run_until(
+    spec: &TrialSpec,
+    data: &Dataset,
+    device: Device,
+    stop: &AtomicBool,
+    observe: &mut dyn FnMut(Event),
+) -> TrialResult {
     let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| train(spec, data, device, observe)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        train(spec, data, device, stop, observe)
+    }));
     let mut result = match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(reason)) => failed(reason, device),
@@ -91,6 +106,7 @@ fn train(
     spec: &TrialSpec,
     data: &Dataset,
     device: Device,
+    stop: &AtomicBool,
     observe: &mut dyn FnMut(Event),
 ) -> Result<TrialResult, String> {
     spec.validate().map_err(|e| e.to_string())?;
@@ -124,6 +140,9 @@ fn train(
         let mut tally = Tally::new(spec.loss, device);
         let perm = Tensor::randperm(n, (Kind::Int64, device));
         for step in 0..steps {
+            if stop.load(Ordering::Relaxed) {
+                return Err(format!("cancelled during epoch {}", epoch + 1));
+            }
             let start = step * bs;
             let len = bs.min(n - start);
             opt.set_lr(schedule::lr_at(

@@ -1,0 +1,280 @@
+//! `coordinator sweep`: the one-machine default. An embedded coordinator, N local worker
+//! processes, a live progress display, and the report when every trial has ended.
+
+use crate::serve;
+use anyhow::{bail, Context, Result};
+use coordinator::core::{Config, TrialState};
+use coordinator::report::Report;
+use coordinator::service::Handle;
+use coordinator::sweep::Sweep;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+pub struct Options {
+    pub local_workers: Option<u32>,
+    pub listen: String,
+    pub device: String,
+    pub rerun: bool,
+    pub worker_bin: Option<PathBuf>,
+    pub config: Config,
+    pub quiet: bool,
+}
+
+/// GPUs visible to `nvidia-smi`, without linking CUDA: one local worker per GPU.
+fn gpu_count() -> u32 {
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count() as u32
+        })
+        .unwrap_or(0)
+}
+
+fn worker_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("cannot locate this binary")?;
+    let sibling = exe.with_file_name("worker");
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    bail!("no `worker` binary next to {}; build it (cargo build --release -p worker) or pass --worker-bin", exe.display())
+}
+
+/// A random token for this run's workers, also written to OUT/worker-token (mode 0600) so
+/// that remote workers can join with `--token-file`.
+fn make_token(out: &Path) -> Result<String> {
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::rng().random::<u8>()))
+        .collect();
+    let path = out.join("worker-token");
+    std::fs::write(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(token)
+}
+
+fn spawn_worker(
+    bin: &Path,
+    url: &str,
+    token: &str,
+    device: &str,
+    data: Option<&Path>,
+    n: u32,
+    out: &Path,
+) -> Result<Child> {
+    let log_path = out.join(format!("worker-{n}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--coordinator",
+        url,
+        "--device",
+        device,
+        "--name",
+        &format!("local-{n}"),
+    ])
+    .env("SWEEP_TOKEN", token)
+    .env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    )
+    .stdin(Stdio::null())
+    .stdout(log.try_clone()?)
+    .stderr(log)
+    .kill_on_drop(true);
+    if let Some(d) = data {
+        cmd.arg("--data").arg(d);
+    }
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))
+}
+
+/// One line about the running trials: id, epoch and latest accuracy.
+fn running_line(handle: &Handle, ids: &[String]) -> String {
+    let s = handle.lock();
+    let mut parts = Vec::new();
+    for id in ids {
+        if let Some(TrialState::Running { epochs, .. }) = s.core.trial(id).map(|t| &t.state) {
+            let total = s.core.trial(id).map_or(0, |t| t.spec.epochs);
+            let last = epochs.iter().max_by_key(|e| e.epoch);
+            parts.push(match last {
+                Some(e) => format!(
+                    "{} e{}/{} acc {:.1}%",
+                    &id[..8.min(id.len())],
+                    e.epoch,
+                    total,
+                    100.0 * e.val_accuracy.unwrap_or(e.train_accuracy)
+                ),
+                None => format!("{} e0/{total}", &id[..8.min(id.len())]),
+            });
+        }
+    }
+    parts.join(" | ")
+}
+
+pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCode> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let db = out.join("sweep.db");
+    let handle = Handle::open(&db, opts.config)?;
+    handle.submit(&sweep, opts.rerun)?;
+    let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+    let reused = handle.counts(&ids).finished;
+    if reused > 0 && !opts.quiet {
+        eprintln!("reusing {reused} finished trials from {}", db.display());
+    }
+
+    if !handle.counts(&ids).is_done() {
+        let token = make_token(out)?;
+        let listener = tokio::net::TcpListener::bind(&opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = {
+            let (handle, token) = (handle.clone(), token.clone());
+            tokio::spawn(async move {
+                serve(handle, listener, &token, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            })
+        };
+        let n_local = opts.local_workers.unwrap_or_else(|| gpu_count().max(1));
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let url = format!("http://{host}:{}", addr.port());
+        if !opts.quiet {
+            eprintln!(
+                "sweep `{}`: {} trials on {n_local} local workers; remote workers may join at {url} with --token-file {}",
+                sweep.name,
+                ids.len(),
+                out.join("worker-token").display()
+            );
+        }
+        let mut workers = Vec::new();
+        if n_local > 0 {
+            let bin = worker_binary(opts.worker_bin.clone())?;
+            for n in 1..=n_local {
+                workers.push(spawn_worker(
+                    &bin,
+                    &url,
+                    &token,
+                    &opts.device,
+                    sweep.data.as_deref(),
+                    n,
+                    out,
+                )?);
+            }
+        }
+        let outcome = watch(&handle, &ids, &mut workers, out, opts.quiet).await;
+        for w in &mut workers {
+            let _ = w.kill().await;
+        }
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        if let Err(e) = outcome {
+            return match e {
+                Stop::Interrupted => {
+                    eprintln!("stopped; finished results are kept in {}. Run the same command again to resume.", db.display());
+                    Ok(ExitCode::from(130))
+                }
+                Stop::Failed(e) => Err(e),
+            };
+        }
+    }
+
+    let stored = handle
+        .sweep(&sweep.name)?
+        .context("the sweep vanished from the database")?;
+    let report = Report::build(&stored, &handle.lock().core);
+    report
+        .write(out)
+        .with_context(|| format!("cannot write the report to {}", out.display()))?;
+    print!("{}", report.table());
+    println!("{}; report in {}", handle.counts(&ids), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+enum Stop {
+    Interrupted,
+    Failed(anyhow::Error),
+}
+
+/// Shows progress until every trial has ended, Ctrl-C, or no worker is left.
+async fn watch(
+    handle: &Handle,
+    ids: &[String],
+    workers: &mut [Child],
+    out: &Path,
+    quiet: bool,
+) -> Result<(), Stop> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(ids.len() as u64)
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "[{elapsed_precise}] {bar:30} {pos}/{len} trials ({prefix}) eta {eta}\n  {wide_msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut idle_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                bar.abandon();
+                return Err(Stop::Interrupted);
+            }
+            _ = every.tick() => {}
+        }
+        let c = handle.counts(ids);
+        bar.set_position((c.finished + c.failed + c.cancelled) as u64);
+        bar.set_prefix(format!("{} running, {} failed", c.running, c.failed));
+        bar.set_message(running_line(handle, ids));
+        if c.is_done() {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        // All local workers gone and nobody else connected: say so instead of hanging.
+        let alive = workers
+            .iter_mut()
+            .map(|w| w.try_wait())
+            .filter(|s| matches!(s, Ok(None)))
+            .count();
+        let remote = handle.lock().core.workers().count();
+        if !workers.is_empty() && alive == 0 && remote == 0 {
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(2) {
+                bar.abandon();
+                return Err(Stop::Failed(anyhow::anyhow!(
+                    "every local worker exited with trials left; see {}/worker-*.log",
+                    out.display()
+                )));
+            }
+        } else {
+            idle_since = None;
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `worker --coordinator URL`: the long-running loop that pulls trials from a coordinator.
+//!
+//! It registers, leases as many trials as it has free slots, trains each on its own thread,
+//! streams every finished epoch, reports the result, and heartbeats in between. When the
+//! coordinator goes away it reconnects with exponential backoff and registers again; trials
+//! that were training keep going, and their results are delivered once it is back (the
+//! coordinator ignores them if it has given the lease to someone else meanwhile).
+
+use crate::data::{self, Dataset};
+use crate::device;
+use crate::train::{self, Event};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
+use sweep_proto::{EpochMetrics, TrialResult, TrialSpec, TrialStatus};
+use tch::Device;
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
+    #[error("invalid coordinator address {0}")]
+    BadUrl(String),
+}
+
+pub struct Options {
+    pub url: String,
+    pub token: String,
+    pub name: String,
+    pub device: Device,
+    pub slots: u32,
+    /// Dataset directory; overrides the coordinator's hint.
+    pub data: Option<PathBuf>,
+}
+
+type Key = (String, u32);
+
+enum Msg {
+    Progress(Key, EpochMetrics),
+    Done(Key, Box<TrialResult>),
+}
+
+fn pb_metrics(m: &EpochMetrics) -> pb::EpochMetrics {
+    pb::EpochMetrics {
+        epoch: m.epoch,
+        train_loss: m.train_loss,
+        train_accuracy: m.train_accuracy,
+        val_loss: m.val_loss,
+        val_accuracy: m.val_accuracy,
+        train_binary_accuracy: m.train_binary_accuracy,
+        val_binary_accuracy: m.val_binary_accuracy,
+        lr: m.lr,
+        seconds: m.seconds,
+        images_per_sec: m.images_per_sec,
+    }
+}
+
+fn lease_ref(k: &Key) -> pb::LeaseRef {
+    pb::LeaseRef {
+        trial_id: k.0.clone(),
+        attempt: k.1,
+    }
+}
+
+/// A trial that could not even start: reported as failed with the reason.
+fn failed(reason: String, device: Device) -> TrialResult {
+    TrialResult {
+        status: TrialStatus::Failed,
+        reason: Some(reason),
+        epochs: vec![],
+        test: None,
+        best_val_accuracy: None,
+        train_images: 0,
+        val_images: 0,
+        parameters: 0,
+        device: train::device_name(device),
+        seconds: 0.0,
+    }
+}
+
+/// Trains one leased trial on the calling (blocking) thread.
+fn train_lease(
+    lease: &pb::Lease,
+    opts_data: Option<PathBuf>,
+    device: Device,
+    stop: &AtomicBool,
+    tx: &mpsc::UnboundedSender<Msg>,
+) -> TrialResult {
+    let key = (lease.trial_id.clone(), lease.attempt);
+    let spec = match TrialSpec::from_toml(&lease.spec_toml) {
+        Ok(s) => s,
+        Err(e) => return failed(format!("invalid trial from the coordinator: {e}"), device),
+    };
+    if let Err(e) = device::check_request(spec.device, device) {
+        return failed(e, device);
+    }
+    let hint = (!lease.data_hint.is_empty()).then(|| PathBuf::from(&lease.data_hint));
+    let dir = match data::find_data_dir(opts_data.or(hint).as_deref()) {
+        Ok(d) => d,
+        Err(e) => return failed(e.to_string(), device),
+    };
+    let dataset = match Dataset::load(&dir, spec.train_batches) {
+        Ok(d) => d,
+        Err(e) => return failed(e.to_string(), device),
+    };
+    train::run_until(&spec, &dataset, device, stop, &mut |e| {
+        if let Event::Epoch(m) = e {
+            let _ = tx.send(Msg::Progress(key.clone(), m.clone()));
+        }
+    })
+}
+
+async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// Runs until `shutdown` resolves (or the coordinator refuses the token).
+pub async fn run(
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ClientError> {
+    Endpoint::from_shared(opts.url.clone()).map_err(|_| ClientError::BadUrl(opts.url.clone()))?;
+    let auth: MetadataValue<_> = format!("Bearer {}", opts.token)
+        .parse()
+        .map_err(|_| ClientError::Refused("the token has invalid characters".into()))?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let mut running: HashMap<Key, Arc<AtomicBool>> = HashMap::new();
+    let mut pending: Vec<(Key, Box<TrialResult>)> = Vec::new();
+    let mut backoff = Duration::from_millis(200);
+    tokio::pin!(shutdown);
+
+    loop {
+        let channel = tokio::select! {
+            _ = &mut shutdown => break,
+            c = connect(&opts.url) => c,
+        };
+        let channel = match channel {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot reach {}: {e}; retrying in {backoff:?}", opts.url);
+                tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let auth = auth.clone();
+        let mut client =
+            CoordinatorClient::with_interceptor(channel, move |mut req: Request<()>| {
+                req.metadata_mut().insert("authorization", auth.clone());
+                Ok(req)
+            });
+        let (device_kind, gpu_model) = match opts.device {
+            Device::Cuda(i) => (pb::DeviceKind::Cuda, format!("cuda:{i}")),
+            _ => (pb::DeviceKind::Cpu, String::new()),
+        };
+        let reg = client
+            .register(pb::RegisterRequest {
+                name: opts.name.clone(),
+                device: device_kind as i32,
+                gpu_model,
+                gpu_memory_bytes: 0,
+                slots: opts.slots,
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .await;
+        let reg = match reg {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::Unauthenticated => {
+                return Err(ClientError::Refused(s.message().to_string()))
+            }
+            Err(s) => {
+                tracing::warn!("register failed: {}; retrying in {backoff:?}", s.message());
+                tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let id = reg.worker_id;
+        tracing::info!(worker = %id, "registered with {}", opts.url);
+        let mut ticker = tokio::time::interval(Duration::from_millis(
+            reg.heartbeat_interval_ms.max(50) as u64,
+        ));
+
+        // One session: until the connection breaks or we are told to stop.
+        let outcome: Result<(), Status> = async {
+            loop {
+                // Deliver finished results first; keep the ones that cannot be sent yet.
+                while let Some((key, result)) = pending.first().cloned() {
+                    let report = pb::ResultReport {
+                        worker_id: id.clone(),
+                        lease: Some(lease_ref(&key)),
+                        result_json: serde_json::to_string(&result).unwrap_or_default(),
+                    };
+                    let ack = client.report_result(report).await?.into_inner();
+                    if !ack.accepted {
+                        tracing::info!(trial = %key.0, "result not accepted: {}", ack.reason);
+                    }
+                    pending.remove(0);
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = ticker.tick() => {
+                        let refs: Vec<pb::LeaseRef> = running.keys().map(lease_ref).collect();
+                        let hb = client.heartbeat(pb::HeartbeatRequest { worker_id: id.clone(), running: refs }).await?.into_inner();
+                        for c in hb.cancel {
+                            if let Some(flag) = running.get(&(c.trial_id.clone(), c.attempt)) {
+                                tracing::info!(trial = %c.trial_id, "stopping: the coordinator cancelled this lease");
+                                flag.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        let free = opts.slots.saturating_sub(running.len() as u32);
+                        if free > 0 {
+                            let leases = client.lease(pb::LeaseRequest { worker_id: id.clone(), free_slots: free }).await?.into_inner().leases;
+                            for lease in leases {
+                                let key = (lease.trial_id.clone(), lease.attempt);
+                                tracing::info!(trial = %key.0, attempt = key.1, "training");
+                                let stop = Arc::new(AtomicBool::new(false));
+                                running.insert(key.clone(), stop.clone());
+                                let (tx, data, device) = (tx.clone(), opts.data.clone(), opts.device);
+                                std::thread::spawn(move || {
+                                    let result = train_lease(&lease, data, device, &stop, &tx);
+                                    let _ = tx.send(Msg::Done(key, Box::new(result)));
+                                });
+                            }
+                        }
+                    }
+                    Some(msg) = rx.recv() => match msg {
+                        Msg::Progress(key, m) => {
+                            let report = pb::ProgressReport { worker_id: id.clone(), lease: Some(lease_ref(&key)), metrics: Some(pb_metrics(&m)) };
+                            client.report_progress(report).await?;
+                        }
+                        Msg::Done(key, result) => {
+                            running.remove(&key);
+                            pending.push((key, result));
+                        }
+                    },
+                }
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => break,
+            Err(s) if s.code() == Code::Unauthenticated => {
+                return Err(ClientError::Refused(s.message().to_string()))
+            }
+            Err(s) => tracing::warn!("lost the coordinator ({}); reconnecting", s.message()),
+        }
+    }
+    for flag in running.values() {
+        flag.store(true, Ordering::Relaxed);
+    }
+    Ok(())
+}
