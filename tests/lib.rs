@@ -1,1 +1,178 @@
-//! Integration tests live in tests/*.rs.
+//! Helpers for the cluster tests in `tests/`: locating the built binaries, starting and
+//! always killing processes, synthetic datasets, and polling with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A built workspace binary (`cargo test --workspace` builds `worker` and `coordinator`,
+/// because both packages have integration tests of their own).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so no test leaves a
+/// process behind, whatever fails.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc { child, log }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit on its own, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` every 100 ms until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// A port that was free a moment ago (for a coordinator that must come back on the same
+/// address after a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Writes a small CIFAR-10 binary-layout dataset of random images: 5 training files of
+/// `per_batch` images and a test file of `test` images.
+pub fn synthetic_cifar(root: &Path, per_batch: usize, test: usize) {
+    let dir = root.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 24) as u8
+    };
+    let mut write = |name: &str, n: usize| {
+        let mut bytes = Vec::with_capacity(n * 3073);
+        for i in 0..n {
+            bytes.push((i % 10) as u8);
+            bytes.extend((0..3072).map(|_| next()));
+        }
+        std::fs::write(dir.join(name), bytes).expect("write batch");
+    };
+    for b in 1..=5 {
+        write(&format!("data_batch_{b}.bin"), per_batch);
+    }
+    write("test_batch.bin", test);
+}
+
+/// A coordinator `serve` process on 127.0.0.1:`port`.
+pub fn serve(
+    dir: &Path,
+    db: &Path,
+    port: u16,
+    token: &str,
+    heartbeat_timeout: f64,
+    log: &str,
+) -> Proc {
+    let mut cmd = Command::new(bin("coordinator"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--heartbeat-timeout",
+        &heartbeat_timeout.to_string(),
+        "--db",
+    ])
+    .arg(db)
+    .env("SWEEP_TOKEN", token)
+    .env("RUST_LOG", "info");
+    Proc::spawn(&mut cmd, dir.join(log))
+}
+
+/// A worker process pulling from the coordinator on `port`.
+pub fn worker(dir: &Path, port: u16, token: Option<&str>, data: &Path, name: &str) -> Proc {
+    let mut cmd = Command::new(bin("worker"));
+    cmd.args([
+        "--coordinator",
+        &format!("http://127.0.0.1:{port}"),
+        "--device",
+        "cpu",
+        "--name",
+        name,
+        "--data",
+    ])
+    .arg(data)
+    .env("RUST_LOG", "info")
+    .env_remove("SWEEP_TOKEN");
+    if let Some(t) = token {
+        cmd.env("SWEEP_TOKEN", t);
+    }
+    Proc::spawn(&mut cmd, dir.join(format!("{name}.log")))
+}
+
+/// Runs a coordinator subcommand to completion and returns (success, stdout, stderr).
+pub fn coordinator(args: &[&str], db: &Path) -> (bool, String, String) {
+    let out = Command::new(bin("coordinator"))
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .expect("coordinator");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

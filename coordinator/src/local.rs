@@ -135,7 +135,7 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     handle.submit(&sweep, opts.rerun)?;
     let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
     let reused = handle.counts(&ids).finished;
-    if reused > 0 && !opts.quiet {
+    if reused > 0 {
         eprintln!("reusing {reused} finished trials from {}", db.display());
     }
 

@@ -151,7 +151,8 @@ impl Report {
         }
     }
 
-    /// For every axis with more than one value: (value, trials, mean, best) of the metric.
+    /// For every axis with more than one value: (value, trials, mean, best) of the metric,
+    /// best mean first.
     pub fn effects(&self) -> Vec<(String, Vec<(String, usize, Option<f64>, Option<f64>)>)> {
         let mut out = Vec::new();
         for (i, axis) in self.axes.iter().enumerate() {
@@ -164,7 +165,7 @@ impl Report {
             if values.len() < 2 {
                 continue;
             }
-            let stats = values
+            let mut stats: Vec<(String, usize, Option<f64>, Option<f64>)> = values
                 .into_iter()
                 .map(|v| {
                     let ms: Vec<f64> = self
@@ -182,6 +183,15 @@ impl Report {
                     (v, n, mean, best)
                 })
                 .collect();
+            // Best value first; values without any result last.
+            let dir = self.direction;
+            stats.sort_by(|a, b| match (a.2, b.2) {
+                (Some(x), Some(y)) if dir == Direction::Max => y.total_cmp(&x),
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            });
             out.push((axis.clone(), stats));
         }
         out
@@ -437,12 +447,14 @@ mod tests {
         assert_eq!(effects.len(), 2);
         let (axis, model) = &effects[0];
         assert_eq!(axis, "model");
-        assert_eq!(model[0].0, "dense");
-        assert!((model[0].2.unwrap() - 0.3).abs() < 1e-12);
-        assert_eq!(model[1].3, Some(0.8));
+        // Plan order: dense/color 0.2, dense/gray 0.4, seed-cnn/color 0.6, seed-cnn/gray 0.8.
+        assert_eq!(model[0].0, "seed-cnn", "best mean first");
+        assert!((model[0].2.unwrap() - 0.7).abs() < 1e-12);
+        assert_eq!((model[1].0.as_str(), model[1].3), ("dense", Some(0.4)));
         let (_, color) = &effects[1];
+        assert_eq!(color[0].0, "grayscale");
         assert!(
-            (color[1].2.unwrap() - 0.6).abs() < 1e-12,
+            (color[0].2.unwrap() - 0.6).abs() < 1e-12,
             "grayscale mean of 0.4 and 0.8"
         );
     }

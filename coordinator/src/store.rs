@@ -310,6 +310,28 @@ impl Store {
         Ok(out)
     }
 
+    /// (id, state, attempt, worker) of every trial as stored, for tools and tests.
+    pub fn raw_states(&self) -> Result<Vec<(String, String, u32, Option<String>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, state, attempt, worker FROM trials ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Number of epoch rows stored for a trial's attempt.
+    pub fn epochs_of(&self, trial: &str, attempt: u32) -> Result<u32, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM epochs WHERE trial = ?1 AND attempt = ?2",
+                params![trial, attempt],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     pub fn record_lease(&self, trial: &str, attempt: u32, worker: &str) -> Result<(), StoreError> {
         self.conn
             .execute("UPDATE trials SET state = 'running', attempt = ?2, worker = ?3 WHERE id = ?1", params![trial, attempt, worker])

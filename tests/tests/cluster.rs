@@ -1,0 +1,341 @@
+//! A real coordinator and real workers as processes on loopback, with failures made real:
+//! workers killed with SIGKILL mid-trial, the coordinator killed and restarted, a worker
+//! without the token, CPU workers facing a CUDA trial.
+//!
+//! Workers train for real (libtorch, through `worker`) on small synthetic datasets so the
+//! tests stay short; `sweep_on_real_data` uses real CIFAR-10 when it is available.
+
+use coordinator::store::Store;
+use integration_tests::*;
+use std::path::Path;
+use std::time::Duration;
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// (state, attempt, worker) of every trial in the database.
+fn states(db: &Path) -> Vec<(String, String, u32, Option<String>)> {
+    Store::open(db)
+        .and_then(|s| s.raw_states())
+        .unwrap_or_default()
+}
+
+fn all_finished(db: &Path, n: usize) -> bool {
+    let s = states(db);
+    s.len() == n && s.iter().all(|t| t.1 == "finished")
+}
+
+fn write_sweep(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, format!("name = \"{name}\"\ndata = \"data\"\n{body}")).unwrap();
+    path
+}
+
+/// Slow enough to be killed mid-trial (a few seconds per epoch on 2 cores), fast enough for CI.
+const SLOW: &str = "[defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_images = 50\nepochs = 3\nbatch_size = 50\n\
+                    [grid]\nseed = [1, 2, 3]\n";
+
+#[test]
+fn sweep_command_runs_to_the_end_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_cifar(&dir.path().join("data"), 60, 40);
+    let sweep = write_sweep(
+        dir.path(),
+        "tiny",
+        "[defaults]\nmodel = \"dense\"\nepochs = 2\nbatch_size = 32\nvalidation_split = 0.1\n\
+         [grid]\ncolor = [\"color\", \"grayscale\"]\nlr = [0.001, 0.0001]\n",
+    );
+    let out = dir.path().join("out");
+    let run = || {
+        std::process::Command::new(bin("coordinator"))
+            .args(["sweep", "--local-workers", "2", "--quiet", "--out"])
+            .arg(&out)
+            .arg(&sweep)
+            .env("SWEEP_WORKER_BIN", bin("worker"))
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains("4 trials: 4 finished"), "{stdout}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows = results.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["epochs"].as_array().unwrap().len(), 2);
+        assert!(r["test_accuracy"].is_number() && r["best_val_accuracy"].is_number());
+        assert!(r["worker"].as_str().unwrap().starts_with("local-"));
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("### color") && md.contains("### lr"), "{md}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
+
+    // A second run reuses every finished trial: nothing is trained again.
+    let second = run();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("reusing 4 finished trials"));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(again, results);
+}
+
+#[test]
+fn killed_worker_trial_finishes_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_cifar(&data, 100, 50);
+    let sweep = write_sweep(dir.path(), "kill", SLOW);
+    let db = dir.path().join("kill.db");
+    let (ok, _, err) = coordinator(&["submit", sweep.to_str().unwrap()], &db);
+    assert!(ok, "{err}");
+    let port = free_port();
+    let _server = serve(dir.path(), &db, port, TOKEN, 1.5, "server.log");
+    let mut victim = worker(dir.path(), port, Some(TOKEN), &data, "victim");
+
+    // Kill the victim once its trial has reported an epoch: mid-trial, for real.
+    let running = wait_until(Duration::from_secs(90), || {
+        let store = Store::open(&db).unwrap();
+        states(&db)
+            .iter()
+            .any(|t| t.1 == "running" && store.epochs_of(&t.0, t.2).unwrap_or(0) >= 1)
+    });
+    assert!(running, "no trial got going: {}", victim.log_text());
+    let (victim_trial, _, attempt, _) = states(&db).into_iter().find(|t| t.1 == "running").unwrap();
+    assert_eq!(attempt, 1);
+    victim.kill();
+
+    let _rescuer = worker(dir.path(), port, Some(TOKEN), &data, "rescuer");
+    assert!(
+        wait_until(Duration::from_secs(180), || all_finished(&db, 3)),
+        "sweep did not finish: {:?}",
+        states(&db)
+    );
+    let s = states(&db);
+    let t = s.iter().find(|t| t.0 == victim_trial).unwrap();
+    assert_eq!(t.2, 2, "the killed trial ran again as attempt 2");
+    assert!(t.3.as_deref().unwrap().starts_with("rescuer"));
+    // Every trial has exactly one result, all from the rescuer's attempts.
+    let store = Store::open(&db).unwrap();
+    for trial in store.load_trials().unwrap() {
+        assert!(matches!(
+            trial.state,
+            coordinator::core::TrialState::Finished { .. }
+        ));
+    }
+}
+
+#[test]
+fn coordinator_restart_mid_sweep_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_cifar(&data, 100, 50);
+    let sweep = write_sweep(dir.path(), "restart", SLOW);
+    let db = dir.path().join("restart.db");
+    assert!(coordinator(&["submit", sweep.to_str().unwrap()], &db).0);
+    let port = free_port();
+    let mut server = serve(dir.path(), &db, port, TOKEN, 3.0, "server1.log");
+    let w = worker(dir.path(), port, Some(TOKEN), &data, "steady");
+
+    assert!(
+        wait_until(Duration::from_secs(120), || states(&db)
+            .iter()
+            .any(|t| t.1 == "finished")),
+        "{}",
+        w.log_text()
+    );
+    let finished_before: Vec<String> = states(&db)
+        .into_iter()
+        .filter(|t| t.1 == "finished")
+        .map(|t| t.0)
+        .collect();
+    let results_before: Vec<_> = Store::open(&db)
+        .unwrap()
+        .load_trials()
+        .unwrap()
+        .into_iter()
+        .filter(|t| finished_before.contains(&t.id))
+        .map(|t| format!("{:?}", t.state))
+        .collect();
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let _server = serve(dir.path(), &db, port, TOKEN, 3.0, "server2.log");
+
+    // The worker reconnects by itself and the sweep completes.
+    assert!(
+        wait_until(Duration::from_secs(180), || all_finished(&db, 3)),
+        "{:?}\n{}",
+        states(&db),
+        w.log_text()
+    );
+    let after: Vec<_> = Store::open(&db)
+        .unwrap()
+        .load_trials()
+        .unwrap()
+        .into_iter()
+        .filter(|t| finished_before.contains(&t.id))
+        .map(|t| format!("{:?}", t.state))
+        .collect();
+    assert_eq!(
+        after, results_before,
+        "finished results changed across the restart"
+    );
+    assert!(
+        w.log_text().contains("reconnecting") || w.log_text().contains("cannot reach"),
+        "{}",
+        w.log_text()
+    );
+}
+
+#[test]
+fn workers_without_the_token_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_cifar(&data, 20, 10);
+    let db = dir.path().join("auth.db");
+    let port = free_port();
+    let _server = serve(dir.path(), &db, port, TOKEN, 3.0, "server.log");
+    let mut wrong = worker(dir.path(), port, Some("not-the-token"), &data, "wrong");
+    let status = wrong
+        .wait_exit(Duration::from_secs(30))
+        .expect("a refused worker must exit");
+    assert!(!status.success());
+    assert!(
+        wrong.log_text().contains("refused") && wrong.log_text().contains("wrong worker token"),
+        "{}",
+        wrong.log_text()
+    );
+    let mut none = worker(dir.path(), port, None, &data, "none");
+    let status = none
+        .wait_exit(Duration::from_secs(30))
+        .expect("a worker without a token must exit");
+    assert!(!status.success());
+    assert!(
+        none.log_text().contains("SWEEP_TOKEN"),
+        "{}",
+        none.log_text()
+    );
+}
+
+#[test]
+fn cpu_workers_never_get_cuda_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_cifar(&data, 20, 10);
+    let sweep = write_sweep(
+        dir.path(),
+        "devices",
+        "[defaults]\nmodel = \"dense\"\nepochs = 1\n[grid]\ndevice = [\"auto\", \"cpu\", \"cuda\"]\n",
+    );
+    let db = dir.path().join("dev.db");
+    assert!(coordinator(&["submit", sweep.to_str().unwrap()], &db).0);
+    let port = free_port();
+    let _server = serve(dir.path(), &db, port, TOKEN, 3.0, "server.log");
+    let _w = worker(dir.path(), port, Some(TOKEN), &data, "cpu-only");
+    assert!(wait_until(Duration::from_secs(60), || states(&db)
+        .iter()
+        .filter(|t| t.1 == "finished")
+        .count()
+        == 2));
+    std::thread::sleep(Duration::from_secs(2));
+    let store = Store::open(&db).unwrap();
+    for t in store.load_trials().unwrap() {
+        if t.spec.device == sweep_proto::DeviceRequest::Cuda {
+            assert_eq!(
+                t.state,
+                coordinator::core::TrialState::Queued { attempt: 1 },
+                "the CUDA trial was never leased"
+            );
+        }
+    }
+    let (ok, out, _) = coordinator(&["status", "devices"], &db);
+    assert!(
+        ok && out.contains("2 finished") && out.contains("1 queued"),
+        "{out}"
+    );
+}
+
+#[test]
+fn cancel_stops_a_running_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic_cifar(&data, 100, 50);
+    let sweep = write_sweep(dir.path(), "cancel", SLOW);
+    let db = dir.path().join("cancel.db");
+    assert!(coordinator(&["submit", sweep.to_str().unwrap()], &db).0);
+    let port = free_port();
+    let _server = serve(dir.path(), &db, port, TOKEN, 3.0, "server.log");
+    let w = worker(dir.path(), port, Some(TOKEN), &data, "busy");
+    assert!(wait_until(Duration::from_secs(60), || states(&db)
+        .iter()
+        .any(|t| t.1 == "running")));
+    let (ok, out, err) = coordinator(&["cancel", "cancel"], &db);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 unfinished trials stopped"), "{out}");
+    // The worker hears about it at its next heartbeat and stops training.
+    assert!(
+        wait_until(Duration::from_secs(30), || w
+            .log_text()
+            .contains("stopping: the coordinator cancelled")),
+        "{}",
+        w.log_text()
+    );
+    assert!(
+        states(&db).iter().all(|t| t.1 == "cancelled"),
+        "{:?}",
+        states(&db)
+    );
+}
+
+#[test]
+fn sweep_on_real_data() {
+    let Some(data) = std::env::var_os("CIFAR10_DATA").filter(|v| !v.is_empty()) else {
+        assert!(
+            std::env::var("REQUIRE_REAL_DATA").as_deref() != Ok("1"),
+            "REQUIRE_REAL_DATA=1 but CIFAR10_DATA is not set"
+        );
+        eprintln!("skipped: set CIFAR10_DATA to run this test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("real.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "name = \"real\"\ndata = {:?}\n[defaults]\nmodel = \"dense\"\ntrain_batches = 1\ntrain_images = 5000\n\
+             test_images = 1000\nepochs = 2\nlr = 0.001\n[grid]\ncolor = [\"color\", \"grayscale\"]\n",
+            std::path::PathBuf::from(data)
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = std::process::Command::new(bin("coordinator"))
+        .args(["sweep", "--local-workers", "1", "--quiet", "--out"])
+        .arg(&out)
+        .arg(&sweep)
+        .env("SWEEP_WORKER_BIN", bin("worker"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    for r in results.as_array().unwrap() {
+        let acc = r["test_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.2, "{} reached only {acc}", r["id"]);
+    }
+}
