@@ -339,3 +339,57 @@ fn sweep_on_real_data() {
         assert!(acc > 0.2, "{} reached only {acc}", r["id"]);
     }
 }
+
+#[test]
+fn ctrl_c_stops_the_sweep_and_a_second_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_cifar(&dir.path().join("data"), 100, 50);
+    let sweep = write_sweep(dir.path(), "interrupt", SLOW);
+    let out = dir.path().join("out");
+    let start = || {
+        let mut cmd = std::process::Command::new(bin("coordinator"));
+        cmd.args(["sweep", "--local-workers", "1", "--quiet", "--out"])
+            .arg(&out)
+            .arg(&sweep)
+            .env("SWEEP_WORKER_BIN", bin("worker"));
+        cmd
+    };
+    let mut first = Proc::spawn(&mut start(), dir.path().join("first.log"));
+    let db = out.join("sweep.db");
+    assert!(
+        wait_until(Duration::from_secs(120), || states(&db)
+            .iter()
+            .any(|t| t.1 == "finished")),
+        "{}",
+        first.log_text()
+    );
+    let pid = first.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = first
+        .wait_exit(Duration::from_secs(30))
+        .expect("the sweep must stop on SIGINT");
+    assert_eq!(status.code(), Some(130), "{}", first.log_text());
+    assert!(first
+        .log_text()
+        .contains("Run the same command again to resume"));
+    let finished_before = states(&db).iter().filter(|t| t.1 == "finished").count();
+    assert!(
+        finished_before >= 1 && finished_before < 3,
+        "{:?}",
+        states(&db)
+    );
+
+    let second = start().output().unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(String::from_utf8_lossy(&second.stderr)
+        .contains(&format!("reusing {finished_before} finished trials")));
+    assert!(all_finished(&db, 3), "{:?}", states(&db));
+}

@@ -245,6 +245,8 @@ pub async fn run(
                         Msg::Done(key, result) => {
                             running.remove(&key);
                             pending.push((key, result));
+                            // A slot is free: ask for the next trial now, not at the next beat.
+                            ticker.reset_immediately();
                         }
                     },
                 }
