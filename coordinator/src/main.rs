@@ -200,7 +200,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             token_file,
             heartbeat_timeout,
         } => {
-            let token = read_token(token_file.as_deref())?;
+            let token =
+                sweep_proto::read_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
             let handle = Handle::open(&db, config(heartbeat_timeout)?)?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -270,22 +271,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Reads the worker token from a file or $SWEEP_TOKEN (never from the command line).
-fn read_token(file: Option<&Path>) -> Result<String> {
-    let token = match file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read token file {}", f.display()))?,
-        None => std::env::var("SWEEP_TOKEN").map_err(|_| {
-            anyhow::anyhow!("no worker token: set SWEEP_TOKEN or pass --token-file FILE")
-        })?,
-    };
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        bail!("the worker token is empty");
-    }
-    Ok(token)
 }
 
 /// Serves the gRPC API on `listener` until `shutdown`, expiring silent workers meanwhile.

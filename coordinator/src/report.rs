@@ -44,6 +44,15 @@ impl Row {
     }
 }
 
+/// The ranking metric over the trials that share one value of an axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisEffect {
+    pub value: String,
+    pub trials: usize,
+    pub mean: Option<f64>,
+    pub best: Option<f64>,
+}
+
 pub struct Report {
     pub sweep: String,
     pub rank_by: Metric,
@@ -153,7 +162,7 @@ impl Report {
 
     /// For every axis with more than one value: (value, trials, mean, best) of the metric,
     /// best mean first.
-    pub fn effects(&self) -> Vec<(String, Vec<(String, usize, Option<f64>, Option<f64>)>)> {
+    pub fn effects(&self) -> Vec<(String, Vec<AxisEffect>)> {
         let mut out = Vec::new();
         for (i, axis) in self.axes.iter().enumerate() {
             let mut values: Vec<String> = Vec::new();
@@ -165,7 +174,7 @@ impl Report {
             if values.len() < 2 {
                 continue;
             }
-            let mut stats: Vec<(String, usize, Option<f64>, Option<f64>)> = values
+            let mut stats: Vec<AxisEffect> = values
                 .into_iter()
                 .map(|v| {
                     let ms: Vec<f64> = self
@@ -180,12 +189,17 @@ impl Report {
                         Direction::Max => ms.iter().copied().reduce(f64::max),
                         Direction::Min => ms.iter().copied().reduce(f64::min),
                     };
-                    (v, n, mean, best)
+                    AxisEffect {
+                        value: v,
+                        trials: n,
+                        mean,
+                        best,
+                    }
                 })
                 .collect();
             // Best value first; values without any result last.
             let dir = self.direction;
-            stats.sort_by(|a, b| match (a.2, b.2) {
+            stats.sort_by(|a, b| match (a.mean, b.mean) {
                 (Some(x), Some(y)) if dir == Direction::Max => y.total_cmp(&x),
                 (Some(x), Some(y)) => x.total_cmp(&y),
                 (Some(_), None) => std::cmp::Ordering::Less,
@@ -274,7 +288,13 @@ impl Report {
                     out,
                     "\n### {axis}\n\n| value | trials | mean | best |\n|---|---|---|---|\n"
                 );
-                for (v, n, mean, best) in stats {
+                for AxisEffect {
+                    value: v,
+                    trials: n,
+                    mean,
+                    best,
+                } in stats
+                {
                     let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.2}%", 100.0 * x));
                     let _ = writeln!(out, "| {v} | {n} | {} | {} |", f(mean), f(best));
                 }
@@ -448,13 +468,16 @@ mod tests {
         let (axis, model) = &effects[0];
         assert_eq!(axis, "model");
         // Plan order: dense/color 0.2, dense/gray 0.4, seed-cnn/color 0.6, seed-cnn/gray 0.8.
-        assert_eq!(model[0].0, "seed-cnn", "best mean first");
-        assert!((model[0].2.unwrap() - 0.7).abs() < 1e-12);
-        assert_eq!((model[1].0.as_str(), model[1].3), ("dense", Some(0.4)));
+        assert_eq!(model[0].value, "seed-cnn", "best mean first");
+        assert!((model[0].mean.unwrap() - 0.7).abs() < 1e-12);
+        assert_eq!(
+            (model[1].value.as_str(), model[1].best, model[1].trials),
+            ("dense", Some(0.4), 2)
+        );
         let (_, color) = &effects[1];
-        assert_eq!(color[0].0, "grayscale");
+        assert_eq!(color[0].value, "grayscale");
         assert!(
-            (color[0].2.unwrap() - 0.6).abs() < 1e-12,
+            (color[0].mean.unwrap() - 0.6).abs() < 1e-12,
             "grayscale mean of 0.4 and 0.8"
         );
     }

@@ -182,22 +182,6 @@ fn lease_ref(l: Option<pb::LeaseRef>) -> Result<(String, u32), Status> {
     Ok((l.trial_id, l.attempt))
 }
 
-/// Converts the wire form of epoch metrics; the one border for that type.
-pub fn metrics_from_pb(m: pb::EpochMetrics) -> EpochMetrics {
-    EpochMetrics {
-        epoch: m.epoch,
-        train_loss: m.train_loss,
-        train_accuracy: m.train_accuracy,
-        val_loss: m.val_loss,
-        val_accuracy: m.val_accuracy,
-        train_binary_accuracy: m.train_binary_accuracy,
-        val_binary_accuracy: m.val_binary_accuracy,
-        lr: m.lr,
-        seconds: m.seconds,
-        images_per_sec: m.images_per_sec,
-    }
-}
-
 /// Heartbeat period the coordinator asks workers for: a third of the timeout.
 pub fn heartbeat_interval_ms(config: &Config) -> u32 {
     (config.heartbeat_timeout_ms / 3).clamp(100, 10_000) as u32
@@ -289,7 +273,7 @@ impl Coordinator for Handle {
     ) -> Result<Response<pb::Ack>, Status> {
         let r = req.into_inner();
         let (trial, attempt) = lease_ref(r.lease)?;
-        let metrics = metrics_from_pb(
+        let metrics = EpochMetrics::from(
             r.metrics
                 .ok_or_else(|| Status::invalid_argument("missing metrics"))?,
         );

@@ -60,6 +60,20 @@ pub struct StoredSweep {
     pub trials: Vec<(String, Option<String>, Option<f64>)>,
 }
 
+/// (id, state, attempt, worker) of a trial row, state as stored ("running" included).
+pub type RawTrial = (String, String, u32, Option<String>);
+
+/// id, spec, state, attempt, worker, reason, result: the columns of `trials`.
+type TrialRow = (
+    String,
+    String,
+    String,
+    u32,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// One trial as stored.
 #[derive(Debug, Clone)]
 pub struct StoredTrial {
@@ -254,15 +268,7 @@ impl Store {
             .conn
             .prepare("SELECT id, spec, state, attempt, worker, reason, result FROM trials")
             .map_err(|e| self.err(e))?;
-        let rows: Vec<(
-            String,
-            String,
-            String,
-            u32,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        )> = stmt
+        let rows: Vec<TrialRow> = stmt
             .query_map([], |r| {
                 Ok((
                     r.get(0)?,
@@ -310,8 +316,8 @@ impl Store {
         Ok(out)
     }
 
-    /// (id, state, attempt, worker) of every trial as stored, for tools and tests.
-    pub fn raw_states(&self) -> Result<Vec<(String, String, u32, Option<String>)>, StoreError> {
+    /// Every trial as stored, for tools and tests.
+    pub fn raw_states(&self) -> Result<Vec<RawTrial>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, state, attempt, worker FROM trials ORDER BY id")

@@ -490,7 +490,7 @@ fn sample_range(r: &Range, rng: &mut impl Rng) -> Result<toml::Value, String> {
     let (Some(lo), Some(hi)) = (num(&r.min), num(&r.max)) else {
         return Err("min and max must be numbers".into());
     };
-    if !(lo <= hi) || (r.log && lo <= 0.0) {
+    if lo.is_nan() || hi.is_nan() || lo > hi || (r.log && lo <= 0.0) {
         return Err(format!(
             "needs min <= max{}",
             if r.log { " and min > 0 for log" } else { "" }

@@ -7,9 +7,11 @@
 //!
 //! Neither side links libtorch through this crate.
 
+pub mod convert;
 pub mod result;
 pub mod trial;
 
+pub use convert::read_token;
 pub use result::{EpochMetrics, TestMetrics, TrialResult, TrialStatus};
 pub use trial::{
     Augment, ColorMode, DeviceRequest, Layout, Loss, Model, Normalization, Optimizer, Schedule,

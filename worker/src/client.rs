@@ -49,21 +49,6 @@ enum Msg {
     Done(Key, Box<TrialResult>),
 }
 
-fn pb_metrics(m: &EpochMetrics) -> pb::EpochMetrics {
-    pb::EpochMetrics {
-        epoch: m.epoch,
-        train_loss: m.train_loss,
-        train_accuracy: m.train_accuracy,
-        val_loss: m.val_loss,
-        val_accuracy: m.val_accuracy,
-        train_binary_accuracy: m.train_binary_accuracy,
-        val_binary_accuracy: m.val_binary_accuracy,
-        lr: m.lr,
-        seconds: m.seconds,
-        images_per_sec: m.images_per_sec,
-    }
-}
-
 fn lease_ref(k: &Key) -> pb::LeaseRef {
     pb::LeaseRef {
         trial_id: k.0.clone(),
@@ -103,7 +88,10 @@ fn train_lease(
     if let Err(e) = device::check_request(spec.device, device) {
         return failed(e, device);
     }
-    let hint = (!lease.data_hint.is_empty()).then(|| PathBuf::from(&lease.data_hint));
+    // The coordinator's hint is a path on its machine: use it only where it holds the data,
+    // else fall back to $CIFAR10_DATA and ./data.
+    let hint = Some(PathBuf::from(&lease.data_hint))
+        .filter(|h| !lease.data_hint.is_empty() && data::find_data_dir(Some(h)).is_ok());
     let dir = match data::find_data_dir(opts_data.or(hint).as_deref()) {
         Ok(d) => d,
         Err(e) => return failed(e.to_string(), device),
@@ -239,7 +227,7 @@ pub async fn run(
                     }
                     Some(msg) = rx.recv() => match msg {
                         Msg::Progress(key, m) => {
-                            let report = pb::ProgressReport { worker_id: id.clone(), lease: Some(lease_ref(&key)), metrics: Some(pb_metrics(&m)) };
+                            let report = pb::ProgressReport { worker_id: id.clone(), lease: Some(lease_ref(&key)), metrics: Some(pb::EpochMetrics::from(&m)) };
                             client.report_progress(report).await?;
                         }
                         Msg::Done(key, result) => {

@@ -166,27 +166,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Reads the shared worker token: never from the command line, where `ps` would show it.
-fn read_token(file: Option<&Path>) -> Result<String> {
-    let token = match file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read token file {}", f.display()))?,
-        None => std::env::var("SWEEP_TOKEN").map_err(|_| {
-            anyhow::anyhow!("no worker token: set SWEEP_TOKEN or pass --token-file FILE")
-        })?,
-    };
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        bail!("the worker token is empty");
-    }
-    Ok(token)
-}
-
 fn worker_loop(cli: Cli) -> Result<ExitCode> {
     let Some(url) = cli.coordinator else {
         bail!("nothing to do: give a command (see --help) or --coordinator URL to serve a coordinator");
     };
-    let token = read_token(cli.token_file.as_deref())?;
+    let token = sweep_proto::read_token(cli.token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let device = device::choose(cli.device).map_err(anyhow::Error::msg)?;
     let name = cli.name.unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname")

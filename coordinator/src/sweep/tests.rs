@@ -126,7 +126,8 @@ fn data_path_is_relative_to_the_sweep_file() {
 /// Malformed sweep files: the message and the position each must name.
 #[test]
 fn bad_sweep_files_name_line_column_and_key() {
-    let cases: &[(&str, &str, Option<(usize, usize)>)] = &[
+    type Case<'a> = (&'a str, &'a str, Option<(usize, usize)>);
+    let cases: &[Case] = &[
         ("name = \"t\"\n[grid]\nmodle = [\"dense\"]\n", "`grid.modle`: unknown field `modle`", Some((3, 1))),
         ("name = \"t\"\n[grid]\nmodel = [\"resnet18\"]\n", "unknown model `resnet18`", Some((3, 1))),
         ("name = \"t\"\n[grid]\nmodel = []\n", "`grid.model` is an empty list", Some((3, 9))),

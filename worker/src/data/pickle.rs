@@ -24,6 +24,9 @@ pub enum PickleError {
     Malformed { at: usize, what: String },
 }
 
+/// A dict's items in insertion order, shared like the dict itself.
+pub type DictItems = Rc<RefCell<Vec<(Value, Value)>>>;
+
 /// A pickled value. Lists and dicts are shared and mutable, as in Python, because pickles
 /// memoize a container before filling it.
 #[derive(Debug, Clone)]
@@ -38,7 +41,7 @@ pub enum Value {
     Str(Rc<str>),
     Tuple(Rc<Vec<Value>>),
     List(Rc<RefCell<Vec<Value>>>),
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Dict(DictItems),
     /// A `module.name` reference, never resolved.
     Global {
         module: String,
@@ -273,7 +276,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn dict_target(&mut self) -> Result<Rc<RefCell<Vec<(Value, Value)>>>, PickleError> {
+    fn dict_target(&mut self) -> Result<DictItems, PickleError> {
         match self.top()? {
             Value::Dict(d) => Ok(d.clone()),
             other => Err(self.malformed(format!("SETITEM on a {}", other.type_name()))),
@@ -511,7 +514,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("odd number of items for a dict"));
         }
         let mut it = items.into_iter();
