@@ -179,7 +179,10 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
                     &url,
                     &token,
                     &opts.device,
-                    sweep.data.as_deref(),
+                    sweep
+                        .data
+                        .as_deref()
+                        .filter(|d| *d != Path::new(coordinator::sweep::FETCH)),
                     n,
                     out,
                 )?);

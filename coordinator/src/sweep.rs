@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! name = "quick"
-//! data = "../data"              # dataset directory for local workers (relative to this file)
+//! data = "../data"              # dataset directory (relative to this file), or "fetch"
 //! rank_by = "test_accuracy"     # or "best_val_accuracy"
 //! direction = "max"
 //! repeats = 1                   # the same config with N seeds (seed, seed+1, ...)
@@ -39,6 +39,9 @@ use toml::Spanned;
 
 /// Above this many trials `plan`/`sweep` refuse without `--force`.
 pub const MAX_TRIALS: usize = 1000;
+
+/// `data = "fetch"`: workers that have no dataset download the official archive into ./data.
+pub const FETCH: &str = "fetch";
 
 /// Keys an `[[include]]` entry may carry that are about the row, not the trial.
 const LABEL: &str = "label";
@@ -135,7 +138,7 @@ pub struct PlannedTrial {
 pub struct Sweep {
     pub name: String,
     pub file: PathBuf,
-    /// Dataset directory, resolved against the sweep file's directory.
+    /// Dataset directory, resolved against the sweep file's directory, or [`FETCH`].
     pub data: Option<PathBuf>,
     pub rank_by: Metric,
     pub direction: Direction,
@@ -370,7 +373,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
     Ok(Sweep {
         name: raw.name,
         file: file.to_path_buf(),
-        data: raw.data.map(|d| base.join(d)),
+        data: raw.data.map(|d| {
+            if d == FETCH {
+                PathBuf::from(FETCH)
+            } else {
+                base.join(d)
+            }
+        }),
         rank_by: raw.rank_by,
         direction: raw.direction,
         axes: axis_names,

@@ -134,7 +134,7 @@ fn sweep_command_runs_to_the_end_and_resumes() {
 
 #[test]
 fn killed_worker_trial_finishes_elsewhere() {
-    let c = Cluster::start("kill", SLOW, 100, 1.5);
+    let c = Cluster::start("kill", SLOW, 100, 3.0);
     let db = c.db.clone();
     let mut victim = c.worker("victim");
 

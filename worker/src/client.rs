@@ -92,8 +92,19 @@ fn train_lease(
     // else fall back to $CIFAR10_DATA and ./data.
     let hint = Some(PathBuf::from(&lease.data_hint))
         .filter(|h| !lease.data_hint.is_empty() && data::find_data_dir(Some(h)).is_ok());
-    let dir = match data::find_data_dir(opts_data.or(hint).as_deref()) {
+    let dir = match data::find_data_dir(opts_data.clone().or(hint).as_deref()) {
         Ok(d) => d,
+        // The sweep says `data = "fetch"`: download the official archive into ./data.
+        Err(_) if opts_data.is_none() && lease.data_hint == "fetch" => {
+            match data::fetch::fetch(
+                &data::fetch::Archive::official(),
+                std::path::Path::new("data"),
+                false,
+            ) {
+                Ok(d) => d,
+                Err(e) => return failed(format!("data = \"fetch\": {e}"), device),
+            }
+        }
         Err(e) => return failed(e.to_string(), device),
     };
     let dataset = match Dataset::load(&dir, spec.train_batches) {

@@ -146,7 +146,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(url) = url {
                 archive.url = url;
             }
-            let root = fetch::fetch(&archive, &dest, std::io::stderr().is_terminal())?;
+            // Offline, say what to do by hand as well as why the download failed.
+            let root = fetch::fetch(&archive, &dest, std::io::stderr().is_terminal())
+                .map_err(|e| anyhow::anyhow!("{e}\n{}", data::missing_message(&dest)))?;
             eprintln!("CIFAR-10 is ready in {}", root.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -172,3 +172,13 @@ fn non_utf8_file_is_rejected_with_position() {
         missing.to_string().contains("nope.toml") && missing.to_string().contains("cannot read")
     );
 }
+
+#[test]
+fn data_fetch_is_kept_as_is() {
+    let s = parse(
+        "name = \"t\"\ndata = \"fetch\"\n",
+        Path::new("examples/grid.toml"),
+    )
+    .unwrap();
+    assert_eq!(s.data, Some(PathBuf::from(FETCH)));
+}

@@ -13,7 +13,7 @@ mod python;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-pub use locate::{find_data_dir, DATA_ENV};
+pub use locate::{find_data_dir, missing_message, DATA_ENV};
 
 pub const IMAGE_BYTES: usize = 3072;
 pub const PIXELS: usize = 1024;
