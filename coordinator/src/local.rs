@@ -236,7 +236,7 @@ async fn watch(
         ProgressBar::new(ids.len() as u64)
     };
     if let Ok(style) = ProgressStyle::with_template(
-        "[{elapsed_precise}] {bar:30} {pos}/{len} trials ({prefix}) eta {eta}\n  {wide_msg}",
+        "[{elapsed_precise}] {bar:30} {pos}/{len} trials ({prefix})\n  {wide_msg}",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
@@ -244,6 +244,9 @@ async fn watch(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut idle_since: Option<std::time::Instant> = None;
+    let started = std::time::Instant::now();
+    let ended = |c: &coordinator::core::Counts| c.finished + c.failed + c.cancelled;
+    let ended_at_start = ended(&handle.counts(ids));
     loop {
         tokio::select! {
             _ = &mut ctrl_c => {
@@ -253,8 +256,20 @@ async fn watch(
             _ = every.tick() => {}
         }
         let c = handle.counts(ids);
-        bar.set_position((c.finished + c.failed + c.cancelled) as u64);
-        bar.set_prefix(format!("{} running, {} failed", c.running, c.failed));
+        bar.set_position(ended(&c) as u64);
+        // ETA from the trials this run has finished (reused ones took no time).
+        let done_here = ended(&c).saturating_sub(ended_at_start);
+        let eta = if done_here == 0 {
+            "eta: after the first trial".to_string()
+        } else {
+            let per_trial = started.elapsed().as_secs_f64() / done_here as f64;
+            let left = (c.queued + c.running) as f64 * per_trial;
+            format!(
+                "eta {}",
+                indicatif::HumanDuration(Duration::from_secs_f64(left))
+            )
+        };
+        bar.set_prefix(format!("{} running, {} failed, {eta}", c.running, c.failed));
         bar.set_message(running_line(handle, ids));
         if c.is_done() {
             bar.finish_and_clear();
