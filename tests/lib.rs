@@ -69,6 +69,13 @@ impl Drop for Proc {
     }
 }
 
+/// Cluster tests hold this lock so they run one at a time: each starts processes that train
+/// on both cores, and running them side by side would make their timing depend on each other.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Polls `f` every 100 ms until it is true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -77,6 +77,7 @@ const SLOW: &str = "[defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_i
 
 #[test]
 fn sweep_command_runs_to_the_end_and_resumes() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     synthetic_cifar(&dir.path().join("data"), 60, 40);
     let sweep = write_sweep(
@@ -134,6 +135,7 @@ fn sweep_command_runs_to_the_end_and_resumes() {
 
 #[test]
 fn killed_worker_trial_finishes_elsewhere() {
+    let _serial = serial();
     let c = Cluster::start("kill", SLOW, 100, 3.0);
     let db = c.db.clone();
     let mut victim = c.worker("victim");
@@ -175,6 +177,7 @@ fn killed_worker_trial_finishes_elsewhere() {
 
 #[test]
 fn coordinator_restart_mid_sweep_loses_nothing() {
+    let _serial = serial();
     let mut c = Cluster::start("restart", SLOW, 100, 3.0);
     let (db, port) = (c.db.clone(), c.port);
     let w = c.worker("steady");
@@ -231,6 +234,7 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
 
 #[test]
 fn workers_without_the_token_are_refused() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synthetic_cifar(&data, 20, 10);
@@ -261,6 +265,7 @@ fn workers_without_the_token_are_refused() {
 
 #[test]
 fn cpu_workers_never_get_cuda_trials() {
+    let _serial = serial();
     let body = "[defaults]\nmodel = \"dense\"\nepochs = 1\n[grid]\ndevice = [\"auto\", \"cpu\", \"cuda\"]\n";
     let c = Cluster::start("devices", body, 20, 3.0);
     let db = c.db.clone();
@@ -290,6 +295,7 @@ fn cpu_workers_never_get_cuda_trials() {
 
 #[test]
 fn cancel_stops_a_running_sweep() {
+    let _serial = serial();
     let c = Cluster::start("cancel", SLOW, 100, 3.0);
     let db = c.db.clone();
     let w = c.worker("busy");
@@ -316,6 +322,7 @@ fn cancel_stops_a_running_sweep() {
 
 #[test]
 fn sweep_on_real_data() {
+    let _serial = serial();
     let Some(data) = std::env::var_os("CIFAR10_DATA").filter(|v| !v.is_empty()) else {
         assert!(
             std::env::var("REQUIRE_REAL_DATA").as_deref() != Ok("1"),
@@ -358,6 +365,7 @@ fn sweep_on_real_data() {
 
 #[test]
 fn ctrl_c_stops_the_sweep_and_a_second_run_resumes() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     synthetic_cifar(&dir.path().join("data"), 100, 50);
     let sweep = write_sweep(dir.path(), "interrupt", SLOW);
