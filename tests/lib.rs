@@ -169,6 +169,22 @@ pub fn worker(dir: &Path, port: u16, token: Option<&str>, data: &Path, name: &st
     Proc::spawn(&mut cmd, dir.join(format!("{name}.log")))
 }
 
+/// `coordinator sweep` with local workers, quiet, writing into `out`.
+pub fn sweep_command(sweep: &Path, out: &Path, local_workers: u32) -> Command {
+    let mut cmd = Command::new(bin("coordinator"));
+    cmd.args([
+        "sweep",
+        "--quiet",
+        "--local-workers",
+        &local_workers.to_string(),
+        "--out",
+    ])
+    .arg(out)
+    .arg(sweep)
+    .env("SWEEP_WORKER_BIN", bin("worker"));
+    cmd
+}
+
 /// Runs a coordinator subcommand to completion and returns (success, stdout, stderr).
 pub fn coordinator(args: &[&str], db: &Path) -> (bool, String, String) {
     let out = Command::new(bin("coordinator"))

@@ -19,6 +19,10 @@ fn states(db: &Path) -> Vec<(String, String, u32, Option<String>)> {
         .unwrap_or_default()
 }
 
+fn any_in(db: &Path, state: &str) -> bool {
+    states(db).iter().any(|t| t.1 == state)
+}
+
 fn all_finished(db: &Path, n: usize) -> bool {
     let s = states(db);
     s.len() == n && s.iter().all(|t| t.1 == "finished")
@@ -87,15 +91,7 @@ fn sweep_command_runs_to_the_end_and_resumes() {
          [grid]\ncolor = [\"color\", \"grayscale\"]\nlr = [0.001, 0.0001]\n",
     );
     let out = dir.path().join("out");
-    let run = || {
-        std::process::Command::new(bin("coordinator"))
-            .args(["sweep", "--local-workers", "2", "--quiet", "--out"])
-            .arg(&out)
-            .arg(&sweep)
-            .env("SWEEP_WORKER_BIN", bin("worker"))
-            .output()
-            .unwrap()
-    };
+    let run = || sweep_command(&sweep, &out, 2).output().unwrap();
     let first = run();
     assert!(
         first.status.success(),
@@ -183,9 +179,7 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
     let w = c.worker("steady");
 
     assert!(
-        wait_until(Duration::from_secs(120), || states(&db)
-            .iter()
-            .any(|t| t.1 == "finished")),
+        wait_until(Duration::from_secs(120), || any_in(&db, "finished")),
         "{}",
         w.log_text()
     );
@@ -299,9 +293,9 @@ fn cancel_stops_a_running_sweep() {
     let c = Cluster::start("cancel", SLOW, 100, 3.0);
     let db = c.db.clone();
     let w = c.worker("busy");
-    assert!(wait_until(Duration::from_secs(60), || states(&db)
-        .iter()
-        .any(|t| t.1 == "running")));
+    assert!(wait_until(Duration::from_secs(60), || any_in(
+        &db, "running"
+    )));
     let (ok, out, err) = coordinator(&["cancel", "cancel"], &db);
     assert!(ok, "{err}");
     assert!(out.contains("3 unfinished trials stopped"), "{out}");
@@ -343,13 +337,7 @@ fn sweep_on_real_data() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let run = std::process::Command::new(bin("coordinator"))
-        .args(["sweep", "--local-workers", "1", "--quiet", "--out"])
-        .arg(&out)
-        .arg(&sweep)
-        .env("SWEEP_WORKER_BIN", bin("worker"))
-        .output()
-        .unwrap();
+    let run = sweep_command(&sweep, &out, 1).output().unwrap();
     assert!(
         run.status.success(),
         "{}",
@@ -370,20 +358,11 @@ fn ctrl_c_stops_the_sweep_and_a_second_run_resumes() {
     synthetic_cifar(&dir.path().join("data"), 100, 50);
     let sweep = write_sweep(dir.path(), "interrupt", SLOW);
     let out = dir.path().join("out");
-    let start = || {
-        let mut cmd = std::process::Command::new(bin("coordinator"));
-        cmd.args(["sweep", "--local-workers", "1", "--quiet", "--out"])
-            .arg(&out)
-            .arg(&sweep)
-            .env("SWEEP_WORKER_BIN", bin("worker"));
-        cmd
-    };
+    let start = || sweep_command(&sweep, &out, 1);
     let mut first = Proc::spawn(&mut start(), dir.path().join("first.log"));
     let db = out.join("sweep.db");
     assert!(
-        wait_until(Duration::from_secs(120), || states(&db)
-            .iter()
-            .any(|t| t.1 == "finished")),
+        wait_until(Duration::from_secs(120), || any_in(&db, "finished")),
         "{}",
         first.log_text()
     );
