@@ -31,7 +31,7 @@
 
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use sweep_proto::{SpecError, TrialSpec};
@@ -292,8 +292,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
         })
         .collect();
 
-    let mut trials = Vec::new();
-    let mut seen = HashSet::new();
+    let mut trials: Vec<PlannedTrial> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut push = |spec: TrialSpec, label: Option<String>, reported: Option<f64>| {
         for r in 0..raw.repeats {
             let spec = TrialSpec {
@@ -301,15 +301,31 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
                 ..spec.clone()
             };
             let id = trial_id(&spec);
-            if seen.insert(id.clone()) {
-                trials.push(PlannedTrial {
-                    id,
-                    spec,
-                    label: label.clone(),
-                    reported,
-                });
+            match seen.get(&id) {
+                // The same configuration twice is one trial; an include that repeats a grid
+                // combination lends it its label and reported value.
+                Some(&i) => {
+                    let t = &mut trials[i];
+                    t.label = t.label.take().or_else(|| label.clone());
+                    t.reported = t.reported.or(reported);
+                }
+                None => {
+                    seen.insert(id.clone(), trials.len());
+                    trials.push(PlannedTrial {
+                        id,
+                        spec,
+                        label: label.clone(),
+                        reported,
+                    });
+                }
             }
         }
+    };
+    // Without grid axes the defaults alone are a trial, unless includes list the trials.
+    let combos = if axes.is_empty() && !raw.include.is_empty() {
+        Vec::new()
+    } else {
+        combos
     };
     for combo in combos {
         let spec = resolve(combo)?;
@@ -357,13 +373,23 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
         ));
     }
 
+    // Grid axes, then the fields includes set that really differ between the trials, in the
+    // order they first appear.
     let mut axis_names: Vec<String> = axes.iter().map(|k| k.get_ref().clone()).collect();
-    for inc in &raw.include {
-        for k in inc.keys() {
-            let k = k.get_ref();
-            if k != LABEL && k != REPORTED && !axis_names.contains(k) {
-                axis_names.push(k.clone());
-            }
+    let resolved: Vec<serde_json::Value> = trials
+        .iter()
+        .map(|t| serde_json::to_value(&t.spec).unwrap_or_default())
+        .collect();
+    let mut include_keys: Vec<(usize, String)> = raw
+        .include
+        .iter()
+        .flat_map(|inc| inc.keys().map(|k| (k.span().start, k.get_ref().clone())))
+        .collect();
+    include_keys.sort();
+    for (_, k) in include_keys {
+        let varies = resolved.iter().any(|v| v.get(&k) != resolved[0].get(&k));
+        if k != LABEL && k != REPORTED && varies && !axis_names.contains(&k) {
+            axis_names.push(k);
         }
     }
     if raw.repeats > 1 && !axis_names.iter().any(|a| a == "seed") {

@@ -63,3 +63,63 @@ fn huge_grids_need_force() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("1001 trials"));
 }
+
+/// examples/study.toml plans every row of the published study with its reported accuracy, in
+/// the study's own preprocessing, plus the corrected copies and today's ResNet-56 recipe.
+#[test]
+fn study_file_plans_every_row_with_its_reported_value() {
+    use sweep_proto::{Layout, Model, Normalization};
+    let sweep = coordinator::sweep::load(&repo("examples/study.toml")).unwrap();
+    let row = |label: &str| {
+        sweep
+            .trials
+            .iter()
+            .find(|t| t.label.as_deref() == Some(label))
+            .unwrap_or_else(|| panic!("no row {label:?}"))
+    };
+    let table = [
+        ("r1 dense", 0.0926),
+        ("r1 seed-cnn color", 0.4663),
+        ("r1 seed-cnn grayscale", 0.4712),
+        ("r2 seed-cnn color", 0.4946),
+        ("r2 resnet56 color", 0.6289),
+        ("r2 seed-cnn grayscale", 0.5811),
+        ("r2 resnet56 grayscale", 0.6074),
+        ("r3 resnet56 color", 0.7081),
+        ("r3 seed-cnn color (the post's label)", 0.7081),
+        ("r3 resnet56 grayscale", 0.6432),
+        ("r4 resnet56 final", 0.7369),
+    ];
+    for (label, reported) in table {
+        let t = row(label);
+        assert_eq!(t.reported, Some(reported), "{label}");
+        assert_eq!(
+            (t.spec.layout, t.spec.normalization),
+            (Layout::SeedReshape, Normalization::None),
+            "{label}"
+        );
+        let fixed = row(&format!("{label}, fixed preprocessing")
+            .replace(" (the post's label), fixed", ", fixed"));
+        assert_eq!(
+            (fixed.spec.layout, fixed.spec.normalization),
+            (Layout::Standard, Normalization::Standard)
+        );
+        assert_eq!(fixed.spec.model, t.spec.model, "{label}");
+    }
+    let r4 = row("r4 resnet56 final");
+    assert_eq!(
+        (r4.spec.batch_size, r4.spec.epochs, r4.spec.lr),
+        (32, 80, 0.005)
+    );
+    assert!(
+        r4.spec.augment.flip && r4.spec.augment.rotation == 10.0 && r4.spec.augment.shift == 0.1
+    );
+    let bce = row("extra: r4 with binary cross-entropy, 1 epoch");
+    assert_eq!(bce.spec.loss, sweep_proto::Loss::BinaryCrossEntropy);
+    let modern = row("resnet56, SGD + cosine + pad-crop/flip, 160 epochs");
+    assert_eq!(
+        (modern.spec.model, modern.spec.epochs, modern.reported),
+        (Model::ResNet(56), 160, Some(0.9303))
+    );
+    assert_eq!(sweep.trials.len(), 24);
+}

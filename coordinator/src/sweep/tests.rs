@@ -182,3 +182,16 @@ fn data_fetch_is_kept_as_is() {
     .unwrap();
     assert_eq!(s.data, Some(PathBuf::from(FETCH)));
 }
+
+#[test]
+fn includes_alone_list_the_trials_and_label_repeated_combinations() {
+    let only = plan("name = \"t\"\n[[include]]\nlabel = \"a\"\nmodel = \"dense\"\n").unwrap();
+    assert_eq!(only.trials.len(), 1, "no extra trial of the bare defaults");
+    assert_eq!(only.trials[0].label.as_deref(), Some("a"));
+    let both = plan("name = \"t\"\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\n[[include]]\nlabel = \"b\"\nreported = 0.5\nmodel = \"dense\"\n").unwrap();
+    assert_eq!(both.trials.len(), 2);
+    assert_eq!(
+        (both.trials[0].label.as_deref(), both.trials[0].reported),
+        (Some("b"), Some(0.5))
+    );
+}
