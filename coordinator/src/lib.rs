@@ -6,8 +6,10 @@
 //! - [`store`]: SQLite persistence.
 //! - [`service`]: shared handle and the gRPC service over it.
 //! - [`report`]: ranked tables, effects per axis, report.md / results.json / results.csv.
+//! - [`html`]: the self-contained report.html with SVG charts and computed findings.
 
 pub mod core;
+pub mod html;
 pub mod report;
 pub mod service;
 pub mod store;

@@ -31,8 +31,10 @@ pub struct Row {
     pub seconds: Option<f64>,
     pub worker: Option<String>,
     pub attempt: u32,
+    /// Test-set `confusion[true][predicted]`, for completed trials.
+    pub confusion: Option<Vec<Vec<u64>>>,
     #[serde(skip)]
-    axis_values: Vec<String>,
+    pub(crate) axis_values: Vec<String>,
 }
 
 impl Row {
@@ -101,6 +103,7 @@ impl Report {
                 seconds: None,
                 worker: None,
                 attempt: 0,
+                confusion: None,
             };
             match &trial.state {
                 TrialState::Queued { attempt } => {
@@ -127,6 +130,7 @@ impl Report {
                     row.reason = result.reason.clone();
                     row.test_accuracy = result.test_accuracy();
                     row.test_binary_accuracy = result.test.as_ref().and_then(|t| t.binary_accuracy);
+                    row.confusion = result.test.as_ref().map(|t| t.confusion.clone());
                     row.best_val_accuracy = result.best_val_accuracy;
                     row.epochs = result.epochs.clone();
                     row.seconds = Some(result.seconds);
@@ -364,7 +368,8 @@ impl Report {
             dir.join("results.json"),
             serde_json::to_string_pretty(&self.rows).unwrap_or_default(),
         )?;
-        std::fs::write(dir.join("results.csv"), self.csv())
+        std::fs::write(dir.join("results.csv"), self.csv())?;
+        std::fs::write(dir.join("report.html"), crate::html::render(self))
     }
 }
 
@@ -378,20 +383,35 @@ mod tests {
     use super::*;
     use crate::core::{Config, DeviceKind};
     use crate::sweep;
-    use sweep_proto::{TestMetrics, TrialResult};
+    use sweep_proto::{EpochMetrics, TestMetrics, TrialResult};
 
     fn result(acc: f64, status: TrialStatus) -> TrialResult {
         TrialResult {
             status,
             reason: (status != TrialStatus::Completed).then(|| "loss became NaN".into()),
-            epochs: vec![],
+            epochs: (1..=3)
+                .map(|epoch| EpochMetrics {
+                    epoch,
+                    train_loss: 2.0 / epoch as f64,
+                    train_accuracy: acc * epoch as f64 / 3.0,
+                    val_loss: Some(2.2 / epoch as f64),
+                    val_accuracy: Some(acc * epoch as f64 / 3.1),
+                    train_binary_accuracy: None,
+                    val_binary_accuracy: None,
+                    lr: 0.001,
+                    seconds: 1.0,
+                    images_per_sec: 100.0,
+                })
+                .collect(),
             test: (status == TrialStatus::Completed).then(|| TestMetrics {
                 loss: 1.0,
                 accuracy: acc,
-                binary_accuracy: None,
+                binary_accuracy: (acc > 0.7).then_some(0.93),
                 per_class_accuracy: vec![],
-                confusion: vec![],
-                images: 10,
+                confusion: (0..10)
+                    .map(|i| (0..10).map(|j| if i == j { 7 } else { 1 }).collect())
+                    .collect(),
+                images: 160,
             }),
             best_val_accuracy: Some(acc),
             train_images: 1,
@@ -482,11 +502,77 @@ mod tests {
         );
     }
 
+    /// The HTML report's structure: every trial, every chart, every section, findings that
+    /// come from these numbers.
+    #[test]
+    fn html_report_has_every_part() {
+        let r = report_for(&[Some(0.2), None, Some(0.6), Some(0.8)]);
+        let html = crate::html::render(&r);
+        assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+        for row in &r.rows {
+            assert!(
+                html.contains(&format!("id=\"trial-{}\"", row.id)),
+                "trial {} missing",
+                row.id
+            );
+            assert!(html.contains(&format!("id=\"row-{}\"", row.id)));
+        }
+        for section in [
+            "findings",
+            "ranking",
+            "top-curves",
+            "effects",
+            "confusion",
+            "bce",
+            "trials",
+        ] {
+            assert!(
+                html.contains(&format!("id=\"{section}\"")),
+                "section {section} missing"
+            );
+        }
+        // 1 ranking + 2 overlays + 2 axis charts + 2 per trial.
+        assert_eq!(html.matches("<svg").count(), 1 + 2 + 2 + 2 * 4);
+        assert!(!html.contains("chart not drawn"));
+        assert!(
+            !html.contains("http://")
+                || html.matches("http://").count()
+                    == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
+            "the page must not fetch anything"
+        );
+        let findings = crate::html::findings(&r);
+        assert!(
+            findings[0].contains("seed-cnn, grayscale") && findings[0].contains("80.00%"),
+            "{findings:?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.starts_with("model: seed-cnn is best on average")),
+            "{findings:?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("Keras' accuracy metric would have shown 93.00%")),
+            "{findings:?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("did not complete") && f.contains("diverged")),
+            "{findings:?}"
+        );
+    }
+
     #[test]
     fn writes_all_three_files() {
         let r = report_for(&[Some(0.2), None, Some(0.6), Some(0.8)]);
         let dir = tempfile::tempdir().unwrap();
         r.write(dir.path()).unwrap();
+        assert!(std::fs::read_to_string(dir.path().join("report.html"))
+            .unwrap()
+            .contains("<svg"));
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
         assert!(md.contains("## Effect of each axis") && md.contains("### color"));
         let json: serde_json::Value = serde_json::from_str(
