@@ -7,19 +7,8 @@ use crate::report::{AxisEffect, Report, Row};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 
-/// CIFAR-10 class names, for the confusion matrix.
-const CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+/// Row and column names of the confusion matrix.
+const CLASSES: [&str; 10] = sweep_proto::CIFAR10_CLASSES;
 /// How many of the best trials the overlaid curves show.
 const TOP: usize = 5;
 
@@ -325,11 +314,7 @@ pub fn findings(report: &Report) -> Vec<String> {
             beats.len()
         ));
     }
-    for r in report
-        .rows
-        .iter()
-        .filter(|r| r.test_binary_accuracy.is_some())
-    {
+    for r in report.bce_rows() {
         out.push(format!(
             "{} used binary cross-entropy: Keras' accuracy metric would have shown {}, but the true top-1 accuracy is {}.",
             name(r), pct(r.test_binary_accuracy), pct(r.test_accuracy)
@@ -484,11 +469,7 @@ pub fn render(report: &Report) -> String {
         h += &confusion_table(best);
     }
 
-    let bce: Vec<&Row> = report
-        .rows
-        .iter()
-        .filter(|r| r.test_binary_accuracy.is_some())
-        .collect();
+    let bce = report.bce_rows();
     if !bce.is_empty() {
         h += "<h2 id=\"bce\">Binary cross-entropy: what Keras showed vs true accuracy</h2>\
               <p>With a sigmoid per class and one-hot targets, Keras' accuracy metric counts each of the 10 outputs \

@@ -215,6 +215,14 @@ impl Report {
         out
     }
 
+    /// Binary cross-entropy trials, whose Keras-style binary accuracy is reported too.
+    pub fn bce_rows(&self) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .filter(|r| r.test_binary_accuracy.is_some())
+            .collect()
+    }
+
     fn metric_name(&self) -> &'static str {
         match self.rank_by {
             Metric::TestAccuracy => "test acc",
@@ -304,11 +312,7 @@ impl Report {
                 }
             }
         }
-        let bce: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.test_binary_accuracy.is_some())
-            .collect();
+        let bce = self.bce_rows();
         if !bce.is_empty() {
             out += "\n## Binary cross-entropy: what Keras showed vs true accuracy\n\n| trial | Keras binary accuracy | true top-1 accuracy |\n|---|---|---|\n";
             for r in bce {

@@ -23,8 +23,14 @@ fn plans_the_quick_example() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("| # | trial | label | model | color | loss |"), "{text}");
-    assert!(text.contains("| dense, binary cross-entropy | dense | color | binary-cross-entropy |"), "{text}");
+    assert!(
+        text.contains("| # | trial | label | model | color | loss |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| dense, binary cross-entropy | dense | color | binary-cross-entropy |"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("5 trials"), "{text}");
 }
 

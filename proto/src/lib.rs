@@ -7,6 +7,20 @@
 //!
 //! Neither side links libtorch through this crate.
 
+/// The ten CIFAR-10 class names, in label order (the official release's `batches.meta`).
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
 pub mod convert;
 pub mod result;
 pub mod trial;

@@ -188,14 +188,15 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
         .filter(|t| t.1 == "finished")
         .map(|t| t.0)
         .collect();
-    let results_before: Vec<_> = Store::open(&db)
-        .unwrap()
-        .load_trials()
-        .unwrap()
-        .into_iter()
-        .filter(|t| finished_before.contains(&t.id))
-        .map(|t| format!("{:?}", t.state))
-        .collect();
+    let results_of = |ids: &[String]| -> Vec<String> {
+        let trials = Store::open(&db).unwrap().load_trials().unwrap();
+        trials
+            .into_iter()
+            .filter(|t| ids.contains(&t.id))
+            .map(|t| format!("{:?}", t.state))
+            .collect()
+    };
+    let results_before = results_of(&finished_before);
     c.server.kill();
     std::thread::sleep(Duration::from_millis(500));
     let _server = serve(c.dir.path(), &db, port, TOKEN, 3.0, "server2.log");
@@ -207,14 +208,7 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
         states(&db),
         w.log_text()
     );
-    let after: Vec<_> = Store::open(&db)
-        .unwrap()
-        .load_trials()
-        .unwrap()
-        .into_iter()
-        .filter(|t| finished_before.contains(&t.id))
-        .map(|t| format!("{:?}", t.state))
-        .collect();
+    let after = results_of(&finished_before);
     assert_eq!(
         after, results_before,
         "finished results changed across the restart"
