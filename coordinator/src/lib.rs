@@ -6,6 +6,7 @@
 //! - [`store`]: SQLite persistence.
 //! - [`service`]: shared handle and the gRPC service over it.
 //! - [`report`]: ranked tables, effects per axis, report.md / results.json / results.csv.
+//! - [`tls`]: server TLS from PEM files; `tls init` (CA, certificates, token).
 //! - [`html`]: the self-contained report.html with SVG charts and computed findings.
 
 pub mod core;
@@ -14,3 +15,4 @@ pub mod report;
 pub mod service;
 pub mod store;
 pub mod sweep;
+pub mod tls;

@@ -8,7 +8,6 @@ use coordinator::report::Report;
 use coordinator::service::Handle;
 use coordinator::sweep::Sweep;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::Rng;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
@@ -55,16 +54,10 @@ fn worker_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
 /// A random token for this run's workers, also written to OUT/worker-token (mode 0600) so
 /// that remote workers can join with `--token-file`.
 fn make_token(out: &Path) -> Result<String> {
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", rand::rng().random::<u8>()))
-        .collect();
+    let token = coordinator::tls::random_token();
     let path = out.join("worker-token");
-    std::fs::write(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    coordinator::tls::write_private(&path, &token)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
 }
 
@@ -149,7 +142,7 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         let server = {
             let (handle, token) = (handle.clone(), token.clone());
             tokio::spawn(async move {
-                serve(handle, listener, &token, async {
+                serve(handle, listener, &token, None, async {
                     let _ = stop_rx.await;
                 })
                 .await

@@ -2,7 +2,8 @@
 //!
 //!   coordinator plan grid.toml [--force]
 //!   coordinator sweep grid.toml [--local-workers N] [--out DIR] [--listen ADDR] [--rerun]
-//!   coordinator serve --listen ADDR --db PATH
+//!   coordinator serve --listen ADDR --db PATH [--tls-cert F --tls-key F [--tls-client-ca F] | --plaintext]
+//!   coordinator tls init --out DIR --host NAME...
 //!   coordinator submit grid.toml --db PATH [--rerun]
 //!   coordinator status [SWEEP] --db PATH
 //!   coordinator cancel SWEEP --db PATH
@@ -16,6 +17,7 @@ use coordinator::core::Config;
 use coordinator::report::Report;
 use coordinator::service::{Handle, TokenCheck};
 use coordinator::sweep::{self, Sweep, MAX_TRIALS};
+use coordinator::tls::ServerTls;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -51,9 +53,13 @@ enum Command {
         /// Report and database directory (default: out/<sweep name>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Address for workers; use 0.0.0.0:PORT to accept remote workers.
+        /// Address for workers; use 0.0.0.0:PORT (with --plaintext) to accept remote workers.
+        /// For TLS between machines use `serve` instead.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Allow remote workers without TLS when --listen is not a loopback address.
+        #[arg(long)]
+        plaintext: bool,
         /// Device for the local workers.
         #[arg(long, default_value = "auto")]
         device: String,
@@ -82,6 +88,16 @@ enum Command {
         token_file: Option<PathBuf>,
         #[arg(long, default_value_t = 15.0)]
         heartbeat_timeout: f64,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Serve /healthz and /readyz over HTTP on this address (e.g. 0.0.0.0:8080).
+        #[arg(long)]
+        health_listen: Option<String>,
+    },
+    /// Certificates for TLS/mTLS between the coordinator and its workers.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
     },
     /// Add a sweep to a coordinator's database; a running `serve` picks it up.
     Submit {
@@ -113,6 +129,60 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Server certificate chain (PEM); with --tls-key, gRPC is served over TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require workers to present a certificate signed by this CA (mTLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve without TLS on a non-loopback address (the token crosses the network in clear).
+    #[arg(long, conflicts_with = "tls_cert")]
+    plaintext: bool,
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Write a private CA, a server certificate for --host, a worker client certificate and a
+    /// worker token into --out (keys and token readable by their owner only).
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        /// Names and addresses workers use to reach the coordinator (repeat the flag).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Days the certificates stay valid.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// TLS from the flags, or plaintext where that was asked for or cannot leave the machine.
+fn server_tls(args: TlsArgs, listen: &str) -> Result<Option<ServerTls>> {
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        return Ok(Some(ServerTls {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        }));
+    }
+    let loopback = listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
+        || listen.starts_with("localhost:");
+    if !args.plaintext && !loopback {
+        bail!("refusing to serve {listen} without TLS: pass --tls-cert and --tls-key (make them with `coordinator tls init`), or --plaintext to accept unencrypted connections");
+    }
+    Ok(None)
 }
 
 fn main() -> ExitCode {
@@ -175,6 +245,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             local_workers,
             out,
             listen,
+            plaintext,
             device,
             rerun,
             force,
@@ -183,6 +254,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
         } => {
             let s = load_sweep(&sweep, force)?;
+            server_tls(
+                TlsArgs {
+                    tls_cert: None,
+                    tls_key: None,
+                    tls_client_ca: None,
+                    plaintext,
+                },
+                &listen,
+            )?;
             let out = out.unwrap_or_else(|| Path::new("out").join(&s.name));
             let opts = local::Options {
                 local_workers,
@@ -200,7 +280,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             db,
             token_file,
             heartbeat_timeout,
+            tls,
+            health_listen,
         } => {
+            let tls = server_tls(tls, &listen)?;
             let token =
                 sweep_proto::read_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
             let handle = Handle::open(&db, config(heartbeat_timeout)?)?;
@@ -208,14 +291,51 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             eprintln!(
-                "coordinator: serving workers on {} (database {})",
+                "coordinator: serving workers on {} over {} (database {})",
                 listener.local_addr()?,
+                match &tls {
+                    Some(t) if t.client_ca.is_some() => "mTLS",
+                    Some(_) => "TLS",
+                    None => "plaintext",
+                },
                 db.display()
             );
-            serve(handle, listener, &token, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            if let Some(addr) = health_listen {
+                let check = handle.clone();
+                let bound =
+                    sweep_proto::health::spawn(&addr, std::sync::Arc::new(move || check.ready()))
+                        .await
+                        .with_context(|| format!("cannot listen on {addr} for health checks"))?;
+                eprintln!("coordinator: /healthz and /readyz on http://{bound}");
+            }
+            serve(
+                handle,
+                listener,
+                &token,
+                tls,
+                sweep_proto::signal::shutdown(),
+            )
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tls {
+            command:
+                TlsCommand::Init {
+                    out,
+                    hosts,
+                    days,
+                    force,
+                },
+        } => {
+            if days <= 0 {
+                bail!("--days must be at least 1");
+            }
+            let files = coordinator::tls::init(&out, &hosts, days, force)?;
+            for f in &files {
+                println!("{}", f.display());
+            }
+            println!("coordinator: --tls-cert {0}/server.pem --tls-key {0}/server-key.pem --tls-client-ca {0}/ca.pem --token-file {0}/token", out.display());
+            println!("worker:      --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/token", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit {
@@ -279,8 +399,15 @@ pub async fn serve(
     handle: Handle,
     listener: tokio::net::TcpListener,
     token: &str,
+    tls: Option<ServerTls>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.config()?)
+            .context("cannot set up TLS")?;
+    }
     let ticker = {
         let handle = handle.clone();
         tokio::spawn(async move {
@@ -295,7 +422,7 @@ pub async fn serve(
     };
     let svc = CoordinatorServer::with_interceptor(handle, TokenCheck::new(token));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
+    let served = builder
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -160,6 +160,15 @@ impl Handle {
         }
         Ok(())
     }
+
+    /// Readiness: the database answers. (Liveness is only that the process serves HTTP.)
+    pub fn ready(&self) -> Result<(), String> {
+        self.lock()
+            .store
+            .data_version()
+            .map(|_| ())
+            .map_err(|e| format!("database: {e}"))
+    }
 }
 
 fn rejected(r: Rejected) -> Status {

@@ -22,7 +22,10 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 ];
 
 pub mod convert;
+pub mod health;
 pub mod result;
+pub mod signal;
+pub mod tls;
 pub mod trial;
 
 pub use convert::read_token;

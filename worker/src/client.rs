@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
+use sweep_proto::tls::{ClientTls, TlsError};
 use sweep_proto::{EpochMetrics, TrialResult, TrialSpec, TrialStatus};
 use tch::Device;
 use tokio::sync::mpsc;
@@ -28,8 +29,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub enum ClientError {
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
-    #[error("invalid coordinator address {0}")]
-    BadUrl(String),
+    #[error(transparent)]
+    Setup(#[from] TlsError),
+    /// Certificate problems do not heal by retrying: stop and say so.
+    #[error("TLS with {url} failed: {reason}")]
+    Tls { url: String, reason: String },
 }
 
 pub struct Options {
@@ -40,6 +44,41 @@ pub struct Options {
     pub slots: u32,
     /// Dataset directory; overrides the coordinator's hint.
     pub data: Option<PathBuf>,
+    pub tls: ClientTls,
+    /// True while a session with the coordinator is up: the worker's readiness.
+    pub connected: Arc<AtomicBool>,
+}
+
+/// The TLS error somewhere in `e`'s chain of causes, if the failure was one.
+///
+/// During the handshake the rustls error arrives intact. After it (TLS 1.3 checks the client's
+/// certificate only then) h2 passes it on as an `io::Error` that holds only the message, so
+/// those are recognised by rustls' wording for alerts and certificate errors.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Some(t.to_string());
+            }
+            let text = io.to_string();
+            let tls_words = [
+                "received fatal alert",
+                "invalid peer certificate",
+                "peer sent no certificates",
+            ];
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && tls_words.iter().any(|w| text.contains(w))
+            {
+                return Some(format!("{text} (is this worker's certificate signed by the CA the coordinator trusts?)"));
+            }
+        }
+        cur = err.source();
+    }
+    None
 }
 
 type Key = (String, u32);
@@ -118,11 +157,8 @@ fn train_lease(
     })
 }
 
-async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
+async fn connect(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+    endpoint.connect().await
 }
 
 /// Runs until `shutdown` resolves (or the coordinator refuses the token).
@@ -130,7 +166,13 @@ pub async fn run(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ClientError> {
-    Endpoint::from_shared(opts.url.clone()).map_err(|_| ClientError::BadUrl(opts.url.clone()))?;
+    // A request that hangs (a half-dead network path) must end so the session can reconnect.
+    let endpoint =
+        sweep_proto::tls::endpoint(&opts.url, &opts.tls)?.timeout(Duration::from_secs(30));
+    let tls_error = |reason| ClientError::Tls {
+        url: opts.url.clone(),
+        reason,
+    };
     let auth: MetadataValue<_> = format!("Bearer {}", opts.token)
         .parse()
         .map_err(|_| ClientError::Refused("the token has invalid characters".into()))?;
@@ -143,11 +185,14 @@ pub async fn run(
     loop {
         let channel = tokio::select! {
             _ = &mut shutdown => break,
-            c = connect(&opts.url) => c,
+            c = connect(&endpoint) => c,
         };
         let channel = match channel {
             Ok(c) => c,
             Err(e) => {
+                if let Some(reason) = tls_failure(&e) {
+                    return Err(tls_error(reason));
+                }
                 tracing::warn!("cannot reach {}: {e}; retrying in {backoff:?}", opts.url);
                 tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -180,6 +225,9 @@ pub async fn run(
                 return Err(ClientError::Refused(s.message().to_string()))
             }
             Err(s) => {
+                if let Some(reason) = tls_failure(&s) {
+                    return Err(tls_error(reason));
+                }
                 tracing::warn!("register failed: {}; retrying in {backoff:?}", s.message());
                 tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -187,6 +235,7 @@ pub async fn run(
             }
         };
         backoff = Duration::from_millis(200);
+        opts.connected.store(true, Ordering::Relaxed);
         let id = reg.worker_id;
         tracing::info!(worker = %id, "registered with {}", opts.url);
         let mut ticker = tokio::time::interval(Duration::from_millis(
@@ -252,6 +301,7 @@ pub async fn run(
             }
         }
         .await;
+        opts.connected.store(false, Ordering::Relaxed);
         match outcome {
             Ok(()) => break,
             Err(s) if s.code() == Code::Unauthenticated => {

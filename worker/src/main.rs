@@ -5,6 +5,7 @@
 //!   worker data fetch [--dest DIR]
 //!   worker bench --model resnet20 [--batch-size 128] [--images 2560] [--epochs 2]
 //!   worker --coordinator URL [--device auto|cpu|cuda] [--slots N] [--data DIR] [--token-file F]
+//!          [--tls-ca F] [--tls-cert F --tls-key F] [--plaintext] [--health-listen ADDR]
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -12,6 +13,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use sweep_proto::tls::ClientTls;
 use sweep_proto::{EpochMetrics, Model, TrialResult, TrialSpec, TrialStatus};
 use worker::data::{self, fetch, Dataset};
 use worker::device::{self, DeviceArg};
@@ -28,7 +32,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Run as a long-lived worker that pulls trials from this coordinator, e.g.
-    /// http://lab-server:50051. The token comes from $SWEEP_TOKEN or --token-file.
+    /// https://lab-server:50051. The token comes from $SWEEP_TOKEN or --token-file.
     #[arg(long)]
     coordinator: Option<String>,
     #[arg(long, value_enum, default_value = "auto")]
@@ -46,6 +50,24 @@ struct Cli {
     /// File holding the worker token (instead of $SWEEP_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the coordinator's certificate (default: system roots).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for coordinators that require mTLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name to check the coordinator's certificate against (default: the URL's host).
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// Allow an http:// coordinator that is not on loopback (token sent unencrypted).
+    #[arg(long)]
+    plaintext: bool,
+    /// Serve /healthz and /readyz over HTTP here (e.g. 0.0.0.0:8081); ready = connected.
+    #[arg(long)]
+    health_listen: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -180,6 +202,7 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "worker".into())
     });
+    let connected = Arc::new(AtomicBool::new(false));
     let opts = worker::client::Options {
         url,
         token,
@@ -187,14 +210,36 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
         device,
         slots: cli.slots.max(1),
         data: cli.data,
+        tls: ClientTls {
+            ca: cli.tls_ca,
+            cert: cli.tls_cert,
+            key: cli.tls_key,
+            domain: cli.tls_domain,
+            plaintext: cli.plaintext,
+        },
+        connected: connected.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(worker::client::run(opts, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }))?;
+    runtime.block_on(async {
+        if let Some(addr) = &cli.health_listen {
+            let ready = move || {
+                if connected.load(Ordering::Relaxed) {
+                    Ok(())
+                } else {
+                    Err("no session with the coordinator".to_string())
+                }
+            };
+            let bound = sweep_proto::health::spawn(addr, Arc::new(ready))
+                .await
+                .with_context(|| format!("cannot listen on {addr} for health checks"))?;
+            eprintln!("worker: /healthz and /readyz on http://{bound}");
+        }
+        worker::client::run(opts, sweep_proto::signal::shutdown()).await?;
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
