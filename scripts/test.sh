@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs libtorch, prepares real CIFAR-10 when a
 # local copy is available (../shared/data), checks that the coordinator does not link
-# libtorch, and runs every test in the workspace.
+# libtorch, runs every test in the workspace, then checks deploy/ (scripts/check-deploy.sh:
+# release build, rendered manifests against the Kubernetes schemas, checkov, flag lint).
+# SKIP_DEPLOY_CHECK=1 leaves the last step out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +23,7 @@ if cargo tree -p coordinator -e normal,build --prefix none | grep -Eq '^(tch|tor
 fi
 
 cargo test --workspace "$@"
+
+if [ -z "${SKIP_DEPLOY_CHECK:-}" ]; then
+    scripts/check-deploy.sh
+fi

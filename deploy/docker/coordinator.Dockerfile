@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# The coordinator image: no libtorch, a non-root user, a slim base with tar (for `kubectl cp`
+# of reports). Build from the repository root:
+#   docker build -f deploy/docker/coordinator.Dockerfile -t sweep-coordinator:0.1.0 .
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p coordinator \
+    && cp target/release/coordinator /usr/local/bin/coordinator
+
+FROM debian:bookworm-slim
+RUN groupadd --system --gid 10001 sweep \
+    && useradd --system --uid 10001 --gid sweep --no-create-home --home-dir /data sweep \
+    && mkdir -p /data \
+    && chown sweep:sweep /data
+COPY --from=build /usr/local/bin/coordinator /usr/local/bin/coordinator
+USER 10001:10001
+WORKDIR /data
+# gRPC for workers; /healthz and /readyz for probes.
+EXPOSE 50051 8080
+# Kubernetes probes and systemd supervise health (the image has no HTTP client for a HEALTHCHECK).
+HEALTHCHECK NONE
+ENTRYPOINT ["/usr/local/bin/coordinator"]
+CMD ["serve", "--listen", "0.0.0.0:50051", "--db", "/data/sweep.db", "--health-listen", "0.0.0.0:8080", "--token-file", "/etc/sweep/token/token", "--tls-cert", "/etc/sweep/tls/server.pem", "--tls-key", "/etc/sweep/tls/server-key.pem", "--tls-client-ca", "/etc/sweep/tls/ca.pem"]

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs the coordinator or a worker as systemd services on a lab machine (run as root).
+#
+#   deploy/systemd/install.sh coordinator BIN_DIR CERT_DIR
+#   deploy/systemd/install.sh worker      BIN_DIR CERT_DIR
+#
+# BIN_DIR holds the release binaries (cargo build --release: target/release); CERT_DIR is the
+# output of `coordinator tls init` (only the files each role needs are copied). Idempotent.
+set -euo pipefail
+role=${1:-}; bin_dir=${2:-}; cert_dir=${3:-}
+here=$(cd "$(dirname "$0")" && pwd)
+die() { echo "install.sh: $*" >&2; exit 1; }
+[[ $role == coordinator || $role == worker ]] || die "first argument: coordinator or worker"
+[[ -x $bin_dir/$role ]] || die "no executable $bin_dir/$role (build with: cargo build --release -p $role)"
+[[ -d $cert_dir ]] || die "no certificate directory $cert_dir (make one with: coordinator tls init)"
+[[ $(id -u) == 0 ]] || die "run as root"
+
+id sweep >/dev/null 2>&1 || useradd --system --home-dir /var/lib/sweep --shell /usr/sbin/nologin sweep
+install -d -m 0755 /etc/sweep /usr/local/share/doc/sweep
+install -d -m 0750 -o root -g sweep /etc/sweep/tls
+install -m 0755 "$bin_dir/$role" "/usr/local/bin/$role"
+install -m 0640 -o root -g sweep "$cert_dir/token" /etc/sweep/token
+install -m 0644 "$cert_dir/ca.pem" /etc/sweep/tls/ca.pem
+[[ -f $here/../../docs/DEPLOY.md ]] && install -m 0644 "$here/../../docs/DEPLOY.md" /usr/local/share/doc/sweep/
+
+if [[ $role == coordinator ]]; then
+    install -m 0644 "$cert_dir/server.pem" /etc/sweep/tls/server.pem
+    install -m 0640 -o root -g sweep "$cert_dir/server-key.pem" /etc/sweep/tls/server-key.pem
+    install -m 0644 "$here/sweep-coordinator.service" /etc/systemd/system/
+    systemctl daemon-reload
+    systemctl enable --now sweep-coordinator
+    echo "coordinator running; submit sweeps with: sudo -u sweep coordinator submit FILE --db /var/lib/sweep/sweep.db"
+else
+    install -m 0644 "$cert_dir/worker.pem" /etc/sweep/tls/worker.pem
+    install -m 0640 -o root -g sweep "$cert_dir/worker-key.pem" /etc/sweep/tls/worker-key.pem
+    [[ -f /etc/sweep/worker.env ]] || install -m 0644 "$here/worker.env.example" /etc/sweep/worker.env
+    # The libtorch the worker was built against (tch 0.24.0 <-> torch 2.11.0).
+    if [[ ! -f /opt/sweep/torch/lib/python3.11/site-packages/torch/lib/libtorch.so ]]; then
+        python3.11 -m venv /opt/sweep/torch
+        /opt/sweep/torch/bin/pip install --no-cache-dir torch==2.11.0
+    fi
+    install -m 0644 "$here/sweep-worker@.service" /etc/systemd/system/
+    systemctl daemon-reload
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+    if (( gpus > 0 )); then
+        for ((i = 0; i < gpus; i++)); do systemctl enable --now "sweep-worker@$i"; done
+    else
+        systemctl enable --now sweep-worker@cpu
+    fi
+    echo "edit /etc/sweep/worker.env (SWEEP_COORDINATOR), then: systemctl restart 'sweep-worker@*'"
+fi
