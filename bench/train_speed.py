@@ -2,6 +2,7 @@
 """PyTorch-eager twin of `worker bench`: the same models and the same per-step work.
 
     python bench/train_speed.py --model resnet20 [--batch-size 128] [--images 2560] [--epochs 2] [--device cpu]
+                                [--precision fp32|bf16] [--channels-last]
 
 Per step, exactly as the worker's training loop: gather a batch of uint8 images resident on the
 device by a random permutation, convert to float, normalise per channel, forward, cross-entropy,
@@ -55,7 +56,34 @@ def resnet(depth, c):
     return nn.Sequential(*layers)
 
 
+def conv_bn_relu(c_in, c_out):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn_relu(c, c), conv_bn_relu(c, c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class Scale(nn.Module):
+    def forward(self, x):
+        return x * 0.125
+
+
+def fast(c):
+    """The worker's `fast` model (ResNet-9), layer for layer."""
+    return nn.Sequential(conv_bn_relu(c, 64), conv_bn_relu(64, 128), nn.MaxPool2d(2), Residual(128),
+                         conv_bn_relu(128, 256), nn.MaxPool2d(2), conv_bn_relu(256, 512), nn.MaxPool2d(2),
+                         Residual(512), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(512, 10, bias=False), Scale())
+
+
 def build(name, c=3):
+    if name == "fast":
+        return fast(c)
     if name == "dense":
         return dense(c)
     if name == "seed-cnn":
@@ -72,7 +100,10 @@ def main():
     p.add_argument("--images", type=int, default=2560)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--channels-last", action="store_true")
     a = p.parse_args()
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     dev = torch.device(a.device)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -82,7 +113,10 @@ def main():
     mean = xf.mean(dim=(0, 2, 3)).float().view(1, 3, 1, 1)
     std = xf.std(dim=(0, 2, 3), unbiased=False).float().view(1, 3, 1, 1)
     del xf
-    model = build(a.model).to(dev)
+    model = build(a.model).to(dev, memory_format=fmt)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
     n, bs = a.images, a.batch_size
@@ -97,10 +131,11 @@ def main():
         perm = torch.randperm(n, device=dev)
         for step in range(steps):
             idx = perm[step * bs:(step + 1) * bs]
-            x = (x_all.index_select(0, idx).float() - mean) / std
+            x = ((x_all.index_select(0, idx).float() - mean) / std).contiguous(memory_format=fmt)
             y = y_all.index_select(0, idx)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -111,8 +146,10 @@ def main():
         loss_sum.item(), correct.item()
         ips.append(n / (time.perf_counter() - t0))
     steady = max(ips[1:]) if len(ips) > 1 else ips[0]
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
     print(json.dumps({"impl_name": "pytorch eager", "model": a.model, "batch_size": bs, "images": n,
-                      "device": str(dev), "epoch_images_per_sec": ips, "images_per_sec": steady}))
+                      "device": str(dev), "precision": a.precision, "channels_last": a.channels_last,
+                      "epoch_images_per_sec": ips, "images_per_sec": steady, "peak_allocated_mib": peak}))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 //!   carried to another machine finds that machine's torch install.
 //! - Nothing in the worker calls into libtorch_cuda directly, so the linker's default
 //!   `--as-needed` drops it and CUDA would silently be unavailable. Keep it as a dependency.
+//! - `csrc/amp.cpp`: the bfloat16 autocast switch tch does not expose, compiled against the
+//!   same libtorch headers (`<torch>/include`, next to the lib directory).
 
 use std::path::Path;
 
@@ -15,6 +17,21 @@ fn main() {
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    println!("cargo:rerun-if-changed=csrc/amp.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let torch = Path::new(&dir).parent().unwrap_or(Path::new(&dir));
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/amp.cpp")
+        .include(torch.join("include"))
+        .include(torch.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!(
+            "-D_GLIBCXX_USE_CXX11_ABI={}",
+            std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into())
+        ))
+        .warnings(false)
+        .compile("sweep_amp");
     if Path::new(&dir).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }

@@ -423,6 +423,7 @@ mod tests {
             parameters: 1,
             device: "cpu".into(),
             seconds: 3.0,
+            notes: Vec::new(),
         }
     }
 

@@ -438,6 +438,7 @@ mod tests {
             parameters: 5,
             device: "cpu".into(),
             seconds: 2.0,
+            notes: Vec::new(),
         }
     }
 

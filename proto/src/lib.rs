@@ -31,8 +31,8 @@ pub mod trial;
 pub use convert::read_token;
 pub use result::{EpochMetrics, TestMetrics, TrialResult, TrialStatus};
 pub use trial::{
-    Augment, ColorMode, DeviceRequest, Layout, Loss, Model, Normalization, Optimizer, Schedule,
-    SpecError, TrialSpec,
+    Augment, ColorMode, DeviceRequest, Layout, Loss, Model, Normalization, Optimizer, Precision,
+    Schedule, SpecError, TrialSpec,
 };
 
 /// Generated protobuf/gRPC code.

@@ -62,6 +62,10 @@ pub struct TrialResult {
     /// e.g. "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)".
     pub device: String,
     pub seconds: f64,
+    /// Things the user should know about how the trial ran, e.g. a bf16 request that fell
+    /// back to fp32 on a device without bf16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl TrialResult {

@@ -38,12 +38,15 @@ pub enum Model {
     SeedCnn,
     /// CIFAR ResNet of the given depth (20, 32, 44, 56 or 110).
     ResNet(u32),
+    /// ResNet-9 in the style of the fast CIFAR-10 trainers (Page's DAWNBench entry): 64-128-
+    /// 256-512 channels, two residual blocks, max pooling, a scaled linear head. 6.6M weights.
+    Fast,
 }
 
 impl Model {
     pub const RESNET_DEPTHS: [u32; 5] = [20, 32, 44, 56, 110];
     pub const NAMES: &'static str =
-        "dense, seed-cnn, resnet20, resnet32, resnet44, resnet56, resnet110";
+        "dense, seed-cnn, resnet20, resnet32, resnet44, resnet56, resnet110, fast";
 }
 
 impl fmt::Display for Model {
@@ -52,6 +55,7 @@ impl fmt::Display for Model {
             Model::Dense => f.write_str("dense"),
             Model::SeedCnn => f.write_str("seed-cnn"),
             Model::ResNet(depth) => write!(f, "resnet{depth}"),
+            Model::Fast => f.write_str("fast"),
         }
     }
 }
@@ -62,6 +66,7 @@ impl FromStr for Model {
         let model = match s {
             "dense" => Model::Dense,
             "seed-cnn" => Model::SeedCnn,
+            "fast" => Model::Fast,
             _ => match s.strip_prefix("resnet").and_then(|d| d.parse::<u32>().ok()) {
                 Some(depth) if Model::RESNET_DEPTHS.contains(&depth) => Model::ResNet(depth),
                 _ => {
@@ -153,6 +158,17 @@ pub enum Loss {
     BinaryCrossEntropy,
 }
 
+/// Arithmetic for the forward and backward passes. Weights and optimizer state stay float32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// bfloat16 autocast (convolutions and matrix products in bf16, reductions in fp32); falls
+    /// back to fp32, saying so in the result, where the device cannot do bf16.
+    Bf16,
+}
+
 /// Which device kind a trial needs. `auto` runs wherever the worker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -174,6 +190,9 @@ pub struct Augment {
     pub pad_crop: u32,
     /// Random rotation, uniformly within +-this many degrees.
     pub rotation: f64,
+    /// Zero a random square of this many pixels per side in every image (DeVries & Taylor).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub cutout: u32,
 }
 
 impl Default for Augment {
@@ -183,14 +202,30 @@ impl Default for Augment {
             shift: 0.0,
             pad_crop: 0,
             rotation: 0.0,
+            cutout: 0,
         }
     }
 }
 
 impl Augment {
     pub fn is_enabled(&self) -> bool {
-        self.flip || self.shift > 0.0 || self.pad_crop > 0 || self.rotation > 0.0
+        self.flip || self.shift > 0.0 || self.pad_crop > 0 || self.rotation > 0.0 || self.cutout > 0
     }
+}
+
+// Fields added after the first release are left out of the canonical TOML at their defaults,
+// so trials written before they existed keep their ids (and their finished results).
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+fn is_fp32(p: &Precision) -> bool {
+    *p == Precision::Fp32
 }
 
 /// Everything one trial can set. TOML field names are the struct's field names.
@@ -226,8 +261,17 @@ pub struct TrialSpec {
     pub warmup_epochs: f64,
     pub augment: Augment,
     pub loss: Loss,
+    /// Cross-entropy against targets with this much probability spread over all classes.
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub label_smoothing: f64,
     pub seed: u64,
     pub device: DeviceRequest,
+    #[serde(skip_serializing_if = "is_fp32")]
+    pub precision: Precision,
+    /// Channels-last (NHWC) memory layout for images and convolution weights; faster with
+    /// tensor cores, a no-op in results.
+    #[serde(skip_serializing_if = "is_false")]
+    pub channels_last: bool,
 }
 
 impl Default for TrialSpec {
@@ -254,8 +298,11 @@ impl Default for TrialSpec {
             warmup_epochs: 0.0,
             augment: Augment::default(),
             loss: Loss::CrossEntropy,
+            label_smoothing: 0.0,
             seed: 0,
             device: DeviceRequest::Auto,
+            precision: Precision::Fp32,
+            channels_last: false,
         }
     }
 }
@@ -376,6 +423,27 @@ impl TrialSpec {
                 "must be 0 to 180 degrees",
             ));
         }
+        if a.cutout > 32 {
+            return Err(invalid(
+                "augment.cutout",
+                a.cutout,
+                "must be 0 to 32 pixels",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(invalid(
+                "label_smoothing",
+                self.label_smoothing,
+                "must be in [0, 1)",
+            ));
+        }
+        if self.label_smoothing > 0.0 && self.loss != Loss::CrossEntropy {
+            return Err(invalid(
+                "label_smoothing",
+                self.label_smoothing,
+                "applies to loss = \"cross-entropy\" only",
+            ));
+        }
         Ok(())
     }
 }
@@ -391,6 +459,21 @@ fn positive_finite(key: &'static str, v: f64) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Trial ids are hashes of the canonical TOML: fields added later must not appear in it at
+    /// their defaults, or every stored result would stop matching its sweep.
+    #[test]
+    fn later_fields_stay_out_of_canonical_toml_at_defaults() {
+        let text = TrialSpec::default().to_toml();
+        for key in ["precision", "channels_last", "label_smoothing", "cutout"] {
+            assert!(!text.contains(key), "{key} in:\n{text}");
+        }
+        let bf16 = TrialSpec {
+            precision: Precision::Bf16,
+            ..TrialSpec::default()
+        };
+        assert!(bf16.to_toml().contains("precision = \"bf16\""));
+    }
 
     #[test]
     fn empty_file_is_the_default_trial() {
@@ -410,7 +493,11 @@ mod tests {
                 shift: 0.1,
                 pad_crop: 0,
                 rotation: 10.0,
+                cutout: 8,
             },
+            label_smoothing: 0.2,
+            precision: Precision::Bf16,
+            channels_last: true,
             train_images: Some(500),
             ..TrialSpec::default()
         };

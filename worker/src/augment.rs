@@ -21,7 +21,27 @@ pub fn apply(x: &Tensor, a: &Augment) -> Tensor {
     if a.flip {
         x = flip(&x);
     }
+    if a.cutout > 0 {
+        x = cutout(&x, a.cutout as i64);
+    }
     x
+}
+
+/// Blacks out a `size`x`size` square at a random centre in every image (DeVries & Taylor
+/// 2017: the centre may lie near an edge, so part of the square can fall outside).
+pub fn cutout(x: &Tensor, size: i64) -> Tensor {
+    let (b, _, h, w) = x.size4().expect("cutout takes a [B, C, H, W] batch");
+    let dev = x.device();
+    let cy = Tensor::randint(h, [b, 1, 1, 1], (Kind::Int64, dev));
+    let cx = Tensor::randint(w, [b, 1, 1, 1], (Kind::Int64, dev));
+    let lo = size / 2;
+    let hi = size - lo;
+    let rows = Tensor::arange(h, (Kind::Int64, dev)).view([1, 1, h, 1]);
+    let cols = Tensor::arange(w, (Kind::Int64, dev)).view([1, 1, 1, w]);
+    let inside =
+        |v: &Tensor, c: &Tensor| v.ge_tensor(&(c - lo)).logical_and(&v.lt_tensor(&(c + hi)));
+    let hole = inside(&rows, &cy).logical_and(&inside(&cols, &cx));
+    x.masked_fill(&hole, 0.0)
 }
 
 /// Mirrors each image left-right with probability 1/2.
@@ -80,6 +100,32 @@ mod tests {
 
     fn same(a: &Tensor, b: &Tensor) -> bool {
         a.allclose(b, 1e-6, 1e-6, false)
+    }
+
+    #[test]
+    fn cutout_blacks_out_one_square_per_image() {
+        let _lock = crate::test_rng_lock();
+        tch::manual_seed(3);
+        let x = Tensor::full([64, 3, 32, 32], 200.0, (Kind::Float, Device::Cpu));
+        let y = cutout(&x, 8);
+        assert_eq!(y.size(), x.size());
+        for i in 0..64 {
+            let img = y.get(i);
+            // Same square in every channel; at most 8x8, at least 4x4 (centre on the border).
+            let zeros = img.eq(0.0).sum(Kind::Int64).int64_value(&[]);
+            assert_eq!(zeros % 3, 0, "image {i}");
+            let per_channel = zeros / 3;
+            assert!(
+                (16..=64).contains(&per_channel),
+                "image {i}: {per_channel} zero pixels"
+            );
+            let rest = img.ne(0.0).to_kind(Kind::Float);
+            assert_eq!(
+                (img * &rest).sum(Kind::Double).double_value(&[]),
+                200.0 * rest.sum(Kind::Double).double_value(&[]),
+                "pixels outside the square are untouched"
+            );
+        }
     }
 
     #[test]
@@ -148,6 +194,7 @@ mod tests {
             shift: 0.1,
             pad_crop: 4,
             rotation: 10.0,
+            cutout: 8,
         };
         let x = batch(4);
         let _lock = crate::test_rng_lock();

@@ -9,7 +9,7 @@ use crate::data::{Batch, Dataset, Format, CLASS_NAMES, IMAGE_BYTES};
 use crate::train::{self, Event};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use sweep_proto::{Model, Normalization, Optimizer, TrialSpec, TrialStatus};
+use sweep_proto::{Model, Normalization, Optimizer, Precision, TrialSpec, TrialStatus};
 use tch::Device;
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +19,10 @@ pub struct BenchResult {
     pub batch_size: u32,
     pub images: u64,
     pub device: String,
+    pub precision: Precision,
+    pub channels_last: bool,
+    /// Anything the trial reported about how it ran (e.g. a bf16 fallback).
+    pub notes: Vec<String>,
     /// Per-epoch training throughput; the first epoch includes warm-up.
     pub epoch_images_per_sec: Vec<f64>,
     /// Best epoch after the first.
@@ -34,14 +38,27 @@ fn random_batch(n: usize, rng: &mut impl Rng) -> Batch {
     }
 }
 
-/// Trains `model` for `epochs` epochs over `images` random images.
-pub fn run(
-    model: Model,
-    batch_size: u32,
-    images: usize,
-    epochs: u32,
-    device: Device,
-) -> Result<BenchResult, String> {
+/// What `worker bench` measures.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchConfig {
+    pub model: Model,
+    pub batch_size: u32,
+    pub images: usize,
+    pub epochs: u32,
+    pub precision: Precision,
+    pub channels_last: bool,
+}
+
+/// Trains the model for `epochs` epochs over `images` random images.
+pub fn run(config: BenchConfig, device: Device) -> Result<BenchResult, String> {
+    let BenchConfig {
+        model,
+        batch_size,
+        images,
+        epochs,
+        precision,
+        channels_last,
+    } = config;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let data = Dataset {
         format: Format::Binary,
@@ -58,6 +75,8 @@ pub fn run(
         lr: 0.01,
         momentum: 0.9,
         normalization: Normalization::Standard,
+        precision,
+        channels_last,
         ..TrialSpec::default()
     };
     let mut epoch_ips = Vec::new();
@@ -80,6 +99,9 @@ pub fn run(
         batch_size,
         images: images as u64,
         device: result.device,
+        precision,
+        channels_last,
+        notes: result.notes,
         images_per_sec: if steady.is_nan() {
             epoch_ips.first().copied().unwrap_or(0.0)
         } else {

@@ -108,6 +108,7 @@ fn failed(reason: String, device: Device) -> TrialResult {
         parameters: 0,
         device: train::device_name(device),
         seconds: 0.0,
+        notes: Vec::new(),
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! - [`data`]: find, read (binary and Python layouts), summarise and fetch the dataset.
 //! - [`pipeline`]: per-trial tensors on the training device (split, layout, grayscale, stats).
+//! - [`amp`]: bf16 autocast (with fp32 fallback) and channels-last layout.
 //! - [`augment`]: batched flips, crops, shifts and rotations on the device.
 //! - [`models`], [`optim`], [`schedule`], [`metrics`]: the pieces a trial is made of.
 //! - [`train`]: one trial, start to finish, reporting through an observer.
 //! - [`bench`]: training throughput measurement for `worker bench`.
 //! - [`client`]: the long-running loop that pulls trials from a coordinator over gRPC.
 
+pub mod amp;
 pub mod augment;
 pub mod bench;
 pub mod client;

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use sweep_proto::tls::ClientTls;
-use sweep_proto::{EpochMetrics, Model, TrialResult, TrialSpec, TrialStatus};
+use sweep_proto::{EpochMetrics, Model, Precision, TrialResult, TrialSpec, TrialStatus};
 use worker::data::{self, fetch, Dataset};
 use worker::device::{self, DeviceArg};
 use worker::train::{self, Event};
@@ -107,7 +107,21 @@ enum Command {
         epochs: u32,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
+        /// fp32 or bf16 (autocast; falls back to fp32 where unsupported, with a note).
+        #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+        precision: Precision,
+        /// Channels-last (NHWC) images and convolution weights.
+        #[arg(long)]
+        channels_last: bool,
     },
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s {
+        "fp32" => Ok(Precision::Fp32),
+        "bf16" => Ok(Precision::Bf16),
+        _ => Err(format!("expected fp32 or bf16, not `{s}`")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -181,10 +195,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             images,
             epochs,
             device,
+            precision,
+            channels_last,
         } => {
             let device = device::choose(device).map_err(anyhow::Error::msg)?;
-            let result = worker::bench::run(model, batch_size, images, epochs, device)
-                .map_err(anyhow::Error::msg)?;
+            let config = worker::bench::BenchConfig {
+                model,
+                batch_size,
+                images,
+                epochs,
+                precision,
+                channels_last,
+            };
+            let result = worker::bench::run(config, device).map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string(&result)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -11,9 +11,18 @@ use tch::{Kind, Reduction, Tensor};
 use crate::data::NUM_CLASSES;
 
 /// Mean loss over the batch.
-pub fn loss(logits: &Tensor, labels: &Tensor, kind: Loss) -> Tensor {
+/// The training loss; `label_smoothing` applies to cross-entropy (validation rejects it for
+/// BCE). Logits are taken in float32 whatever precision the forward pass ran in.
+pub fn loss(logits: &Tensor, labels: &Tensor, kind: Loss, label_smoothing: f64) -> Tensor {
+    let logits = logits.to_kind(Kind::Float);
     match kind {
-        Loss::CrossEntropy => logits.cross_entropy_for_logits(labels),
+        Loss::CrossEntropy => logits.cross_entropy_loss::<Tensor>(
+            labels,
+            None,
+            Reduction::Mean,
+            -100,
+            label_smoothing,
+        ),
         Loss::BinaryCrossEntropy => {
             let targets = one_hot(labels, logits.kind());
             logits.binary_cross_entropy_with_logits::<Tensor>(&targets, None, None, Reduction::Mean)
@@ -132,7 +141,7 @@ mod tests {
         let labels = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]);
         let mut t = Tally::new(Loss::BinaryCrossEntropy, Device::Cpu);
         t.add(
-            &loss(&logits, &labels, Loss::BinaryCrossEntropy),
+            &loss(&logits, &labels, Loss::BinaryCrossEntropy, 0.0),
             &logits,
             &labels,
         );
@@ -151,7 +160,7 @@ mod tests {
         let logits = labels.one_hot(10).to_kind(Kind::Float) * 20.0 - 10.0;
         let mut t = Tally::new(Loss::BinaryCrossEntropy, Device::Cpu);
         t.add(
-            &loss(&logits, &labels, Loss::BinaryCrossEntropy),
+            &loss(&logits, &labels, Loss::BinaryCrossEntropy, 0.0),
             &logits,
             &labels,
         );
@@ -172,11 +181,21 @@ mod tests {
         let logits = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
             .view([1, 10]);
         let labels = Tensor::from_slice(&[2i64]);
-        let l = loss(&logits, &labels, Loss::CrossEntropy).double_value(&[]);
+        let l = loss(&logits, &labels, Loss::CrossEntropy, 0.0).double_value(&[]);
         let z: f64 = [1f64, 2.0, 3.0].iter().map(|v| v.exp()).sum::<f64>() + 7.0;
         assert!((l - (z.ln() - 3.0)).abs() < 1e-5);
         let mut t = Tally::new(Loss::CrossEntropy, Device::Cpu);
         t.add(&Tensor::from(l), &logits, &labels);
         assert_eq!(t.finish().2, None);
+
+        // Smoothing e: target (1 - e) on the label plus e/10 on every class.
+        let e = 0.2;
+        let smoothed = loss(&logits, &labels, Loss::CrossEntropy, e).double_value(&[]);
+        let log_p: Vec<f64> = [1f64, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+            .iter()
+            .map(|v| v - z.ln())
+            .collect();
+        let want = -(1.0 - e) * log_p[2] - e / 10.0 * log_p.iter().sum::<f64>();
+        assert!((smoothed - want).abs() < 1e-5, "{smoothed} vs {want}");
     }
 }

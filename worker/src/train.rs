@@ -6,7 +6,7 @@
 use crate::data::Dataset;
 use crate::metrics::{self, Confusion, Tally};
 use crate::pipeline::{Pipeline, Split};
-use crate::{models, optim, schedule};
+use crate::{amp, models, optim, schedule};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -91,6 +91,7 @@ fn failed(reason: String, device: Device) -> TrialResult {
         parameters: 0,
         device: device_name(device),
         seconds: 0.0,
+        notes: Vec::new(),
     }
 }
 
@@ -114,7 +115,17 @@ fn train(
     let pipe = Pipeline::new(data, spec, device).map_err(|e| e.to_string())?;
     let vs = nn::VarStore::new(device);
     let model = models::build(&vs.root(), spec.model, spec.input_channels());
+    if spec.channels_last {
+        amp::weights_channels_last(&vs);
+    }
+    if device.is_cuda() {
+        // Input shapes are fixed within a trial: let cuDNN time its algorithms once and keep
+        // the fastest.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     let mut opt = optim::build(&vs, spec).map_err(|e| e.to_string())?;
+    // Held for the whole trial: autocast is per thread, and this thread trains the trial.
+    let (_autocast, precision_note) = amp::enable(spec.precision, device, amp::bf16_works);
 
     let n = pipe.train.len();
     let bs = spec.batch_size as i64;
@@ -150,8 +161,9 @@ fn train(
                 epoch as f64 + step as f64 / steps as f64,
             ));
             let (x, y) = pipe.train_batch(&perm.narrow(0, start, len));
+            let x = layout(x, spec);
             let logits = model.forward_t(&x, true);
-            let loss = metrics::loss(&logits, &y, spec.loss);
+            let loss = metrics::loss(&logits, &y, spec.loss, spec.label_smoothing);
             opt.backward_step(&loss);
             tally.add(&loss, &logits, &y);
             let check = step % LOSS_CHECK_EVERY == 0 || step + 1 == steps;
@@ -214,6 +226,7 @@ fn train(
         parameters,
         device: device_name(device),
         seconds: 0.0,
+        notes: precision_note.into_iter().collect(),
     };
     if let Some(reason) = diverged {
         result.status = TrialStatus::Diverged;
@@ -236,6 +249,15 @@ fn train(
     Ok(result)
 }
 
+/// The batch in the memory layout the trial asked for.
+fn layout(x: Tensor, spec: &TrialSpec) -> Tensor {
+    if spec.channels_last {
+        amp::channels_last(&x)
+    } else {
+        x
+    }
+}
+
 /// (loss, top-1 accuracy, binary accuracy) over a split, in inference mode.
 fn evaluate(
     model: &impl ModuleT,
@@ -250,8 +272,8 @@ fn evaluate(
     while start < split.len() {
         let len = EVAL_BATCH.min(split.len() - start);
         let (x, y) = pipe.eval_batch(split, start, len);
-        let logits = model.forward_t(&x, false);
-        tally.add(&metrics::loss(&logits, &y, spec.loss), &logits, &y);
+        let logits = model.forward_t(&layout(x, spec), false);
+        tally.add(&metrics::loss(&logits, &y, spec.loss, 0.0), &logits, &y);
         if let Some(c) = confusion.as_deref_mut() {
             c.add(&logits, &y);
         }
@@ -306,6 +328,44 @@ mod tests {
             assert_eq!(t.per_class_accuracy.len(), 10);
             assert_eq!(t.binary_accuracy, None);
         }
+    }
+
+    /// The GPU recipe's switches all run on CPU: the `fast` model, bf16 autocast (CPU has
+    /// it), channels-last, label smoothing and cutout; and the precision is deterministic.
+    #[test]
+    fn fast_recipe_with_bf16_and_channels_last_runs_on_cpu() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        let spec = TrialSpec {
+            precision: sweep_proto::Precision::Bf16,
+            channels_last: true,
+            label_smoothing: 0.2,
+            optimizer: sweep_proto::Optimizer::Sgd,
+            nesterov: true,
+            lr: 0.05,
+            augment: sweep_proto::Augment {
+                flip: true,
+                pad_crop: 4,
+                cutout: 8,
+                ..Default::default()
+            },
+            // ResNet-9 in bf16 is slow on CPUs without bf16 units: keep it to two steps.
+            epochs: 1,
+            validation_split: 0.0,
+            train_images: Some(32),
+            test_images: Some(10),
+            ..quick(Model::Fast)
+        };
+        let r = run(&spec, &data, Device::Cpu, &mut |_| {});
+        assert_eq!(r.status, TrialStatus::Completed, "{:?}", r.reason);
+        assert!(r.notes.is_empty(), "CPU does bf16: {:?}", r.notes);
+        assert!(r.epochs.iter().all(|e| e.train_loss.is_finite()));
+        assert_eq!(r.test.as_ref().unwrap().images, 10);
+        let again = run(&spec, &data, Device::Cpu, &mut |_| {});
+        assert_eq!(
+            again.epochs[0].train_loss, r.epochs[0].train_loss,
+            "same seed, same result"
+        );
     }
 
     #[test]

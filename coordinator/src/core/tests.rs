@@ -36,6 +36,7 @@ fn result() -> TrialResult {
         parameters: 1,
         device: "cpu".into(),
         seconds: 1.0,
+        notes: Vec::new(),
     }
 }
 

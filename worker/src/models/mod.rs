@@ -3,6 +3,7 @@
 //! 1 (grayscale).
 
 mod dense;
+mod fast;
 mod resnet;
 mod seed_cnn;
 
@@ -15,6 +16,7 @@ pub fn build(vs: &nn::Path, model: Model, in_channels: i64) -> nn::SequentialT {
         Model::Dense => dense::dense(vs, in_channels),
         Model::SeedCnn => seed_cnn::seed_cnn(vs, in_channels),
         Model::ResNet(depth) => resnet::cifar_resnet(vs, depth, in_channels),
+        Model::Fast => fast::fast(vs, in_channels),
     }
 }
 
@@ -43,6 +45,7 @@ mod tests {
             "resnet44",
             "resnet56",
             "resnet110",
+            "fast",
         ];
         for name in models {
             for channels in [3, 1] {
@@ -89,5 +92,10 @@ mod tests {
             let n = count(name, 3);
             assert!((lo..hi).contains(&n), "{name} has {n} parameters");
         }
+        // ResNet-9: 3x3 convs 3-64, 64-128, 2x 128-128, 128-256, 256-512, 2x 512-512 (no bias),
+        // a BN (weight + bias) after each, and a 512x10 head without bias.
+        let convs = 9 * (3 * 64 + 64 * 128 + 2 * 128 * 128 + 128 * 256 + 256 * 512 + 2 * 512 * 512);
+        let bns = 2 * (64 + 128 + 2 * 128 + 256 + 512 + 2 * 512);
+        assert_eq!(count("fast", 3), convs + bns + 512 * 10);
     }
 }
