@@ -136,6 +136,12 @@ impl TlsCluster {
     }
 }
 
+/// Waits for a worker that must be turned away: it exits, unsuccessfully.
+fn refused(w: &mut Proc, why: &str) {
+    let status = w.wait_exit(Duration::from_secs(30)).expect(why);
+    assert!(!status.success(), "{why}: {}", w.log_text());
+}
+
 const MTLS: [(&str, &str); 3] = [
     ("--tls-ca", "ca.pem"),
     ("--tls-cert", "worker.pem"),
@@ -197,10 +203,7 @@ fn wrong_ca_missing_client_cert_and_wrong_token_are_refused() {
         &c.token(),
         None,
     );
-    let status = w
-        .wait_exit(Duration::from_secs(30))
-        .expect("a worker with the wrong CA must stop");
-    assert!(!status.success());
+    refused(&mut w, "a worker with the wrong CA must stop");
     assert!(
         w.log_text().contains("TLS") && w.log_text().contains("certificate"),
         "{}",
@@ -219,24 +222,15 @@ fn wrong_ca_missing_client_cert_and_wrong_token_are_refused() {
         &c.token(),
         None,
     );
-    let status = w
-        .wait_exit(Duration::from_secs(30))
-        .expect("a foreign client certificate must stop the worker");
-    assert!(!status.success(), "{}", w.log_text());
+    refused(&mut w, "a foreign client certificate must stop the worker");
 
     // No client certificate at all.
     let mut w = c.worker("no-cert", &url, &[("--tls-ca", "ca.pem")], &c.token(), None);
-    let status = w
-        .wait_exit(Duration::from_secs(30))
-        .expect("a worker without a client certificate must stop");
-    assert!(!status.success(), "{}", w.log_text());
+    refused(&mut w, "a worker without a client certificate must stop");
 
     // Right certificates, wrong token: TLS does not replace the token check.
     let mut w = c.worker("wrong-token", &url, &MTLS, "not-the-token", None);
-    let status = w
-        .wait_exit(Duration::from_secs(30))
-        .expect("a worker with the wrong token must stop");
-    assert!(!status.success());
+    refused(&mut w, "a worker with the wrong token must stop");
     assert!(
         w.log_text().contains("wrong worker token"),
         "{}",
@@ -245,10 +239,7 @@ fn wrong_ca_missing_client_cert_and_wrong_token_are_refused() {
 
     // Plaintext to a coordinator that is not on loopback is refused before connecting.
     let mut w = c.worker("plain", "http://192.0.2.1:50051", &[], &c.token(), None);
-    let status = w
-        .wait_exit(Duration::from_secs(30))
-        .expect("plaintext off loopback must be refused");
-    assert!(!status.success());
+    refused(&mut w, "plaintext off loopback must be refused");
     assert!(w.log_text().contains("--plaintext"), "{}", w.log_text());
 
     assert_eq!(

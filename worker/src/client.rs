@@ -20,7 +20,6 @@ use sweep_proto::{EpochMetrics, TrialResult, TrialSpec, TrialStatus};
 use tch::Device;
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -158,10 +157,6 @@ fn train_lease(
     })
 }
 
-async fn connect(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
-    endpoint.connect().await
-}
-
 /// Runs until `shutdown` resolves (or the coordinator refuses the token).
 pub async fn run(
     opts: Options,
@@ -186,7 +181,7 @@ pub async fn run(
     loop {
         let channel = tokio::select! {
             _ = &mut shutdown => break,
-            c = connect(&endpoint) => c,
+            c = endpoint.connect() => c,
         };
         let channel = match channel {
             Ok(c) => c,
