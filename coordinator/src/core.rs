@@ -169,13 +169,26 @@ impl Core {
         self.trials.insert(id, Trial { spec, state });
     }
 
+    /// Registers a worker. A worker that reconnects after a network cut passes the id it had
+    /// (`resume`): while that id is still alive (not expired) it keeps it, so its running
+    /// leases stay its own and its results still count.
     pub fn register(
         &mut self,
         name: String,
         device: DeviceKind,
         slots: u32,
+        resume: Option<&str>,
         now_ms: u64,
     ) -> WorkerId {
+        if let Some(id) = resume {
+            if let Some(w) = self.workers.get_mut(id) {
+                if w.name == name && w.device == device {
+                    w.last_seen_ms = now_ms;
+                    w.slots = slots.max(1);
+                    return id.to_string();
+                }
+            }
+        }
         self.next_worker += 1;
         let id = format!("{name}-{}", self.next_worker);
         self.workers.insert(
@@ -322,6 +335,18 @@ impl Core {
             result: Box::new(result),
         };
         Ok(())
+    }
+
+    /// Takes back a lease that could not be recorded (the database failed): the trial goes
+    /// back to the front of the queue with the same attempt number, as if never leased.
+    pub fn unlease(&mut self, worker: &str, trial: &str, attempt: u32) {
+        if let Some(t) = self.trials.get_mut(trial) {
+            if matches!(&t.state, TrialState::Running { attempt: a, worker: w, .. } if *a == attempt && w == worker)
+            {
+                t.state = TrialState::Queued { attempt };
+                self.queue.push_front(trial.to_string());
+            }
+        }
     }
 
     /// Workers silent for longer than the timeout, as of `now_ms`.

@@ -5,6 +5,7 @@
 //! - [`core`]: the scheduling state machine (pure; events in, decisions out).
 //! - [`store`]: SQLite persistence.
 //! - [`service`]: shared handle and the gRPC service over it.
+//! - [`server`]: serving that service (token check, TLS, worker expiry tick).
 //! - [`report`]: ranked tables, effects per axis, report.md / results.json / results.csv.
 //! - [`tls`]: server TLS from PEM files; `tls init` (CA, certificates, token).
 //! - [`html`]: the self-contained report.html with SVG charts and computed findings.
@@ -12,6 +13,7 @@
 pub mod core;
 pub mod html;
 pub mod report;
+pub mod server;
 pub mod service;
 pub mod store;
 pub mod sweep;

@@ -1,10 +1,10 @@
 //! `coordinator sweep`: the one-machine default. An embedded coordinator, N local worker
 //! processes, a live progress display, and the report when every trial has ended.
 
-use crate::serve;
 use anyhow::{bail, Context, Result};
 use coordinator::core::{Config, TrialState};
 use coordinator::report::Report;
+use coordinator::server::serve;
 use coordinator::service::Handle;
 use coordinator::sweep::Sweep;
 use indicatif::{ProgressBar, ProgressStyle};

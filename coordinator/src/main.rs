@@ -15,13 +15,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use coordinator::core::Config;
 use coordinator::report::Report;
-use coordinator::service::{Handle, TokenCheck};
+use coordinator::server::serve;
+use coordinator::service::Handle;
 use coordinator::sweep::{self, Sweep, MAX_TRIALS};
 use coordinator::tls::ServerTls;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
-use sweep_proto::pb::coordinator_server::CoordinatorServer;
 
 #[derive(Parser)]
 #[command(
@@ -392,42 +391,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Serves the gRPC API on `listener` until `shutdown`, expiring silent workers meanwhile.
-pub async fn serve(
-    handle: Handle,
-    listener: tokio::net::TcpListener,
-    token: &str,
-    tls: Option<ServerTls>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        builder = builder
-            .tls_config(tls.config()?)
-            .context("cannot set up TLS")?;
-    }
-    let ticker = {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                every.tick().await;
-                if let Err(e) = handle.tick() {
-                    tracing::error!("{e}");
-                }
-            }
-        })
-    };
-    let svc = CoordinatorServer::with_interceptor(handle, TokenCheck::new(token));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = builder
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    ticker.abort();
-    served.context("gRPC server failed")
 }
 
 fn plan_table(s: &Sweep) -> String {

@@ -431,7 +431,7 @@ mod tests {
         let text = "name = \"r\"\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\ncolor = [\"color\", \"grayscale\"]\n";
         let s = sweep::parse(text, Path::new("g.toml")).unwrap();
         let mut core = Core::new(Config::default());
-        let w = core.register("w".into(), DeviceKind::Cpu, 4, 0);
+        let w = core.register("w".into(), DeviceKind::Cpu, 4, None, 0);
         for t in &s.trials {
             core.add_trial(
                 t.id.clone(),

@@ -23,6 +23,27 @@ pub struct Shared {
     data_hints: HashMap<TrialId, String>,
     started: Instant,
     data_version: i64,
+    /// The last write error, until a write succeeds again: the coordinator is not ready and
+    /// takes no work while its disk refuses it (full, read-only, gone).
+    storage_error: Option<String>,
+}
+
+impl Shared {
+    /// Passes a store result through, remembering whether the disk is taking writes.
+    fn wrote<T>(&mut self, r: Result<T, StoreError>) -> Result<T, Status> {
+        match r {
+            Ok(v) => {
+                if self.storage_error.take().is_some() {
+                    tracing::info!("database writes work again");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                self.storage_error = Some(e.to_string());
+                Err(storage(e))
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -55,6 +76,7 @@ impl Handle {
             data_hints,
             started: Instant::now(),
             data_version,
+            storage_error: None,
         };
         Ok(Handle {
             inner: Arc::new(Mutex::new(shared)),
@@ -155,16 +177,24 @@ impl Handle {
         for (worker, requeued) in s.core.tick(now) {
             tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");
             for r in &requeued {
-                s.store.record_requeue(r)?;
+                let written = s.store.record_requeue(r);
+                if let Err(e) = &written {
+                    s.storage_error = Some(e.to_string());
+                }
+                written?;
             }
         }
         Ok(())
     }
 
-    /// Readiness: the database answers. (Liveness is only that the process serves HTTP.)
+    /// Readiness: the database answers and the last write went through. (Liveness is only
+    /// that the process serves HTTP.)
     pub fn ready(&self) -> Result<(), String> {
-        self.lock()
-            .store
+        let s = self.lock();
+        if let Some(e) = &s.storage_error {
+            return Err(format!("database writes fail: {e}"));
+        }
+        s.store
             .data_version()
             .map(|_| ())
             .map_err(|e| format!("database: {e}"))
@@ -215,7 +245,8 @@ impl Coordinator for Handle {
         };
         let mut s = self.lock();
         let now = Self::now_ms(&s);
-        let id = s.core.register(name, device, r.slots, now);
+        let resume = Some(r.resume_worker_id.as_str()).filter(|id| !id.is_empty());
+        let id = s.core.register(name, device, r.slots, resume, now);
         tracing::info!(worker = %id, ?device, slots = r.slots, gpu = %r.gpu_model, "worker registered");
         Ok(Response::new(pb::RegisterResponse {
             worker_id: id,
@@ -235,11 +266,17 @@ impl Coordinator for Handle {
             .lease(&r.worker_id, r.free_slots, now)
             .map_err(rejected)?;
         let mut leases = Vec::new();
-        for g in grants {
-            if let Err(e) = s.store.record_lease(&g.trial, g.attempt, &r.worker_id) {
-                // Not persisted: give it back rather than run work the disk does not know of.
-                s.core.lose_worker(&r.worker_id, "storage error");
-                return Err(storage(e));
+        let mut grants = grants.into_iter();
+        while let Some(g) = grants.next() {
+            let recorded = s.store.record_lease(&g.trial, g.attempt, &r.worker_id);
+            if let Err(e) = s.wrote(recorded) {
+                // Not persisted: take back this and the remaining grants rather than run work
+                // the disk does not know of. Leases recorded before stay valid.
+                let unrecorded: Vec<_> = std::iter::once(g).chain(grants).collect();
+                for g in unrecorded.iter().rev() {
+                    s.core.unlease(&r.worker_id, &g.trial, g.attempt);
+                }
+                return Err(e);
             }
             tracing::info!(trial = %g.trial, attempt = g.attempt, worker = %r.worker_id, "leased");
             let data_hint = s.data_hints.get(&g.trial).cloned().unwrap_or_default();
@@ -293,9 +330,8 @@ impl Coordinator for Handle {
             .progress(&r.worker_id, &trial, attempt, metrics.clone(), now)
         {
             Ok(()) => {
-                s.store
-                    .record_epoch(&trial, attempt, &metrics)
-                    .map_err(storage)?;
+                let recorded = s.store.record_epoch(&trial, attempt, &metrics);
+                s.wrote(recorded)?;
                 Ok(Response::new(pb::Ack {
                     accepted: true,
                     reason: String::new(),
@@ -341,9 +377,10 @@ impl Coordinator for Handle {
                 }));
             }
         }
-        s.store
-            .record_result(&trial, attempt, &r.worker_id, &result)
-            .map_err(storage)?;
+        let recorded = s
+            .store
+            .record_result(&trial, attempt, &r.worker_id, &result);
+        s.wrote(recorded)?;
         tracing::info!(%trial, attempt, status = ?result.status, acc = ?result.test_accuracy(), "result");
         s.core
             .finish(&r.worker_id, &trial, attempt, result, now)

@@ -176,6 +176,9 @@ pub async fn run(
     let mut running: HashMap<Key, Arc<AtomicBool>> = HashMap::new();
     let mut pending: Vec<(Key, Box<TrialResult>)> = Vec::new();
     let mut backoff = Duration::from_millis(200);
+    // The id of the last session: offered back on reconnect so that a short network cut does
+    // not cost the leases this worker holds.
+    let mut last_id = String::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -213,6 +216,7 @@ pub async fn run(
                 gpu_memory_bytes: 0,
                 slots: opts.slots,
                 version: env!("CARGO_PKG_VERSION").into(),
+                resume_worker_id: last_id.clone(),
             })
             .await;
         let reg = match reg {
@@ -230,10 +234,14 @@ pub async fn run(
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
         opts.connected.store(true, Ordering::Relaxed);
         let id = reg.worker_id;
-        tracing::info!(worker = %id, "registered with {}", opts.url);
+        if id == last_id {
+            tracing::info!(worker = %id, "resumed the session with {}", opts.url);
+        } else {
+            tracing::info!(worker = %id, "registered with {}", opts.url);
+        }
+        last_id = id.clone();
         let mut ticker = tokio::time::interval(Duration::from_millis(
             reg.heartbeat_interval_ms.max(50) as u64,
         ));
@@ -248,9 +256,12 @@ pub async fn run(
                         lease: Some(lease_ref(&key)),
                         result_json: serde_json::to_string(&result).unwrap_or_default(),
                     };
-                    let ack = client.report_result(report).await?.into_inner();
-                    if !ack.accepted {
-                        tracing::info!(trial = %key.0, "result not accepted: {}", ack.reason);
+                    let ack = client.report_result(report.clone()).await?.into_inner();
+                    // The exact JSON is logged so a result can be traced from worker to report.
+                    if ack.accepted {
+                        tracing::info!(trial = %key.0, attempt = key.1, result = %report.result_json, "result accepted");
+                    } else {
+                        tracing::info!(trial = %key.0, attempt = key.1, result = %report.result_json, "result not accepted: {}", ack.reason);
                     }
                     pending.remove(0);
                 }
@@ -259,6 +270,8 @@ pub async fn run(
                     _ = ticker.tick() => {
                         let refs: Vec<pb::LeaseRef> = running.keys().map(lease_ref).collect();
                         let hb = client.heartbeat(pb::HeartbeatRequest { worker_id: id.clone(), running: refs }).await?.into_inner();
+                        // A session that gets this far is healthy again.
+                        backoff = Duration::from_millis(200);
                         for c in hb.cancel {
                             if let Some(flag) = running.get(&(c.trial_id.clone(), c.attempt)) {
                                 tracing::info!(trial = %c.trial_id, "stopping: the coordinator cancelled this lease");
@@ -303,7 +316,16 @@ pub async fn run(
             Err(s) if s.code() == Code::Unauthenticated => {
                 return Err(ClientError::Refused(s.message().to_string()))
             }
-            Err(s) => tracing::warn!("lost the coordinator ({}); reconnecting", s.message()),
+            Err(s) => {
+                // Back off here too: a coordinator that accepts the session but fails every
+                // write (disk full) must not be hammered.
+                tracing::warn!(
+                    "lost the coordinator ({}); reconnecting in {backoff:?}",
+                    s.message()
+                );
+                tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
     }
     for flag in running.values() {

@@ -66,7 +66,7 @@ fn leases_follow_queue_order_and_slots() {
         ("b", DeviceRequest::Auto),
         ("c", DeviceRequest::Auto),
     ]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 2, 0);
+    let w = core.register("w".into(), DeviceKind::Cpu, 2, None, 0);
     assert_eq!(ids(&core.lease(&w, 2, 0).unwrap()), vec!["a", "b"]);
     assert_eq!(ids(&core.lease(&w, 5, 0).unwrap()), vec!["c"]);
     assert!(core.lease(&w, 1, 0).unwrap().is_empty());
@@ -83,8 +83,8 @@ fn cuda_trials_never_go_to_cpu_workers() {
         ("any", DeviceRequest::Auto),
         ("cpu", DeviceRequest::Cpu),
     ]);
-    let cpu = core.register("cpu".into(), DeviceKind::Cpu, 1, 0);
-    let gpu = core.register("gpu".into(), DeviceKind::Cuda, 1, 0);
+    let cpu = core.register("cpu".into(), DeviceKind::Cpu, 1, None, 0);
+    let gpu = core.register("gpu".into(), DeviceKind::Cuda, 1, None, 0);
     assert_eq!(ids(&core.lease(&cpu, 3, 0).unwrap()), vec!["any", "cpu"]);
     assert!(core.lease(&cpu, 3, 0).unwrap().is_empty());
     assert_eq!(ids(&core.lease(&gpu, 3, 0).unwrap()), vec!["gpu"]);
@@ -93,8 +93,8 @@ fn cuda_trials_never_go_to_cpu_workers() {
 #[test]
 fn results_only_from_the_current_attempt() {
     let mut core = core_with(&[("a", DeviceRequest::Auto)]);
-    let w1 = core.register("w1".into(), DeviceKind::Cpu, 1, 0);
-    let w2 = core.register("w2".into(), DeviceKind::Cpu, 1, 0);
+    let w1 = core.register("w1".into(), DeviceKind::Cpu, 1, None, 0);
+    let w2 = core.register("w2".into(), DeviceKind::Cpu, 1, None, 0);
     let g = core.lease(&w1, 1, 0).unwrap().remove(0);
     assert_eq!(g.attempt, 1);
     core.progress(&w1, "a", 1, metrics(1), 100).unwrap();
@@ -137,8 +137,8 @@ fn results_only_from_the_current_attempt() {
 #[test]
 fn a_worker_cannot_report_on_another_workers_lease() {
     let mut core = core_with(&[("a", DeviceRequest::Auto)]);
-    let w1 = core.register("w1".into(), DeviceKind::Cpu, 1, 0);
-    let w2 = core.register("w2".into(), DeviceKind::Cpu, 1, 0);
+    let w1 = core.register("w1".into(), DeviceKind::Cpu, 1, None, 0);
+    let w2 = core.register("w2".into(), DeviceKind::Cpu, 1, None, 0);
     core.lease(&w1, 1, 0).unwrap();
     assert!(matches!(
         core.progress(&w2, "a", 1, metrics(1), 1),
@@ -159,7 +159,7 @@ fn lost_trials_go_to_the_front_and_fail_after_max_attempts() {
     let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
     let mut now = 0;
     for attempt in 1..=3 {
-        let w = core.register(format!("w{attempt}"), DeviceKind::Cpu, 1, now);
+        let w = core.register(format!("w{attempt}"), DeviceKind::Cpu, 1, None, now);
         let g = core.lease(&w, 1, now).unwrap();
         assert_eq!(
             (g[0].trial.as_str(), g[0].attempt),
@@ -182,14 +182,14 @@ fn lost_trials_go_to_the_front_and_fail_after_max_attempts() {
         }
         other => panic!("{other:?}"),
     }
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, now);
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, now);
     assert_eq!(ids(&core.lease(&w, 5, now).unwrap()), vec!["b"]);
 }
 
 #[test]
 fn heartbeat_expiry_is_exact() {
     let mut core = core_with(&[]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, 0);
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, 0);
     assert!(
         core.expired_workers(1000).is_empty(),
         "at the timeout, still alive"
@@ -207,7 +207,7 @@ fn cancel_stops_queued_and_running_trials() {
         ("b", DeviceRequest::Auto),
         ("c", DeviceRequest::Auto),
     ]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, 0);
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, 0);
     core.lease(&w, 2, 0).unwrap(); // a, b running
     core.finish(&w, "a", 1, result(), 1).unwrap();
     let cancelled = core.cancel(&["a".into(), "b".into(), "c".into()]);
@@ -246,7 +246,7 @@ fn restored_finished_trials_are_not_requeued() {
         TrialState::Queued { attempt: 1 },
         false,
     );
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, 0);
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, 0);
     assert!(core.lease(&w, 1, 0).unwrap().is_empty());
     // --rerun replaces it.
     core.add_trial(
@@ -256,4 +256,68 @@ fn restored_finished_trials_are_not_requeued() {
         true,
     );
     assert_eq!(core.lease(&w, 1, 0).unwrap()[0].attempt, 2);
+}
+
+#[test]
+fn a_reconnecting_worker_keeps_its_id_and_leases_until_it_expires() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
+    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, 0);
+    core.lease(&w, 1, 0).unwrap();
+    // A network cut shorter than the timeout: same id, the result still counts.
+    assert_eq!(
+        core.register("w".into(), DeviceKind::Cpu, 1, Some(&w), 900),
+        w
+    );
+    assert!(
+        core.expired_workers(1800).is_empty(),
+        "resuming is a heartbeat"
+    );
+    core.finish(&w, "a", 1, result(), 1000).unwrap();
+    // Another name (or device) cannot take over an id.
+    assert_ne!(
+        core.register("x".into(), DeviceKind::Cpu, 1, Some(&w), 1000),
+        w
+    );
+    assert_ne!(
+        core.register("w".into(), DeviceKind::Cuda, 1, Some(&w), 1000),
+        w
+    );
+    // After expiry the id is gone: a new one, and the old lease's report is stale.
+    core.lease(&w, 1, 1000).unwrap(); // b, attempt 1
+    core.tick(2500);
+    let again = core.register("w".into(), DeviceKind::Cpu, 1, Some(&w), 2500);
+    assert_ne!(again, w);
+    assert!(matches!(
+        core.finish(&again, "b", 1, result(), 2600),
+        Err(Rejected::StaleLease { .. })
+    ));
+    assert_eq!(
+        core.trial("b").unwrap().state,
+        TrialState::Queued { attempt: 2 }
+    );
+}
+
+#[test]
+fn an_unrecorded_lease_goes_back_to_the_front_with_the_same_attempt() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
+    let w = core.register("w".into(), DeviceKind::Cpu, 2, None, 0);
+    core.lease(&w, 2, 0).unwrap();
+    core.unlease(&w, "b", 1);
+    assert_eq!(
+        core.trial("b").unwrap().state,
+        TrialState::Queued { attempt: 1 }
+    );
+    assert!(
+        matches!(core.trial("a").unwrap().state, TrialState::Running { .. }),
+        "the worker's other lease is untouched"
+    );
+    // Only the current holder's lease can be taken back.
+    core.unlease("other", "a", 1);
+    core.unlease(&w, "a", 7);
+    assert!(matches!(
+        core.trial("a").unwrap().state,
+        TrialState::Running { .. }
+    ));
+    let g = core.lease(&w, 1, 1).unwrap();
+    assert_eq!((g[0].trial.as_str(), g[0].attempt), ("b", 1));
 }

@@ -1,0 +1,62 @@
+//! The gRPC server: the service behind the token check (and TLS when configured), plus the
+//! periodic tick that expires silent workers.
+
+use crate::service::{Handle, TokenCheck};
+use crate::tls::ServerTls;
+use std::time::Duration;
+use sweep_proto::pb::coordinator_server::CoordinatorServer;
+use sweep_proto::tls::TlsError;
+use tonic::service::interceptor::InterceptedService;
+
+/// Largest request the coordinator decodes. A result of 10,000 epochs is about 2.5 MB of JSON;
+/// anything larger is refused with `OUT_OF_RANGE` before it is parsed.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot set up TLS: {0}")]
+    TlsSetup(tonic::transport::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(tonic::transport::Error),
+}
+
+/// Serves the gRPC API on `listener` until `shutdown`, expiring silent workers meanwhile.
+pub async fn serve(
+    handle: Handle,
+    listener: tokio::net::TcpListener,
+    token: &str,
+    tls: Option<ServerTls>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.config()?)
+            .map_err(ServeError::TlsSetup)?;
+    }
+    let ticker = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                every.tick().await;
+                if let Err(e) = handle.tick() {
+                    tracing::error!("{e}");
+                }
+            }
+        })
+    };
+    let svc = InterceptedService::new(
+        CoordinatorServer::new(handle).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        TokenCheck::new(token),
+    );
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = builder
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    ticker.abort();
+    served.map_err(ServeError::Transport)
+}
