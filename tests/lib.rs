@@ -1,5 +1,15 @@
 //! Helpers for the cluster tests in `tests/`: locating the built binaries, starting and
 //! always killing processes, synthetic datasets, and polling with a deadline.
+//!
+//! - [`cluster`]: a submitted sweep with a coordinator and workers around it.
+//! - [`faults`]: a cuttable proxy, signals, resource limits and the exactly-once check.
+
+#[path = "support/cluster.rs"]
+pub mod cluster;
+#[path = "support/faults.rs"]
+pub mod faults;
+
+pub use cluster::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,14 +40,19 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with stdout and stderr going to `log`. The test process writes the log
+    /// (through a pipe), so limits set on the child (file size, memory) never cost its log.
     pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
-        let file = std::fs::File::create(&log).expect("log file");
+        let mut file = std::fs::File::create(&log).expect("log file");
+        let (mut reader, writer) = std::io::pipe().expect("pipe");
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
+            .stdout(writer.try_clone().expect("pipe"))
+            .stderr(writer)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        // Ends when the child and everything it started have closed the pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut file));
         Proc { child, log }
     }
 
@@ -132,6 +147,7 @@ pub fn serve(
     token: &str,
     heartbeat_timeout: f64,
     log: &str,
+    extra: &[&str],
 ) -> Proc {
     let mut cmd = Command::new(bin("coordinator"));
     cmd.args([
@@ -143,6 +159,7 @@ pub fn serve(
         "--db",
     ])
     .arg(db)
+    .args(extra)
     .env("SWEEP_TOKEN", token)
     .env("RUST_LOG", "info");
     Proc::spawn(&mut cmd, dir.join(log))

@@ -185,6 +185,12 @@ fn server_tls(args: TlsArgs, listen: &str) -> Result<Option<ServerTls>> {
 }
 
 fn main() -> ExitCode {
+    // A file-size limit (ulimit -f) must surface as a write error the coordinator reports and
+    // survives, not as SIGXFSZ killing it mid-write.
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

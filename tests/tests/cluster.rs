@@ -7,77 +7,7 @@
 
 use coordinator::store::Store;
 use integration_tests::*;
-use std::path::Path;
 use std::time::Duration;
-
-const TOKEN: &str = "test-token-0123456789";
-
-/// (state, attempt, worker) of every trial in the database.
-fn states(db: &Path) -> Vec<(String, String, u32, Option<String>)> {
-    Store::open(db)
-        .and_then(|s| s.raw_states())
-        .unwrap_or_default()
-}
-
-fn any_in(db: &Path, state: &str) -> bool {
-    states(db).iter().any(|t| t.1 == state)
-}
-
-fn all_finished(db: &Path, n: usize) -> bool {
-    let s = states(db);
-    s.len() == n && s.iter().all(|t| t.1 == "finished")
-}
-
-fn write_sweep(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, format!("name = \"{name}\"\ndata = \"data\"\n{body}")).unwrap();
-    path
-}
-
-/// A submitted sweep and a coordinator serving it on a fresh port.
-struct Cluster {
-    dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    db: std::path::PathBuf,
-    port: u16,
-    server: Proc,
-}
-
-impl Cluster {
-    fn start(name: &str, body: &str, per_batch: usize, heartbeat_timeout: f64) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        synthetic_cifar(&data, per_batch, 50);
-        let sweep = write_sweep(dir.path(), name, body);
-        let db = dir.path().join(format!("{name}.db"));
-        let (ok, _, err) = coordinator(&["submit", sweep.to_str().unwrap()], &db);
-        assert!(ok, "{err}");
-        let port = free_port();
-        let server = serve(
-            dir.path(),
-            &db,
-            port,
-            TOKEN,
-            heartbeat_timeout,
-            "server.log",
-        );
-        Cluster {
-            dir,
-            data,
-            db,
-            port,
-            server,
-        }
-    }
-
-    fn worker(&self, name: &str) -> Proc {
-        worker(self.dir.path(), self.port, Some(TOKEN), &self.data, name)
-    }
-}
-
-/// Slow enough to be killed mid-trial (a few seconds per epoch on 2 cores), fast enough for CI.
-const SLOW: &str = "[defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_images = 50\nepochs = 3\nbatch_size = 50\n\
-                    [grid]\nseed = [1, 2, 3]\n";
 
 #[test]
 fn sweep_command_runs_to_the_end_and_resumes() {
@@ -148,7 +78,7 @@ fn killed_worker_trial_finishes_elsewhere() {
     assert_eq!(attempt, 1);
     victim.kill();
 
-    let _rescuer = c.worker("rescuer");
+    let rescuer = c.worker("rescuer");
     assert!(
         wait_until(Duration::from_secs(180), || all_finished(&db, 3)),
         "sweep did not finish: {:?}",
@@ -169,6 +99,7 @@ fn killed_worker_trial_finishes_elsewhere() {
             other => panic!("{other:?}"),
         }
     }
+    faults::assert_every_result_counted_once(&c, 3, &[&victim, &rescuer]);
 }
 
 #[test]
@@ -199,7 +130,7 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
     let results_before = results_of(&finished_before);
     c.server.kill();
     std::thread::sleep(Duration::from_millis(500));
-    let _server = serve(c.dir.path(), &db, port, TOKEN, 3.0, "server2.log");
+    let _server = serve(c.dir.path(), &db, port, TOKEN, 3.0, "server2.log", &[]);
 
     // The worker reconnects by itself and the sweep completes.
     assert!(
@@ -218,6 +149,7 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
         "{}",
         w.log_text()
     );
+    faults::assert_every_result_counted_once(&c, 3, &[&w]);
 }
 
 #[test]
@@ -228,7 +160,7 @@ fn workers_without_the_token_are_refused() {
     synthetic_cifar(&data, 20, 10);
     let db = dir.path().join("auth.db");
     let port = free_port();
-    let _server = serve(dir.path(), &db, port, TOKEN, 3.0, "server.log");
+    let _server = serve(dir.path(), &db, port, TOKEN, 3.0, "server.log", &[]);
     let mut wrong = worker(dir.path(), port, Some("not-the-token"), &data, "wrong");
     let status = wrong
         .wait_exit(Duration::from_secs(30))

@@ -256,12 +256,18 @@ pub async fn run(
                         lease: Some(lease_ref(&key)),
                         result_json: serde_json::to_string(&result).unwrap_or_default(),
                     };
-                    let ack = client.report_result(report.clone()).await?.into_inner();
+                    let ack = match client.report_result(report.clone()).await {
+                        Ok(ack) => ack.into_inner(),
+                        Err(e) => {
+                            tracing::warn!(trial = %key.0, attempt = key.1, "could not deliver the result, keeping it: {}", e.message());
+                            return Err(e);
+                        }
+                    };
                     // The exact JSON is logged so a result can be traced from worker to report.
                     if ack.accepted {
-                        tracing::info!(trial = %key.0, attempt = key.1, result = %report.result_json, "result accepted");
+                        tracing::info!(worker = %id, trial = %key.0, attempt = key.1, result = %report.result_json, "result accepted");
                     } else {
-                        tracing::info!(trial = %key.0, attempt = key.1, result = %report.result_json, "result not accepted: {}", ack.reason);
+                        tracing::info!(worker = %id, trial = %key.0, attempt = key.1, result = %report.result_json, "result not accepted: {}", ack.reason);
                     }
                     pending.remove(0);
                 }

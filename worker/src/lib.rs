@@ -6,6 +6,7 @@
 //! - [`augment`]: batched flips, crops, shifts and rotations on the device.
 //! - [`models`], [`optim`], [`schedule`], [`metrics`]: the pieces a trial is made of.
 //! - [`train`]: one trial, start to finish, reporting through an observer.
+//! - [`trial_panic`]: libtorch errors (out of memory included) as a trial's failure reason.
 //! - [`bench`]: training throughput measurement for `worker bench`.
 //! - [`client`]: the long-running loop that pulls trials from a coordinator over gRPC.
 
@@ -21,6 +22,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod schedule;
 pub mod train;
+pub mod trial_panic;
 
 /// Tests that seed libtorch's global generator and compare results hold this lock, so that
 /// tests running on other threads do not draw from the generator in between.

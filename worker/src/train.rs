@@ -7,7 +7,6 @@ use crate::data::Dataset;
 use crate::metrics::{self, Confusion, Tally};
 use crate::pipeline::{Pipeline, Split};
 use crate::{amp, models, optim, schedule};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use sweep_proto::{EpochMetrics, TestMetrics, TrialResult, TrialSpec, TrialStatus};
@@ -60,20 +59,10 @@ pub fn run_until(
     observe: &mut dyn FnMut(Event),
 ) -> TrialResult {
     let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        train(spec, data, device, stop, observe)
-    }));
+    let outcome = crate::trial_panic::catch(|| train(spec, data, device, stop, observe));
     let mut result = match outcome {
         Ok(Ok(result)) => result,
-        Ok(Err(reason)) => failed(reason, device),
-        Err(panic) => {
-            let reason = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "libtorch raised an unknown error".into());
-            failed(reason, device)
-        }
+        Ok(Err(reason)) | Err(reason) => failed(reason, device),
     };
     result.seconds = started.elapsed().as_secs_f64();
     result
