@@ -40,6 +40,10 @@ use toml::Spanned;
 /// Above this many trials `plan`/`sweep` refuse without `--force`.
 pub const MAX_TRIALS: usize = 1000;
 
+/// No sweep may expand to more trials than this, `--force` or not: it is checked before the
+/// grid is expanded, so a typo like ten 20-value axes is an error, not an out-of-memory.
+pub const HARD_MAX_TRIALS: usize = 1_000_000;
+
 /// `data = "fetch"`: workers that have no dataset download the official archive into ./data.
 pub const FETCH: &str = "fetch";
 
@@ -271,6 +275,39 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
         })?;
         Ok(spec)
     };
+
+    // Refuse before expanding: a few long axes multiply into more trials than memory holds.
+    let per_repeat = match raw.search {
+        Search::Grid => axes
+            .iter()
+            .try_fold(1usize, |n, k| match raw.grid[*k].get_ref() {
+                toml::Value::Array(values) => n.checked_mul(values.len()),
+                _ => Some(n),
+            }),
+        Search::Random => Some(raw.samples.unwrap_or(0) as usize),
+    };
+    let total = per_repeat
+        .and_then(|n| n.checked_add(raw.include.len()))
+        .and_then(|n| n.checked_mul(raw.repeats as usize));
+    if total.is_none_or(|n| n > HARD_MAX_TRIALS) {
+        let sizes: Vec<String> = axes
+            .iter()
+            .filter_map(|k| match raw.grid[*k].get_ref() {
+                toml::Value::Array(v) => Some(format!("{} {}", k.get_ref(), v.len())),
+                _ => None,
+            })
+            .collect();
+        return Err(err(
+            None,
+            format!(
+                "the sweep expands to more than {HARD_MAX_TRIALS} trials (axes: {}; samples: {}; includes: {}; repeats: {}); split it into several sweeps",
+                if sizes.is_empty() { "none".to_string() } else { sizes.join(" x ") },
+                raw.samples.map_or("-".to_string(), |n| n.to_string()),
+                raw.include.len(),
+                raw.repeats
+            ),
+        ));
+    }
 
     let combos: Vec<toml::Table> = match raw.search {
         Search::Grid => grid_combinations(&defaults, &axes, &raw.grid),

@@ -145,6 +145,31 @@ fn bad_sweep_files_name_line_column_and_key() {
         ("name = \"t\"\n[[exclude]]\ncolour = \"color\"\n", "`exclude.colour`", Some((3, 1))),
         ("name = \"t\"\n[grid]\nmodel = [\"dense\"\n", "", Some((3, 17))),
         ("name = \"\"\n", "`name` must not be empty", None),
+        // Wrong types.
+        ("name = 3\n", "invalid type: integer `3`, expected a string", Some((1, 8))),
+        ("name = \"t\"\ndata = [\"a\"]\n", "expected a string", Some((2, 8))),
+        ("name = \"t\"\nrepeats = \"two\"\n", "expected u32", Some((2, 11))),
+        ("name = \"t\"\nrepeats = -1\n", "invalid value: integer `-1`", Some((2, 11))),
+        ("name = \"t\"\n[grid]\nlr = [\"fast\"]\n", "`grid.lr`", Some((3, 1))),
+        ("name = \"t\"\n[grid]\nseed = [1.5]\n", "`grid.seed`", Some((3, 1))),
+        ("name = \"t\"\n[grid]\naugment = [{ flip = \"yes\" }]\n", "`grid.augment`", Some((3, 1))),
+        ("name = \"t\"\ngrid = 3\n", "invalid type", Some((2, 8))),
+        ("name = \"t\"\nrank_by = \"loss\"\n", "unknown variant `loss`", Some((2, 11))),
+        // Out of range.
+        ("name = \"t\"\n[defaults]\nepochs = 0\n", "`epochs`", Some((3, 1))),
+        ("name = \"t\"\n[defaults]\nmomentum = 1.5\n", "`momentum`", Some((3, 1))),
+        ("name = \"t\"\n[defaults]\nvalidation_split = 0.95\n", "`validation_split`", Some((3, 1))),
+        ("name = \"t\"\n[grid]\nbatch_size = [32, 0]\n", "`batch_size`: 0", Some((3, 1))),
+        ("name = \"t\"\n[grid]\ntrain_batches = [6]\n", "`train_batches`", Some((3, 1))),
+        ("name = \"t\"\n[defaults]\nepochs = 99999999999\n", "`defaults.epochs`", Some((3, 1))),
+        ("name = \"t\"\nrepeats = 0\n", "`repeats` must be at least 1", None),
+        ("name = \"t\"\nsearch = \"random\"\nsamples = 0\n", "no trials", None),
+        // Empty axes, empty tables.
+        ("name = \"t\"\n[grid]\nlr = []\nseed = [1]\n", "`grid.lr` is an empty list", Some((3, 6))),
+        // Grids too large to expand, refused before expanding.
+        (HUGE_GRID, "more than 1000000 trials (axes: seed 20 x lr 20 x batch_size 20 x epochs 20 x momentum 20", None),
+        ("name = \"t\"\nrepeats = 4000000000\n", "more than 1000000 trials", None),
+        ("name = \"t\"\nsearch = \"random\"\nsamples = 4000000000\n[grid]\nlr = { min = 0.1, max = 1.0 }\n", "samples: 4000000000", None),
     ];
     for (text, needle, position) in cases {
         let e = plan(text).expect_err(text);
@@ -158,6 +183,13 @@ fn bad_sweep_files_name_line_column_and_key() {
         assert!(e.to_string().starts_with("grid.toml"), "{e}");
     }
 }
+
+/// Five 20-value axes: 3.2 million combinations.
+const HUGE_GRID: &str = "name = \"t\"\n[grid]\nseed = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]\n\
+    lr = [0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08,0.09,0.001,0.002]\n\
+    batch_size = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]\n\
+    epochs = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]\n\
+    momentum = [0.0,0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08,0.09,0.1,0.11,0.12,0.13,0.14,0.15,0.16,0.17,0.18,0.19]\n";
 
 #[test]
 fn non_utf8_file_is_rejected_with_position() {
