@@ -1,6 +1,6 @@
 //! The training worker: CIFAR-10 data, models, and the libtorch training loop.
 //!
-//! - [`data`]: find, read (binary and Python layouts), summarise and fetch the dataset.
+//! - [`data`]: the `cifar10` crate (find, read, summarise and fetch the dataset), re-exported.
 //! - [`pipeline`]: per-trial tensors on the training device (split, layout, grayscale, stats).
 //! - [`amp`]: bf16 autocast (with fp32 fallback) and channels-last layout.
 //! - [`augment`]: batched flips, crops, shifts and rotations on the device.
@@ -14,7 +14,7 @@ pub mod amp;
 pub mod augment;
 pub mod bench;
 pub mod client;
-pub mod data;
+pub use cifar10 as data;
 pub mod device;
 pub mod metrics;
 pub mod models;
@@ -30,4 +30,14 @@ pub mod trial_panic;
 pub(crate) fn test_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Reports (coordinator, through sweep-proto) and the dataset reader name the classes
+    /// separately, since the coordinator must not depend on the dataset crate; they must agree.
+    #[test]
+    fn class_names_agree_with_the_protocol() {
+        assert_eq!(crate::data::CLASS_NAMES, sweep_proto::CIFAR10_CLASSES);
+    }
 }

@@ -117,8 +117,8 @@ pub fn fetch(archive: &Archive, dest: &Path, show_progress: bool) -> Result<Path
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::testdata::write_small_binary;
-    use crate::data::Dataset;
+    use crate::testdata::write_small_binary;
+    use crate::Dataset;
     use std::io::BufRead;
     use std::net::TcpListener;
 

@@ -2,7 +2,9 @@
 //!
 //! Images are kept exactly as the files store them: one flat 3072-byte row per image
 //! (1024 R, 1024 G, 1024 B, each 32x32 row-major). Turning rows into tensors (layout,
-//! grayscale, normalisation) is `pipeline`'s job, on the training device.
+//! grayscale, normalisation) is the worker's job, on the training device.
+//!
+//! This crate does not link libtorch, so the readers can be fuzzed on their own (`fuzz/`).
 
 mod binary;
 pub mod fetch;
@@ -21,7 +23,18 @@ pub const NUM_CLASSES: usize = 10;
 pub const TRAIN_BATCHES: u32 = 5;
 
 /// The class names of the official release, used when a dataset has no metadata file.
-pub const CLASS_NAMES: [&str; NUM_CLASSES] = sweep_proto::CIFAR10_CLASSES;
+pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -212,8 +225,8 @@ fn channel_means(images: &[u8]) -> [f64; 3] {
     sums.map(|s| s as f64 / n)
 }
 
-#[cfg(test)]
-pub(crate) mod testdata;
+#[cfg(any(test, feature = "testdata"))]
+pub mod testdata;
 
 #[cfg(test)]
 mod tests {
