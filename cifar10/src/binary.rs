@@ -8,6 +8,11 @@ const RECORD: usize = 1 + IMAGE_BYTES;
 
 pub fn read_batch(path: &Path) -> Result<Batch, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    parse_batch(&bytes, path)
+}
+
+/// A batch from a binary file's bytes; `path` only names it in errors.
+pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<Batch, DataError> {
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
         return Err(DataError::corrupt(
             path,

@@ -6,11 +6,11 @@
 //!
 //! This crate does not link libtorch, so the readers can be fuzzed on their own (`fuzz/`).
 
-mod binary;
+pub mod binary;
 pub mod fetch;
 mod locate;
 pub mod pickle;
-mod python;
+pub mod python;
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -104,7 +104,7 @@ impl Batch {
     }
 
     /// Checks sizes and label range; `path` names the file the batch came from.
-    fn check(&self, path: &Path) -> Result<(), DataError> {
+    pub fn check(&self, path: &Path) -> Result<(), DataError> {
         if self.is_empty() {
             return Err(DataError::corrupt(path, "it holds no images"));
         }

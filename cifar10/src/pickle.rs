@@ -8,6 +8,11 @@
 //!
 //! Nothing is ever imported or executed: `GLOBAL` only records the name, and `REDUCE`/`BUILD`
 //! build inert [`Value::Reduce`] nodes that the caller interprets.
+//!
+//! Only the shapes CIFAR-10 files use can be built: a dict may hold lists, but lists, tuples
+//! and objects hold no lists or dicts, and nothing holds a dict. So no value can contain itself
+//! (a list appended to itself would leak, as `Rc` cycles do; found by `fuzz/`), and nesting is
+//! bounded by [`MAX_DEPTH`], so dropping a value cannot overflow a thread's stack.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -49,9 +54,9 @@ pub enum Value {
     },
     /// `callable(*args)`, then `__setstate__(state)` if a BUILD followed.
     Reduce {
-        callable: Box<Value>,
-        args: Box<Value>,
-        state: Option<Box<Value>>,
+        callable: Rc<Value>,
+        args: Rc<Value>,
+        state: Option<Rc<Value>>,
     },
 }
 
@@ -127,6 +132,9 @@ enum Slot {
     Val(Value),
 }
 
+/// Deepest nesting of tuples and objects a pickle may build (CIFAR-10's are 4 deep).
+pub const MAX_DEPTH: u32 = 32;
+
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
@@ -134,6 +142,9 @@ struct Machine<'a> {
     op_at: usize,
     stack: Vec<Slot>,
     memo: HashMap<u32, Value>,
+    /// Nesting depth of every container built, by the address of its shared allocation (an
+    /// object's is its callable's), so memo copies cost nothing to measure.
+    depths: HashMap<usize, u32>,
 }
 
 /// Parses one pickle and returns the value left by STOP.
@@ -144,6 +155,7 @@ pub fn load(data: &[u8]) -> Result<Value, PickleError> {
         op_at: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
+        depths: HashMap::new(),
     }
     .run()
 }
@@ -193,6 +205,62 @@ impl<'a> Machine<'a> {
     fn len_u64(&mut self) -> Result<usize, PickleError> {
         let n = self.u64()?;
         usize::try_from(n).map_err(|_| self.malformed(format!("length {n} too large")))
+    }
+
+    fn key(v: &Value) -> Option<usize> {
+        match v {
+            Value::Tuple(t) => Some(Rc::as_ptr(t) as *const () as usize),
+            Value::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
+            Value::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+            Value::Reduce { callable, .. } => Some(Rc::as_ptr(callable) as *const () as usize),
+            _ => None,
+        }
+    }
+
+    fn depth(&self, v: &Value) -> u32 {
+        Self::key(v)
+            .and_then(|k| self.depths.get(&k).copied())
+            .unwrap_or(0)
+    }
+
+    /// Records that `container` now holds `items` (all of them, or newly added ones), after
+    /// checking what it may hold and how deep that makes it.
+    fn hold<'v>(
+        &mut self,
+        container: &Value,
+        items: impl IntoIterator<Item = &'v Value>,
+    ) -> Result<(), PickleError> {
+        let mut depth = self.depth(container).max(1);
+        for item in items {
+            let allowed = match (container, item) {
+                (_, Value::Dict(_)) => false,
+                (Value::Dict(_), Value::List(_)) => true,
+                (_, Value::List(_)) => false,
+                _ => true,
+            };
+            if !allowed {
+                return Err(self.malformed(format!(
+                    "a {} inside a {}: only a dict may hold lists, and nothing may hold a dict",
+                    item.type_name(),
+                    container.type_name()
+                )));
+            }
+            depth = depth.max(self.depth(item) + 1);
+        }
+        if depth > MAX_DEPTH {
+            return Err(self.malformed(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        if let Some(k) = Self::key(container) {
+            self.depths.insert(k, depth);
+        }
+        Ok(())
+    }
+
+    /// Pushes a new container holding `items`.
+    fn push_container(&mut self, v: Value, items: &[Value]) -> Result<(), PickleError> {
+        self.hold(&v, items)?;
+        self.push(v);
+        Ok(())
     }
 
     fn malformed(&self, what: impl Into<String>) -> PickleError {
@@ -387,54 +455,65 @@ impl<'a> Machine<'a> {
                     let n = self.len_u64()?;
                     self.unicode(n)?
                 }
-                b')' => self.push(Value::Tuple(Rc::new(Vec::new()))),
+                b')' => self.push_container(Value::Tuple(Rc::new(Vec::new())), &[])?,
                 0x85 => {
                     let a = self.pop()?;
-                    self.push(Value::Tuple(Rc::new(vec![a])))
+                    let items = vec![a];
+                    self.push_container(Value::Tuple(Rc::new(items.clone())), &items)?
                 }
                 0x86 => {
                     let b = self.pop()?;
                     let a = self.pop()?;
-                    self.push(Value::Tuple(Rc::new(vec![a, b])))
+                    let items = vec![a, b];
+                    self.push_container(Value::Tuple(Rc::new(items.clone())), &items)?
                 }
                 0x87 => {
                     let c = self.pop()?;
                     let b = self.pop()?;
                     let a = self.pop()?;
-                    self.push(Value::Tuple(Rc::new(vec![a, b, c])))
+                    let items = vec![a, b, c];
+                    self.push_container(Value::Tuple(Rc::new(items.clone())), &items)?
                 }
                 b't' => {
                     let items = self.pop_to_mark()?;
-                    self.push(Value::Tuple(Rc::new(items)))
+                    self.push_container(Value::Tuple(Rc::new(items.clone())), &items)?
                 }
-                b']' => self.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+                b']' => self.push_container(Value::List(Rc::new(RefCell::new(Vec::new()))), &[])?,
                 b'l' => {
                     let items = self.pop_to_mark()?;
-                    self.push(Value::List(Rc::new(RefCell::new(items))))
+                    self.push_container(Value::List(Rc::new(RefCell::new(items.clone()))), &items)?
                 }
                 b'a' => {
                     let v = self.pop()?;
-                    self.list_target()?.borrow_mut().push(v);
+                    let list = self.list_target()?;
+                    self.hold(&Value::List(list.clone()), [&v])?;
+                    list.borrow_mut().push(v);
                 }
                 b'e' => {
                     let items = self.pop_to_mark()?;
-                    self.list_target()?.borrow_mut().extend(items);
+                    let list = self.list_target()?;
+                    self.hold(&Value::List(list.clone()), &items)?;
+                    list.borrow_mut().extend(items);
                 }
-                b'}' => self.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+                b'}' => self.push_container(Value::Dict(Rc::new(RefCell::new(Vec::new()))), &[])?,
                 b'd' => {
                     let items = self.pop_to_mark()?;
-                    let pairs = self.pairs(items)?;
-                    self.push(Value::Dict(Rc::new(RefCell::new(pairs))))
+                    let pairs = self.pairs(items.clone())?;
+                    self.push_container(Value::Dict(Rc::new(RefCell::new(pairs))), &items)?
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
-                    self.dict_target()?.borrow_mut().push((k, v));
+                    let dict = self.dict_target()?;
+                    self.hold(&Value::Dict(dict.clone()), [&k, &v])?;
+                    dict.borrow_mut().push((k, v));
                 }
                 b'u' => {
                     let items = self.pop_to_mark()?;
+                    let dict = self.dict_target()?;
+                    self.hold(&Value::Dict(dict.clone()), &items)?;
                     let pairs = self.pairs(items)?;
-                    self.dict_target()?.borrow_mut().extend(pairs);
+                    dict.borrow_mut().extend(pairs);
                 }
                 b'c' => {
                     let module = self.line()?.to_string();
@@ -455,29 +534,33 @@ impl<'a> Machine<'a> {
                 b'R' => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
-                    self.push(Value::Reduce {
-                        callable: Box::new(callable),
-                        args: Box::new(args),
+                    let object = Value::Reduce {
+                        callable: Rc::new(callable.clone()),
+                        args: Rc::new(args.clone()),
                         state: None,
-                    })
+                    };
+                    self.push_container(object, &[callable, args])?
                 }
                 0x81 => {
                     // NEWOBJ: cls.__new__(cls, *args); same shape as REDUCE for our purposes.
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    self.push(Value::Reduce {
-                        callable: Box::new(cls),
-                        args: Box::new(args),
+                    let object = Value::Reduce {
+                        callable: Rc::new(cls.clone()),
+                        args: Rc::new(args.clone()),
                         state: None,
-                    })
+                    };
+                    self.push_container(object, &[cls, args])?
                 }
                 b'b' => {
                     let new_state = self.pop()?;
-                    match self.stack.last_mut() {
-                        Some(Slot::Val(Value::Reduce { state, .. })) => {
-                            *state = Some(Box::new(new_state))
-                        }
+                    let object = match self.stack.last() {
+                        Some(Slot::Val(v @ Value::Reduce { .. })) => v.clone(),
                         _ => return Err(self.malformed("BUILD on something that is not an object")),
+                    };
+                    self.hold(&object, [&new_state])?;
+                    if let Some(Slot::Val(Value::Reduce { state, .. })) = self.stack.last_mut() {
+                        *state = Some(Rc::new(new_state));
                     }
                 }
                 b'q' => {
@@ -634,16 +717,38 @@ mod tests {
 
     #[test]
     fn memo_shares_containers() {
-        // A list memoized (q0), fetched again (h0) and then appended to: both views see it.
-        let bytes = b"\x80\x02]q\x00h\x00K\x07a\x86.";
-        let Value::Tuple(t) = load(bytes).unwrap() else {
-            panic!()
-        };
-        let (Value::List(x), Value::List(y)) = (&t[0], &t[1]) else {
-            panic!()
+        // A list memoized (q1) under key a, fetched again (h1) for key b, then appended to:
+        // both views see it.
+        let bytes = b"\x80\x02}(U\x01a]q\x01U\x01bh\x01uh\x01K\x07a0.";
+        let v = load(bytes).unwrap();
+        let (Some(Value::List(x)), Some(Value::List(y))) = (v.get("a"), v.get("b")) else {
+            panic!("{v:?}")
         };
         assert_eq!(x.borrow().len(), 1);
-        assert!(Rc::ptr_eq(x, y));
+        assert!(Rc::ptr_eq(&x, &y));
+    }
+
+    #[test]
+    fn self_containing_and_deep_values_are_refused() {
+        // Found by fuzz/pickle_batch: a list appended to itself leaked (an Rc cycle).
+        let cases: [(&[u8], &str); 4] = [
+            (b"\x80\x02]q\x00h\x00a.", "a list inside a list"),
+            (b"\x80\x02}q\x00h\x00(h\x00h\x00u.", "a dict inside a dict"),
+            (b"\x80\x02]q\x00h\x00\x85a.", "a list inside a tuple"),
+            (b"\x80\x02cm\nf\n]\x85R.", "a list inside a tuple"),
+        ];
+        for (bytes, what) in cases {
+            match load(bytes) {
+                Err(PickleError::Malformed { what: w, .. }) => assert!(w.contains(what), "{w}"),
+                other => panic!("{bytes:?}: {other:?}"),
+            }
+        }
+        let nested = |n: usize| [&b"\x80\x02K\x00"[..], &vec![0x85; n], b"."].concat();
+        assert!(load(&nested(MAX_DEPTH as usize)).is_ok());
+        match load(&nested(MAX_DEPTH as usize + 1)) {
+            Err(PickleError::Malformed { what, .. }) => assert!(what.contains("deeper"), "{what}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -8,7 +8,11 @@ use std::path::Path;
 
 fn load(path: &Path) -> Result<Value, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let value = pickle::load(&bytes).map_err(|e| DataError::corrupt(path, e.to_string()))?;
+    load_bytes(&bytes, path)
+}
+
+fn load_bytes(bytes: &[u8], path: &Path) -> Result<Value, DataError> {
+    let value = pickle::load(bytes).map_err(|e| DataError::corrupt(path, e.to_string()))?;
     if !matches!(value, Value::Dict(_)) {
         return Err(DataError::corrupt(
             path,
@@ -44,7 +48,13 @@ fn int_list(path: &Path, v: &Value, key: &str) -> Result<Vec<i64>, DataError> {
 }
 
 pub fn read_batch(path: &Path) -> Result<Batch, DataError> {
-    let dict = load(path)?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    parse_batch(&bytes, path)
+}
+
+/// A batch from a pickle's bytes; `path` only names it in errors.
+pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<Batch, DataError> {
+    let dict = load_bytes(bytes, path)?;
     let array = pickle::as_ndarray(&field(path, &dict, "data")?)
         .map_err(|e| DataError::corrupt(path, format!("`data`: {e}")))?;
     if array.dtype != "u1" && array.dtype != "|u1" {

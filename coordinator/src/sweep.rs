@@ -41,8 +41,8 @@ use toml::Spanned;
 pub const MAX_TRIALS: usize = 1000;
 
 /// No sweep may expand to more trials than this, `--force` or not: it is checked before the
-/// grid is expanded, so a typo like ten 20-value axes is an error, not an out-of-memory.
-pub const HARD_MAX_TRIALS: usize = 1_000_000;
+/// grid is expanded, so a typo like five 20-value axes is an error, not an out-of-memory.
+pub const HARD_MAX_TRIALS: usize = 100_000;
 
 /// `data = "fetch"`: workers that have no dataset download the official archive into ./data.
 pub const FETCH: &str = "fetch";
@@ -165,6 +165,11 @@ pub fn load(path: &Path) -> Result<Sweep, SweepError> {
         position: None,
         message: format!("cannot read: {e}"),
     })?;
+    parse_bytes(bytes, path)
+}
+
+/// Expands a sweep file's raw bytes; `path` names it in errors and anchors `data`.
+pub fn parse_bytes(bytes: Vec<u8>, path: &Path) -> Result<Sweep, SweepError> {
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let text = String::from_utf8_lossy(&e.into_bytes()[..at]).into_owned();

@@ -1,0 +1,291 @@
+//! `sweep-load`: how fast one coordinator hands out trials.
+//!
+//! For each worker count it submits a sweep of `--trials` trials, starts a real `coordinator
+//! serve` process on loopback, and runs that many simulated workers in this process, each on
+//! its own gRPC connection: register, then lease one trial and report a canned result at once
+//! (a stand-in trainer that takes no time), until every trial is done. It measures trials per
+//! second, lease latency (p50/p99, as the worker sees it), the coordinator's CPU time and peak
+//! memory (from /proc) and the database size, and prints a markdown table.
+//!
+//!     cargo build --release -p coordinator -p load-bench
+//!     target/release/sweep-load --workers 10,100,1000 --trials 100000
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+#[derive(Parser)]
+struct Args {
+    /// Worker counts to measure, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    workers: Vec<usize>,
+    /// Trials per run.
+    #[arg(long, default_value_t = 100_000)]
+    trials: usize,
+    /// The coordinator binary.
+    #[arg(long, default_value = "target/release/coordinator")]
+    coordinator: PathBuf,
+}
+
+const TOKEN: &str = "load-bench-token";
+
+struct Row {
+    workers: usize,
+    trials: usize,
+    submit_s: f64,
+    wall_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_cores: f64,
+    peak_rss_mb: f64,
+    db_mb: f64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if !args.coordinator.is_file() {
+        bail!(
+            "{} not found; build it: cargo build --release -p coordinator",
+            args.coordinator.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for &n in &args.workers {
+        eprintln!("load: {n} workers, {} trials", args.trials);
+        let row = runtime.block_on(run(&args.coordinator, n, args.trials))?;
+        eprintln!(
+            "load: {:.0} trials/s, lease p50 {:.2} ms p99 {:.2} ms",
+            row.trials as f64 / row.wall_s,
+            row.p50_ms,
+            row.p99_ms
+        );
+        rows.push(row);
+    }
+    println!("| workers | trials | submit (s) | run (s) | trials/s | lease p50 (ms) | lease p99 (ms) | coordinator CPU (cores) | coordinator peak RSS (MB) | database (MB) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |",
+            r.workers,
+            r.trials,
+            r.submit_s,
+            r.wall_s,
+            r.trials as f64 / r.wall_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.cpu_cores,
+            r.peak_rss_mb,
+            r.db_mb
+        );
+    }
+    Ok(())
+}
+
+/// Kills the coordinator however the run ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn run(bin: &Path, workers: usize, trials: usize) -> Result<Row> {
+    let dir = tempfile::tempdir()?;
+    let sweep = dir.path().join("load.toml");
+    std::fs::write(
+        &sweep,
+        format!("name = \"load\"\nrepeats = {trials}\n[defaults]\nmodel = \"dense\"\nepochs = 1\n"),
+    )?;
+    let db = dir.path().join("load.db");
+    let started = Instant::now();
+    let status = Command::new(bin)
+        .arg("submit")
+        .arg(&sweep)
+        .arg("--force")
+        .arg("--db")
+        .arg(&db)
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("coordinator submit failed");
+    }
+    let submit_s = started.elapsed().as_secs_f64();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let server = Server(
+        Command::new(bin)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--heartbeat-timeout", "600", "--db"])
+            .arg(&db)
+            .env("SWEEP_TOKEN", TOKEN)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let pid = server.0.id();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the coordinator did not start listening");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let cpu_before = cpu_seconds(pid)?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..workers {
+        let (url, done) = (url.clone(), done.clone());
+        tasks.push(tokio::spawn(
+            async move { simulated_worker(&url, i, trials, &done).await },
+        ));
+    }
+    let mut latencies: Vec<u32> = Vec::with_capacity(trials + workers);
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    let cpu_cores = (cpu_seconds(pid)? - cpu_before) / wall_s;
+    let peak_rss_mb = status_kb(pid, "VmHWM:")? / 1024.0;
+    drop(server);
+    let db_bytes: u64 = ["load.db", "load.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    let finished = done.load(Ordering::SeqCst);
+    if finished != trials {
+        bail!("{finished} of {trials} trials were reported");
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    Ok(Row {
+        workers,
+        trials,
+        submit_s,
+        wall_s,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        cpu_cores,
+        peak_rss_mb,
+        db_mb: db_bytes as f64 / 1e6,
+    })
+}
+
+type Client = CoordinatorClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>,
+    >,
+>;
+
+/// One worker with a stand-in trainer; returns its lease latencies in microseconds.
+async fn simulated_worker(
+    url: &str,
+    i: usize,
+    trials: usize,
+    done: &AtomicUsize,
+) -> Result<Vec<u32>> {
+    let channel = Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await
+        .context("connect")?;
+    let auth: MetadataValue<_> = format!("Bearer {TOKEN}").parse()?;
+    let add: Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send> =
+        Box::new(move |mut req: Request<()>| {
+            req.metadata_mut().insert("authorization", auth.clone());
+            Ok(req)
+        });
+    let mut client: Client = CoordinatorClient::with_interceptor(channel, add);
+    let worker_id = client
+        .register(pb::RegisterRequest {
+            name: format!("sim{i}"),
+            device: pb::DeviceKind::Cpu as i32,
+            slots: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .worker_id;
+    let result_json = serde_json::json!({
+        "status": "completed", "reason": null, "epochs": [], "test": null,
+        "best_val_accuracy": 0.5, "train_images": 1, "val_images": 0, "parameters": 1,
+        "device": "cpu", "seconds": 0.0, "notes": []
+    })
+    .to_string();
+    let mut latencies = Vec::new();
+    loop {
+        let asked = Instant::now();
+        let leases = client
+            .lease(pb::LeaseRequest {
+                worker_id: worker_id.clone(),
+                free_slots: 1,
+            })
+            .await?
+            .into_inner()
+            .leases;
+        latencies.push(asked.elapsed().as_micros() as u32);
+        if leases.is_empty() {
+            if done.load(Ordering::SeqCst) >= trials {
+                return Ok(latencies);
+            }
+            // Others hold the last leases; real workers ask again at their next heartbeat.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        for l in leases {
+            let ack = client
+                .report_result(pb::ResultReport {
+                    worker_id: worker_id.clone(),
+                    lease: Some(pb::LeaseRef {
+                        trial_id: l.trial_id,
+                        attempt: l.attempt,
+                    }),
+                    result_json: result_json.clone(),
+                })
+                .await?
+                .into_inner();
+            if !ack.accepted {
+                bail!("result refused: {}", ack.reason);
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+/// A `/proc/PID/status` field in kB.
+fn status_kb(pid: u32, field: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("{field} missing"))?;
+    Ok(line[field.len()..].trim().trim_end_matches("kB").trim().parse()?)
+}
