@@ -349,6 +349,33 @@ impl Core {
         }
     }
 
+    /// Takes back a result the database could not record: the lease runs again, so the
+    /// worker's retry of the same report counts (or, if the worker is gone by now, the trial
+    /// is queued again with the next attempt number).
+    pub fn unfinish(&mut self, worker: &str, trial: &str, attempt: u32, now_ms: u64) {
+        let alive = self.workers.contains_key(worker);
+        let Some(t) = self.trials.get_mut(trial) else {
+            return;
+        };
+        if !matches!(&t.state, TrialState::Finished { attempt: a, worker: w, .. } if *a == attempt && w == worker)
+        {
+            return;
+        }
+        t.state = if alive {
+            TrialState::Running {
+                attempt,
+                worker: worker.to_string(),
+                since_ms: now_ms,
+                epochs: Vec::new(),
+            }
+        } else {
+            self.queue.push_front(trial.to_string());
+            TrialState::Queued {
+                attempt: attempt + 1,
+            }
+        };
+    }
+
     /// Workers silent for longer than the timeout, as of `now_ms`.
     pub fn expired_workers(&self, now_ms: u64) -> Vec<WorkerId> {
         let mut lost: Vec<WorkerId> = self

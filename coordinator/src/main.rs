@@ -359,13 +359,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let handle = Handle::open(&db, Config::default())?;
             let names = match sweep {
                 Some(n) => vec![n],
-                None => handle.lock().store.sweep_names()?,
+                None => handle.store().sweep_names()?,
             };
             for name in names {
                 let stored = handle
                     .sweep(&name)?
                     .with_context(|| format!("no sweep named `{name}` in {}", db.display()))?;
-                let c = handle.lock().store.state_counts(&name)?;
+                let c = handle.store().state_counts(&name)?;
                 println!(
                     "{name}: {c}{}",
                     if stored.cancelled { " (cancelled)" } else { "" }

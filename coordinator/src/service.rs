@@ -2,23 +2,30 @@
 //!
 //! [`Handle`] is a cloneable handle around the core and the store (mini-redis style). The
 //! gRPC service only translates: protobuf in, a core call plus a store write, protobuf out.
-//! Reports are checked against the core before they are written and applied after, so a
-//! database error never leaves the core believing in a result the disk does not have.
+//!
+//! Writes are group-committed: a request applies its change to the core, adds the matching
+//! [`Write`] to the open batch and waits; the committer thread writes the whole batch in one
+//! transaction (one fsync however many requests are in it) and only then are those requests
+//! answered. If the transaction fails, every change in the batch is taken back from the core
+//! before anyone hears of it, so the core never holds a result the disk lacks.
 
 use crate::core::{Config, Core, Counts, DeviceKind, Rejected, TrialId, TrialState};
-use crate::store::{Store, StoreError, StoredSweep};
+use crate::store::{Store, StoreError, StoredSweep, Write};
 use crate::sweep::Sweep;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
 use sweep_proto::{EpochMetrics, TrialResult};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+
+/// What a batch's requests wait for: `None` until it is written, then the outcome.
+type Outcome = Option<Result<(), String>>;
 
 pub struct Shared {
     pub core: Core,
-    pub store: Store,
     /// Dataset directory to suggest to workers, per trial (from the sweep that queued it).
     data_hints: HashMap<TrialId, String>,
     started: Instant,
@@ -26,21 +33,37 @@ pub struct Shared {
     /// The last write error, until a write succeeds again: the coordinator is not ready and
     /// takes no work while its disk refuses it (full, read-only, gone).
     storage_error: Option<String>,
+    /// The open batch: writes not yet handed to the committer, and where its outcome goes.
+    batch: Vec<Write>,
+    batch_done: watch::Sender<Outcome>,
 }
 
 impl Shared {
-    /// Passes a store result through, remembering whether the disk is taking writes.
-    fn wrote<T>(&mut self, r: Result<T, StoreError>) -> Result<T, Status> {
-        match r {
-            Ok(v) => {
-                if self.storage_error.take().is_some() {
-                    tracing::info!("database writes work again");
-                }
-                Ok(v)
-            }
-            Err(e) => {
-                self.storage_error = Some(e.to_string());
-                Err(storage(e))
+    /// Adds a write to the open batch; the receiver learns when that batch is on disk.
+    fn enqueue(&mut self, w: Write) -> watch::Receiver<Outcome> {
+        self.batch.push(w);
+        self.batch_done.subscribe()
+    }
+
+    /// Takes back from the core the changes of a batch the database refused.
+    fn undo(&mut self, writes: &[Write]) {
+        let now = self.started.elapsed().as_millis() as u64;
+        for w in writes.iter().rev() {
+            match w {
+                Write::Lease {
+                    trial,
+                    attempt,
+                    worker,
+                } => self.core.unlease(worker, trial, *attempt),
+                Write::Result {
+                    trial,
+                    attempt,
+                    worker,
+                    ..
+                } => self.core.unfinish(worker, trial, *attempt, now),
+                // Progress is also in the result; a re-queue the disk missed is redone on
+                // restart (running trials come back queued with their next attempt).
+                Write::Epoch { .. } | Write::Requeue(_) => {}
             }
         }
     }
@@ -49,6 +72,47 @@ impl Shared {
 #[derive(Clone)]
 pub struct Handle {
     inner: Arc<Mutex<Shared>>,
+    store: Arc<Mutex<Store>>,
+    /// Wakes the committer; when every handle is gone it stops.
+    wake: mpsc::Sender<()>,
+}
+
+/// The committer thread: writes each batch in one transaction and publishes the outcome.
+fn commit_batches(inner: Arc<Mutex<Shared>>, store: Arc<Mutex<Store>>, wake: mpsc::Receiver<()>) {
+    while wake.recv().is_ok() {
+        while wake.try_recv().is_ok() {}
+        let (writes, done) = {
+            let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+            if s.batch.is_empty() {
+                continue;
+            }
+            let next = watch::channel(None).0;
+            (
+                std::mem::take(&mut s.batch),
+                std::mem::replace(&mut s.batch_done, next),
+            )
+        };
+        let outcome = store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(&writes);
+        {
+            let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+            match &outcome {
+                Ok(()) => {
+                    if s.storage_error.take().is_some() {
+                        tracing::info!("database writes work again");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(writes = writes.len(), "{e}");
+                    s.storage_error = Some(e.to_string());
+                    s.undo(&writes);
+                }
+            }
+        }
+        done.send_replace(Some(outcome.map_err(|e| e.to_string())));
+    }
 }
 
 impl Handle {
@@ -72,26 +136,60 @@ impl Handle {
         let data_version = store.data_version()?;
         let shared = Shared {
             core,
-            store,
             data_hints,
             started: Instant::now(),
             data_version,
             storage_error: None,
+            batch: Vec::new(),
+            batch_done: watch::channel(None).0,
         };
-        Ok(Handle {
-            inner: Arc::new(Mutex::new(shared)),
-        })
+        let inner = Arc::new(Mutex::new(shared));
+        let store = Arc::new(Mutex::new(store));
+        let (wake, woken) = mpsc::channel();
+        {
+            let (inner, store) = (inner.clone(), store.clone());
+            std::thread::Builder::new()
+                .name("db-commit".into())
+                .spawn(move || commit_batches(inner, store, woken))
+                .map_err(|e| StoreError::Thread(e.to_string()))?;
+        }
+        Ok(Handle { inner, store, wake })
     }
 
+    /// The core and what goes with it. Lock order: this before [`Handle::store`], never after.
     pub fn lock(&self) -> MutexGuard<'_, Shared> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The database, for reads and for the rare synchronous writes (submit, cancel).
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the open batch to the committer and waits until it is on disk.
+    async fn committed(&self, mut done: watch::Receiver<Outcome>) -> Result<(), Status> {
+        let _ = self.wake.send(());
+        let outcome = done
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Status::unavailable("coordinator storage stopped"))?
+            .clone();
+        match outcome {
+            Some(Err(e)) => Err(Status::unavailable(format!(
+                "coordinator storage error, not accepting work: {e}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Records a sweep and queues its new (or, with `rerun`, all) trials.
     pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<(), StoreError> {
         let mut s = self.lock();
-        s.store.add_sweep(sweep, rerun)?;
-        let stored = s.store.load_trials()?;
+        let stored = {
+            let mut store = self.store();
+            store.add_sweep(sweep, rerun)?;
+            store.load_trials()?
+        };
         let wanted: HashMap<&str, ()> = sweep.trials.iter().map(|t| (t.id.as_str(), ())).collect();
         for t in stored
             .into_iter()
@@ -111,7 +209,7 @@ impl Handle {
     }
 
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
-        self.lock().store.sweep(name)
+        self.store().sweep(name)
     }
 
     pub fn counts(&self, ids: &[TrialId]) -> Counts {
@@ -120,13 +218,14 @@ impl Handle {
 
     pub fn cancel(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
         let mut s = self.lock();
-        let Some(sweep) = s.store.sweep(name)? else {
+        let store = self.store();
+        let Some(sweep) = store.sweep(name)? else {
             return Ok(Vec::new());
         };
         let ids: Vec<TrialId> = sweep.trials.into_iter().map(|t| t.0).collect();
         let cancelled = s.core.cancel(&ids);
-        s.store.record_cancelled(&cancelled)?;
-        s.store.set_sweep_cancelled(name)?;
+        store.record_cancelled(&cancelled)?;
+        store.set_sweep_cancelled(name)?;
         Ok(cancelled)
     }
 
@@ -136,27 +235,29 @@ impl Handle {
 
     /// Picks up what other processes wrote to the database (`submit`, `cancel`): new trials
     /// are queued, trials re-queued by `--rerun` replace finished ones, cancelled ones stop.
-    fn sync_from_store(s: &mut Shared) -> Result<(), StoreError> {
-        let version = s.store.data_version()?;
+    fn sync_from_store(s: &mut Shared, store: &Store) -> Result<(), StoreError> {
+        let version = store.data_version()?;
         if version == s.data_version {
             return Ok(());
         }
         s.data_version = version;
-        for t in s.store.load_trials()? {
+        for t in store.load_trials()? {
             let current = s.core.trial(&t.id).map(|c| c.state.clone());
             match (current, &t.state) {
                 (None, _) => s.core.add_trial(t.id, t.spec, t.state, false),
                 (Some(c), TrialState::Cancelled) if !c.is_terminal() => {
                     s.core.cancel(&[t.id]);
                 }
-                (Some(c), TrialState::Queued { .. }) if c.is_terminal() => {
+                // A row still `running` is this coordinator's own lease (its result may be in a
+                // batch not yet written), not a re-run.
+                (Some(c), TrialState::Queued { .. }) if c.is_terminal() && !t.running => {
                     s.core.add_trial(t.id, t.spec, t.state, true)
                 }
                 _ => {}
             }
         }
-        for name in s.store.sweep_names()? {
-            if let Some(sweep) = s.store.sweep(&name)? {
+        for name in store.sweep_names()? {
+            if let Some(sweep) = store.sweep(&name)? {
                 if let Some(data) = &sweep.data {
                     for (id, _, _) in &sweep.trials {
                         s.data_hints
@@ -172,17 +273,18 @@ impl Handle {
     /// Expires silent workers and persists what that changed.
     pub fn tick(&self) -> Result<(), StoreError> {
         let mut s = self.lock();
-        Self::sync_from_store(&mut s)?;
+        Self::sync_from_store(&mut s, &self.store())?;
         let now = Self::now_ms(&s);
+        let mut wrote = false;
         for (worker, requeued) in s.core.tick(now) {
             tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");
-            for r in &requeued {
-                let written = s.store.record_requeue(r);
-                if let Err(e) = &written {
-                    s.storage_error = Some(e.to_string());
-                }
-                written?;
+            for r in requeued {
+                s.enqueue(Write::Requeue(r));
+                wrote = true;
             }
+        }
+        if wrote {
+            let _ = self.wake.send(());
         }
         Ok(())
     }
@@ -190,11 +292,10 @@ impl Handle {
     /// Readiness: the database answers and the last write went through. (Liveness is only
     /// that the process serves HTTP.)
     pub fn ready(&self) -> Result<(), String> {
-        let s = self.lock();
-        if let Some(e) = &s.storage_error {
+        if let Some(e) = &self.lock().storage_error {
             return Err(format!("database writes fail: {e}"));
         }
-        s.store
+        self.store()
             .data_version()
             .map(|_| ())
             .map_err(|e| format!("database: {e}"))
@@ -207,13 +308,6 @@ fn rejected(r: Rejected) -> Status {
         Rejected::UnknownTrial(_) => Status::not_found(r.to_string()),
         Rejected::StaleLease { .. } => Status::failed_precondition(r.to_string()),
     }
-}
-
-fn storage(e: StoreError) -> Status {
-    tracing::error!("{e}");
-    Status::unavailable(format!(
-        "coordinator storage error, not accepting work: {e}"
-    ))
 }
 
 fn lease_ref(l: Option<pb::LeaseRef>) -> Result<(String, u32), Status> {
@@ -259,33 +353,35 @@ impl Coordinator for Handle {
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let r = req.into_inner();
-        let mut s = self.lock();
-        let now = Self::now_ms(&s);
-        let grants = s
-            .core
-            .lease(&r.worker_id, r.free_slots, now)
-            .map_err(rejected)?;
         let mut leases = Vec::new();
-        let mut grants = grants.into_iter();
-        while let Some(g) = grants.next() {
-            let recorded = s.store.record_lease(&g.trial, g.attempt, &r.worker_id);
-            if let Err(e) = s.wrote(recorded) {
-                // Not persisted: take back this and the remaining grants rather than run work
-                // the disk does not know of. Leases recorded before stay valid.
-                let unrecorded: Vec<_> = std::iter::once(g).chain(grants).collect();
-                for g in unrecorded.iter().rev() {
-                    s.core.unlease(&r.worker_id, &g.trial, g.attempt);
-                }
-                return Err(e);
+        let mut done = None;
+        {
+            let mut s = self.lock();
+            let now = Self::now_ms(&s);
+            let grants = s
+                .core
+                .lease(&r.worker_id, r.free_slots, now)
+                .map_err(rejected)?;
+            for g in grants {
+                // A lease the disk refuses is taken back (see `Shared::undo`): no one runs
+                // work the database does not know of.
+                done = Some(s.enqueue(Write::Lease {
+                    trial: g.trial.clone(),
+                    attempt: g.attempt,
+                    worker: r.worker_id.clone(),
+                }));
+                tracing::debug!(trial = %g.trial, attempt = g.attempt, worker = %r.worker_id, "leased");
+                let data_hint = s.data_hints.get(&g.trial).cloned().unwrap_or_default();
+                leases.push(pb::Lease {
+                    trial_id: g.trial,
+                    attempt: g.attempt,
+                    spec_toml: g.spec.to_toml(),
+                    data_hint,
+                });
             }
-            tracing::info!(trial = %g.trial, attempt = g.attempt, worker = %r.worker_id, "leased");
-            let data_hint = s.data_hints.get(&g.trial).cloned().unwrap_or_default();
-            leases.push(pb::Lease {
-                trial_id: g.trial,
-                attempt: g.attempt,
-                spec_toml: g.spec.to_toml(),
-                data_hint,
-            });
+        }
+        if let Some(done) = done {
+            self.committed(done).await?;
         }
         Ok(Response::new(pb::LeaseResponse { leases }))
     }
@@ -323,26 +419,34 @@ impl Coordinator for Handle {
             r.metrics
                 .ok_or_else(|| Status::invalid_argument("missing metrics"))?,
         );
-        let mut s = self.lock();
-        let now = Self::now_ms(&s);
-        match s
-            .core
-            .progress(&r.worker_id, &trial, attempt, metrics.clone(), now)
-        {
-            Ok(()) => {
-                let recorded = s.store.record_epoch(&trial, attempt, &metrics);
-                s.wrote(recorded)?;
-                Ok(Response::new(pb::Ack {
-                    accepted: true,
-                    reason: String::new(),
-                }))
+        let done = {
+            let mut s = self.lock();
+            let now = Self::now_ms(&s);
+            match s
+                .core
+                .progress(&r.worker_id, &trial, attempt, metrics.clone(), now)
+            {
+                Ok(()) => s.enqueue(Write::Epoch {
+                    trial,
+                    attempt,
+                    metrics,
+                }),
+                Err(Rejected::UnknownWorker(w)) => {
+                    return Err(rejected(Rejected::UnknownWorker(w)))
+                }
+                Err(e) => {
+                    return Ok(Response::new(pb::Ack {
+                        accepted: false,
+                        reason: e.to_string(),
+                    }))
+                }
             }
-            Err(Rejected::UnknownWorker(w)) => Err(rejected(Rejected::UnknownWorker(w))),
-            Err(e) => Ok(Response::new(pb::Ack {
-                accepted: false,
-                reason: e.to_string(),
-            })),
-        }
+        };
+        self.committed(done).await?;
+        Ok(Response::new(pb::Ack {
+            accepted: true,
+            reason: String::new(),
+        }))
     }
 
     async fn report_result(
@@ -353,38 +457,38 @@ impl Coordinator for Handle {
         let (trial, attempt) = lease_ref(r.lease)?;
         let result: TrialResult = serde_json::from_str(&r.result_json)
             .map_err(|e| Status::invalid_argument(format!("result_json: {e}")))?;
-        let mut s = self.lock();
-        let now = Self::now_ms(&s);
-        // Check first, persist, then apply: the core never holds a result the disk lacks.
-        match s.core.trial(&trial).map(|t| &t.state) {
-            Some(TrialState::Running {
-                attempt: a,
-                worker: w,
-                ..
-            }) if *a == attempt && *w == r.worker_id => {}
-            None => {
-                return Ok(Response::new(pb::Ack {
-                    accepted: false,
-                    reason: format!("unknown trial {trial}"),
-                }))
+        let done = {
+            let mut s = self.lock();
+            let now = Self::now_ms(&s);
+            tracing::debug!(%trial, attempt, status = ?result.status, acc = ?result.test_accuracy(), "result");
+            match s
+                .core
+                .finish(&r.worker_id, &trial, attempt, result.clone(), now)
+            {
+                Ok(()) => s.enqueue(Write::Result {
+                    trial,
+                    attempt,
+                    worker: r.worker_id,
+                    result: Box::new(result),
+                }),
+                Err(e @ Rejected::StaleLease { .. }) => {
+                    tracing::info!(%trial, attempt, worker = %r.worker_id, "ignored a stale result");
+                    return Ok(Response::new(pb::Ack {
+                        accepted: false,
+                        reason: e.to_string(),
+                    }));
+                }
+                Err(e) => {
+                    return Ok(Response::new(pb::Ack {
+                        accepted: false,
+                        reason: e.to_string(),
+                    }))
+                }
             }
-            Some(_) => {
-                tracing::info!(%trial, attempt, worker = %r.worker_id, "ignored a stale result");
-                let reason = Rejected::StaleLease { trial, attempt }.to_string();
-                return Ok(Response::new(pb::Ack {
-                    accepted: false,
-                    reason,
-                }));
-            }
-        }
-        let recorded = s
-            .store
-            .record_result(&trial, attempt, &r.worker_id, &result);
-        s.wrote(recorded)?;
-        tracing::info!(%trial, attempt, status = ?result.status, acc = ?result.test_accuracy(), "result");
-        s.core
-            .finish(&r.worker_id, &trial, attempt, result, now)
-            .map_err(rejected)?;
+        };
+        // Answered only once on disk; if the write fails the core takes the result back and
+        // the worker, told `unavailable`, keeps it and sends it again.
+        self.committed(done).await?;
         Ok(Response::new(pb::Ack {
             accepted: true,
             reason: String::new(),

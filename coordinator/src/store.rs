@@ -15,6 +15,8 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("cannot start the database writer: {0}")]
+    Thread(String),
     #[error("database {path}: corrupt row for trial {trial}: {reason}")]
     Corrupt {
         path: String,
@@ -74,12 +76,37 @@ type TrialRow = (
     Option<String>,
 );
 
+/// One change the scheduler made, to be made durable. The service collects the changes of many
+/// requests and writes them in one transaction (group commit): one fsync for all of them.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Lease {
+        trial: String,
+        attempt: u32,
+        worker: String,
+    },
+    Epoch {
+        trial: String,
+        attempt: u32,
+        metrics: EpochMetrics,
+    },
+    Result {
+        trial: String,
+        attempt: u32,
+        worker: String,
+        result: Box<TrialResult>,
+    },
+    Requeue(Requeued),
+}
+
 /// One trial as stored.
 #[derive(Debug, Clone)]
 pub struct StoredTrial {
     pub id: String,
     pub spec: TrialSpec,
     pub state: TrialState,
+    /// The row says `running` (`state` is then the re-queued attempt a restart starts with).
+    pub running: bool,
 }
 
 fn enum_str<T: serde::Serialize>(v: &T) -> String {
@@ -290,6 +317,7 @@ impl Store {
                 reason,
             };
             let spec = TrialSpec::from_toml(&spec).map_err(|e| corrupt(e.to_string()))?;
+            let running = state == "running";
             let state = match state.as_str() {
                 "queued" => TrialState::Queued { attempt },
                 "running" => TrialState::Queued {
@@ -311,7 +339,12 @@ impl Store {
                 "cancelled" => TrialState::Cancelled,
                 other => return Err(corrupt(format!("unknown state {other}"))),
             };
-            out.push(StoredTrial { id, spec, state });
+            out.push(StoredTrial {
+                id,
+                spec,
+                state,
+                running,
+            });
         }
         Ok(out)
     }
@@ -338,73 +371,46 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    pub fn record_lease(&self, trial: &str, attempt: u32, worker: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute("UPDATE trials SET state = 'running', attempt = ?2, worker = ?3 WHERE id = ?1", params![trial, attempt, worker])
-            .and_then(|_| {
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO attempts (trial, attempt, worker, outcome) VALUES (?1, ?2, ?3, NULL)",
-                    params![trial, attempt, worker],
-                )
-            })
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    /// Makes `writes` durable in one transaction, in order: all of them or none.
+    pub fn write(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        for w in writes {
+            apply(&tx, w).map_err(wrap)?;
+        }
+        tx.commit().map_err(wrap)
     }
 
-    pub fn record_epoch(
-        &self,
+    pub fn record_lease(
+        &mut self,
         trial: &str,
         attempt: u32,
-        m: &EpochMetrics,
+        worker: &str,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO epochs (trial, attempt, epoch, metrics) VALUES (?1, ?2, ?3, ?4)",
-                params![trial, attempt, m.epoch, serde_json::to_string(m).unwrap_or_default()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.write(&[Write::Lease {
+            trial: trial.into(),
+            attempt,
+            worker: worker.into(),
+        }])
     }
 
     pub fn record_result(
-        &self,
+        &mut self,
         trial: &str,
         attempt: u32,
         worker: &str,
         result: &TrialResult,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(result).unwrap_or_default();
-        self.conn
-            .execute(
-                "UPDATE trials SET state = 'finished', attempt = ?2, worker = ?3, result = ?4, reason = ?5 WHERE id = ?1",
-                params![trial, attempt, worker, json, result.reason],
-            )
-            .and_then(|_| {
-                self.conn.execute(
-                    "UPDATE attempts SET outcome = ?3 WHERE trial = ?1 AND attempt = ?2",
-                    params![trial, attempt, enum_str(&result.status)],
-                )
-            })
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    pub fn record_requeue(&self, r: &Requeued) -> Result<(), StoreError> {
-        let res = match r {
-            Requeued::Retry {
-                trial,
-                next_attempt,
-            } => self.conn.execute(
-                "UPDATE trials SET state = 'queued', attempt = ?2 WHERE id = ?1",
-                params![trial, next_attempt],
-            ),
-            Requeued::GaveUp { trial, reason } => self.conn.execute(
-                "UPDATE trials SET state = 'failed', reason = ?2 WHERE id = ?1",
-                params![trial, reason],
-            ),
-        };
-        res.map_err(|e| self.err(e))?;
-        Ok(())
+        self.write(&[Write::Result {
+            trial: trial.into(),
+            attempt,
+            worker: worker.into(),
+            result: Box::new(result.clone()),
+        }])
     }
 
     pub fn record_cancelled(&self, trials: &[String]) -> Result<(), StoreError> {
@@ -418,6 +424,67 @@ impl Store {
         }
         Ok(())
     }
+}
+
+fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
+    match w {
+        Write::Lease {
+            trial,
+            attempt,
+            worker,
+        } => {
+            conn.execute(
+                "UPDATE trials SET state = 'running', attempt = ?2, worker = ?3 WHERE id = ?1",
+                params![trial, attempt, worker],
+            )?;
+            conn.execute(
+                "INSERT OR REPLACE INTO attempts (trial, attempt, worker, outcome) VALUES (?1, ?2, ?3, NULL)",
+                params![trial, attempt, worker],
+            )?;
+        }
+        Write::Epoch {
+            trial,
+            attempt,
+            metrics,
+        } => {
+            conn.execute(
+                "INSERT OR REPLACE INTO epochs (trial, attempt, epoch, metrics) VALUES (?1, ?2, ?3, ?4)",
+                params![trial, attempt, metrics.epoch, serde_json::to_string(metrics).unwrap_or_default()],
+            )?;
+        }
+        Write::Result {
+            trial,
+            attempt,
+            worker,
+            result,
+        } => {
+            let json = serde_json::to_string(result).unwrap_or_default();
+            conn.execute(
+                "UPDATE trials SET state = 'finished', attempt = ?2, worker = ?3, result = ?4, reason = ?5 WHERE id = ?1",
+                params![trial, attempt, worker, json, result.reason],
+            )?;
+            conn.execute(
+                "UPDATE attempts SET outcome = ?3 WHERE trial = ?1 AND attempt = ?2",
+                params![trial, attempt, enum_str(&result.status)],
+            )?;
+        }
+        Write::Requeue(Requeued::Retry {
+            trial,
+            next_attempt,
+        }) => {
+            conn.execute(
+                "UPDATE trials SET state = 'queued', attempt = ?2 WHERE id = ?1",
+                params![trial, next_attempt],
+            )?;
+        }
+        Write::Requeue(Requeued::GaveUp { trial, reason }) => {
+            conn.execute(
+                "UPDATE trials SET state = 'failed', reason = ?2 WHERE id = ?1",
+                params![trial, reason],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -272,7 +272,7 @@ async fn reports_on_unknown_or_foreign_leases_are_ignored_and_a_result_counts_on
         }
         other => panic!("{other:?}"),
     }
-    let stored = s.store.load_trials().unwrap();
+    let stored = server.handle.store().load_trials().unwrap();
     let finished: Vec<_> = stored
         .iter()
         .filter(|t| matches!(t.state, TrialState::Finished { .. }))

@@ -153,9 +153,9 @@ async fn run(bin: &Path, workers: usize, trials: usize) -> Result<Row> {
     let mut tasks = Vec::new();
     for i in 0..workers {
         let (url, done) = (url.clone(), done.clone());
-        tasks.push(tokio::spawn(
-            async move { simulated_worker(&url, i, trials, &done).await },
-        ));
+        tasks.push(tokio::spawn(async move {
+            simulated_worker(&url, i, trials, &done).await
+        }));
     }
     let mut latencies: Vec<u32> = Vec::with_capacity(trials + workers);
     for t in tasks {
@@ -287,5 +287,9 @@ fn status_kb(pid: u32, field: &str) -> Result<f64> {
         .lines()
         .find(|l| l.starts_with(field))
         .with_context(|| format!("{field} missing"))?;
-    Ok(line[field.len()..].trim().trim_end_matches("kB").trim().parse()?)
+    Ok(line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?)
 }

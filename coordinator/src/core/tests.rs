@@ -321,3 +321,30 @@ fn an_unrecorded_lease_goes_back_to_the_front_with_the_same_attempt() {
     let g = core.lease(&w, 1, 1).unwrap();
     assert_eq!((g[0].trial.as_str(), g[0].attempt), ("b", 1));
 }
+
+#[test]
+fn an_unrecorded_result_is_taken_back() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
+    let w = core.register("w".into(), DeviceKind::Cpu, 2, None, 0);
+    core.lease(&w, 2, 0).unwrap();
+    core.finish(&w, "a", 1, result(), 10).unwrap();
+    core.unfinish(&w, "a", 1, 20);
+    assert!(matches!(
+        core.trial("a").unwrap().state,
+        TrialState::Running { attempt: 1, .. }
+    ));
+    // The worker's retry of the same report now counts.
+    core.finish(&w, "a", 1, result(), 30).unwrap();
+    // If the worker is gone meanwhile, the trial is queued again instead.
+    core.finish(&w, "b", 1, result(), 40).unwrap();
+    core.lose_worker(&w, "test");
+    core.unfinish(&w, "b", 1, 50);
+    assert_eq!(
+        core.trial("b").unwrap().state,
+        TrialState::Queued { attempt: 2 }
+    );
+    assert!(matches!(
+        core.trial("a").unwrap().state,
+        TrialState::Finished { .. }
+    ));
+}
