@@ -15,6 +15,7 @@
 //!   the trial fails with the reason kept.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use sweep_proto::{DeviceRequest, EpochMetrics, TrialResult, TrialSpec};
 
 pub type TrialId = String;
@@ -73,6 +74,8 @@ impl TrialState {
 #[derive(Debug, Clone)]
 pub struct Trial {
     pub spec: TrialSpec,
+    /// The spec as it crosses the wire (canonical TOML), made once rather than per lease.
+    pub spec_toml: Arc<str>,
     pub state: TrialState,
 }
 
@@ -104,7 +107,8 @@ impl Default for Config {
 pub struct Grant {
     pub trial: TrialId,
     pub attempt: u32,
-    pub spec: TrialSpec,
+    /// The trial's canonical TOML (what the worker parses).
+    pub spec_toml: Arc<str>,
 }
 
 /// Why a report was not taken.
@@ -159,14 +163,28 @@ impl Core {
     /// Adds a trial in the given state (restored from the database, or new and queued).
     /// A trial already known keeps its state unless `replace` is set.
     pub fn add_trial(&mut self, id: TrialId, spec: TrialSpec, state: TrialState, replace: bool) {
-        if self.trials.contains_key(&id) && !replace {
-            return;
+        match self.trials.get(&id) {
+            Some(_) if !replace => return,
+            // Only a queued trial is in the queue; scanning it for every new trial made
+            // submitting 100,000 trials quadratic (minutes; found by bench/load).
+            Some(Trial {
+                state: TrialState::Queued { .. },
+                ..
+            }) => self.queue.retain(|q| q != &id),
+            _ => {}
         }
-        self.queue.retain(|q| q != &id);
         if let TrialState::Queued { .. } = state {
             self.queue.push_back(id.clone());
         }
-        self.trials.insert(id, Trial { spec, state });
+        let spec_toml = Arc::from(spec.to_toml());
+        self.trials.insert(
+            id,
+            Trial {
+                spec,
+                spec_toml,
+                state,
+            },
+        );
     }
 
     /// Registers a worker. A worker that reconnects after a network cut passes the id it had
@@ -255,7 +273,7 @@ impl Core {
             grants.push(Grant {
                 trial: id,
                 attempt,
-                spec: trial.spec.clone(),
+                spec_toml: trial.spec_toml.clone(),
             });
         }
         Ok(grants)
@@ -446,7 +464,8 @@ impl Core {
                 }
             }
         }
-        self.queue.retain(|q| !cancelled.contains(q));
+        let gone: std::collections::HashSet<&TrialId> = cancelled.iter().collect();
+        self.queue.retain(|q| !gone.contains(q));
         cancelled
     }
 

@@ -375,7 +375,7 @@ impl Coordinator for Handle {
                 leases.push(pb::Lease {
                     trial_id: g.trial,
                     attempt: g.attempt,
-                    spec_toml: g.spec.to_toml(),
+                    spec_toml: g.spec_toml.to_string(),
                     data_hint,
                 });
             }

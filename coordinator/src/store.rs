@@ -426,6 +426,8 @@ impl Store {
     }
 }
 
+/// One write; statements are prepared once per connection (half the cost of a write is SQL
+/// parsing otherwise).
 fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
     match w {
         Write::Lease {
@@ -433,24 +435,24 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             attempt,
             worker,
         } => {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE trials SET state = 'running', attempt = ?2, worker = ?3 WHERE id = ?1",
-                params![trial, attempt, worker],
-            )?;
-            conn.execute(
+            )?
+            .execute(params![trial, attempt, worker])?;
+            conn.prepare_cached(
                 "INSERT OR REPLACE INTO attempts (trial, attempt, worker, outcome) VALUES (?1, ?2, ?3, NULL)",
-                params![trial, attempt, worker],
-            )?;
+            )?
+            .execute(params![trial, attempt, worker])?;
         }
         Write::Epoch {
             trial,
             attempt,
             metrics,
         } => {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT OR REPLACE INTO epochs (trial, attempt, epoch, metrics) VALUES (?1, ?2, ?3, ?4)",
-                params![trial, attempt, metrics.epoch, serde_json::to_string(metrics).unwrap_or_default()],
-            )?;
+            )?
+            .execute(params![trial, attempt, metrics.epoch, serde_json::to_string(metrics).unwrap_or_default()])?;
         }
         Write::Result {
             trial,
@@ -459,29 +461,25 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             result,
         } => {
             let json = serde_json::to_string(result).unwrap_or_default();
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE trials SET state = 'finished', attempt = ?2, worker = ?3, result = ?4, reason = ?5 WHERE id = ?1",
-                params![trial, attempt, worker, json, result.reason],
-            )?;
-            conn.execute(
+            )?
+            .execute(params![trial, attempt, worker, json, result.reason])?;
+            conn.prepare_cached(
                 "UPDATE attempts SET outcome = ?3 WHERE trial = ?1 AND attempt = ?2",
-                params![trial, attempt, enum_str(&result.status)],
-            )?;
+            )?
+            .execute(params![trial, attempt, enum_str(&result.status)])?;
         }
         Write::Requeue(Requeued::Retry {
             trial,
             next_attempt,
         }) => {
-            conn.execute(
-                "UPDATE trials SET state = 'queued', attempt = ?2 WHERE id = ?1",
-                params![trial, next_attempt],
-            )?;
+            conn.prepare_cached("UPDATE trials SET state = 'queued', attempt = ?2 WHERE id = ?1")?
+                .execute(params![trial, next_attempt])?;
         }
         Write::Requeue(Requeued::GaveUp { trial, reason }) => {
-            conn.execute(
-                "UPDATE trials SET state = 'failed', reason = ?2 WHERE id = ?1",
-                params![trial, reason],
-            )?;
+            conn.prepare_cached("UPDATE trials SET state = 'failed', reason = ?2 WHERE id = ?1")?
+                .execute(params![trial, reason])?;
         }
     }
     Ok(())
