@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh clone: installs libtorch, prepares real CIFAR-10 when a
 # local copy is available (../shared/data), checks that the coordinator does not link
 # libtorch, runs every test in the workspace, then checks deploy/ (scripts/check-deploy.sh:
-# release build, rendered manifests against the Kubernetes schemas, checkov, flag lint).
-# SKIP_DEPLOY_CHECK=1 leaves the last step out.
+# release build, rendered manifests against the Kubernetes schemas, checkov, flag lint) and
+# runs each cargo-fuzz target for FUZZ_SECONDS (default 60; scripts/fuzz.sh).
+# SKIP_DEPLOY_CHECK=1 or SKIP_FUZZ=1 leaves those steps out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,8 @@ cargo test --workspace "$@"
 
 if [ -z "${SKIP_DEPLOY_CHECK:-}" ]; then
     scripts/check-deploy.sh
+fi
+
+if [ -z "${SKIP_FUZZ:-}" ]; then
+    scripts/fuzz.sh
 fi

@@ -13,7 +13,7 @@ pub fn read_batch(path: &Path) -> Result<Batch, DataError> {
 
 /// A batch from a binary file's bytes; `path` only names it in errors.
 pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<Batch, DataError> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(DataError::corrupt(
             path,
             format!("size {} bytes is not a positive multiple of {RECORD} (1 label byte + {IMAGE_BYTES} pixels)", bytes.len()),

@@ -14,12 +14,9 @@ use tonic::{Code, Request};
 
 const TOKEN: &str = "grpc-test-token";
 
-type Client = CoordinatorClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>,
-    >,
->;
+/// Adds (or leaves out) the authorization header.
+type AddAuth = Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>;
+type Client = CoordinatorClient<tonic::service::interceptor::InterceptedService<Channel, AddAuth>>;
 
 struct Server {
     _dir: tempfile::TempDir,
@@ -66,13 +63,12 @@ impl Server {
             .await
             .unwrap();
         let value: Option<MetadataValue<_>> = header.map(|h| h.parse().unwrap());
-        let add: Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send> =
-            Box::new(move |mut req: Request<()>| {
-                if let Some(v) = &value {
-                    req.metadata_mut().insert("authorization", v.clone());
-                }
-                Ok(req)
-            });
+        let add: AddAuth = Box::new(move |mut req: Request<()>| {
+            if let Some(v) = &value {
+                req.metadata_mut().insert("authorization", v.clone());
+            }
+            Ok(req)
+        });
         CoordinatorClient::with_interceptor(channel, add)
     }
 
@@ -264,13 +260,15 @@ async fn reports_on_unknown_or_foreign_leases_are_ignored_and_a_result_counts_on
             .into_inner();
         assert_eq!(ack.accepted, expect, "report {n}: {ack:?}");
     }
-    let s = server.handle.lock();
-    match &s.core.trial(&trial).unwrap().state {
-        TrialState::Finished { worker, result, .. } => {
-            assert_eq!(worker, &owner);
-            assert_eq!(result.best_val_accuracy, Some(0.42));
+    {
+        let s = server.handle.lock();
+        match &s.core.trial(&trial).unwrap().state {
+            TrialState::Finished { worker, result, .. } => {
+                assert_eq!(worker, &owner);
+                assert_eq!(result.best_val_accuracy, Some(0.42));
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
     let stored = server.handle.store().load_trials().unwrap();
     let finished: Vec<_> = stored
@@ -278,7 +276,6 @@ async fn reports_on_unknown_or_foreign_leases_are_ignored_and_a_result_counts_on
         .filter(|t| matches!(t.state, TrialState::Finished { .. }))
         .collect();
     assert_eq!(finished.len(), 1);
-    drop(s);
     server.stop().await;
 }
 
