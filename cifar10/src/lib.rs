@@ -23,18 +23,7 @@ pub const NUM_CLASSES: usize = 10;
 pub const TRAIN_BATCHES: u32 = 5;
 
 /// The class names of the official release, used when a dataset has no metadata file.
-pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CLASS_NAMES: [&str; NUM_CLASSES] = sweep_proto::CIFAR10_CLASSES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

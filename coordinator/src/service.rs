@@ -310,6 +310,20 @@ fn rejected(r: Rejected) -> Status {
     }
 }
 
+/// A report's answer: taken, or ignored with the reason (the worker logs it and moves on).
+fn ack(outcome: Result<(), Rejected>) -> Response<pb::Ack> {
+    Response::new(match outcome {
+        Ok(()) => pb::Ack {
+            accepted: true,
+            reason: String::new(),
+        },
+        Err(e) => pb::Ack {
+            accepted: false,
+            reason: e.to_string(),
+        },
+    })
+}
+
 fn lease_ref(l: Option<pb::LeaseRef>) -> Result<(String, u32), Status> {
     let l = l.ok_or_else(|| Status::invalid_argument("missing lease"))?;
     Ok((l.trial_id, l.attempt))
@@ -434,19 +448,11 @@ impl Coordinator for Handle {
                 Err(Rejected::UnknownWorker(w)) => {
                     return Err(rejected(Rejected::UnknownWorker(w)))
                 }
-                Err(e) => {
-                    return Ok(Response::new(pb::Ack {
-                        accepted: false,
-                        reason: e.to_string(),
-                    }))
-                }
+                Err(e) => return Ok(ack(Err(e))),
             }
         };
         self.committed(done).await?;
-        Ok(Response::new(pb::Ack {
-            accepted: true,
-            reason: String::new(),
-        }))
+        Ok(ack(Ok(())))
     }
 
     async fn report_result(
@@ -471,28 +477,16 @@ impl Coordinator for Handle {
                     worker: r.worker_id,
                     result: Box::new(result),
                 }),
-                Err(e @ Rejected::StaleLease { .. }) => {
-                    tracing::info!(%trial, attempt, worker = %r.worker_id, "ignored a stale result");
-                    return Ok(Response::new(pb::Ack {
-                        accepted: false,
-                        reason: e.to_string(),
-                    }));
-                }
                 Err(e) => {
-                    return Ok(Response::new(pb::Ack {
-                        accepted: false,
-                        reason: e.to_string(),
-                    }))
+                    tracing::info!(%trial, attempt, worker = %r.worker_id, "ignored a result: {e}");
+                    return Ok(ack(Err(e)));
                 }
             }
         };
         // Answered only once on disk; if the write fails the core takes the result back and
         // the worker, told `unavailable`, keeps it and sends it again.
         self.committed(done).await?;
-        Ok(Response::new(pb::Ack {
-            accepted: true,
-            reason: String::new(),
-        }))
+        Ok(ack(Ok(())))
     }
 }
 

@@ -31,13 +31,3 @@ pub(crate) fn test_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
-
-#[cfg(test)]
-mod tests {
-    /// Reports (coordinator, through sweep-proto) and the dataset reader name the classes
-    /// separately, since the coordinator must not depend on the dataset crate; they must agree.
-    #[test]
-    fn class_names_agree_with_the_protocol() {
-        assert_eq!(crate::data::CLASS_NAMES, sweep_proto::CIFAR10_CLASSES);
-    }
-}
