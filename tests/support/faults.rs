@@ -181,8 +181,21 @@ pub fn sent_results(workers: &[&Proc]) -> Vec<Sent> {
 /// one has exactly one accepted report in the workers' logs, and the database and the report
 /// hold exactly what that worker sent, attributed to that worker and attempt.
 pub fn assert_every_result_counted_once(c: &Cluster, n: usize, workers: &[&Proc]) -> Vec<Sent> {
-    let sent = sent_results(workers);
     let trials = Store::open(&c.db).unwrap().load_trials().unwrap();
+    // A result is on disk before its worker hears it was accepted and logs so: give the last
+    // acknowledgements a moment to reach the logs.
+    let finished: Vec<&str> = trials
+        .iter()
+        .filter(|t| matches!(t.state, TrialState::Finished { .. }))
+        .map(|t| t.id.as_str())
+        .collect();
+    crate::wait_until(std::time::Duration::from_secs(15), || {
+        let sent = sent_results(workers);
+        finished
+            .iter()
+            .all(|id| sent.iter().any(|s| s.accepted && s.trial == *id))
+    });
+    let sent = sent_results(workers);
     assert_eq!(trials.len(), n, "trials in the database");
     let rows = c.report_rows();
     assert_eq!(rows.len(), n, "rows in the report");
