@@ -358,12 +358,9 @@ impl Core {
     /// Takes back a lease that could not be recorded (the database failed): the trial goes
     /// back to the front of the queue with the same attempt number, as if never leased.
     pub fn unlease(&mut self, worker: &str, trial: &str, attempt: u32) {
-        if let Some(t) = self.trials.get_mut(trial) {
-            if matches!(&t.state, TrialState::Running { attempt: a, worker: w, .. } if *a == attempt && w == worker)
-            {
-                t.state = TrialState::Queued { attempt };
-                self.queue.push_front(trial.to_string());
-            }
+        if let Ok(state) = self.current(worker, trial, attempt) {
+            *state = TrialState::Queued { attempt };
+            self.queue.push_front(trial.to_string());
         }
     }
 

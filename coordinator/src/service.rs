@@ -39,6 +39,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Milliseconds since this coordinator started: the core's clock.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     /// Adds a write to the open batch; the receiver learns when that batch is on disk.
     fn enqueue(&mut self, w: Write) -> watch::Receiver<Outcome> {
         self.batch.push(w);
@@ -47,7 +52,7 @@ impl Shared {
 
     /// Takes back from the core the changes of a batch the database refused.
     fn undo(&mut self, writes: &[Write]) {
-        let now = self.started.elapsed().as_millis() as u64;
+        let now = self.now_ms();
         for w in writes.iter().rev() {
             match w {
                 Write::Lease {
@@ -229,10 +234,6 @@ impl Handle {
         Ok(cancelled)
     }
 
-    fn now_ms(s: &Shared) -> u64 {
-        s.started.elapsed().as_millis() as u64
-    }
-
     /// Picks up what other processes wrote to the database (`submit`, `cancel`): new trials
     /// are queued, trials re-queued by `--rerun` replace finished ones, cancelled ones stop.
     fn sync_from_store(s: &mut Shared, store: &Store) -> Result<(), StoreError> {
@@ -274,16 +275,14 @@ impl Handle {
     pub fn tick(&self) -> Result<(), StoreError> {
         let mut s = self.lock();
         Self::sync_from_store(&mut s, &self.store())?;
-        let now = Self::now_ms(&s);
-        let mut wrote = false;
+        let now = s.now_ms();
         for (worker, requeued) in s.core.tick(now) {
             tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");
             for r in requeued {
                 s.enqueue(Write::Requeue(r));
-                wrote = true;
             }
         }
-        if wrote {
+        if !s.batch.is_empty() {
             let _ = self.wake.send(());
         }
         Ok(())
@@ -352,7 +351,7 @@ impl Coordinator for Handle {
             r.name
         };
         let mut s = self.lock();
-        let now = Self::now_ms(&s);
+        let now = s.now_ms();
         let resume = Some(r.resume_worker_id.as_str()).filter(|id| !id.is_empty());
         let id = s.core.register(name, device, r.slots, resume, now);
         tracing::info!(worker = %id, ?device, slots = r.slots, gpu = %r.gpu_model, "worker registered");
@@ -371,7 +370,7 @@ impl Coordinator for Handle {
         let mut done = None;
         {
             let mut s = self.lock();
-            let now = Self::now_ms(&s);
+            let now = s.now_ms();
             let grants = s
                 .core
                 .lease(&r.worker_id, r.free_slots, now)
@@ -411,7 +410,7 @@ impl Coordinator for Handle {
             .map(|l| (l.trial_id, l.attempt))
             .collect();
         let mut s = self.lock();
-        let now = Self::now_ms(&s);
+        let now = s.now_ms();
         let stop = s
             .core
             .heartbeat(&r.worker_id, &running, now)
@@ -435,7 +434,7 @@ impl Coordinator for Handle {
         );
         let done = {
             let mut s = self.lock();
-            let now = Self::now_ms(&s);
+            let now = s.now_ms();
             match s
                 .core
                 .progress(&r.worker_id, &trial, attempt, metrics.clone(), now)
@@ -465,7 +464,7 @@ impl Coordinator for Handle {
             .map_err(|e| Status::invalid_argument(format!("result_json: {e}")))?;
         let done = {
             let mut s = self.lock();
-            let now = Self::now_ms(&s);
+            let now = s.now_ms();
             tracing::debug!(%trial, attempt, status = ?result.status, acc = ?result.test_accuracy(), "result");
             match s
                 .core

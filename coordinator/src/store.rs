@@ -385,34 +385,6 @@ impl Store {
         tx.commit().map_err(wrap)
     }
 
-    pub fn record_lease(
-        &mut self,
-        trial: &str,
-        attempt: u32,
-        worker: &str,
-    ) -> Result<(), StoreError> {
-        self.write(&[Write::Lease {
-            trial: trial.into(),
-            attempt,
-            worker: worker.into(),
-        }])
-    }
-
-    pub fn record_result(
-        &mut self,
-        trial: &str,
-        attempt: u32,
-        worker: &str,
-        result: &TrialResult,
-    ) -> Result<(), StoreError> {
-        self.write(&[Write::Result {
-            trial: trial.into(),
-            attempt,
-            worker: worker.into(),
-            result: Box::new(result.clone()),
-        }])
-    }
-
     pub fn record_cancelled(&self, trials: &[String]) -> Result<(), StoreError> {
         for t in trials {
             self.conn
@@ -491,6 +463,29 @@ mod tests {
     use crate::sweep;
     use sweep_proto::TrialStatus;
 
+    fn record_lease(store: &mut Store, trial: &str, attempt: u32, worker: &str) {
+        let (trial, worker) = (trial.into(), worker.into());
+        store
+            .write(&[Write::Lease {
+                trial,
+                attempt,
+                worker,
+            }])
+            .unwrap();
+    }
+
+    fn record_result(store: &mut Store, trial: &str, attempt: u32, worker: &str, r: TrialResult) {
+        let (trial, worker) = (trial.into(), worker.into());
+        store
+            .write(&[Write::Result {
+                trial,
+                attempt,
+                worker,
+                result: Box::new(r),
+            }])
+            .unwrap();
+    }
+
     fn result(acc: f64) -> TrialResult {
         TrialResult {
             status: TrialStatus::Completed,
@@ -520,11 +515,9 @@ mod tests {
         {
             let mut store = Store::open(&db).unwrap();
             store.add_sweep(&sweep, false).unwrap();
-            store.record_lease(&ids[0], 1, "w-1").unwrap();
-            store
-                .record_result(&ids[0], 1, "w-1", &result(0.5))
-                .unwrap();
-            store.record_lease(&ids[1], 1, "w-1").unwrap();
+            record_lease(&mut store, &ids[0], 1, "w-1");
+            record_result(&mut store, &ids[0], 1, "w-1", result(0.5));
+            record_lease(&mut store, &ids[1], 1, "w-1");
         }
         let store = Store::open(&db).unwrap();
         let trials = store.load_trials().unwrap();
@@ -549,8 +542,8 @@ mod tests {
         let sweep = sweep::parse("name = \"s\"\n", Path::new("g.toml")).unwrap();
         let id = sweep.trials[0].id.clone();
         store.add_sweep(&sweep, false).unwrap();
-        store.record_lease(&id, 1, "w").unwrap();
-        store.record_result(&id, 1, "w", &result(0.1)).unwrap();
+        record_lease(&mut store, &id, 1, "w");
+        record_result(&mut store, &id, 1, "w", result(0.1));
         store.add_sweep(&sweep, false).unwrap();
         assert!(matches!(
             store.load_trials().unwrap()[0].state,

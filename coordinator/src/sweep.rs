@@ -282,25 +282,26 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
     };
 
     // Refuse before expanding: a few long axes multiply into more trials than memory holds.
+    let axis_lengths: Vec<(&str, usize)> = axes
+        .iter()
+        .filter_map(|k| match raw.grid[*k].get_ref() {
+            toml::Value::Array(values) => Some((k.get_ref().as_str(), values.len())),
+            _ => None,
+        })
+        .collect();
     let per_repeat = match raw.search {
-        Search::Grid => axes
+        Search::Grid => axis_lengths
             .iter()
-            .try_fold(1usize, |n, k| match raw.grid[*k].get_ref() {
-                toml::Value::Array(values) => n.checked_mul(values.len()),
-                _ => Some(n),
-            }),
+            .try_fold(1usize, |n, (_, len)| n.checked_mul(*len)),
         Search::Random => Some(raw.samples.unwrap_or(0) as usize),
     };
     let total = per_repeat
         .and_then(|n| n.checked_add(raw.include.len()))
         .and_then(|n| n.checked_mul(raw.repeats as usize));
     if total.is_none_or(|n| n > HARD_MAX_TRIALS) {
-        let sizes: Vec<String> = axes
+        let sizes: Vec<String> = axis_lengths
             .iter()
-            .filter_map(|k| match raw.grid[*k].get_ref() {
-                toml::Value::Array(v) => Some(format!("{} {}", k.get_ref(), v.len())),
-                _ => None,
-            })
+            .map(|(name, len)| format!("{name} {len}"))
             .collect();
         return Err(err(
             None,
