@@ -21,12 +21,13 @@ seeds_for() {
         sweep_file) echo "examples bench/recipes" ;;
         pickle_batch) echo "fuzz/seeds/pickle" ;;
         binary_batch) echo "fuzz/seeds/binary" ;;
+        report) echo "fuzz/seeds/report" ;;
     esac
 }
 
 cd fuzz
 cargo +nightly fuzz build
-for target in sweep_file pickle_batch binary_batch; do
+for target in sweep_file pickle_batch binary_batch report; do
     mkdir -p "corpus/$target"
     seeds=()
     for s in $(seeds_for "$target"); do seeds+=("../$s"); done

@@ -165,8 +165,20 @@ pub fn serve(
     Proc::spawn(&mut cmd, dir.join(log))
 }
 
-/// A worker process pulling from the coordinator on `port`.
+/// A worker process pulling from the coordinator on `port`, logging to `NAME.log`.
 pub fn worker(dir: &Path, port: u16, token: Option<&str>, data: &Path, name: &str) -> Proc {
+    worker_logging_to(dir, port, token, data, name, &format!("{name}.log"))
+}
+
+/// [`worker`] with its own log file, for several workers of one name (one host).
+pub fn worker_logging_to(
+    dir: &Path,
+    port: u16,
+    token: Option<&str>,
+    data: &Path,
+    name: &str,
+    log: &str,
+) -> Proc {
     let mut cmd = Command::new(bin("worker"));
     cmd.args([
         "--coordinator",
@@ -183,7 +195,7 @@ pub fn worker(dir: &Path, port: u16, token: Option<&str>, data: &Path, name: &st
     if let Some(t) = token {
         cmd.env("SWEEP_TOKEN", t);
     }
-    Proc::spawn(&mut cmd, dir.join(format!("{name}.log")))
+    Proc::spawn(&mut cmd, dir.join(log))
 }
 
 /// `coordinator sweep` with local workers, quiet, writing into `out`.

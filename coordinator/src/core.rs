@@ -11,10 +11,21 @@
 //!   worker holding the current attempt; anything else (a lost attempt reporting late) is
 //!   ignored, so a result is never counted twice.
 //! - A worker silent for longer than the heartbeat timeout is lost: its trials go back to the
-//!   front of the queue with the next attempt number, until `max_attempts` is reached and
-//!   the trial fails with the reason kept.
+//!   front of the queue with the next attempt number. A trial fails (reason kept) once it has
+//!   lost its worker `max_attempts` times: lost attempts count, not attempts, so coordinator
+//!   restarts and `--rerun` do not use up the budget.
+//! - Worker ids are `NAME-<16 hex digits>`, never reused while the database lives, and come
+//!   with a secret: a worker resumes its id after a network cut only with that secret.
+//! - A worker never holds more leases than the slots it registered, whatever it asks for.
+//! - Heartbeats reconcile: a lease the worker does not list in two heartbeats in a row (the
+//!   lease reply never reached it) is lost and goes back to the queue.
+//! - A coordinator that was itself not running (stopped, suspended, starved) does not blame
+//!   workers for its own silence: when a tick comes more than a heartbeat interval late,
+//!   every worker is treated as just seen.
+//! - An identical repeat of a stored result (the first answer was lost) is acknowledged as
+//!   stored, not refused.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use sweep_proto::{DeviceRequest, EpochMetrics, TrialResult, TrialSpec};
 
@@ -47,6 +58,8 @@ pub enum TrialState {
         worker: WorkerId,
         since_ms: u64,
         epochs: Vec<EpochMetrics>,
+        /// Heartbeats in a row from its worker that did not list this lease.
+        unconfirmed: u32,
     },
     /// The worker reported a result (completed, diverged, or failed in training).
     Finished {
@@ -54,7 +67,7 @@ pub enum TrialState {
         worker: WorkerId,
         result: Box<TrialResult>,
     },
-    /// Lost its worker `max_attempts` times.
+    /// Lost its worker `max_attempts` times (`attempts` is the last attempt's number).
     Failed {
         attempts: u32,
         reason: String,
@@ -77,6 +90,9 @@ pub struct Trial {
     /// The spec as it crosses the wire (canonical TOML), made once rather than per lease.
     pub spec_toml: Arc<str>,
     pub state: TrialState,
+    /// Attempts that lost their worker (expired, or a lease it never received); the retry
+    /// budget counts these.
+    pub lost: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +101,38 @@ pub struct Worker {
     pub device: DeviceKind,
     pub slots: u32,
     pub last_seen_ms: u64,
+    /// Proves a reconnecting worker is this one.
+    secret: String,
+}
+
+/// Most trials one worker may run at once.
+pub const MAX_SLOTS: u32 = 256;
+
+/// A registration: who the worker says it is, plus fresh randomness from the caller (the core
+/// stays pure) for its id and secret.
+#[derive(Debug, Clone)]
+pub struct NewWorker {
+    pub name: String,
+    pub device: DeviceKind,
+    pub slots: u32,
+    /// Random bits for the id suffix.
+    pub nonce: u64,
+    /// A random secret, handed to the worker for resuming.
+    pub secret: String,
+}
+
+/// Compares secrets without leaking where they differ through timing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What [`Core::finish`] did with a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// A new result: persist it.
+    New,
+    /// The same result for the same attempt is already stored (a retried report).
+    AlreadyStored,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,8 +175,16 @@ pub enum Rejected {
 /// What happened to a lost worker's trials.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Requeued {
-    Retry { trial: TrialId, next_attempt: u32 },
-    GaveUp { trial: TrialId, reason: String },
+    Retry {
+        trial: TrialId,
+        next_attempt: u32,
+        lost: u32,
+    },
+    GaveUp {
+        trial: TrialId,
+        reason: String,
+        lost: u32,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -137,7 +193,11 @@ pub struct Core {
     trials: HashMap<TrialId, Trial>,
     queue: VecDeque<TrialId>,
     workers: HashMap<WorkerId, Worker>,
-    next_worker: u64,
+    /// Every worker id ever given out (this run, and those in the database's history).
+    known_ids: HashSet<WorkerId>,
+    /// Running leases per worker, so slot caps and lost workers do not scan every trial.
+    held: HashMap<WorkerId, HashSet<TrialId>>,
+    last_tick_ms: Option<u64>,
 }
 
 impl Core {
@@ -163,6 +223,18 @@ impl Core {
     /// Adds a trial in the given state (restored from the database, or new and queued).
     /// A trial already known keeps its state unless `replace` is set.
     pub fn add_trial(&mut self, id: TrialId, spec: TrialSpec, state: TrialState, replace: bool) {
+        self.add_trial_lost(id, spec, state, 0, replace)
+    }
+
+    /// [`Core::add_trial`] with the lost-attempt count a stored trial carries.
+    pub fn add_trial_lost(
+        &mut self,
+        id: TrialId,
+        spec: TrialSpec,
+        state: TrialState,
+        lost: u32,
+        replace: bool,
+    ) {
         match self.trials.get(&id) {
             Some(_) if !replace => return,
             // Only a queued trial is in the queue; scanning it for every new trial made
@@ -177,48 +249,98 @@ impl Core {
             self.queue.push_back(id.clone());
         }
         let spec_toml = Arc::from(spec.to_toml());
+        if let Some(old) = self.trials.get(&id) {
+            if let TrialState::Running { worker, .. } = &old.state {
+                let worker = worker.clone();
+                self.release(&worker, &id);
+            }
+        }
+        if let TrialState::Running { worker, .. } = &state {
+            self.held.entry(worker.clone()).or_default().insert(id.clone());
+        }
         self.trials.insert(
             id,
             Trial {
                 spec,
                 spec_toml,
                 state,
+                lost,
             },
         );
     }
 
+    /// Ids of workers from the database's history: never given out again.
+    pub fn remember_worker_ids(&mut self, ids: impl IntoIterator<Item = WorkerId>) {
+        self.known_ids.extend(ids);
+    }
+
+    fn release(&mut self, worker: &str, trial: &str) {
+        if let Some(h) = self.held.get_mut(worker) {
+            h.remove(trial);
+        }
+    }
+
+    /// Sets a trial's state, keeping the per-worker lease index in step.
+    fn set_state(&mut self, trial: &str, state: TrialState) {
+        let Some(t) = self.trials.get_mut(trial) else {
+            return;
+        };
+        let old = std::mem::replace(&mut t.state, state);
+        let new_holder = match &t.state {
+            TrialState::Running { worker, .. } => Some(worker.clone()),
+            _ => None,
+        };
+        if let TrialState::Running { worker, .. } = old {
+            self.release(&worker, trial);
+        }
+        if let Some(w) = new_holder {
+            self.held.entry(w).or_default().insert(trial.to_string());
+        }
+    }
+
     /// Registers a worker. A worker that reconnects after a network cut passes the id it had
-    /// (`resume`): while that id is still alive (not expired) it keeps it, so its running
-    /// leases stay its own and its results still count.
+    /// and its secret (`resume`): while that id is still alive (not expired) and the secret
+    /// matches, it keeps the id, so its running leases stay its own and its results still
+    /// count. Otherwise it gets a new id that was never used before. Returns (id, secret).
     pub fn register(
         &mut self,
-        name: String,
-        device: DeviceKind,
-        slots: u32,
-        resume: Option<&str>,
+        w: NewWorker,
+        resume: Option<(&str, &str)>,
         now_ms: u64,
-    ) -> WorkerId {
-        if let Some(id) = resume {
-            if let Some(w) = self.workers.get_mut(id) {
-                if w.name == name && w.device == device {
-                    w.last_seen_ms = now_ms;
-                    w.slots = slots.max(1);
-                    return id.to_string();
+    ) -> (WorkerId, String) {
+        let slots = w.slots.clamp(1, MAX_SLOTS);
+        if let Some((id, secret)) = resume {
+            if let Some(old) = self.workers.get_mut(id) {
+                if old.name == w.name
+                    && old.device == w.device
+                    && constant_time_eq(old.secret.as_bytes(), secret.as_bytes())
+                {
+                    old.last_seen_ms = now_ms;
+                    old.slots = slots;
+                    return (id.to_string(), old.secret.clone());
                 }
             }
         }
-        self.next_worker += 1;
-        let id = format!("{name}-{}", self.next_worker);
+        let mut nonce = w.nonce;
+        let id = loop {
+            let id = format!("{}-{nonce:016x}", w.name);
+            if !self.known_ids.contains(&id) {
+                break id;
+            }
+            nonce = nonce.wrapping_add(1);
+        };
+        self.known_ids.insert(id.clone());
         self.workers.insert(
             id.clone(),
             Worker {
-                name,
-                device,
-                slots: slots.max(1),
+                name: w.name,
+                device: w.device,
+                slots,
                 last_seen_ms: now_ms,
+                secret: w.secret.clone(),
             },
         );
-        id
+        (id, w.secret)
     }
 
     fn touch(&mut self, worker: &str, now_ms: u64) -> Result<&Worker, Rejected> {
@@ -232,25 +354,34 @@ impl Core {
 
     /// Running leases of a worker.
     pub fn leases_of(&self, worker: &str) -> Vec<(TrialId, u32)> {
-        self.trials
-            .iter()
-            .filter_map(|(id, t)| match &t.state {
-                TrialState::Running {
-                    attempt, worker: w, ..
-                } if w == worker => Some((id.clone(), *attempt)),
+        let mut out: Vec<(TrialId, u32)> = self
+            .held
+            .get(worker)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| match self.trials.get(id).map(|t| &t.state) {
+                Some(TrialState::Running { attempt, .. }) => Some((id.clone(), *attempt)),
                 _ => None,
             })
-            .collect()
+            .collect();
+        out.sort();
+        out
     }
 
-    /// Hands up to `free_slots` queued trials the worker can run, front of the queue first.
+    /// Hands up to `free_slots` queued trials the worker can run, front of the queue first,
+    /// never more than its registered slots minus the leases it holds.
     pub fn lease(
         &mut self,
         worker: &str,
         free_slots: u32,
         now_ms: u64,
     ) -> Result<Vec<Grant>, Rejected> {
-        let device = self.touch(worker, now_ms)?.device;
+        let (device, slots) = {
+            let w = self.touch(worker, now_ms)?;
+            (w.device, w.slots)
+        };
+        let holding = self.held.get(worker).map_or(0, HashSet::len) as u32;
+        let free_slots = free_slots.min(slots.saturating_sub(holding));
         let mut grants = Vec::new();
         let mut i = 0;
         while i < self.queue.len() && grants.len() < free_slots as usize {
@@ -264,38 +395,64 @@ impl Core {
                 continue;
             }
             let id = self.queue.remove(i).expect("index checked");
-            trial.state = TrialState::Running {
-                attempt,
-                worker: worker.to_string(),
-                since_ms: now_ms,
-                epochs: Vec::new(),
-            };
+            let spec_toml = trial.spec_toml.clone();
+            self.set_state(
+                &id,
+                TrialState::Running {
+                    attempt,
+                    worker: worker.to_string(),
+                    since_ms: now_ms,
+                    epochs: Vec::new(),
+                    unconfirmed: 0,
+                },
+            );
             grants.push(Grant {
                 trial: id,
                 attempt,
-                spec_toml: trial.spec_toml.clone(),
+                spec_toml,
             });
         }
         Ok(grants)
     }
 
-    /// Records a heartbeat; returns the worker's leases that it must stop (cancelled or
-    /// taken away), among those it says it runs.
+    /// Records a heartbeat. Returns the leases it lists that the worker must stop (cancelled
+    /// or taken away), and the leases it held but did not list twice in a row, now lost and
+    /// re-queued (to be persisted).
     pub fn heartbeat(
         &mut self,
         worker: &str,
         running: &[(TrialId, u32)],
         now_ms: u64,
-    ) -> Result<Vec<(TrialId, u32)>, Rejected> {
+    ) -> Result<(Vec<(TrialId, u32)>, Vec<Requeued>), Rejected> {
         self.touch(worker, now_ms)?;
-        Ok(running
+        let stop = running
             .iter()
             .filter(|(id, attempt)| {
                 !matches!(self.trials.get(id).map(|t| &t.state),
                     Some(TrialState::Running { attempt: a, worker: w, .. }) if a == attempt && w == worker)
             })
             .cloned()
-            .collect())
+            .collect();
+        let listed: HashSet<(&str, u32)> = running.iter().map(|(t, a)| (t.as_str(), *a)).collect();
+        let mut missing = Vec::new();
+        for (id, attempt) in self.leases_of(worker) {
+            let confirmed = listed.contains(&(id.as_str(), attempt));
+            if let Some(Trial {
+                state: TrialState::Running { unconfirmed, .. },
+                ..
+            }) = self.trials.get_mut(&id)
+            {
+                *unconfirmed = if confirmed { 0 } else { *unconfirmed + 1 };
+                if *unconfirmed >= 2 {
+                    missing.push((id, attempt));
+                }
+            }
+        }
+        let requeued = missing
+            .into_iter()
+            .map(|(id, attempt)| self.lose_lease(&id, attempt, "the worker never received its lease"))
+            .collect();
+        Ok((stop, requeued))
     }
 
     fn current<'a>(
@@ -344,22 +501,40 @@ impl Core {
         attempt: u32,
         result: TrialResult,
         now_ms: u64,
-    ) -> Result<(), Rejected> {
+    ) -> Result<Finished, Rejected> {
+        // A retry of a report whose answer was lost (the worker may have re-registered since,
+        // under a new id): the same attempt with exactly the same result.
+        if let Some(TrialState::Finished {
+            attempt: a,
+            result: stored,
+            ..
+        }) = self.trials.get(trial).map(|t| &t.state)
+        {
+            if *a == attempt && **stored == result {
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.last_seen_ms = now_ms;
+                }
+                return Ok(Finished::AlreadyStored);
+            }
+        }
         self.touch(worker, now_ms)?;
-        let state = self.current(worker, trial, attempt)?;
-        *state = TrialState::Finished {
-            attempt,
-            worker: worker.to_string(),
-            result: Box::new(result),
-        };
-        Ok(())
+        self.current(worker, trial, attempt)?;
+        self.set_state(
+            trial,
+            TrialState::Finished {
+                attempt,
+                worker: worker.to_string(),
+                result: Box::new(result),
+            },
+        );
+        Ok(Finished::New)
     }
 
     /// Takes back a lease that could not be recorded (the database failed): the trial goes
     /// back to the front of the queue with the same attempt number, as if never leased.
     pub fn unlease(&mut self, worker: &str, trial: &str, attempt: u32) {
-        if let Ok(state) = self.current(worker, trial, attempt) {
-            *state = TrialState::Queued { attempt };
+        if self.current(worker, trial, attempt).is_ok() {
+            self.set_state(trial, TrialState::Queued { attempt });
             self.queue.push_front(trial.to_string());
         }
     }
@@ -369,19 +544,20 @@ impl Core {
     /// is queued again with the next attempt number).
     pub fn unfinish(&mut self, worker: &str, trial: &str, attempt: u32, now_ms: u64) {
         let alive = self.workers.contains_key(worker);
-        let Some(t) = self.trials.get_mut(trial) else {
+        let Some(t) = self.trials.get(trial) else {
             return;
         };
         if !matches!(&t.state, TrialState::Finished { attempt: a, worker: w, .. } if *a == attempt && w == worker)
         {
             return;
         }
-        t.state = if alive {
+        let state = if alive {
             TrialState::Running {
                 attempt,
                 worker: worker.to_string(),
                 since_ms: now_ms,
                 epochs: Vec::new(),
+                unconfirmed: 0,
             }
         } else {
             self.queue.push_front(trial.to_string());
@@ -389,6 +565,7 @@ impl Core {
                 attempt: attempt + 1,
             }
         };
+        self.set_state(trial, state);
     }
 
     /// Workers silent for longer than the timeout, as of `now_ms`.
@@ -405,41 +582,70 @@ impl Core {
         lost
     }
 
-    /// Removes a worker and re-queues its trials at the front (or fails them after too many
-    /// attempts).
-    pub fn lose_worker(&mut self, worker: &str, why: &str) -> Vec<Requeued> {
-        self.workers.remove(worker);
-        let mut out = Vec::new();
-        let mut ids: Vec<(TrialId, u32)> = self.leases_of(worker);
-        ids.sort();
-        for (id, attempt) in ids.into_iter().rev() {
-            let trial = self.trials.get_mut(&id).expect("lease of a known trial");
-            if attempt >= self.config.max_attempts {
-                let reason = format!(
-                    "attempt {attempt} of {} lost: {why}",
-                    self.config.max_attempts
-                );
-                trial.state = TrialState::Failed {
+    /// A running attempt lost its worker: back to the front of the queue with the next
+    /// attempt number, or failed once the trial has lost `max_attempts` attempts.
+    fn lose_lease(&mut self, id: &str, attempt: u32, why: &str) -> Requeued {
+        let max = self.config.max_attempts;
+        let lost = self.trials.get(id).map_or(0, |t| t.lost) + 1;
+        if let Some(t) = self.trials.get_mut(id) {
+            t.lost = lost;
+        }
+        if lost >= max {
+            let reason = format!("lost its worker {lost} times (max {max}); last, attempt {attempt}: {why}");
+            self.set_state(
+                id,
+                TrialState::Failed {
                     attempts: attempt,
                     reason: reason.clone(),
-                };
-                out.push(Requeued::GaveUp { trial: id, reason });
-            } else {
-                trial.state = TrialState::Queued {
+                },
+            );
+            Requeued::GaveUp {
+                trial: id.to_string(),
+                reason,
+                lost,
+            }
+        } else {
+            self.set_state(
+                id,
+                TrialState::Queued {
                     attempt: attempt + 1,
-                };
-                self.queue.push_front(id.clone());
-                out.push(Requeued::Retry {
-                    trial: id,
-                    next_attempt: attempt + 1,
-                });
+                },
+            );
+            self.queue.push_front(id.to_string());
+            Requeued::Retry {
+                trial: id.to_string(),
+                next_attempt: attempt + 1,
+                lost,
             }
         }
-        out
     }
 
-    /// Expires silent workers; the periodic tick of the service.
+    /// Removes a worker and re-queues its trials at the front (or fails them after too many
+    /// lost attempts).
+    pub fn lose_worker(&mut self, worker: &str, why: &str) -> Vec<Requeued> {
+        self.workers.remove(worker);
+        let leases = self.leases_of(worker);
+        self.held.remove(worker);
+        leases
+            .into_iter()
+            .rev()
+            .map(|(id, attempt)| self.lose_lease(&id, attempt, why))
+            .collect()
+    }
+
+    /// Expires silent workers; the periodic tick of the service. A tick more than a heartbeat
+    /// interval (a third of the timeout) after the previous one means this coordinator was not
+    /// running meanwhile: workers could not have been heard, so all count as seen now.
     pub fn tick(&mut self, now_ms: u64) -> Vec<(WorkerId, Vec<Requeued>)> {
+        let late = self
+            .last_tick_ms
+            .is_some_and(|last| now_ms.saturating_sub(last) > self.config.heartbeat_timeout_ms / 3);
+        self.last_tick_ms = Some(now_ms);
+        if late {
+            for w in self.workers.values_mut() {
+                w.last_seen_ms = w.last_seen_ms.max(now_ms);
+            }
+        }
         self.expired_workers(now_ms)
             .into_iter()
             .map(|w| {
@@ -454,11 +660,9 @@ impl Core {
     pub fn cancel(&mut self, ids: &[TrialId]) -> Vec<TrialId> {
         let mut cancelled = Vec::new();
         for id in ids {
-            if let Some(t) = self.trials.get_mut(id) {
-                if !t.state.is_terminal() {
-                    t.state = TrialState::Cancelled;
-                    cancelled.push(id.clone());
-                }
+            if self.trials.get(id).is_some_and(|t| !t.state.is_terminal()) {
+                self.set_state(id, TrialState::Cancelled);
+                cancelled.push(id.clone());
             }
         }
         let gone: std::collections::HashSet<&TrialId> = cancelled.iter().collect();

@@ -3,6 +3,7 @@
 //! overlaid for the top trials, the effect of each axis, the best trial's confusion matrix,
 //! the binary-cross-entropy comparison, and findings computed from the results.
 
+use sweep_proto::result::MAX_VALUE;
 use crate::report::{AxisEffect, Report, Row};
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -94,7 +95,10 @@ fn ranking_chart(report: &Report) -> String {
             .map_err(e)?;
         chart
             .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                // Accuracies are fractions; anything else in an old database is drawn at an
+                // edge rather than off the chart.
                 let v = r.metric(report.rank_by).unwrap_or(0.0);
+                let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
                 let mut bar = Rectangle::new(
                     [
                         (0.0, SegmentValue::Exact(i)),
@@ -122,9 +126,11 @@ fn curves(
         return "<p class=\"note\">no epochs recorded</p>".into();
     }
     let max_epoch = points.iter().map(|p| p.0).max().unwrap_or(1).max(2);
+    // Points are finite and at most MAX_VALUE (epoch_points), so the axis is finite: an
+    // infinite bound (a loss near f64::MAX times 1.05) made plotters loop forever.
     let top = y_max
         .unwrap_or_else(|| points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05)
-        .max(1e-6);
+        .clamp(1e-6, MAX_VALUE * 1.05);
     svg(440, 300, |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 15))
@@ -162,7 +168,10 @@ fn curves(
 fn epoch_points(r: &Row, f: impl Fn(&sweep_proto::EpochMetrics) -> Option<f64>) -> Vec<(u32, f64)> {
     r.epochs
         .iter()
-        .filter_map(|m| f(m).filter(|v| v.is_finite()).map(|v| (m.epoch, v)))
+        .filter_map(|m| {
+            f(m).filter(|v| v.is_finite() && v.abs() <= MAX_VALUE)
+                .map(|v| (m.epoch, v))
+        })
         .collect()
 }
 

@@ -6,6 +6,7 @@ use coordinator::core::{Config, TrialState};
 use coordinator::report::Report;
 use coordinator::server::serve;
 use coordinator::service::Handle;
+use coordinator::store::ServerLock;
 use coordinator::sweep::Sweep;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,9 @@ fn spawn_worker(
         &format!("local-{n}"),
     ])
     .env("SWEEP_TOKEN", token)
+    // The worker exits when this process does, even if it is killed with SIGKILL and never
+    // gets to stop it (it watches its parent: see the worker's --exit-with-parent).
+    .env("SWEEP_EXIT_WITH_PARENT", std::process::id().to_string())
     .env(
         "RUST_LOG",
         std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -124,6 +128,7 @@ fn running_line(handle: &Handle, ids: &[String]) -> String {
 pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCode> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let db = out.join("sweep.db");
+    let _lock = ServerLock::acquire(&db, &format!("coordinator sweep {}", sweep.file.display()))?;
     let handle = Handle::open(&db, opts.config)?;
     handle.submit(&sweep, opts.rerun)?;
     let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
@@ -187,6 +192,9 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         }
         let _ = stop_tx.send(());
         let _ = server.await;
+        if let Err(e) = handle.checkpoint().await {
+            tracing::warn!("{}: final checkpoint failed: {e}", db.display());
+        }
         if let Err(e) = outcome {
             return match e {
                 Stop::Interrupted => {

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use coordinator::core::Config;
 use coordinator::report::Report;
 use coordinator::server::serve;
+use coordinator::store::ServerLock;
 use coordinator::service::Handle;
 use coordinator::sweep::{self, Sweep, MAX_TRIALS};
 use coordinator::tls::ServerTls;
@@ -291,6 +292,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let tls = server_tls(tls, &listen)?;
             let token =
                 sweep_proto::read_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
+            let _lock = ServerLock::acquire(&db, &format!("coordinator serve --listen {listen}"))?;
             let handle = Handle::open(&db, config(heartbeat_timeout)?)?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -314,13 +316,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("coordinator: /healthz and /readyz on http://{bound}");
             }
             serve(
-                handle,
+                handle.clone(),
                 listener,
                 &token,
                 tls,
                 sweep_proto::signal::shutdown(),
             )
             .await?;
+            handle
+                .checkpoint()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: final checkpoint failed: {e}", db.display()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tls {

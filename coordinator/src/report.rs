@@ -364,16 +364,66 @@ impl Report {
         out
     }
 
-    /// Writes report.md, results.json and results.csv into `dir`.
+    /// The four files [`Report::write`] writes, as (name, contents).
+    pub fn files(&self) -> [(&'static str, String); 4] {
+        [
+            ("report.md", self.markdown()),
+            (
+                "results.json",
+                serde_json::to_string_pretty(&self.rows).unwrap_or_default(),
+            ),
+            ("results.csv", self.csv()),
+            ("report.html", crate::html::render(self)),
+        ]
+    }
+
+    /// Writes report.md, results.json, results.csv and report.html into `dir`.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("report.md"), self.markdown())?;
-        std::fs::write(
-            dir.join("results.json"),
-            serde_json::to_string_pretty(&self.rows).unwrap_or_default(),
-        )?;
-        std::fs::write(dir.join("results.csv"), self.csv())?;
-        std::fs::write(dir.join("report.html"), crate::html::render(self))
+        for (name, contents) in self.files() {
+            std::fs::write(dir.join(name), contents)?;
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    /// The report of `sweep` with these results, in plan order (one per trial; fewer leaves
+    /// the rest queued), taken as they are: for tests and the report fuzz target.
+    pub fn from_results(sweep: &crate::sweep::Sweep, results: Vec<sweep_proto::TrialResult>) -> Report {
+        use crate::core::{Config, DeviceKind, NewWorker};
+        let mut core = Core::new(Config::default());
+        let new = NewWorker {
+            name: "w".into(),
+            device: DeviceKind::Cpu,
+            slots: crate::core::MAX_SLOTS,
+            nonce: 0,
+            secret: String::new(),
+        };
+        let (w, _) = core.register(new, None, 0);
+        for t in &sweep.trials {
+            core.add_trial(t.id.clone(), t.spec.clone(), TrialState::Queued { attempt: 1 }, false);
+        }
+        for (t, r) in sweep.trials.iter().zip(results) {
+            if core.lease(&w, 1, 0).is_ok_and(|g| !g.is_empty()) {
+                let _ = core.finish(&w, &t.id, 1, r, 0);
+            }
+        }
+        let stored = StoredSweep {
+            name: sweep.name.clone(),
+            file: sweep.file.display().to_string(),
+            data: None,
+            rank_by: sweep.rank_by,
+            direction: sweep.direction,
+            axes: sweep.axes.clone(),
+            cancelled: false,
+            trials: sweep
+                .trials
+                .iter()
+                .map(|t| (t.id.clone(), t.label.clone(), t.reported))
+                .collect(),
+        };
+        Report::build(&stored, &core)
     }
 }
 
@@ -385,7 +435,6 @@ pub fn row_spec(row: &Row) -> Option<TrialSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Config, DeviceKind};
     use crate::sweep;
     use sweep_proto::{EpochMetrics, TestMetrics, TrialResult};
 
@@ -424,45 +473,43 @@ mod tests {
             device: "cpu".into(),
             seconds: 3.0,
             notes: Vec::new(),
+            diverged_epoch: (status == TrialStatus::Diverged).then_some(4),
         }
     }
 
     fn report_for(accs: &[Option<f64>]) -> Report {
         let text = "name = \"r\"\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\ncolor = [\"color\", \"grayscale\"]\n";
         let s = sweep::parse(text, Path::new("g.toml")).unwrap();
-        let mut core = Core::new(Config::default());
-        let w = core.register("w".into(), DeviceKind::Cpu, 4, None, 0);
-        for t in &s.trials {
-            core.add_trial(
-                t.id.clone(),
-                t.spec.clone(),
-                TrialState::Queued { attempt: 1 },
-                false,
-            );
-        }
-        core.lease(&w, 4, 0).unwrap();
-        for (t, acc) in s.trials.iter().zip(accs) {
-            let r = match acc {
+        let results = accs
+            .iter()
+            .map(|acc| match acc {
                 Some(a) => result(*a, TrialStatus::Completed),
                 None => result(0.0, TrialStatus::Diverged),
-            };
-            core.finish(&w, &t.id, 1, r, 1).unwrap();
-        }
-        let stored = StoredSweep {
-            name: s.name.clone(),
-            file: "g.toml".into(),
-            data: None,
-            rank_by: s.rank_by,
-            direction: s.direction,
-            axes: s.axes.clone(),
-            cancelled: false,
-            trials: s
-                .trials
-                .iter()
-                .map(|t| (t.id.clone(), None, None))
-                .collect(),
-        };
-        Report::build(&stored, &core)
+            })
+            .collect();
+        Report::from_results(&s, results)
+    }
+
+    #[test]
+    fn absurd_values_from_an_old_database_render_in_bounded_time() {
+        // A loss near f64::MAX made the chart axis infinite and plotters loop forever.
+        let mut r = result(0.5, TrialStatus::Completed);
+        r.epochs[0].train_loss = f64::MAX;
+        r.epochs[1].val_loss = Some(f64::INFINITY);
+        r.epochs[2].train_accuracy = 1e308;
+        let mut bad_rank = result(0.5, TrialStatus::Completed);
+        bad_rank.test.as_mut().unwrap().accuracy = f64::INFINITY;
+        let text = "name = \"r\"\n[grid]\nseed = [1, 2]\n";
+        let s = sweep::parse(text, Path::new("g.toml")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let report = Report::from_results(&s, vec![r, bad_rank]);
+            let _ = tx.send(report.files().map(|f| f.1.len()));
+        });
+        let sizes = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the report rendered within a minute");
+        assert!(sizes.iter().all(|n| *n > 0));
     }
 
     #[test]

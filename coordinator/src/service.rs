@@ -9,7 +9,9 @@
 //! answered. If the transaction fails, every change in the batch is taken back from the core
 //! before anyone hears of it, so the core never holds a result the disk lacks.
 
-use crate::core::{Config, Core, Counts, DeviceKind, Rejected, TrialId, TrialState};
+use crate::core::{
+    Config, Core, Counts, DeviceKind, Finished, NewWorker, Rejected, TrialId, TrialState, MAX_SLOTS,
+};
 use crate::store::{Store, StoreError, StoredSweep, Write};
 use crate::sweep::Sweep;
 use std::collections::HashMap;
@@ -68,7 +70,7 @@ impl Shared {
                 } => self.core.unfinish(worker, trial, *attempt, now),
                 // Progress is also in the result; a re-queue the disk missed is redone on
                 // restart (running trials come back queued with their next attempt).
-                Write::Epoch { .. } | Write::Requeue(_) => {}
+                Write::Epoch { .. } | Write::Requeue(_) | Write::Nothing => {}
             }
         }
     }
@@ -126,8 +128,9 @@ impl Handle {
         let store = Store::open(db)?;
         let mut core = Core::new(config);
         for t in store.load_trials()? {
-            core.add_trial(t.id, t.spec, t.state, true);
+            core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
         }
+        core.remember_worker_ids(store.worker_ids()?);
         let mut data_hints = HashMap::new();
         for name in store.sweep_names()? {
             if let Some(s) = store.sweep(&name)? {
@@ -159,6 +162,24 @@ impl Handle {
                 .map_err(|e| StoreError::Thread(e.to_string()))?;
         }
         Ok(Handle { inner, store, wake })
+    }
+
+    /// Folds the write-ahead log into the database file (on shutdown), after whatever is still
+    /// in the open batch: the stopped coordinator's database is then one self-contained file
+    /// that can be copied alone.
+    pub async fn checkpoint(&self) -> Result<(), String> {
+        let done = self.lock().enqueue(Write::Nothing);
+        self.committed(done).await.map_err(|s| s.message().to_string())?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .checkpoint()
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// The core and what goes with it. Lock order: this before [`Handle::store`], never after.
@@ -202,7 +223,7 @@ impl Handle {
         {
             let replace = matches!(t.state, TrialState::Queued { .. })
                 && s.core.trial(&t.id).is_none_or(|c| c.state.is_terminal());
-            s.core.add_trial(t.id, t.spec, t.state, replace);
+            s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, replace);
         }
         if let Some(data) = &sweep.data {
             for t in &sweep.trials {
@@ -252,7 +273,7 @@ impl Handle {
                 // A row still `running` is this coordinator's own lease (its result may be in a
                 // batch not yet written), not a re-run.
                 (Some(c), TrialState::Queued { .. }) if c.is_terminal() && !t.running => {
-                    s.core.add_trial(t.id, t.spec, t.state, true)
+                    s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true)
                 }
                 _ => {}
             }
@@ -348,16 +369,34 @@ impl Coordinator for Handle {
         let name = if r.name.trim().is_empty() {
             "worker".to_string()
         } else {
+            check_name(&r.name).map_err(Status::invalid_argument)?;
             r.name
+        };
+        check_label("gpu_model", &r.gpu_model).map_err(Status::invalid_argument)?;
+        check_label("version", &r.version).map_err(Status::invalid_argument)?;
+        if r.slots > MAX_SLOTS {
+            return Err(Status::invalid_argument(format!(
+                "slots: {} is over the limit of {MAX_SLOTS}",
+                r.slots
+            )));
+        }
+        let fresh = NewWorker {
+            name,
+            device,
+            slots: r.slots,
+            nonce: rand::random(),
+            secret: crate::tls::random_token(),
         };
         let mut s = self.lock();
         let now = s.now_ms();
-        let resume = Some(r.resume_worker_id.as_str()).filter(|id| !id.is_empty());
-        let id = s.core.register(name, device, r.slots, resume, now);
+        let resume = Some((r.resume_worker_id.as_str(), r.resume_secret.as_str()))
+            .filter(|(id, _)| !id.is_empty());
+        let (id, secret) = s.core.register(fresh, resume, now);
         tracing::info!(worker = %id, ?device, slots = r.slots, gpu = %r.gpu_model, "worker registered");
         Ok(Response::new(pb::RegisterResponse {
             worker_id: id,
             heartbeat_interval_ms: heartbeat_interval_ms(&s.core.config),
+            resume_secret: secret,
         }))
     }
 
@@ -409,17 +448,28 @@ impl Coordinator for Handle {
             .into_iter()
             .map(|l| (l.trial_id, l.attempt))
             .collect();
-        let mut s = self.lock();
-        let now = s.now_ms();
-        let stop = s
-            .core
-            .heartbeat(&r.worker_id, &running, now)
-            .map_err(rejected)?;
-        let cancel = stop
-            .into_iter()
-            .map(|(trial_id, attempt)| pb::LeaseRef { trial_id, attempt })
-            .collect();
-        Ok(Response::new(pb::HeartbeatResponse { cancel }))
+        let done = {
+            let mut s = self.lock();
+            let now = s.now_ms();
+            let (stop, lost) = s
+                .core
+                .heartbeat(&r.worker_id, &running, now)
+                .map_err(rejected)?;
+            let mut done = None;
+            for l in lost {
+                tracing::warn!(worker = %r.worker_id, "lease lost: {l:?} (not in two heartbeats)");
+                done = Some(s.enqueue(Write::Requeue(l)));
+            }
+            let cancel = stop
+                .into_iter()
+                .map(|(trial_id, attempt)| pb::LeaseRef { trial_id, attempt })
+                .collect();
+            (done, pb::HeartbeatResponse { cancel })
+        };
+        if let Some(done) = done.0 {
+            self.committed(done).await?;
+        }
+        Ok(Response::new(done.1))
     }
 
     async fn report_progress(
@@ -432,6 +482,9 @@ impl Coordinator for Handle {
             r.metrics
                 .ok_or_else(|| Status::invalid_argument("missing metrics"))?,
         );
+        metrics
+            .validate("metrics")
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let done = {
             let mut s = self.lock();
             let now = s.now_ms();
@@ -460,9 +513,12 @@ impl Coordinator for Handle {
     ) -> Result<Response<pb::Ack>, Status> {
         let r = req.into_inner();
         let (trial, attempt) = lease_ref(r.lease)?;
-        let result: TrialResult = serde_json::from_str(&r.result_json)
-            .map_err(|e| Status::invalid_argument(format!("result_json: {e}")))?;
-        let done = {
+        let result = TrialResult::try_from(
+            r.result
+                .ok_or_else(|| Status::invalid_argument("missing result"))?,
+        )
+        .map_err(|e| Status::invalid_argument(format!("result.{e}")))?;
+        let (done, repeat) = {
             let mut s = self.lock();
             let now = s.now_ms();
             tracing::debug!(%trial, attempt, status = ?result.status, acc = ?result.test_accuracy(), "result");
@@ -470,12 +526,21 @@ impl Coordinator for Handle {
                 .core
                 .finish(&r.worker_id, &trial, attempt, result.clone(), now)
             {
-                Ok(()) => s.enqueue(Write::Result {
-                    trial,
-                    attempt,
-                    worker: r.worker_id,
-                    result: Box::new(result),
-                }),
+                Ok(Finished::New) => (
+                    s.enqueue(Write::Result {
+                        trial: trial.clone(),
+                        attempt,
+                        worker: r.worker_id,
+                        result: Box::new(result),
+                    }),
+                    false,
+                ),
+                // Acknowledged once the batch that holds it is on disk: the original's, or
+                // a later one (which the committer writes after it).
+                Ok(Finished::AlreadyStored) => {
+                    tracing::info!(%trial, attempt, worker = %r.worker_id, "a repeated result, already stored");
+                    (s.enqueue(Write::Nothing), true)
+                }
                 Err(e) => {
                     tracing::info!(%trial, attempt, worker = %r.worker_id, "ignored a result: {e}");
                     return Ok(ack(Err(e)));
@@ -485,8 +550,52 @@ impl Coordinator for Handle {
         // Answered only once on disk; if the write fails the core takes the result back and
         // the worker, told `unavailable`, keeps it and sends it again.
         self.committed(done).await?;
+        if repeat {
+            // The original's batch may have failed meanwhile (and been taken back).
+            let s = self.lock();
+            let kept = matches!(s.core.trial(&trial).map(|t| &t.state),
+                Some(TrialState::Finished { attempt: a, .. }) if *a == attempt);
+            if !kept {
+                return Err(Status::unavailable("the original report was not stored; send it again"));
+            }
+            return Ok(Response::new(pb::Ack {
+                accepted: true,
+                reason: "already stored (a repeated report)".into(),
+            }));
+        }
         Ok(ack(Ok(())))
     }
+}
+
+/// Longest worker name.
+pub const MAX_NAME: usize = 64;
+
+/// Worker names appear in ids, logs and reports: letters, digits, `.`, `_` and `-`, at most
+/// [`MAX_NAME`] bytes (a host name fits), so nothing can forge a log line or grow unbounded.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME {
+        return Err(format!("name: {} bytes, over the limit of {MAX_NAME}", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "name: {c:?} is not allowed (letters, digits, '.', '_' and '-' only)"
+        ));
+    }
+    Ok(())
+}
+
+/// Free text a worker describes itself with: printable, at most 128 bytes.
+fn check_label(field: &str, text: &str) -> Result<(), String> {
+    if text.len() > 128 {
+        return Err(format!("{field}: {} bytes, over the limit of 128", text.len()));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{field}: control characters are not allowed"));
+    }
+    Ok(())
 }
 
 /// Checks `authorization: Bearer <token>` on every call.
@@ -511,7 +620,9 @@ impl tonic::service::Interceptor for TokenCheck {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(t) if constant_time_eq(t.as_bytes(), self.token.as_bytes()) => Ok(req),
+            Some(t) if crate::core::constant_time_eq(t.as_bytes(), self.token.as_bytes()) => {
+                Ok(req)
+            }
             Some(_) => Err(Status::unauthenticated("wrong worker token")),
             None => Err(Status::unauthenticated(
                 "missing worker token (authorization: Bearer ...)",
@@ -520,6 +631,3 @@ impl tonic::service::Interceptor for TokenCheck {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}

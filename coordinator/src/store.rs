@@ -1,6 +1,13 @@
 //! SQLite persistence (WAL, synchronous=FULL): sweeps, trials, attempts, per-epoch metrics and
 //! results. Every state change the core makes is written here before the RPC that caused it
 //! is answered, so killing the coordinator at any moment loses no reported result.
+//!
+//! Integrity: opening refuses a database whose file is gone while its `-wal` or `-shm` is
+//! still there (it would start empty and overwrite the journal), runs SQLite's
+//! `integrity_check`, and checks every stored result against its SHA-256, so a damaged or
+//! hand-edited file is refused by name instead of serving changed numbers. A server takes an
+//! exclusive lock ([`ServerLock`]); [`Store::checkpoint`] on shutdown folds the WAL into the
+//! main file, so a stopped coordinator's database is one self-contained file.
 
 use crate::core::{Counts, Requeued, TrialState};
 use crate::sweep::{Direction, Metric, Sweep};
@@ -23,6 +30,17 @@ pub enum StoreError {
         trial: String,
         reason: String,
     },
+    #[error("database {path} is damaged, refusing to use it: {reason}. Restore it from a copy (a stopped coordinator's database is one self-contained file)")]
+    Malformed { path: String, reason: String },
+    #[error("database {path} does not exist but {leftover} does: refusing to create a fresh database over it (restore {path}, or remove {leftover} to start over)")]
+    Leftover { path: String, leftover: String },
+    #[error("database {path} is in use by another coordinator ({holder}); stop it first, or use another --db")]
+    Locked { path: String, holder: String },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct Store {
@@ -36,7 +54,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
     direction TEXT NOT NULL, axes TEXT NOT NULL, cancelled INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL,
-    worker TEXT, reason TEXT, result TEXT);
+    worker TEXT, reason TEXT, result TEXT, lost INTEGER NOT NULL DEFAULT 0, result_sha TEXT);
 CREATE TABLE IF NOT EXISTS sweep_trials (
     sweep TEXT NOT NULL, trial TEXT NOT NULL, position INTEGER NOT NULL, label TEXT, reported REAL,
     PRIMARY KEY (sweep, trial));
@@ -65,16 +83,18 @@ pub struct StoredSweep {
 /// (id, state, attempt, worker) of a trial row, state as stored ("running" included).
 pub type RawTrial = (String, String, u32, Option<String>);
 
-/// id, spec, state, attempt, worker, reason, result: the columns of `trials`.
-type TrialRow = (
-    String,
-    String,
-    String,
-    u32,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+/// The columns of `trials` that restore a trial.
+struct TrialRow {
+    id: String,
+    spec: String,
+    state: String,
+    attempt: u32,
+    worker: Option<String>,
+    reason: Option<String>,
+    result: Option<String>,
+    lost: u32,
+    result_sha: Option<String>,
+}
 
 /// One change the scheduler made, to be made durable. The service collects the changes of many
 /// requests and writes them in one transaction (group commit): one fsync for all of them.
@@ -97,6 +117,78 @@ pub enum Write {
         result: Box<TrialResult>,
     },
     Requeue(Requeued),
+    /// Writes nothing; a request that only needs to know that everything before it is on
+    /// disk (a repeated result) waits for the batch it joins.
+    Nothing,
+}
+
+/// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Hex SHA-256 of a stored result's JSON.
+fn checksum(json: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(json.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The files SQLite keeps beside a database.
+fn companions(path: &Path) -> [std::path::PathBuf; 3] {
+    ["-wal", "-shm", "-journal"].map(|suffix| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    })
+}
+
+/// One server per database: an exclusive `flock` on `DB.lock`, held while this value lives.
+/// The file names the holder (pid and what it serves), so a second server can say who has it.
+#[derive(Debug)]
+pub struct ServerLock {
+    _file: std::fs::File,
+}
+
+impl ServerLock {
+    pub fn acquire(db: &Path, holder: &str) -> Result<ServerLock, StoreError> {
+        use std::io::{Read, Seek, Write as _};
+        use std::os::fd::AsRawFd;
+        let mut p = db.as_os_str().to_owned();
+        p.push(".lock");
+        let path = std::path::PathBuf::from(p);
+        let err = |source| StoreError::Lock {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err)?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err(e));
+            }
+            let mut who = String::new();
+            let _ = file.take(4096).read_to_string(&mut who);
+            return Err(StoreError::Locked {
+                path: db.display().to_string(),
+                holder: match who.trim() {
+                    "" => "a process that has not said who it is".into(),
+                    w => w.to_string(),
+                },
+            });
+        }
+        file.set_len(0).map_err(err)?;
+        file.rewind().map_err(err)?;
+        writeln!(file, "pid {} {holder}", std::process::id()).map_err(err)?;
+        Ok(ServerLock { _file: file })
+    }
 }
 
 /// One trial as stored.
@@ -105,6 +197,8 @@ pub struct StoredTrial {
     pub id: String,
     pub spec: TrialSpec,
     pub state: TrialState,
+    /// Attempts that lost their worker (the retry budget).
+    pub lost: u32,
     /// The row says `running` (`state` is then the re-queued attempt a restart starts with).
     pub running: bool,
 }
@@ -123,15 +217,109 @@ impl Store {
             path: p.clone(),
             source,
         };
+        if !path.exists() {
+            if let Some(left) = companions(path).into_iter().find(|c| c.exists()) {
+                return Err(StoreError::Leftover {
+                    path: p,
+                    leftover: left.display().to_string(),
+                });
+            }
+        }
+        let malformed = |e: rusqlite::Error| StoreError::Malformed {
+            path: p.clone(),
+            reason: e.to_string(),
+        };
         let conn = Connection::open(path).map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(wrap)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(wrap)?;
-        conn.execute_batch(SCHEMA).map_err(wrap)?;
-        Ok(Store { conn, path: p })
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(malformed)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(wrap)?;
+        let store = Store { conn, path: p };
+        store.check_integrity()?;
+        store.conn.execute_batch(SCHEMA).map_err(|e| store.err(e))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// SQLite's own check of every page and index; the first problems it lists are the reason.
+    fn check_integrity(&self) -> Result<(), StoreError> {
+        let malformed = |reason: String| StoreError::Malformed {
+            path: self.path.clone(),
+            reason,
+        };
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA integrity_check(5)")
+            .map_err(|e| malformed(e.to_string()))?;
+        let lines: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| malformed(e.to_string()))?;
+        if lines != ["ok"] {
+            return Err(malformed(lines.join("; ")));
+        }
+        Ok(())
+    }
+
+    /// Brings an older database up to [`SCHEMA_VERSION`].
+    fn migrate(&self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let columns: Vec<String> = self
+            .conn
+            .prepare("SELECT name FROM pragma_table_info('trials')")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))?;
+        let r: Result<(), rusqlite::Error> = (|| {
+            if !columns.iter().any(|c| c == "lost") {
+                self.conn.execute_batch(
+                    "ALTER TABLE trials ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE trials ADD COLUMN result_sha TEXT;",
+                )?;
+            }
+            // Results written before checksums existed are taken as they are.
+            let rows: Vec<(String, String)> = self
+                .conn
+                .prepare("SELECT id, result FROM trials WHERE result IS NOT NULL AND result_sha IS NULL")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (id, json) in rows {
+                self.conn.execute(
+                    "UPDATE trials SET result_sha = ?2 WHERE id = ?1",
+                    params![id, checksum(&json)],
+                )?;
+            }
+            self.conn
+                .pragma_update(None, "user_version", SCHEMA_VERSION)
+        })();
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Folds the WAL into the database file and empties it: after this (on shutdown) the
+    /// `.db` file alone holds everything.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every worker id the database has seen (they are never given out again).
+    pub fn worker_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT worker FROM attempts")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -181,7 +369,7 @@ impl Store {
                     "state = 'cancelled'"
                 };
                 tx.execute(
-                    &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, reason = NULL, result = NULL WHERE id = ?1 AND {requeue}"),
+                    &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1 AND {requeue}"),
                     params![t.id],
                 )?;
             }
@@ -293,24 +481,37 @@ impl Store {
     pub fn load_trials(&self) -> Result<Vec<StoredTrial>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, spec, state, attempt, worker, reason, result FROM trials")
+            .prepare("SELECT id, spec, state, attempt, worker, reason, result, lost, result_sha FROM trials")
             .map_err(|e| self.err(e))?;
         let rows: Vec<TrialRow> = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
+                Ok(TrialRow {
+                    id: r.get(0)?,
+                    spec: r.get(1)?,
+                    state: r.get(2)?,
+                    attempt: r.get(3)?,
+                    worker: r.get(4)?,
+                    reason: r.get(5)?,
+                    result: r.get(6)?,
+                    lost: r.get(7)?,
+                    result_sha: r.get(8)?,
+                })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for (id, spec, state, attempt, worker, reason, result) in rows {
+        for row in rows {
+            let TrialRow {
+                id,
+                spec,
+                state,
+                attempt,
+                worker,
+                reason,
+                result,
+                lost,
+                result_sha,
+            } = row;
             let corrupt = |reason: String| StoreError::Corrupt {
                 path: self.path.clone(),
                 trial: id.clone(),
@@ -324,7 +525,13 @@ impl Store {
                     attempt: attempt + 1,
                 },
                 "finished" => {
-                    let result: TrialResult = serde_json::from_str(result.as_deref().unwrap_or(""))
+                    let json = result.as_deref().unwrap_or("");
+                    if result_sha.as_deref() != Some(checksum(json).as_str()) {
+                        return Err(corrupt(
+                            "the stored result does not match its checksum (changed outside the coordinator, or damaged)".into(),
+                        ));
+                    }
+                    let result: TrialResult = serde_json::from_str(json)
                         .map_err(|e| corrupt(format!("result: {e}")))?;
                     TrialState::Finished {
                         attempt,
@@ -343,6 +550,7 @@ impl Store {
                 id,
                 spec,
                 state,
+                lost,
                 running,
             });
         }
@@ -434,9 +642,9 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
         } => {
             let json = serde_json::to_string(result).unwrap_or_default();
             conn.prepare_cached(
-                "UPDATE trials SET state = 'finished', attempt = ?2, worker = ?3, result = ?4, reason = ?5 WHERE id = ?1",
+                "UPDATE trials SET state = 'finished', attempt = ?2, worker = ?3, result = ?4, reason = ?5, result_sha = ?6 WHERE id = ?1",
             )?
-            .execute(params![trial, attempt, worker, json, result.reason])?;
+            .execute(params![trial, attempt, worker, json, result.reason, checksum(&json)])?;
             conn.prepare_cached(
                 "UPDATE attempts SET outcome = ?3 WHERE trial = ?1 AND attempt = ?2",
             )?
@@ -445,14 +653,24 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
         Write::Requeue(Requeued::Retry {
             trial,
             next_attempt,
+            lost,
         }) => {
-            conn.prepare_cached("UPDATE trials SET state = 'queued', attempt = ?2 WHERE id = ?1")?
-                .execute(params![trial, next_attempt])?;
+            conn.prepare_cached(
+                "UPDATE trials SET state = 'queued', attempt = ?2, lost = ?3 WHERE id = ?1",
+            )?
+            .execute(params![trial, next_attempt, lost])?;
         }
-        Write::Requeue(Requeued::GaveUp { trial, reason }) => {
-            conn.prepare_cached("UPDATE trials SET state = 'failed', reason = ?2 WHERE id = ?1")?
-                .execute(params![trial, reason])?;
+        Write::Requeue(Requeued::GaveUp {
+            trial,
+            reason,
+            lost,
+        }) => {
+            conn.prepare_cached(
+                "UPDATE trials SET state = 'failed', reason = ?2, lost = ?3 WHERE id = ?1",
+            )?
+            .execute(params![trial, reason, lost])?;
         }
+        Write::Nothing => {}
     }
     Ok(())
 }
@@ -499,6 +717,7 @@ mod tests {
             device: "cpu".into(),
             seconds: 2.0,
             notes: Vec::new(),
+            diverged_epoch: None,
         }
     }
 
@@ -554,5 +773,111 @@ mod tests {
             store.load_trials().unwrap()[0].state,
             TrialState::Queued { attempt: 2 }
         );
+    }
+
+    /// A database with one finished trial, and its writer still open.
+    fn finished_db(dir: &Path) -> (std::path::PathBuf, String, Store) {
+        let db = dir.join("s.db");
+        let sweep = sweep::parse("name = \"s\"\n", Path::new("g.toml")).unwrap();
+        let id = sweep.trials[0].id.clone();
+        let mut store = Store::open(&db).unwrap();
+        store.add_sweep(&sweep, false).unwrap();
+        record_lease(&mut store, &id, 1, "w");
+        record_result(&mut store, &id, 1, "w", result(0.11147540983606559));
+        (db, id, store)
+    }
+
+    #[test]
+    fn after_a_checkpoint_the_database_file_alone_holds_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, id, writer) = finished_db(dir.path());
+        // Copy only the .db (what users do to share results); the writer is still open, as a
+        // coordinator's is when it exits.
+        writer.checkpoint().unwrap();
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&db, &copy).unwrap();
+        let trials = Store::open(&copy).unwrap().load_trials().unwrap();
+        let t = trials.iter().find(|t| t.id == id).unwrap();
+        assert!(matches!(&t.state, TrialState::Finished { result, .. }
+            if result.best_val_accuracy.map(f64::to_bits) == Some(0.11147540983606559f64.to_bits())));
+    }
+
+    #[test]
+    fn a_missing_database_beside_its_wal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        std::fs::write(dir.path().join("s.db-wal"), b"journal").unwrap();
+        let e = Store::open(&db).err().unwrap().to_string();
+        assert!(e.contains("s.db-wal") && e.contains("refusing"), "{e}");
+        assert!(!db.exists(), "nothing was created");
+    }
+
+    #[test]
+    fn damaged_files_and_changed_results_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, id, writer) = finished_db(dir.path());
+        drop(writer);
+        // A stored accuracy edited in place: the checksum no longer matches.
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute(
+                "UPDATE trials SET result = replace(result, '0.11147540983606559', '0.91147540983606559')",
+                [],
+            )
+            .unwrap();
+        }
+        let e = Store::open(&db).unwrap().load_trials().unwrap_err().to_string();
+        assert!(e.contains(&id) && e.contains("checksum"), "{e}");
+        // Garbage over the pages: refused at open, naming the file.
+        let bytes = std::fs::read(&db).unwrap();
+        let mut bad = bytes.clone();
+        for b in bad.iter_mut().skip(4096).take(4096) {
+            *b = 0x5a;
+        }
+        std::fs::write(&db, &bad).unwrap();
+        let e = Store::open(&db).err().unwrap().to_string();
+        assert!(e.contains("s.db") && e.contains("damaged"), "{e}");
+        std::fs::write(&db, b"not a database at all, just text").unwrap();
+        let e = Store::open(&db).err().unwrap().to_string();
+        assert!(e.contains("damaged"), "{e}");
+    }
+
+    #[test]
+    fn one_server_per_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let held = ServerLock::acquire(&db, "coordinator serve --listen 127.0.0.1:1").unwrap();
+        let e = ServerLock::acquire(&db, "second").unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("pid {}", std::process::id())) && e.contains("127.0.0.1:1"),
+            "{e}"
+        );
+        drop(held);
+        ServerLock::acquire(&db, "second").unwrap();
+    }
+
+    #[test]
+    fn an_old_database_is_migrated_and_its_results_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE trials (id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
+                 attempt INTEGER NOT NULL, worker TEXT, reason TEXT, result TEXT);",
+            )
+            .unwrap();
+            let json = serde_json::to_string(&result(0.5)).unwrap();
+            conn.execute(
+                "INSERT INTO trials VALUES ('t', ?1, 'finished', 3, 'w-1', NULL, ?2)",
+                params![TrialSpec::default().to_toml(), json],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&db).unwrap();
+        let t = &store.load_trials().unwrap()[0];
+        assert_eq!(t.lost, 0);
+        assert!(matches!(t.state, TrialState::Finished { attempt: 3, .. }));
+        assert_eq!(store.worker_ids().unwrap(), Vec::<String>::new());
     }
 }

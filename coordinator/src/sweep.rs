@@ -103,7 +103,7 @@ fn one() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSweep {
-    name: String,
+    name: Spanned<String>,
     data: Option<String>,
     #[serde(default)]
     rank_by: Metric,
@@ -113,7 +113,7 @@ struct RawSweep {
     repeats: u32,
     #[serde(default)]
     search: Search,
-    samples: Option<u32>,
+    samples: Option<Spanned<u32>>,
     #[serde(default)]
     search_seed: u64,
     #[serde(default)]
@@ -158,14 +158,61 @@ pub fn trial_id(spec: &TrialSpec) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads and expands a sweep file.
+/// Largest sweep file read (the study's file is 6 KB).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Longest sweep name; names become directory names under `out/`.
+pub const MAX_NAME: usize = 64;
+
+/// Reads and expands a sweep file. Only regular files up to [`MAX_FILE_BYTES`] are read: a
+/// FIFO would block forever and `/dev/zero` would fill memory.
 pub fn load(path: &Path) -> Result<Sweep, SweepError> {
-    let bytes = std::fs::read(path).map_err(|e| SweepError {
+    use std::io::Read;
+    let fail = |message: String| SweepError {
         file: path.into(),
         position: None,
-        message: format!("cannot read: {e}"),
-    })?;
+        message,
+    };
+    // stat, not open: opening a FIFO without a writer blocks.
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file; give a sweep file (TOML)".into()));
+    }
+    let too_big = || fail(format!("over {} KiB; a sweep file is a few KB of TOML", MAX_FILE_BYTES / 1024));
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
     parse_bytes(bytes, path)
+}
+
+/// Sweep names become paths (`out/NAME`) and appear in terminals: letters, digits, `.`, `_`
+/// and `-`, not starting with `.`, at most [`MAX_NAME`] bytes.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("`name` must not be empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("`name` is {} bytes long; at most {MAX_NAME}", name.len()));
+    }
+    if name.starts_with('.') {
+        return Err(format!("`name` {name:?} must not start with '.'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`name` {name:?} has {c:?}; use letters, digits, '.', '_' and '-' (it names the report's directory)"
+        ));
+    }
+    Ok(())
 }
 
 /// Expands a sweep file's raw bytes; `path` names it in errors and anchors `data`.
@@ -190,8 +237,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
         message,
     };
     let raw: RawSweep = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
-    if raw.name.trim().is_empty() {
-        return Err(err(None, "`name` must not be empty".into()));
+    check_name(raw.name.get_ref()).map_err(|m| err(Some(raw.name.span()), m))?;
+    if let Some(n) = raw.samples.as_ref().filter(|n| *n.get_ref() == 0) {
+        return Err(err(Some(n.span()), "`samples` must be at least 1".into()));
     }
     if raw.repeats == 0 {
         return Err(err(None, "`repeats` must be at least 1".into()));
@@ -212,7 +260,18 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
                     ));
                 }
                 ("grid", toml::Value::Array(items)) => items.clone(),
-                ("grid", toml::Value::Table(_)) if raw.search == Search::Random => continue,
+                ("grid", toml::Value::Table(range)) if raw.search == Search::Random => {
+                    // Each bound must be a value the key takes, so an impossible range is
+                    // reported at its key, not as a sampled number the file never wrote.
+                    for bound in ["min", "max"] {
+                        if let Some(v) = range.get(bound) {
+                            check_entry(key.get_ref(), v).map_err(|m| {
+                                err(Some(value.span()), format!("`grid.{}.{bound}`: {m}", key.get_ref()))
+                            })?;
+                        }
+                    }
+                    continue;
+                }
                 ("grid", toml::Value::Table(_)) => {
                     return Err(err(
                         Some(value.span()),
@@ -293,7 +352,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
         Search::Grid => axis_lengths
             .iter()
             .try_fold(1usize, |n, (_, len)| n.checked_mul(*len)),
-        Search::Random => Some(raw.samples.unwrap_or(0) as usize),
+        Search::Random => Some(raw.samples.as_ref().map_or(0, |n| *n.get_ref()) as usize),
     };
     let total = per_repeat
         .and_then(|n| n.checked_add(raw.include.len()))
@@ -308,7 +367,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
             format!(
                 "the sweep expands to more than {HARD_MAX_TRIALS} trials (axes: {}; samples: {}; includes: {}; repeats: {}); split it into several sweeps",
                 if sizes.is_empty() { "none".to_string() } else { sizes.join(" x ") },
-                raw.samples.map_or("-".to_string(), |n| n.to_string()),
+                raw.samples.as_ref().map_or("-".to_string(), |n| n.get_ref().to_string()),
                 raw.include.len(),
                 raw.repeats
             ),
@@ -318,9 +377,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
     let combos: Vec<toml::Table> = match raw.search {
         Search::Grid => grid_combinations(&defaults, &axes, &raw.grid),
         Search::Random => {
-            let samples = raw
+            let samples = *raw
                 .samples
-                .ok_or_else(|| err(None, "search = \"random\" needs `samples`".into()))?;
+                .as_ref()
+                .ok_or_else(|| err(None, "search = \"random\" needs `samples`".into()))?
+                .get_ref();
             random_samples(&defaults, &axes, &raw.grid, samples, raw.search_seed)
                 .map_err(|(k, m)| err(Some(k), m))?
         }
@@ -440,7 +501,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
     }
     let base = file.parent().unwrap_or(Path::new("."));
     Ok(Sweep {
-        name: raw.name,
+        name: raw.name.into_inner(),
         file: file.to_path_buf(),
         data: raw.data.map(|d| {
             if d == FETCH {
@@ -573,6 +634,11 @@ fn sample_range(r: &Range, rng: &mut impl Rng) -> Result<toml::Value, String> {
             "needs min <= max{}",
             if r.log { " and min > 0 for log" } else { "" }
         ));
+    }
+    // Integer ranges are sampled as integers: through f64, bounds near i64::MAX came back as
+    // numbers the file never wrote.
+    if let (toml::Value::Integer(a), toml::Value::Integer(b), false) = (&r.min, &r.max, r.log) {
+        return Ok(toml::Value::Integer(rng.random_range(*a..=*b)));
     }
     let integers = matches!(
         (&r.min, &r.max),

@@ -7,7 +7,7 @@ use coordinator::server::{serve, MAX_MESSAGE_BYTES};
 use coordinator::service::Handle;
 use std::path::Path;
 use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
-use sweep_proto::{TrialResult, TrialStatus};
+use sweep_proto::{TestMetrics, TrialResult, TrialStatus};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -107,12 +107,20 @@ async fn lease_one(c: &mut Client, worker: &str) -> pb::Lease {
     .remove(0)
 }
 
-fn result_json(acc: f64) -> String {
-    serde_json::to_string(&TrialResult {
+/// A valid completed result whose best validation accuracy is `acc`.
+fn result_msg(acc: f64) -> pb::TrialResult {
+    pb::TrialResult::from(&TrialResult {
         status: TrialStatus::Completed,
         reason: None,
         epochs: vec![],
-        test: None,
+        test: Some(TestMetrics {
+            loss: 1.0,
+            accuracy: 0.5,
+            binary_accuracy: None,
+            per_class_accuracy: vec![0.5, 0.5],
+            confusion: vec![vec![1, 1], vec![1, 1]],
+            images: 4,
+        }),
         best_val_accuracy: Some(acc),
         train_images: 1,
         val_images: 0,
@@ -120,18 +128,18 @@ fn result_json(acc: f64) -> String {
         device: "cpu".into(),
         seconds: 1.0,
         notes: Vec::new(),
+        diverged_epoch: None,
     })
-    .unwrap()
 }
 
-fn report(worker: &str, trial: &str, attempt: u32, json: String) -> pb::ResultReport {
+fn report(worker: &str, trial: &str, attempt: u32, result: pb::TrialResult) -> pb::ResultReport {
     pb::ResultReport {
         worker_id: worker.into(),
         lease: Some(pb::LeaseRef {
             trial_id: trial.into(),
             attempt,
         }),
-        result_json: json,
+        result: Some(result),
     }
 }
 
@@ -167,7 +175,8 @@ async fn oversized_messages_are_refused_and_the_server_carries_on() {
     let mut c = server.worker().await;
     let w = register(&mut c, "w").await;
     let lease = lease_one(&mut c, &w).await;
-    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_MESSAGE_BYTES + 1));
+    let mut huge = result_msg(0.5);
+    huge.notes = vec!["x".repeat(MAX_MESSAGE_BYTES + 1)];
     let err = c
         .report_result(report(&w, &lease.trial_id, lease.attempt, huge))
         .await
@@ -176,7 +185,7 @@ async fn oversized_messages_are_refused_and_the_server_carries_on() {
     assert!(err.message().contains("too large"), "{err:?}");
     // The same connection still works, and the lease is untouched.
     let ack = c
-        .report_result(report(&w, &lease.trial_id, lease.attempt, result_json(0.5)))
+        .report_result(report(&w, &lease.trial_id, lease.attempt, result_msg(0.5)))
         .await
         .unwrap()
         .into_inner();
@@ -211,7 +220,7 @@ async fn reports_on_unknown_or_foreign_leases_are_ignored_and_a_result_counts_on
     ];
     for (who, t, a, reason) in refused {
         let ack = c
-            .report_result(report(who, t, a, result_json(0.9)))
+            .report_result(report(who, t, a, result_msg(0.9)))
             .await
             .unwrap()
             .into_inner();
@@ -250,16 +259,25 @@ async fn reports_on_unknown_or_foreign_leases_are_ignored_and_a_result_counts_on
         .into_inner();
     assert_eq!(hb.cancel.len(), 1);
 
-    // The owner's result counts; sending it again does not count twice.
-    let json = result_json(0.42);
-    for (n, expect) in [(1, true), (2, false)] {
+    // The owner's result counts; sending it again (its first answer was lost) is
+    // acknowledged as stored without counting twice; a different result for the same attempt
+    // is refused.
+    let result = result_msg(0.42);
+    for n in 1..=2 {
         let ack = c
-            .report_result(report(&owner, &trial, attempt, json.clone()))
+            .report_result(report(&owner, &trial, attempt, result.clone()))
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(ack.accepted, expect, "report {n}: {ack:?}");
+        assert!(ack.accepted, "report {n}: {ack:?}");
+        assert_eq!(ack.reason.contains("already stored"), n == 2, "{ack:?}");
     }
+    let ack = c
+        .report_result(report(&owner, &trial, attempt, result_msg(0.43)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ack.accepted, "{ack:?}");
     {
         let s = server.handle.lock();
         match &s.core.trial(&trial).unwrap().state {
@@ -286,19 +304,20 @@ async fn malformed_requests_get_invalid_argument_or_not_found() {
     let w = register(&mut c, "w").await;
     let lease = lease_one(&mut c, &w).await;
 
+    let mut no_status = result_msg(0.1);
+    no_status.status = 0;
     let err = c
-        .report_result(report(
-            &w,
-            &lease.trial_id,
-            lease.attempt,
-            "{not json".into(),
-        ))
+        .report_result(report(&w, &lease.trial_id, lease.attempt, no_status))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("result_json"), "{err:?}");
+    assert!(err.message().contains("result.status"), "{err:?}");
+    let mut no_result = report(&w, &lease.trial_id, lease.attempt, result_msg(0.1));
+    no_result.result = None;
+    let err = c.report_result(no_result).await.unwrap_err();
+    assert!(err.message().contains("missing result"), "{err:?}");
 
-    let mut no_lease = report(&w, "", 0, result_json(0.1));
+    let mut no_lease = report(&w, "", 0, result_msg(0.1));
     no_lease.lease = None;
     let err = c.report_result(no_lease).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -333,26 +352,173 @@ async fn malformed_requests_get_invalid_argument_or_not_found() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    // Another worker cannot take over a live id by naming it.
-    let other = c
-        .register(pb::RegisterRequest {
-            name: "impostor".into(),
-            device: pb::DeviceKind::Cpu as i32,
-            resume_worker_id: w.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
-    assert_ne!(other, w);
+    // Another worker cannot take over a live id by naming it, even with the same name.
+    for name in ["impostor", "w"] {
+        let other = c
+            .register(pb::RegisterRequest {
+                name: name.into(),
+                device: pb::DeviceKind::Cpu as i32,
+                resume_worker_id: w.clone(),
+                resume_secret: "guess".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .worker_id;
+        assert_ne!(other, w);
+    }
 
     // Nothing above changed the lease.
     let ack = c
-        .report_result(report(&w, &lease.trial_id, lease.attempt, result_json(0.3)))
+        .report_result(report(&w, &lease.trial_id, lease.attempt, result_msg(0.3)))
         .await
         .unwrap()
         .into_inner();
     assert!(ack.accepted, "{ack:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn names_and_slots_are_bounded_and_ids_unguessable() {
+    let server = Server::start().await;
+    let mut c = server.worker().await;
+    for (name, needle) in [
+        ("x".repeat(1 << 20), "over the limit of 64"),
+        ("evil\n2026-01-01 INFO forged".to_string(), "is not allowed"),
+        ("a b".to_string(), "is not allowed"),
+    ] {
+        let err = c
+            .register(pb::RegisterRequest {
+                name: name.clone(),
+                device: pb::DeviceKind::Cpu as i32,
+                slots: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(needle) && err.message().len() < 200, "{err:?}");
+    }
+    let err = c
+        .register(pb::RegisterRequest {
+            name: "w".into(),
+            device: pb::DeviceKind::Cpu as i32,
+            slots: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("slots"), "{err:?}");
+    // Two workers of one host: different ids, each NAME-<16 hex digits>.
+    let a = register(&mut c, "host").await;
+    let b = register(&mut c, "host").await;
+    assert_ne!(a, b);
+    for id in [&a, &b] {
+        let suffix = id.strip_prefix("host-").unwrap();
+        assert!(suffix.len() == 16 && suffix.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    }
+    // A one-slot worker asking for every trial gets one.
+    let leases = c
+        .lease(pb::LeaseRequest {
+            worker_id: a.clone(),
+            free_slots: 35,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert_eq!(leases.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn impossible_values_are_refused_naming_the_field_and_results_are_stored_bit_for_bit() {
+    let server = Server::start().await;
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w").await;
+    let lease = lease_one(&mut c, &w).await;
+    let at = |r: pb::TrialResult| report(&w, &lease.trial_id, lease.attempt, r);
+    let mut cases = Vec::new();
+    let mut r = result_msg(0.5);
+    r.best_val_accuracy = Some(1.7);
+    cases.push((r, "result.best_val_accuracy"));
+    let mut r = result_msg(0.5);
+    r.test.as_mut().unwrap().accuracy = 1e308;
+    cases.push((r, "result.test.accuracy"));
+    let mut r = result_msg(0.5);
+    r.status = pb::TrialStatus::Failed as i32;
+    r.reason = Some("oom".into());
+    cases.push((r, "result.test"));
+    let mut r = result_msg(0.5);
+    r.epochs.push(pb::EpochMetrics {
+        epoch: 1,
+        train_loss: f64::NAN,
+        ..Default::default()
+    });
+    cases.push((r, "result.epochs[0].train_loss"));
+    for (r, field) in cases {
+        let err = c.report_result(at(r)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().starts_with(field), "{field}: {err:?}");
+    }
+    let err = c
+        .report_progress(pb::ProgressReport {
+            worker_id: w.clone(),
+            lease: Some(pb::LeaseRef {
+                trial_id: lease.trial_id.clone(),
+                attempt: lease.attempt,
+            }),
+            metrics: Some(pb::EpochMetrics {
+                epoch: 1,
+                train_accuracy: -0.5,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("metrics.train_accuracy"), "{err:?}");
+
+    // A value the coordinator's JSON parser used to re-round: stored and read back exactly.
+    let exact = 0.11147540983606559f64;
+    let mut r = result_msg(exact);
+    r.seconds = 0.1 + 0.2;
+    let ack = c.report_result(at(r)).await.unwrap().into_inner();
+    assert!(ack.accepted, "{ack:?}");
+    let stored = server.handle.store().load_trials().unwrap();
+    let TrialState::Finished { result, .. } = &stored
+        .iter()
+        .find(|t| t.id == lease.trial_id)
+        .unwrap()
+        .state
+    else {
+        panic!("not finished")
+    };
+    assert_eq!(result.best_val_accuracy.map(f64::to_bits), Some(exact.to_bits()));
+    assert_eq!(result.seconds.to_bits(), (0.1f64 + 0.2).to_bits());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_lease_whose_reply_was_lost_goes_back_to_the_queue() {
+    let server = Server::start().await;
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w").await;
+    // The worker never saw this lease: its heartbeats list nothing.
+    let lease = lease_one(&mut c, &w).await;
+    for _ in 0..2 {
+        c.heartbeat(pb::HeartbeatRequest {
+            worker_id: w.clone(),
+            running: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    let state = server.handle.lock().core.trial(&lease.trial_id).unwrap().state.clone();
+    assert_eq!(state, TrialState::Queued { attempt: 2 });
+    // And the database agrees, for the next coordinator.
+    let stored = server.handle.store().load_trials().unwrap();
+    let t = stored.iter().find(|t| t.id == lease.trial_id).unwrap();
+    assert_eq!((t.state.clone(), t.lost), (TrialState::Queued { attempt: 2 }, 1));
     server.stop().await;
 }

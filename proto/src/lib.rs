@@ -3,7 +3,8 @@
 //! - [`pb`]: the generated gRPC types and service stubs (`proto/sweep.proto`).
 //! - [`TrialSpec`]: everything one trial can set, with `validate()`; parsed from TOML by
 //!   `worker train` and (later) expanded from sweep grids by the coordinator.
-//! - [`TrialResult`]: what a worker reports for one trial.
+//! - [`TrialResult`]: what a worker reports for one trial, with `validate()`; it crosses the
+//!   wire as the typed `pb::TrialResult` (conversions in [`convert`]).
 //!
 //! Neither side links libtorch through this crate.
 
@@ -29,7 +30,7 @@ pub mod tls;
 pub mod trial;
 
 pub use convert::read_token;
-pub use result::{EpochMetrics, TestMetrics, TrialResult, TrialStatus};
+pub use result::{EpochMetrics, InvalidResult, TestMetrics, TrialResult, TrialStatus};
 pub use trial::{
     Augment, ColorMode, DeviceRequest, Layout, Loss, Model, Normalization, Optimizer, Precision,
     Schedule, SpecError, TrialSpec,

@@ -320,3 +320,169 @@ fn bad_trials_end_with_their_reason_and_the_sweep_goes_on() {
         "{oom}"
     );
 }
+
+/// Process ids whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Running (not a zombie waiting to be reaped) and not gone.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+#[test]
+fn killing_coordinator_sweep_leaves_no_worker_behind() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_cifar(&dir.path().join("data"), 100, 50);
+    let sweep = write_sweep(dir.path(), "orphans", SLOW);
+    let out = dir.path().join("out");
+    let mut run = Proc::spawn(&mut sweep_command(&sweep, &out, 2), dir.path().join("sweep.log"));
+    let db = out.join("sweep.db");
+    assert!(
+        wait_until(Duration::from_secs(120), || any_in(&db, "running")),
+        "{}",
+        run.log_text()
+    );
+    let workers = children_of(run.child.id());
+    assert_eq!(workers.len(), 2, "two local workers: {workers:?}");
+    // SIGKILL: the coordinator gets no chance to stop them itself.
+    run.kill();
+    assert!(
+        wait_until(Duration::from_secs(15), || !workers.iter().any(|w| alive(*w))),
+        "local workers outlived their coordinator: {workers:?}"
+    );
+}
+
+#[test]
+fn a_stopped_coordinator_does_not_drop_its_workers() {
+    let _serial = serial();
+    let c = Cluster::start("paused", SLOW, 100, 3.0);
+    let workers = [c.worker("a"), c.worker("b")];
+    assert!(
+        wait_until(Duration::from_secs(120), || running_with_an_epoch(&c.db).is_some()),
+        "{:?}",
+        states(&c.db)
+    );
+    // Stopped for more than twice the heartbeat timeout while its workers keep training and
+    // their heartbeats and results queue up in the sockets.
+    signal(&c.server, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(8));
+    signal(&c.server, libc::SIGCONT);
+    assert!(
+        wait_until(Duration::from_secs(240), || all_finished(&c.db, 3)),
+        "{:?}\n{}",
+        states(&c.db),
+        c.server.log_text()
+    );
+    let log = c.server.log_text();
+    assert!(!log.contains("worker lost"), "a worker was blamed for the coordinator's pause:\n{log}");
+    let sent = assert_every_result_counted_once(&c, 3, &[&workers[0], &workers[1]]);
+    assert!(
+        sent.iter().all(|s| s.accepted && s.attempt == 1),
+        "every first attempt counts: {sent:?}"
+    );
+}
+
+#[test]
+fn two_workers_of_one_host_keep_distinct_ids_across_a_coordinator_restart() {
+    let _serial = serial();
+    let mut c = Cluster::start("host", SLOW, 100, 3.0);
+    let (dir, data) = (c.dir.path().to_path_buf(), c.data.clone());
+    // One host, two workers (one per GPU under systemd): the same name.
+    let a = worker_logging_to(&dir, c.port, Some(TOKEN), &data, "host", "host-a.log");
+    let b = worker_logging_to(&dir, c.port, Some(TOKEN), &data, "host", "host-b.log");
+    assert!(
+        wait_until(Duration::from_secs(120), || running_with_an_epoch(&c.db).is_some()),
+        "{:?}",
+        states(&c.db)
+    );
+    c.server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    c.server = serve(&dir, &c.db, c.port, TOKEN, 3.0, "server2.log", &[]);
+    assert!(
+        wait_until(Duration::from_secs(240), || all_finished(&c.db, 3)),
+        "{:?}\n{}\n{}",
+        states(&c.db),
+        a.log_text(),
+        b.log_text()
+    );
+    assert_every_result_counted_once(&c, 3, &[&a, &b]);
+    // Every id either worker ever held is its own.
+    let ids = |p: &Proc| -> std::collections::BTreeSet<String> {
+        p.log_text()
+            .lines()
+            .filter_map(|l| l.split(" worker=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(|id| id.trim_end_matches(':').to_string())
+            .collect()
+    };
+    let (ia, ib) = (ids(&a), ids(&b));
+    assert!(!ia.is_empty() && !ib.is_empty(), "{ia:?} {ib:?}");
+    assert!(ia.is_disjoint(&ib), "a shared id: {ia:?} {ib:?}");
+}
+
+#[test]
+fn one_database_one_server_and_a_clean_stop_leaves_one_file() {
+    let _serial = serial();
+    let mut c = Cluster::start(
+        "single",
+        "[defaults]\nmodel = \"dense\"\nepochs = 1\nbatch_size = 32\n[grid]\nseed = [1, 2]\n",
+        60,
+        3.0,
+    );
+    // A second server on the same database (another port) is refused, naming the first.
+    assert!(
+        wait_until(Duration::from_secs(30), || http_status(c.health_port, "/readyz") == Some(200)),
+        "{}",
+        c.server.log_text()
+    );
+    let (ok, _, err) = {
+        let mut second = serve(c.dir.path(), &c.db, free_port(), TOKEN, 3.0, "second.log", &[]);
+        let status = second.wait_exit(Duration::from_secs(30)).expect("the second server must exit");
+        (status.success(), (), second.log_text())
+    };
+    assert!(!ok, "{err}");
+    let first = c.server.child.id();
+    assert!(
+        err.contains("in use by another coordinator") && err.contains(&format!("pid {first}")),
+        "{err}"
+    );
+    let w = c.worker("w");
+    assert!(
+        wait_until(Duration::from_secs(120), || all_finished(&c.db, 2)),
+        "{}",
+        w.log_text()
+    );
+    // A clean stop (SIGTERM) folds the WAL into the file: the .db alone, copied elsewhere as
+    // users do to share results, holds every result.
+    signal(&c.server, libc::SIGTERM);
+    let status = c.server.wait_exit(Duration::from_secs(30)).expect("serve stops on SIGTERM");
+    assert!(status.success(), "{}", c.server.log_text());
+    let copy = tempfile::tempdir().unwrap();
+    let alone = copy.path().join("copy.db");
+    std::fs::copy(&c.db, &alone).unwrap();
+    let (ok, out, err) = coordinator(&["status", "single"], &alone);
+    assert!(ok && out.contains("2 finished"), "{out}{err}");
+}

@@ -8,7 +8,7 @@
 
 use crate::data::{self, Dataset};
 use crate::device;
-use crate::train::{self, Event};
+use crate::train::{self, failed, Event};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
 use sweep_proto::tls::{ClientTls, TlsError};
-use sweep_proto::{EpochMetrics, TrialResult, TrialSpec, TrialStatus};
+use sweep_proto::{EpochMetrics, TrialResult, TrialSpec};
 use tch::Device;
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
@@ -94,23 +94,6 @@ fn lease_ref(k: &Key) -> pb::LeaseRef {
     }
 }
 
-/// A trial that could not even start: reported as failed with the reason.
-fn failed(reason: String, device: Device) -> TrialResult {
-    TrialResult {
-        status: TrialStatus::Failed,
-        reason: Some(reason),
-        epochs: vec![],
-        test: None,
-        best_val_accuracy: None,
-        train_images: 0,
-        val_images: 0,
-        parameters: 0,
-        device: train::device_name(device),
-        seconds: 0.0,
-        notes: Vec::new(),
-    }
-}
-
 /// Trains one leased trial on the calling (blocking) thread.
 fn train_lease(
     lease: &pb::Lease,
@@ -157,6 +140,294 @@ fn train_lease(
     })
 }
 
+/// Exponential backoff between reconnection attempts: 200 ms doubling up to 10 s, back to the
+/// start once a session is healthy again.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The delay to wait now; the next one is twice as long.
+    fn take(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        now
+    }
+}
+
+/// Adds the worker token to every request.
+#[derive(Clone)]
+struct Auth(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Client = CoordinatorClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
+>;
+
+/// What outlives a session: the trials training on their threads and the results not yet
+/// delivered, plus the identity to resume with after a network cut.
+struct Trials {
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    running: HashMap<Key, Arc<AtomicBool>>,
+    pending: Vec<(Key, Box<TrialResult>)>,
+    /// The last session's id and secret: offered back on reconnect so that a short network
+    /// cut does not cost the leases this worker holds.
+    resume: Option<(String, String)>,
+}
+
+/// One registered session with the coordinator, until the connection breaks.
+struct Session<'a> {
+    client: Client,
+    id: String,
+    opts: &'a Options,
+}
+
+impl Session<'_> {
+    /// Delivers finished results; keeps the ones that cannot be sent yet.
+    async fn deliver(&mut self, trials: &mut Trials) -> Result<(), Status> {
+        while let Some((key, result)) = trials.pending.first() {
+            let report = pb::ResultReport {
+                worker_id: self.id.clone(),
+                lease: Some(lease_ref(key)),
+                result: Some(pb::TrialResult::from(result.as_ref())),
+            };
+            // The exact JSON of the result is logged so it can be traced from worker to report
+            // (the coordinator stores and reports these values bit for bit).
+            let json = serde_json::to_string(result).unwrap_or_default();
+            let ack = match self.client.report_result(report).await {
+                Ok(ack) => ack.into_inner(),
+                Err(e) => {
+                    tracing::warn!(trial = %key.0, attempt = key.1, "could not deliver the result, keeping it: {}", e.message());
+                    return Err(e);
+                }
+            };
+            if ack.accepted {
+                tracing::info!(worker = %self.id, trial = %key.0, attempt = key.1, result = %json, "result accepted");
+            } else {
+                tracing::info!(worker = %self.id, trial = %key.0, attempt = key.1, result = %json, "result not accepted: {}", ack.reason);
+            }
+            trials.pending.remove(0);
+        }
+        Ok(())
+    }
+
+    /// A heartbeat (stopping what the coordinator cancelled), then leases for free slots.
+    async fn beat(&mut self, trials: &mut Trials) -> Result<(), Status> {
+        let refs: Vec<pb::LeaseRef> = trials.running.keys().map(lease_ref).collect();
+        let hb = self
+            .client
+            .heartbeat(pb::HeartbeatRequest {
+                worker_id: self.id.clone(),
+                running: refs,
+            })
+            .await?
+            .into_inner();
+        for c in hb.cancel {
+            if let Some(flag) = trials.running.get(&(c.trial_id.clone(), c.attempt)) {
+                tracing::info!(trial = %c.trial_id, "stopping: the coordinator cancelled this lease");
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+        let free = self.opts.slots.saturating_sub(trials.running.len() as u32);
+        if free == 0 {
+            return Ok(());
+        }
+        let leases = self
+            .client
+            .lease(pb::LeaseRequest {
+                worker_id: self.id.clone(),
+                free_slots: free,
+            })
+            .await?
+            .into_inner()
+            .leases;
+        for lease in leases {
+            let key = (lease.trial_id.clone(), lease.attempt);
+            tracing::info!(trial = %key.0, attempt = key.1, "training");
+            let stop = Arc::new(AtomicBool::new(false));
+            trials.running.insert(key.clone(), stop.clone());
+            let (tx, data, device) = (trials.tx.clone(), self.opts.data.clone(), self.opts.device);
+            std::thread::spawn(move || {
+                let result = train_lease(&lease, data, device, &stop, &tx);
+                let _ = tx.send(Msg::Done(key, Box::new(result)));
+            });
+        }
+        Ok(())
+    }
+
+    /// Serves the session until `shutdown` (Ok) or the connection breaks (Err).
+    async fn run(
+        &mut self,
+        trials: &mut Trials,
+        heartbeat: Duration,
+        backoff: &mut Backoff,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> Result<(), Status> {
+        let mut ticker = tokio::time::interval(heartbeat);
+        loop {
+            self.deliver(trials).await?;
+            tokio::select! {
+                _ = &mut *shutdown => return Ok(()),
+                _ = ticker.tick() => {
+                    self.beat(trials).await?;
+                    // A session that gets this far is healthy again.
+                    backoff.reset();
+                }
+                Some(msg) = trials.rx.recv() => match msg {
+                    Msg::Progress(key, m) => {
+                        let report = pb::ProgressReport {
+                            worker_id: self.id.clone(),
+                            lease: Some(lease_ref(&key)),
+                            metrics: Some(pb::EpochMetrics::from(&m)),
+                        };
+                        self.client.report_progress(report).await?;
+                    }
+                    Msg::Done(key, result) => {
+                        trials.running.remove(&key);
+                        trials.pending.push((key, result));
+                        // A slot is free: ask for the next trial now, not at the next beat.
+                        ticker.reset_immediately();
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Why a connection or a registration failed, and whether retrying can help.
+enum Failure {
+    /// Stop the worker: the coordinator refused it or its certificates.
+    Fatal(ClientError),
+    Retry(String),
+}
+
+/// Connects and registers (resuming the last identity if there is one). A failure that looks
+/// like the network but is a missing client certificate stops the worker with that reason.
+async fn open_session<'a>(
+    opts: &'a Options,
+    endpoint: &tonic::transport::Endpoint,
+    auth: &Auth,
+    trials: &mut Trials,
+) -> Result<(Session<'a>, Duration), Failure> {
+    let outcome = try_open(opts, endpoint, auth, trials).await;
+    // The same reason every time, whether the server's alert arrived intact or as a reset. A
+    // failure of this side's own checks (the server's certificate) keeps its reason.
+    let server_refused = match &outcome {
+        Err(Failure::Retry(_)) => true,
+        Err(Failure::Fatal(ClientError::Tls { reason, .. })) => reason.contains("alert"),
+        _ => false,
+    };
+    if server_refused {
+        if let Some(reason) = missing_client_certificate(opts).await {
+            return Err(Failure::Fatal(ClientError::Tls {
+                url: opts.url.clone(),
+                reason,
+            }));
+        }
+    }
+    outcome
+}
+
+/// After a failed connection over TLS without a client certificate: the reason, if the
+/// coordinator requires one (see [`crate::tls_probe`]).
+async fn missing_client_certificate(opts: &Options) -> Option<String> {
+    if opts.tls.cert.is_some() {
+        return None;
+    }
+    let uri: tonic::codegen::http::Uri = opts.url.parse().ok()?;
+    if uri.scheme_str() != Some("https") {
+        return None;
+    }
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(443);
+    crate::tls_probe::requires_client_certificate(host, port)
+        .await
+        .then(|| "the coordinator requires a client certificate (mTLS): pass --tls-cert and --tls-key".to_string())
+}
+
+async fn try_open<'a>(
+    opts: &'a Options,
+    endpoint: &tonic::transport::Endpoint,
+    auth: &Auth,
+    trials: &mut Trials,
+) -> Result<(Session<'a>, Duration), Failure> {
+    let tls_error = |reason| {
+        Failure::Fatal(ClientError::Tls {
+            url: opts.url.clone(),
+            reason,
+        })
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(match tls_failure(&e) {
+                Some(reason) => tls_error(reason),
+                None => Failure::Retry(format!("cannot reach {}: {e}", opts.url)),
+            })
+        }
+    };
+    let mut client = CoordinatorClient::with_interceptor(channel, auth.clone());
+    let (device_kind, gpu_model) = match opts.device {
+        Device::Cuda(i) => (pb::DeviceKind::Cuda, format!("cuda:{i}")),
+        _ => (pb::DeviceKind::Cpu, String::new()),
+    };
+    let (resume_worker_id, resume_secret) = trials.resume.clone().unwrap_or_default();
+    let reg = client
+        .register(pb::RegisterRequest {
+            name: opts.name.clone(),
+            device: device_kind as i32,
+            gpu_model,
+            gpu_memory_bytes: 0,
+            slots: opts.slots,
+            version: env!("CARGO_PKG_VERSION").into(),
+            resume_worker_id: resume_worker_id.clone(),
+            resume_secret,
+        })
+        .await;
+    let reg = match reg {
+        Ok(r) => r.into_inner(),
+        Err(s) if matches!(s.code(), Code::Unauthenticated | Code::InvalidArgument) => {
+            return Err(Failure::Fatal(ClientError::Refused(s.message().to_string())))
+        }
+        Err(s) => {
+            return Err(match tls_failure(&s) {
+                Some(reason) => tls_error(reason),
+                None => Failure::Retry(format!("register failed: {}", s.message())),
+            })
+        }
+    };
+    if reg.worker_id == resume_worker_id {
+        tracing::info!(worker = %reg.worker_id, "resumed the session with {}", opts.url);
+    } else {
+        tracing::info!(worker = %reg.worker_id, "registered with {}", opts.url);
+    }
+    trials.resume = Some((reg.worker_id.clone(), reg.resume_secret));
+    let heartbeat = Duration::from_millis(reg.heartbeat_interval_ms.max(50) as u64);
+    let session = Session {
+        client,
+        id: reg.worker_id,
+        opts,
+    };
+    Ok((session, heartbeat))
+}
+
 /// Runs until `shutdown` resolves (or the coordinator refuses the token).
 pub async fn run(
     opts: Options,
@@ -165,177 +436,67 @@ pub async fn run(
     // A request that hangs (a half-dead network path) must end so the session can reconnect.
     let endpoint =
         sweep_proto::tls::endpoint(&opts.url, &opts.tls)?.timeout(Duration::from_secs(30));
-    let tls_error = |reason| ClientError::Tls {
-        url: opts.url.clone(),
-        reason,
+    let auth = Auth(
+        format!("Bearer {}", opts.token)
+            .parse()
+            .map_err(|_| ClientError::Refused("the token has invalid characters".into()))?,
+    );
+    let (tx, rx) = mpsc::unbounded_channel::<Msg>();
+    let mut trials = Trials {
+        tx,
+        rx,
+        running: HashMap::new(),
+        pending: Vec::new(),
+        resume: None,
     };
-    let auth: MetadataValue<_> = format!("Bearer {}", opts.token)
-        .parse()
-        .map_err(|_| ClientError::Refused("the token has invalid characters".into()))?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let mut running: HashMap<Key, Arc<AtomicBool>> = HashMap::new();
-    let mut pending: Vec<(Key, Box<TrialResult>)> = Vec::new();
-    let mut backoff = Duration::from_millis(200);
-    // The id of the last session: offered back on reconnect so that a short network cut does
-    // not cost the leases this worker holds.
-    let mut last_id = String::new();
+    let mut backoff = Backoff::new();
     tokio::pin!(shutdown);
 
     loop {
-        let channel = tokio::select! {
+        let opened = tokio::select! {
             _ = &mut shutdown => break,
-            c = endpoint.connect() => c,
+            o = open_session(&opts, &endpoint, &auth, &mut trials) => o,
         };
-        let channel = match channel {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some(reason) = tls_failure(&e) {
-                    return Err(tls_error(reason));
-                }
-                tracing::warn!("cannot reach {}: {e}; retrying in {backoff:?}", opts.url);
-                tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        let auth = auth.clone();
-        let mut client =
-            CoordinatorClient::with_interceptor(channel, move |mut req: Request<()>| {
-                req.metadata_mut().insert("authorization", auth.clone());
-                Ok(req)
-            });
-        let (device_kind, gpu_model) = match opts.device {
-            Device::Cuda(i) => (pb::DeviceKind::Cuda, format!("cuda:{i}")),
-            _ => (pb::DeviceKind::Cpu, String::new()),
-        };
-        let reg = client
-            .register(pb::RegisterRequest {
-                name: opts.name.clone(),
-                device: device_kind as i32,
-                gpu_model,
-                gpu_memory_bytes: 0,
-                slots: opts.slots,
-                version: env!("CARGO_PKG_VERSION").into(),
-                resume_worker_id: last_id.clone(),
-            })
-            .await;
-        let reg = match reg {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::Unauthenticated => {
-                return Err(ClientError::Refused(s.message().to_string()))
-            }
-            Err(s) => {
-                if let Some(reason) = tls_failure(&s) {
-                    return Err(tls_error(reason));
-                }
-                tracing::warn!("register failed: {}; retrying in {backoff:?}", s.message());
-                tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        opts.connected.store(true, Ordering::Relaxed);
-        let id = reg.worker_id;
-        if id == last_id {
-            tracing::info!(worker = %id, "resumed the session with {}", opts.url);
-        } else {
-            tracing::info!(worker = %id, "registered with {}", opts.url);
-        }
-        last_id = id.clone();
-        let mut ticker = tokio::time::interval(Duration::from_millis(
-            reg.heartbeat_interval_ms.max(50) as u64,
-        ));
-
-        // One session: until the connection breaks or we are told to stop.
-        let outcome: Result<(), Status> = async {
-            loop {
-                // Deliver finished results first; keep the ones that cannot be sent yet.
-                while let Some((key, result)) = pending.first().cloned() {
-                    let report = pb::ResultReport {
-                        worker_id: id.clone(),
-                        lease: Some(lease_ref(&key)),
-                        result_json: serde_json::to_string(&result).unwrap_or_default(),
-                    };
-                    let ack = match client.report_result(report.clone()).await {
-                        Ok(ack) => ack.into_inner(),
-                        Err(e) => {
-                            tracing::warn!(trial = %key.0, attempt = key.1, "could not deliver the result, keeping it: {}", e.message());
-                            return Err(e);
-                        }
-                    };
-                    // The exact JSON is logged so a result can be traced from worker to report.
-                    if ack.accepted {
-                        tracing::info!(worker = %id, trial = %key.0, attempt = key.1, result = %report.result_json, "result accepted");
-                    } else {
-                        tracing::info!(worker = %id, trial = %key.0, attempt = key.1, result = %report.result_json, "result not accepted: {}", ack.reason);
+        let why = match opened {
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Retry(why)) => format!("{why}; retrying"),
+            Ok((mut session, heartbeat)) => {
+                opts.connected.store(true, Ordering::Relaxed);
+                let outcome = session
+                    .run(&mut trials, heartbeat, &mut backoff, &mut shutdown)
+                    .await;
+                opts.connected.store(false, Ordering::Relaxed);
+                match outcome {
+                    Ok(()) => break,
+                    Err(s) if s.code() == Code::Unauthenticated => {
+                        return Err(ClientError::Refused(s.message().to_string()))
                     }
-                    pending.remove(0);
-                }
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = ticker.tick() => {
-                        let refs: Vec<pb::LeaseRef> = running.keys().map(lease_ref).collect();
-                        let hb = client.heartbeat(pb::HeartbeatRequest { worker_id: id.clone(), running: refs }).await?.into_inner();
-                        // A session that gets this far is healthy again.
-                        backoff = Duration::from_millis(200);
-                        for c in hb.cancel {
-                            if let Some(flag) = running.get(&(c.trial_id.clone(), c.attempt)) {
-                                tracing::info!(trial = %c.trial_id, "stopping: the coordinator cancelled this lease");
-                                flag.store(true, Ordering::Relaxed);
-                            }
-                        }
-                        let free = opts.slots.saturating_sub(running.len() as u32);
-                        if free > 0 {
-                            let leases = client.lease(pb::LeaseRequest { worker_id: id.clone(), free_slots: free }).await?.into_inner().leases;
-                            for lease in leases {
-                                let key = (lease.trial_id.clone(), lease.attempt);
-                                tracing::info!(trial = %key.0, attempt = key.1, "training");
-                                let stop = Arc::new(AtomicBool::new(false));
-                                running.insert(key.clone(), stop.clone());
-                                let (tx, data, device) = (tx.clone(), opts.data.clone(), opts.device);
-                                std::thread::spawn(move || {
-                                    let result = train_lease(&lease, data, device, &stop, &tx);
-                                    let _ = tx.send(Msg::Done(key, Box::new(result)));
-                                });
-                            }
-                        }
-                    }
-                    Some(msg) = rx.recv() => match msg {
-                        Msg::Progress(key, m) => {
-                            let report = pb::ProgressReport { worker_id: id.clone(), lease: Some(lease_ref(&key)), metrics: Some(pb::EpochMetrics::from(&m)) };
-                            client.report_progress(report).await?;
-                        }
-                        Msg::Done(key, result) => {
-                            running.remove(&key);
-                            pending.push((key, result));
-                            // A slot is free: ask for the next trial now, not at the next beat.
-                            ticker.reset_immediately();
-                        }
-                    },
+                    // Back off here too: a coordinator that accepts the session but fails
+                    // every write (disk full) must not be hammered.
+                    Err(s) => format!("lost the coordinator ({}); reconnecting", s.message()),
                 }
             }
-        }
-        .await;
-        opts.connected.store(false, Ordering::Relaxed);
-        match outcome {
-            Ok(()) => break,
-            Err(s) if s.code() == Code::Unauthenticated => {
-                return Err(ClientError::Refused(s.message().to_string()))
-            }
-            Err(s) => {
-                // Back off here too: a coordinator that accepts the session but fails every
-                // write (disk full) must not be hammered.
-                tracing::warn!(
-                    "lost the coordinator ({}); reconnecting in {backoff:?}",
-                    s.message()
-                );
-                tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(backoff) => {} }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
+        };
+        let delay = backoff.take();
+        tracing::warn!("{why} in {delay:?}");
+        tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(delay) => {} }
     }
-    for flag in running.values() {
+    for flag in trials.running.values() {
         flag.store(true, Ordering::Relaxed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_ten_seconds_and_resets() {
+        let mut b = Backoff::new();
+        let waits: Vec<u64> = (0..8).map(|_| b.take().as_millis() as u64).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        b.reset();
+        assert_eq!(b.take(), Duration::from_millis(200));
+    }
 }

@@ -14,6 +14,7 @@ pub mod amp;
 pub mod augment;
 pub mod bench;
 pub mod client;
+pub mod tls_probe;
 pub use cifar10 as data;
 pub mod device;
 pub mod metrics;

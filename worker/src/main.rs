@@ -68,6 +68,25 @@ struct Cli {
     /// Serve /healthz and /readyz over HTTP here (e.g. 0.0.0.0:8081); ready = connected.
     #[arg(long)]
     health_listen: Option<String>,
+    /// Stop when the process with this id is no longer this worker's parent (it exited or was
+    /// killed). `coordinator sweep` sets it for its local workers so none outlives it.
+    #[arg(long, env = "SWEEP_EXIT_WITH_PARENT", hide_env_values = true)]
+    exit_with_parent: Option<u32>,
+}
+
+/// Resolves once `parent` is no longer this process's parent: it died and the worker was
+/// re-parented (to init or a subreaper). Polled twice a second.
+async fn parent_gone(parent: Option<u32>) {
+    let Some(parent) = parent else {
+        return std::future::pending().await;
+    };
+    loop {
+        if std::os::unix::process::parent_id() != parent {
+            eprintln!("worker: parent process {parent} is gone; stopping");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 #[derive(Subcommand)]
@@ -220,10 +239,22 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
     };
     let token = sweep_proto::read_token(cli.token_file.as_deref()).map_err(anyhow::Error::msg)?;
     let device = device::choose(cli.device).map_err(anyhow::Error::msg)?;
+    // The coordinator accepts names of letters, digits, '.', '_' and '-', up to 64 bytes: a
+    // host name fits (its first label if the whole is longer).
     let name = cli.name.unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
+        let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "worker".into())
+            .unwrap_or_default();
+        let host = if host.len() > 64 {
+            host.split('.').next().unwrap_or("").chars().take(64).collect()
+        } else {
+            host
+        };
+        if host.is_empty() {
+            "worker".into()
+        } else {
+            host
+        }
     });
     let connected = Arc::new(AtomicBool::new(false));
     let opts = worker::client::Options {
@@ -260,7 +291,14 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("cannot listen on {addr} for health checks"))?;
             eprintln!("worker: /healthz and /readyz on http://{bound}");
         }
-        worker::client::run(opts, sweep_proto::signal::shutdown()).await?;
+        let parent = cli.exit_with_parent;
+        let stop = async move {
+            tokio::select! {
+                _ = sweep_proto::signal::shutdown() => {}
+                _ = parent_gone(parent) => {}
+            }
+        };
+        worker::client::run(opts, stop).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

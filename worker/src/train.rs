@@ -68,20 +68,9 @@ pub fn run_until(
     result
 }
 
-fn failed(reason: String, device: Device) -> TrialResult {
-    TrialResult {
-        status: TrialStatus::Failed,
-        reason: Some(reason),
-        epochs: Vec::new(),
-        test: None,
-        best_val_accuracy: None,
-        train_images: 0,
-        val_images: 0,
-        parameters: 0,
-        device: device_name(device),
-        seconds: 0.0,
-        notes: Vec::new(),
-    }
+/// A trial that could not run, on `device`.
+pub fn failed(reason: String, device: Device) -> TrialResult {
+    TrialResult::failed(reason, device_name(device))
 }
 
 pub fn device_name(device: Device) -> String {
@@ -158,10 +147,9 @@ fn train(
             let check = step % LOSS_CHECK_EVERY == 0 || step + 1 == steps;
             let value = check.then(|| loss.double_value(&[]));
             if let Some(v) = value.filter(|v| !v.is_finite()) {
-                diverged = Some(format!(
-                    "training loss became {v} at epoch {}, step {}",
+                diverged = Some((
                     epoch + 1,
-                    step + 1
+                    format!("training loss became {v} at epoch {}, step {}", epoch + 1, step + 1),
                 ));
                 break 'epochs;
             }
@@ -175,9 +163,9 @@ fn train(
         let train_seconds = t0.elapsed().as_secs_f64();
         let (train_loss, train_accuracy, train_binary_accuracy) = tally.finish();
         if !train_loss.is_finite() {
-            diverged = Some(format!(
-                "training loss became {train_loss} in epoch {}",
-                epoch + 1
+            diverged = Some((
+                epoch + 1,
+                format!("training loss became {train_loss} in epoch {}", epoch + 1),
             ));
             break;
         }
@@ -185,6 +173,12 @@ fn train(
             .val
             .as_ref()
             .map(|v| evaluate(&model, &pipe, v, spec, None));
+        // A NaN or infinite validation loss cannot be reported as a metric (the coordinator
+        // refuses it): the epoch diverged.
+        if let Some(v) = val.map(|v| v.0).filter(|v| !v.is_finite()) {
+            diverged = Some((epoch + 1, format!("validation loss became {v} in epoch {}", epoch + 1)));
+            break;
+        }
         let m = EpochMetrics {
             epoch: epoch + 1,
             train_loss,
@@ -216,10 +210,12 @@ fn train(
         device: device_name(device),
         seconds: 0.0,
         notes: precision_note.into_iter().collect(),
+        diverged_epoch: None,
     };
-    if let Some(reason) = diverged {
+    if let Some((epoch, reason)) = diverged {
         result.status = TrialStatus::Diverged;
         result.reason = Some(reason);
+        result.diverged_epoch = Some(epoch);
         return Ok(result);
     }
     observe(Event::Testing);
@@ -409,6 +405,9 @@ mod tests {
         assert!(r.epochs.len() < 5);
         assert!(r.epochs.iter().all(|e| e.train_loss.is_finite()));
         assert!(r.test.is_none());
+        // The diverged epoch is named, and the result is one the coordinator accepts.
+        assert_eq!(r.diverged_epoch, Some(r.epochs.len() as u32 + 1));
+        r.validate().unwrap();
     }
 
     #[test]

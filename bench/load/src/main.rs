@@ -224,12 +224,22 @@ async fn simulated_worker(
         .await?
         .into_inner()
         .worker_id;
-    let result_json = serde_json::json!({
-        "status": "completed", "reason": null, "epochs": [], "test": null,
-        "best_val_accuracy": 0.5, "train_images": 1, "val_images": 0, "parameters": 1,
-        "device": "cpu", "seconds": 0.0, "notes": []
-    })
-    .to_string();
+    // The smallest result the coordinator accepts: completed, with a 2-class test.
+    let result = pb::TrialResult {
+        status: pb::TrialStatus::Completed as i32,
+        test: Some(pb::TestMetrics {
+            accuracy: 0.5,
+            per_class_accuracy: vec![0.5, 0.5],
+            confusion: vec![1, 1, 1, 1],
+            images: 4,
+            ..Default::default()
+        }),
+        best_val_accuracy: Some(0.5),
+        train_images: 1,
+        parameters: 1,
+        device: "cpu".into(),
+        ..Default::default()
+    };
     let mut latencies = Vec::new();
     loop {
         let asked = Instant::now();
@@ -258,7 +268,7 @@ async fn simulated_worker(
                         trial_id: l.trial_id,
                         attempt: l.attempt,
                     }),
-                    result_json: result_json.clone(),
+                    result: Some(result.clone()),
                 })
                 .await?
                 .into_inner();

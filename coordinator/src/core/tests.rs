@@ -37,7 +37,27 @@ fn result() -> TrialResult {
         device: "cpu".into(),
         seconds: 1.0,
         notes: Vec::new(),
+        diverged_epoch: None,
     }
+}
+
+/// Registers a worker with a fixed secret, resuming `resume` if given.
+fn reg(
+    core: &mut Core,
+    name: &str,
+    device: DeviceKind,
+    slots: u32,
+    resume: Option<&str>,
+    now_ms: u64,
+) -> WorkerId {
+    let w = NewWorker {
+        name: name.into(),
+        device,
+        slots,
+        nonce: 0,
+        secret: "s".into(),
+    };
+    core.register(w, resume.map(|id| (id, "s")), now_ms).0
 }
 
 fn metrics(epoch: u32) -> EpochMetrics {
@@ -66,14 +86,110 @@ fn leases_follow_queue_order_and_slots() {
         ("b", DeviceRequest::Auto),
         ("c", DeviceRequest::Auto),
     ]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 2, None, 0);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
     assert_eq!(ids(&core.lease(&w, 2, 0).unwrap()), vec!["a", "b"]);
-    assert_eq!(ids(&core.lease(&w, 5, 0).unwrap()), vec!["c"]);
-    assert!(core.lease(&w, 1, 0).unwrap().is_empty());
+    // Asking for more than its registered slots gets nothing while both are busy (a one-slot
+    // worker once leased all 35 queued trials).
+    assert!(core.lease(&w, 5, 0).unwrap().is_empty());
+    core.finish(&w, "a", 1, result(), 1).unwrap();
+    assert_eq!(ids(&core.lease(&w, 5, 1).unwrap()), vec!["c"]);
     assert_eq!(
         core.counts(&["a".into(), "b".into(), "c".into()]).running,
-        3
+        2
     );
+    // Slots are capped too.
+    let big = reg(&mut core, "big", DeviceKind::Cpu, 100_000, None, 0);
+    assert_eq!(core.workers().find(|(id, _)| **id == big).unwrap().1.slots, MAX_SLOTS);
+}
+
+#[test]
+fn worker_ids_are_never_reused_and_resuming_needs_the_secret() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto)]);
+    // Ids from the database's history are never given out again, even with the same nonce.
+    core.remember_worker_ids(["host-0000000000000000".to_string()]);
+    let a = reg(&mut core, "host", DeviceKind::Cpu, 1, None, 0);
+    let b = reg(&mut core, "host", DeviceKind::Cpu, 1, None, 0);
+    assert_eq!(a, "host-0000000000000001");
+    assert_eq!(b, "host-0000000000000002");
+    core.lease(&b, 1, 0).unwrap();
+    // Same name, right id, wrong secret: a new id, and the lease stays b's.
+    let thief = NewWorker {
+        name: "host".into(),
+        device: DeviceKind::Cpu,
+        slots: 1,
+        nonce: 7,
+        secret: "t".into(),
+    };
+    let (taken, _) = core.register(thief.clone(), Some((&b, "wrong")), 10);
+    assert_ne!(taken, b);
+    assert!(matches!(
+        core.finish(&taken, "a", 1, result(), 11),
+        Err(Rejected::StaleLease { .. })
+    ));
+    // With the secret, b resumes.
+    assert_eq!(core.register(thief, Some((&b, "s")), 12).0, b);
+    core.finish(&b, "a", 1, result(), 13).unwrap();
+}
+
+#[test]
+fn a_lease_missing_from_two_heartbeats_goes_back_to_the_queue() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
+    core.lease(&w, 2, 0).unwrap(); // the reply carrying b is lost
+    let running = [("a".to_string(), 1)];
+    let (stop, lost) = core.heartbeat(&w, &running, 100).unwrap();
+    assert!(stop.is_empty() && lost.is_empty(), "one heartbeat of grace");
+    let (_, lost) = core.heartbeat(&w, &running, 200).unwrap();
+    assert_eq!(
+        lost,
+        vec![Requeued::Retry {
+            trial: "b".into(),
+            next_attempt: 2,
+            lost: 1
+        }]
+    );
+    assert_eq!(core.trial("b").unwrap().state, TrialState::Queued { attempt: 2 });
+    // A listed lease is never taken back, and a listed-again one resets its count.
+    for t in [300, 400, 500] {
+        assert!(core.heartbeat(&w, &running, t).unwrap().1.is_empty());
+    }
+    assert!(matches!(core.trial("a").unwrap().state, TrialState::Running { .. }));
+}
+
+#[test]
+fn a_coordinator_that_was_not_running_does_not_expire_its_workers() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto)]);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 0);
+    core.lease(&w, 1, 0).unwrap();
+    core.tick(250);
+    // Stopped (SIGSTOP) for 30 s: the next tick is late; the worker's queued heartbeat has not
+    // been read yet. It is not lost.
+    assert!(core.tick(30_250).is_empty());
+    assert!(core.tick(30_500).is_empty());
+    // But a worker that stays silent after the coordinator resumed is, one timeout later.
+    let mut now = 30_500;
+    while now < 31_500 {
+        now += 250;
+        if !core.tick(now).is_empty() {
+            break;
+        }
+    }
+    assert_eq!(now, 31_500, "expired exactly one timeout after the resume");
+}
+
+#[test]
+fn an_identical_repeat_of_a_stored_result_is_acknowledged() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto)]);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 0);
+    core.lease(&w, 1, 0).unwrap();
+    assert_eq!(core.finish(&w, "a", 1, result(), 1), Ok(Finished::New));
+    assert_eq!(core.finish(&w, "a", 1, result(), 2), Ok(Finished::AlreadyStored));
+    // Even from a worker that re-registered under a new id meanwhile.
+    let again = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 3);
+    assert_eq!(core.finish(&again, "a", 1, result(), 4), Ok(Finished::AlreadyStored));
+    let mut other = result();
+    other.seconds = 2.0;
+    assert!(core.finish(&w, "a", 1, other, 5).is_err());
 }
 
 #[test]
@@ -83,8 +199,8 @@ fn cuda_trials_never_go_to_cpu_workers() {
         ("any", DeviceRequest::Auto),
         ("cpu", DeviceRequest::Cpu),
     ]);
-    let cpu = core.register("cpu".into(), DeviceKind::Cpu, 1, None, 0);
-    let gpu = core.register("gpu".into(), DeviceKind::Cuda, 1, None, 0);
+    let cpu = reg(&mut core, "cpu", DeviceKind::Cpu, 3, None, 0);
+    let gpu = reg(&mut core, "gpu", DeviceKind::Cuda, 1, None, 0);
     assert_eq!(ids(&core.lease(&cpu, 3, 0).unwrap()), vec!["any", "cpu"]);
     assert!(core.lease(&cpu, 3, 0).unwrap().is_empty());
     assert_eq!(ids(&core.lease(&gpu, 3, 0).unwrap()), vec!["gpu"]);
@@ -93,8 +209,8 @@ fn cuda_trials_never_go_to_cpu_workers() {
 #[test]
 fn results_only_from_the_current_attempt() {
     let mut core = core_with(&[("a", DeviceRequest::Auto)]);
-    let w1 = core.register("w1".into(), DeviceKind::Cpu, 1, None, 0);
-    let w2 = core.register("w2".into(), DeviceKind::Cpu, 1, None, 0);
+    let w1 = reg(&mut core, "w1", DeviceKind::Cpu, 1, None, 0);
+    let w2 = reg(&mut core, "w2", DeviceKind::Cpu, 1, None, 0);
     let g = core.lease(&w1, 1, 0).unwrap().remove(0);
     assert_eq!(g.attempt, 1);
     core.progress(&w1, "a", 1, metrics(1), 100).unwrap();
@@ -107,7 +223,8 @@ fn results_only_from_the_current_attempt() {
             w1.clone(),
             vec![Requeued::Retry {
                 trial: "a".into(),
-                next_attempt: 2
+                next_attempt: 2,
+                lost: 1,
             }]
         )]
     );
@@ -126,8 +243,10 @@ fn results_only_from_the_current_attempt() {
         })
     );
     core.finish(&w2, "a", 2, result(), 1800).unwrap();
-    // Counted once: a second report of the same attempt is stale too.
-    assert!(core.finish(&w2, "a", 2, result(), 1900).is_err());
+    // Counted once: a second, different report of the same attempt is refused.
+    let mut other = result();
+    other.seconds = 9.0;
+    assert!(core.finish(&w2, "a", 2, other, 1900).is_err());
     assert!(matches!(
         core.trial("a").unwrap().state,
         TrialState::Finished { attempt: 2, .. }
@@ -137,8 +256,8 @@ fn results_only_from_the_current_attempt() {
 #[test]
 fn a_worker_cannot_report_on_another_workers_lease() {
     let mut core = core_with(&[("a", DeviceRequest::Auto)]);
-    let w1 = core.register("w1".into(), DeviceKind::Cpu, 1, None, 0);
-    let w2 = core.register("w2".into(), DeviceKind::Cpu, 1, None, 0);
+    let w1 = reg(&mut core, "w1", DeviceKind::Cpu, 1, None, 0);
+    let w2 = reg(&mut core, "w2", DeviceKind::Cpu, 1, None, 0);
     core.lease(&w1, 1, 0).unwrap();
     assert!(matches!(
         core.progress(&w2, "a", 1, metrics(1), 1),
@@ -159,15 +278,21 @@ fn lost_trials_go_to_the_front_and_fail_after_max_attempts() {
     let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
     let mut now = 0;
     for attempt in 1..=3 {
-        let w = core.register(format!("w{attempt}"), DeviceKind::Cpu, 1, None, now);
+        let w = reg(&mut core, &format!("w{attempt}"), DeviceKind::Cpu, 1, None, now);
         let g = core.lease(&w, 1, now).unwrap();
         assert_eq!(
             (g[0].trial.as_str(), g[0].attempt),
             ("a", attempt),
             "re-queued at the front"
         );
-        now += 2000;
-        let lost = core.tick(now);
+        // Ticks every 250 ms, as the service does (a late tick would mean a paused coordinator).
+        let lost = loop {
+            now += 250;
+            let lost = core.tick(now);
+            if !lost.is_empty() {
+                break lost;
+            }
+        };
         assert_eq!(lost.len(), 1);
         if attempt == 3 {
             assert!(
@@ -178,18 +303,18 @@ fn lost_trials_go_to_the_front_and_fail_after_max_attempts() {
     match &core.trial("a").unwrap().state {
         TrialState::Failed { attempts, reason } => {
             assert_eq!(*attempts, 3);
-            assert!(reason.contains("attempt 3 of 3"));
+            assert!(reason.contains("lost its worker 3 times"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, now);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, now);
     assert_eq!(ids(&core.lease(&w, 5, now).unwrap()), vec!["b"]);
 }
 
 #[test]
 fn heartbeat_expiry_is_exact() {
     let mut core = core_with(&[]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, 0);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 0);
     assert!(
         core.expired_workers(1000).is_empty(),
         "at the timeout, still alive"
@@ -207,14 +332,14 @@ fn cancel_stops_queued_and_running_trials() {
         ("b", DeviceRequest::Auto),
         ("c", DeviceRequest::Auto),
     ]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, 0);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 0);
     core.lease(&w, 2, 0).unwrap(); // a, b running
     core.finish(&w, "a", 1, result(), 1).unwrap();
     let cancelled = core.cancel(&["a".into(), "b".into(), "c".into()]);
     assert_eq!(cancelled, vec!["b".to_string(), "c".to_string()]);
     // The worker learns at its next heartbeat that b must stop.
     assert_eq!(
-        core.heartbeat(&w, &[("b".into(), 1)], 2).unwrap(),
+        core.heartbeat(&w, &[("b".into(), 1)], 2).unwrap().0,
         vec![("b".to_string(), 1)]
     );
     assert!(core.lease(&w, 5, 3).unwrap().is_empty());
@@ -246,7 +371,7 @@ fn restored_finished_trials_are_not_requeued() {
         TrialState::Queued { attempt: 1 },
         false,
     );
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, 0);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 0);
     assert!(core.lease(&w, 1, 0).unwrap().is_empty());
     // --rerun replaces it.
     core.add_trial(
@@ -261,11 +386,11 @@ fn restored_finished_trials_are_not_requeued() {
 #[test]
 fn a_reconnecting_worker_keeps_its_id_and_leases_until_it_expires() {
     let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 1, None, 0);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 0);
     core.lease(&w, 1, 0).unwrap();
     // A network cut shorter than the timeout: same id, the result still counts.
     assert_eq!(
-        core.register("w".into(), DeviceKind::Cpu, 1, Some(&w), 900),
+        reg(&mut core, "w", DeviceKind::Cpu, 1, Some(w.as_str()), 900),
         w
     );
     assert!(
@@ -275,17 +400,17 @@ fn a_reconnecting_worker_keeps_its_id_and_leases_until_it_expires() {
     core.finish(&w, "a", 1, result(), 1000).unwrap();
     // Another name (or device) cannot take over an id.
     assert_ne!(
-        core.register("x".into(), DeviceKind::Cpu, 1, Some(&w), 1000),
+        reg(&mut core, "x", DeviceKind::Cpu, 1, Some(w.as_str()), 1000),
         w
     );
     assert_ne!(
-        core.register("w".into(), DeviceKind::Cuda, 1, Some(&w), 1000),
+        reg(&mut core, "w", DeviceKind::Cuda, 1, Some(w.as_str()), 1000),
         w
     );
     // After expiry the id is gone: a new one, and the old lease's report is stale.
     core.lease(&w, 1, 1000).unwrap(); // b, attempt 1
     core.tick(2500);
-    let again = core.register("w".into(), DeviceKind::Cpu, 1, Some(&w), 2500);
+    let again = reg(&mut core, "w", DeviceKind::Cpu, 1, Some(w.as_str()), 2500);
     assert_ne!(again, w);
     assert!(matches!(
         core.finish(&again, "b", 1, result(), 2600),
@@ -300,7 +425,7 @@ fn a_reconnecting_worker_keeps_its_id_and_leases_until_it_expires() {
 #[test]
 fn an_unrecorded_lease_goes_back_to_the_front_with_the_same_attempt() {
     let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 2, None, 0);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
     core.lease(&w, 2, 0).unwrap();
     core.unlease(&w, "b", 1);
     assert_eq!(
@@ -325,7 +450,7 @@ fn an_unrecorded_lease_goes_back_to_the_front_with_the_same_attempt() {
 #[test]
 fn an_unrecorded_result_is_taken_back() {
     let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
-    let w = core.register("w".into(), DeviceKind::Cpu, 2, None, 0);
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
     core.lease(&w, 2, 0).unwrap();
     core.finish(&w, "a", 1, result(), 10).unwrap();
     core.unfinish(&w, "a", 1, 20);
@@ -347,4 +472,44 @@ fn an_unrecorded_result_is_taken_back() {
         core.trial("a").unwrap().state,
         TrialState::Finished { .. }
     ));
+}
+
+#[test]
+fn restarts_and_reruns_do_not_use_up_the_retry_budget() {
+    // Two coordinator restarts left the trial at attempt 3 with no lost attempt: one lost
+    // worker now is a retry, not "attempt 3 of 3 lost".
+    let mut core = Core::new(Config {
+        heartbeat_timeout_ms: 1000,
+        max_attempts: 3,
+    });
+    core.add_trial_lost(
+        "a".into(),
+        spec(DeviceRequest::Auto),
+        TrialState::Queued { attempt: 3 },
+        0,
+        false,
+    );
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 0);
+    core.lease(&w, 1, 0).unwrap();
+    assert_eq!(
+        core.lose_worker(&w, "gone"),
+        vec![Requeued::Retry {
+            trial: "a".into(),
+            next_attempt: 4,
+            lost: 1
+        }]
+    );
+    // Already lost twice (as stored): the third loss fails it.
+    core.add_trial_lost(
+        "b".into(),
+        spec(DeviceRequest::Auto),
+        TrialState::Queued { attempt: 1 },
+        2,
+        false,
+    );
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
+    core.lease(&w, 2, 0).unwrap();
+    let out = core.lose_worker(&w, "gone");
+    assert!(out.iter().any(|r| matches!(r, Requeued::GaveUp { trial, lost: 3, .. } if trial == "b")), "{out:?}");
+    assert!(out.iter().any(|r| matches!(r, Requeued::Retry { trial, lost: 2, .. } if trial == "a")), "{out:?}");
 }

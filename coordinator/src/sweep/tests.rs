@@ -144,7 +144,13 @@ fn bad_sweep_files_name_line_column_and_key() {
         ("name = \"t\"\n[[include]]\nreported = \"high\"\n", "`include.reported` must be a number", Some((3, 12))),
         ("name = \"t\"\n[[exclude]]\ncolour = \"color\"\n", "`exclude.colour`", Some((3, 1))),
         ("name = \"t\"\n[grid]\nmodel = [\"dense\"\n", "", Some((3, 17))),
-        ("name = \"\"\n", "`name` must not be empty", None),
+        ("name = \"\"\n", "`name` must not be empty", Some((1, 8))),
+        // Names become paths and terminal output.
+        ("name = \"../../../somewhere\"\n", "must not start with '.'", Some((1, 8))),
+        ("name = \"a/b\"\n", "has '/'", Some((1, 8))),
+        ("name = \"red\\u001b[31m\"\n", "has '\\u{1b}'", Some((1, 8))),
+        ("name = \"nul\\u0000\"\n", "has '\\0'", Some((1, 8))),
+        ("name = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n", "at most 64", Some((1, 8))),
         // Wrong types.
         ("name = 3\n", "invalid type: integer `3`, expected a string", Some((1, 8))),
         ("name = \"t\"\ndata = [\"a\"]\n", "expected a string", Some((2, 8))),
@@ -163,7 +169,9 @@ fn bad_sweep_files_name_line_column_and_key() {
         ("name = \"t\"\n[grid]\ntrain_batches = [6]\n", "`train_batches`", Some((3, 1))),
         ("name = \"t\"\n[defaults]\nepochs = 99999999999\n", "`defaults.epochs`", Some((3, 1))),
         ("name = \"t\"\nrepeats = 0\n", "`repeats` must be at least 1", None),
-        ("name = \"t\"\nsearch = \"random\"\nsamples = 0\n", "no trials", None),
+        ("name = \"t\"\nsearch = \"random\"\nsamples = 0\n", "`samples` must be at least 1", Some((3, 11))),
+        ("name = \"t\"\nsearch = \"random\"\nsamples = 3\n[grid]\nepochs = {min = 1, max = 9223372036854775807}\n", "`grid.epochs.max`: invalid value: integer `9223372036854775807`", Some((5, 10))),
+        ("name = \"t\"\nsearch = \"random\"\nsamples = 3\n[grid]\nepochs = {min = \"a\", max = 3}\n", "`grid.epochs.min`", Some((5, 10))),
         // Empty axes, empty tables.
         ("name = \"t\"\n[grid]\nlr = []\nseed = [1]\n", "`grid.lr` is an empty list", Some((3, 6))),
         // Grids too large to expand, refused before expanding.
@@ -203,6 +211,36 @@ fn non_utf8_file_is_rejected_with_position() {
     assert!(
         missing.to_string().contains("nope.toml") && missing.to_string().contains("cannot read")
     );
+}
+
+#[test]
+fn only_regular_files_of_sensible_size_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory, a FIFO with no writer (opening it would block forever), /dev/zero (reading
+    // it would fill memory), and a file over the size limit.
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, format!("name = \"t\"\n#{}\n", "x".repeat(MAX_FILE_BYTES as usize))).unwrap();
+    for (path, needle) in [
+        (dir.path().to_path_buf(), "not a regular file"),
+        (fifo, "not a regular file"),
+        (PathBuf::from("/dev/zero"), "not a regular file"),
+        (big.clone(), "over 1024 KiB"),
+    ] {
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains(needle) && e.contains(path.to_str().unwrap()), "{e}");
+    }
+}
+
+#[test]
+fn integer_ranges_sample_values_inside_the_range() {
+    let s = plan("name = \"t\"\nsearch = \"random\"\nsamples = 20\n[grid]\nseed = {min = 9223372036854775000, max = 9223372036854775807}\n").unwrap();
+    for t in &s.trials {
+        assert!(t.spec.seed >= 9223372036854775000, "{}", t.spec.seed);
+    }
 }
 
 #[test]
