@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs libtorch, prepares real CIFAR-10 when a
 # local copy is available (../shared/data), checks that the coordinator does not link
-# libtorch, runs every test in the workspace, then checks deploy/ (scripts/check-deploy.sh:
+# libtorch, runs every test in the workspace and the Python protocol check
+# (scripts/check-python-client.sh), then checks deploy/ (scripts/check-deploy.sh:
 # release build, rendered manifests against the Kubernetes schemas, checkov, flag lint) and
 # runs each cargo-fuzz target for FUZZ_SECONDS (default 60; scripts/fuzz.sh).
 # SKIP_DEPLOY_CHECK=1 or SKIP_FUZZ=1 leaves those steps out.
@@ -24,6 +25,9 @@ if cargo tree -p coordinator -e normal,build --prefix none | grep -Eq '^(tch|tor
 fi
 
 cargo test --workspace "$@"
+
+# A worker written in Python from the .proto alone, against a real coordinator.
+scripts/check-python-client.sh
 
 if [ -z "${SKIP_DEPLOY_CHECK:-}" ]; then
     scripts/check-deploy.sh

@@ -166,6 +166,23 @@ impl Dataset {
         })
     }
 
+    /// SHA-256 (hex) over what a trial sees: class names, then the training and the test
+    /// images and labels, as decoded (so the binary and Python layouts of the same data agree).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for c in &self.classes {
+            h.update((c.len() as u64).to_le_bytes());
+            h.update(c.as_bytes());
+        }
+        for b in [&self.train, &self.test] {
+            h.update((b.labels.len() as u64).to_le_bytes());
+            h.update(&b.labels);
+            h.update(&b.images);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The `worker data check` summary.
     pub fn summary(&self) -> Summary {
         Summary {

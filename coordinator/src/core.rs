@@ -76,6 +76,17 @@ pub enum TrialState {
 }
 
 impl TrialState {
+    /// A lease just handed to `worker` (or handed back to it), with no epochs yet.
+    fn running(attempt: u32, worker: &str, now_ms: u64) -> TrialState {
+        TrialState::Running {
+            attempt,
+            worker: worker.to_string(),
+            since_ms: now_ms,
+            epochs: Vec::new(),
+            unconfirmed: 0,
+        }
+    }
+
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
@@ -172,6 +183,15 @@ pub enum Rejected {
     StaleLease { trial: TrialId, attempt: u32 },
 }
 
+/// What a heartbeat decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beat {
+    /// Leases the worker listed that it must stop (cancelled, or no longer its own).
+    pub stop: Vec<(TrialId, u32)>,
+    /// Leases it held but did not list twice in a row: lost, re-queued or failed.
+    pub lost: Vec<Requeued>,
+}
+
 /// What happened to a lost worker's trials.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Requeued {
@@ -256,7 +276,10 @@ impl Core {
             }
         }
         if let TrialState::Running { worker, .. } = &state {
-            self.held.entry(worker.clone()).or_default().insert(id.clone());
+            self.held
+                .entry(worker.clone())
+                .or_default()
+                .insert(id.clone());
         }
         self.trials.insert(
             id,
@@ -396,16 +419,7 @@ impl Core {
             }
             let id = self.queue.remove(i).expect("index checked");
             let spec_toml = trial.spec_toml.clone();
-            self.set_state(
-                &id,
-                TrialState::Running {
-                    attempt,
-                    worker: worker.to_string(),
-                    since_ms: now_ms,
-                    epochs: Vec::new(),
-                    unconfirmed: 0,
-                },
-            );
+            self.set_state(&id, TrialState::running(attempt, worker, now_ms));
             grants.push(Grant {
                 trial: id,
                 attempt,
@@ -423,7 +437,7 @@ impl Core {
         worker: &str,
         running: &[(TrialId, u32)],
         now_ms: u64,
-    ) -> Result<(Vec<(TrialId, u32)>, Vec<Requeued>), Rejected> {
+    ) -> Result<Beat, Rejected> {
         self.touch(worker, now_ms)?;
         let stop = running
             .iter()
@@ -450,9 +464,14 @@ impl Core {
         }
         let requeued = missing
             .into_iter()
-            .map(|(id, attempt)| self.lose_lease(&id, attempt, "the worker never received its lease"))
+            .map(|(id, attempt)| {
+                self.lose_lease(&id, attempt, "the worker never received its lease")
+            })
             .collect();
-        Ok((stop, requeued))
+        Ok(Beat {
+            stop,
+            lost: requeued,
+        })
     }
 
     fn current<'a>(
@@ -552,13 +571,7 @@ impl Core {
             return;
         }
         let state = if alive {
-            TrialState::Running {
-                attempt,
-                worker: worker.to_string(),
-                since_ms: now_ms,
-                epochs: Vec::new(),
-                unconfirmed: 0,
-            }
+            TrialState::running(attempt, worker, now_ms)
         } else {
             self.queue.push_front(trial.to_string());
             TrialState::Queued {
@@ -591,7 +604,8 @@ impl Core {
             t.lost = lost;
         }
         if lost >= max {
-            let reason = format!("lost its worker {lost} times (max {max}); last, attempt {attempt}: {why}");
+            let reason =
+                format!("lost its worker {lost} times (max {max}); last, attempt {attempt}: {why}");
             self.set_state(
                 id,
                 TrialState::Failed {

@@ -3,10 +3,10 @@
 //! overlaid for the top trials, the effect of each axis, the best trial's confusion matrix,
 //! the binary-cross-entropy comparison, and findings computed from the results.
 
-use sweep_proto::result::MAX_VALUE;
 use crate::report::{AxisEffect, Report, Row};
 use plotters::prelude::*;
 use std::fmt::Write as _;
+use sweep_proto::result::{MAX_EPOCH, MAX_VALUE};
 
 /// Row and column names of the confusion matrix.
 const CLASSES: [&str; 10] = sweep_proto::CIFAR10_CLASSES;
@@ -57,6 +57,15 @@ fn e<T: std::fmt::Display>(err: T) -> String {
     err.to_string()
 }
 
+/// A bar on a [0, 1] accuracy axis. Accuracies are fractions; anything else an old database
+/// may hold is drawn at an edge rather than off the chart.
+fn bar_length(v: Option<f64>) -> f64 {
+    match v {
+        Some(v) if !v.is_nan() => v.clamp(0.0, 1.0),
+        _ => 0.0,
+    }
+}
+
 /// Horizontal bars of the ranking metric, best first.
 fn ranking_chart(report: &Report) -> String {
     // Reversed: plotters counts segments from the bottom, and the best belongs on top.
@@ -95,10 +104,7 @@ fn ranking_chart(report: &Report) -> String {
             .map_err(e)?;
         chart
             .draw_series(rows.iter().enumerate().map(|(i, r)| {
-                // Accuracies are fractions; anything else in an old database is drawn at an
-                // edge rather than off the chart.
-                let v = r.metric(report.rank_by).unwrap_or(0.0);
-                let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+                let v = bar_length(r.metric(report.rank_by));
                 let mut bar = Rectangle::new(
                     [
                         (0.0, SegmentValue::Exact(i)),
@@ -126,8 +132,10 @@ fn curves(
         return "<p class=\"note\">no epochs recorded</p>".into();
     }
     let max_epoch = points.iter().map(|p| p.0).max().unwrap_or(1).max(2);
-    // Points are finite and at most MAX_VALUE (epoch_points), so the axis is finite: an
-    // infinite bound (a loss near f64::MAX times 1.05) made plotters loop forever.
+    // Points are finite, at most MAX_VALUE, at epochs up to MAX_EPOCH (epoch_points), so the
+    // axes are bounded: an infinite bound (a loss near f64::MAX times 1.05) made plotters loop
+    // forever, and an epoch near u32::MAX overflowed its tick computation (fuzz target
+    // `report`).
     let top = y_max
         .unwrap_or_else(|| points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05)
         .clamp(1e-6, MAX_VALUE * 1.05);
@@ -148,7 +156,12 @@ fn curves(
         for (i, (label, pts)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                // Inside the axes: plotters adds pixel offsets in i32, and a value far off the
+                // chart (an accuracy of 1e12 on the 0-1 axis) overflowed them.
+                .draw_series(LineSeries::new(
+                    pts.iter().map(|&(x, y)| (x, y.clamp(0.0, top))),
+                    color.stroke_width(2),
+                ))
                 .map_err(e)?
                 .label(label.clone())
                 .legend(move |(x, y)| {
@@ -168,6 +181,7 @@ fn curves(
 fn epoch_points(r: &Row, f: impl Fn(&sweep_proto::EpochMetrics) -> Option<f64>) -> Vec<(u32, f64)> {
     r.epochs
         .iter()
+        .filter(|m| (1..=MAX_EPOCH).contains(&m.epoch))
         .filter_map(|m| {
             f(m).filter(|v| v.is_finite() && v.abs() <= MAX_VALUE)
                 .map(|v| (m.epoch, v))
@@ -228,7 +242,7 @@ fn effect_chart(axis: &str, effects: &[AxisEffect]) -> String {
                 let mut bar = Rectangle::new(
                     [
                         (0.0, SegmentValue::Exact(i)),
-                        (x.mean.unwrap_or(0.0), SegmentValue::Exact(i + 1)),
+                        (bar_length(x.mean), SegmentValue::Exact(i + 1)),
                     ],
                     GREEN.mix(0.6).filled(),
                 );
@@ -250,7 +264,8 @@ fn confusion_table(r: &Row) -> String {
     }
     out += "</tr>";
     for (i, row) in m.iter().enumerate() {
-        let total: u64 = row.iter().sum::<u64>().max(1);
+        // Saturating: a corrupt count near u64::MAX overflowed this sum (fuzz target `report`).
+        let total = row.iter().fold(0u64, |a, &n| a.saturating_add(n)).max(1);
         let _ = write!(out, "<tr><th>{}</th>", CLASSES[i]);
         for (j, &v) in row.iter().enumerate() {
             let share = v as f64 / total as f64;
@@ -481,8 +496,9 @@ pub fn render(report: &Report) -> String {
     let bce = report.bce_rows();
     if !bce.is_empty() {
         h += "<h2 id=\"bce\">Binary cross-entropy: what Keras showed vs true accuracy</h2>\
-              <p>With a sigmoid per class and one-hot targets, Keras' accuracy metric counts each of the 10 outputs \
-              separately; answering \"no\" to every class already scores 90%.</p>\
+              <p>With binary cross-entropy Keras' accuracy metric counts each of the 10 outputs separately. On a softmax \
+              output (what the study ran) a model that puts every image in one class scores 82% at 10% true accuracy; \
+              with a sigmoid per class, answering \"no\" to every class scores 90%.</p>\
               <table><tr><th class=\"l\">trial</th><th>Keras binary accuracy</th><th>true top-1 accuracy</th></tr>";
         for r in bce {
             let _ = write!(

@@ -130,7 +130,13 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     let db = out.join("sweep.db");
     let _lock = ServerLock::acquire(&db, &format!("coordinator sweep {}", sweep.file.display()))?;
     let handle = Handle::open(&db, opts.config)?;
-    handle.submit(&sweep, opts.rerun)?;
+    let stale = handle.submit(&sweep, opts.rerun)?;
+    if stale > 0 {
+        eprintln!(
+            "running {stale} finished trials again: their results came from a trainer of other semantics (this one is v{})",
+            sweep_proto::TRAINER_SEMANTICS
+        );
+    }
     let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
     let reused = handle.counts(&ids).finished;
     if reused > 0 {

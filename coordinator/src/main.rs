@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 use coordinator::core::Config;
 use coordinator::report::Report;
 use coordinator::server::serve;
-use coordinator::store::ServerLock;
 use coordinator::service::Handle;
+use coordinator::store::ServerLock;
 use coordinator::sweep::{self, Sweep, MAX_TRIALS};
 use coordinator::tls::ServerTls;
 use std::path::{Path, PathBuf};
@@ -357,8 +357,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let s = load_sweep(&sweep, force)?;
             let handle = Handle::open(&db, Config::default())?;
-            handle.submit(&s, rerun)?;
+            let stale = handle.submit(&s, rerun)?;
             println!("submitted sweep `{}`: {} trials", s.name, s.trials.len());
+            if stale > 0 {
+                println!("{stale} finished trials will run again: their results came from a trainer of other semantics (this one is v{})", sweep_proto::TRAINER_SEMANTICS);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { sweep, db } => {

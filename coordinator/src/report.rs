@@ -390,7 +390,10 @@ impl Report {
 impl Report {
     /// The report of `sweep` with these results, in plan order (one per trial; fewer leaves
     /// the rest queued), taken as they are: for tests and the report fuzz target.
-    pub fn from_results(sweep: &crate::sweep::Sweep, results: Vec<sweep_proto::TrialResult>) -> Report {
+    pub fn from_results(
+        sweep: &crate::sweep::Sweep,
+        results: Vec<sweep_proto::TrialResult>,
+    ) -> Report {
         use crate::core::{Config, DeviceKind, NewWorker};
         let mut core = Core::new(Config::default());
         let new = NewWorker {
@@ -402,7 +405,12 @@ impl Report {
         };
         let (w, _) = core.register(new, None, 0);
         for t in &sweep.trials {
-            core.add_trial(t.id.clone(), t.spec.clone(), TrialState::Queued { attempt: 1 }, false);
+            core.add_trial(
+                t.id.clone(),
+                t.spec.clone(),
+                TrialState::Queued { attempt: 1 },
+                false,
+            );
         }
         for (t, r) in sweep.trials.iter().zip(results) {
             if core.lease(&w, 1, 0).is_ok_and(|g| !g.is_empty()) {
@@ -474,6 +482,7 @@ mod tests {
             seconds: 3.0,
             notes: Vec::new(),
             diverged_epoch: (status == TrialStatus::Diverged).then_some(4),
+            provenance: None,
         }
     }
 

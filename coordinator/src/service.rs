@@ -169,7 +169,9 @@ impl Handle {
     /// that can be copied alone.
     pub async fn checkpoint(&self) -> Result<(), String> {
         let done = self.lock().enqueue(Write::Nothing);
-        self.committed(done).await.map_err(|s| s.message().to_string())?;
+        self.committed(done)
+            .await
+            .map_err(|s| s.message().to_string())?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             store
@@ -208,13 +210,14 @@ impl Handle {
         }
     }
 
-    /// Records a sweep and queues its new (or, with `rerun`, all) trials.
-    pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<(), StoreError> {
+    /// Records a sweep and queues its new (or, with `rerun`, all) trials, and those whose
+    /// results came from a trainer of other semantics; returns how many of those there were.
+    pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
         let mut s = self.lock();
-        let stored = {
+        let (stale, stored) = {
             let mut store = self.store();
-            store.add_sweep(sweep, rerun)?;
-            store.load_trials()?
+            let stale = store.add_sweep(sweep, rerun)?;
+            (stale, store.load_trials()?)
         };
         let wanted: HashMap<&str, ()> = sweep.trials.iter().map(|t| (t.id.as_str(), ())).collect();
         for t in stored
@@ -223,7 +226,8 @@ impl Handle {
         {
             let replace = matches!(t.state, TrialState::Queued { .. })
                 && s.core.trial(&t.id).is_none_or(|c| c.state.is_terminal());
-            s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, replace);
+            s.core
+                .add_trial_lost(t.id, t.spec, t.state, t.lost, replace);
         }
         if let Some(data) = &sweep.data {
             for t in &sweep.trials {
@@ -231,7 +235,7 @@ impl Handle {
                     .insert(t.id.clone(), data.display().to_string());
             }
         }
-        Ok(())
+        Ok(stale)
     }
 
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
@@ -448,10 +452,10 @@ impl Coordinator for Handle {
             .into_iter()
             .map(|l| (l.trial_id, l.attempt))
             .collect();
-        let done = {
+        let (done, answer) = {
             let mut s = self.lock();
             let now = s.now_ms();
-            let (stop, lost) = s
+            let crate::core::Beat { stop, lost } = s
                 .core
                 .heartbeat(&r.worker_id, &running, now)
                 .map_err(rejected)?;
@@ -466,10 +470,11 @@ impl Coordinator for Handle {
                 .collect();
             (done, pb::HeartbeatResponse { cancel })
         };
-        if let Some(done) = done.0 {
+        // Answered once the re-queued leases are on disk, like every other change.
+        if let Some(done) = done {
             self.committed(done).await?;
         }
-        Ok(Response::new(done.1))
+        Ok(Response::new(answer))
     }
 
     async fn report_progress(
@@ -556,7 +561,9 @@ impl Coordinator for Handle {
             let kept = matches!(s.core.trial(&trial).map(|t| &t.state),
                 Some(TrialState::Finished { attempt: a, .. }) if *a == attempt);
             if !kept {
-                return Err(Status::unavailable("the original report was not stored; send it again"));
+                return Err(Status::unavailable(
+                    "the original report was not stored; send it again",
+                ));
             }
             return Ok(Response::new(pb::Ack {
                 accepted: true,
@@ -574,12 +581,12 @@ pub const MAX_NAME: usize = 64;
 /// [`MAX_NAME`] bytes (a host name fits), so nothing can forge a log line or grow unbounded.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME {
-        return Err(format!("name: {} bytes, over the limit of {MAX_NAME}", name.len()));
+        return Err(format!(
+            "name: {} bytes, over the limit of {MAX_NAME}",
+            name.len()
+        ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    if let Some(c) = crate::sweep::unsafe_name_char(name) {
         return Err(format!(
             "name: {c:?} is not allowed (letters, digits, '.', '_' and '-' only)"
         ));
@@ -590,7 +597,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// Free text a worker describes itself with: printable, at most 128 bytes.
 fn check_label(field: &str, text: &str) -> Result<(), String> {
     if text.len() > 128 {
-        return Err(format!("{field}: {} bytes, over the limit of 128", text.len()));
+        return Err(format!(
+            "{field}: {} bytes, over the limit of 128",
+            text.len()
+        ));
     }
     if text.chars().any(char::is_control) {
         return Err(format!("{field}: control characters are not allowed"));
@@ -630,4 +640,3 @@ impl tonic::service::Interceptor for TokenCheck {
         }
     }
 }
-

@@ -13,7 +13,7 @@ use crate::core::{Counts, Requeued, TrialState};
 use crate::sweep::{Direction, Metric, Sweep};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use sweep_proto::{EpochMetrics, TrialResult, TrialSpec};
+use sweep_proto::{EpochMetrics, TrialResult, TrialSpec, TRAINER_SEMANTICS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -120,6 +120,41 @@ pub enum Write {
     /// Writes nothing; a request that only needs to know that everything before it is on
     /// disk (a repeated result) waits for the batch it joins.
     Nothing,
+}
+
+/// A trial's `state` column. `Running` exists only on disk: a restarted coordinator queues such
+/// trials again (their leases died with the previous process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredState {
+    Queued,
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+}
+
+impl StoredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoredState::Queued => "queued",
+            StoredState::Running => "running",
+            StoredState::Finished => "finished",
+            StoredState::Failed => "failed",
+            StoredState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<StoredState> {
+        [
+            StoredState::Queued,
+            StoredState::Running,
+            StoredState::Finished,
+            StoredState::Failed,
+            StoredState::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
 }
 
 /// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`.
@@ -287,7 +322,9 @@ impl Store {
             // Results written before checksums existed are taken as they are.
             let rows: Vec<(String, String)> = self
                 .conn
-                .prepare("SELECT id, result FROM trials WHERE result IS NOT NULL AND result_sha IS NULL")?
+                .prepare(
+                    "SELECT id, result FROM trials WHERE result IS NOT NULL AND result_sha IS NULL",
+                )?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             for (id, json) in rows {
@@ -306,7 +343,9 @@ impl Store {
     /// `.db` file alone holds everything.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -330,13 +369,16 @@ impl Store {
     }
 
     /// Records a sweep and its trials; new trials are queued. With `rerun`, finished trials of
-    /// this sweep are queued again with their next attempt number.
-    pub fn add_sweep(&mut self, sweep: &Sweep, rerun: bool) -> Result<(), StoreError> {
+    /// this sweep are queued again with their next attempt number; without it, so are those
+    /// finished by a trainer of other semantics ([`TRAINER_SEMANTICS`]), whose numbers would
+    /// differ today. Returns how many of those stale results were queued again.
+    pub fn add_sweep(&mut self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
             source: e,
         })?;
-        let r: Result<(), rusqlite::Error> = (|| {
+        let r: Result<usize, rusqlite::Error> = (|| {
+            let mut stale = 0;
             tx.execute(
                 "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
                  ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0",
@@ -372,17 +414,24 @@ impl Store {
                     &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1 AND {requeue}"),
                     params![t.id],
                 )?;
+                // Results without provenance are semantics 1.
+                stale += tx.execute(
+                    "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
+                     WHERE id = ?1 AND state = 'finished' AND IFNULL(json_extract(result, '$.provenance.semantics'), 1) != ?2",
+                    params![t.id, TRAINER_SEMANTICS],
+                )?;
             }
-            Ok(())
+            Ok(stale)
         })();
-        r.map_err(|e| StoreError::Sqlite {
+        let stale = r.map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
             source: e,
         })?;
         tx.commit().map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
             source: e,
-        })
+        })?;
+        Ok(stale)
     }
 
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
@@ -448,12 +497,19 @@ impl Store {
         let mut c = Counts::default();
         for (state, n) in rows {
             let n = n as usize;
-            match state.as_str() {
-                "queued" => c.queued += n,
-                "running" => c.running += n,
-                "finished" => c.finished += n,
-                "failed" => c.failed += n,
-                _ => c.cancelled += n,
+            match StoredState::parse(&state) {
+                Some(StoredState::Queued) => c.queued += n,
+                Some(StoredState::Running) => c.running += n,
+                Some(StoredState::Finished) => c.finished += n,
+                Some(StoredState::Failed) => c.failed += n,
+                Some(StoredState::Cancelled) => c.cancelled += n,
+                None => {
+                    return Err(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        trial: format!("(sweep {sweep})"),
+                        reason: format!("unknown state {state}"),
+                    })
+                }
             }
         }
         Ok(c)
@@ -518,33 +574,34 @@ impl Store {
                 reason,
             };
             let spec = TrialSpec::from_toml(&spec).map_err(|e| corrupt(e.to_string()))?;
-            let running = state == "running";
-            let state = match state.as_str() {
-                "queued" => TrialState::Queued { attempt },
-                "running" => TrialState::Queued {
+            let stored = StoredState::parse(&state)
+                .ok_or_else(|| corrupt(format!("unknown state {state}")))?;
+            let running = stored == StoredState::Running;
+            let state = match stored {
+                StoredState::Queued => TrialState::Queued { attempt },
+                StoredState::Running => TrialState::Queued {
                     attempt: attempt + 1,
                 },
-                "finished" => {
+                StoredState::Finished => {
                     let json = result.as_deref().unwrap_or("");
                     if result_sha.as_deref() != Some(checksum(json).as_str()) {
                         return Err(corrupt(
                             "the stored result does not match its checksum (changed outside the coordinator, or damaged)".into(),
                         ));
                     }
-                    let result: TrialResult = serde_json::from_str(json)
-                        .map_err(|e| corrupt(format!("result: {e}")))?;
+                    let result: TrialResult =
+                        serde_json::from_str(json).map_err(|e| corrupt(format!("result: {e}")))?;
                     TrialState::Finished {
                         attempt,
                         worker: worker.unwrap_or_default(),
                         result: Box::new(result),
                     }
                 }
-                "failed" => TrialState::Failed {
+                StoredState::Failed => TrialState::Failed {
                     attempts: attempt,
                     reason: reason.unwrap_or_default(),
                 },
-                "cancelled" => TrialState::Cancelled,
-                other => return Err(corrupt(format!("unknown state {other}"))),
+                StoredState::Cancelled => TrialState::Cancelled,
             };
             out.push(StoredTrial {
                 id,
@@ -718,6 +775,10 @@ mod tests {
             seconds: 2.0,
             notes: Vec::new(),
             diverged_epoch: None,
+            provenance: Some(sweep_proto::Provenance {
+                semantics: TRAINER_SEMANTICS,
+                ..Default::default()
+            }),
         }
     }
 
@@ -752,6 +813,42 @@ mod tests {
             ids
         );
         assert_eq!(s.axes, vec!["lr"]);
+    }
+
+    #[test]
+    fn results_of_another_trainer_semantics_are_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let sweep = sweep::parse(
+            "name = \"s\"\n[grid]\nseed = [1, 2, 3]\n",
+            Path::new("g.toml"),
+        )
+        .unwrap();
+        let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(store.add_sweep(&sweep, false).unwrap(), 0);
+        let with = |semantics: Option<u32>| {
+            let mut r = result(0.5);
+            r.provenance = semantics.map(|semantics| sweep_proto::Provenance {
+                semantics,
+                ..Default::default()
+            });
+            r
+        };
+        // Current semantics, an older one, and none at all (a result from before provenance).
+        for (id, r) in ids.iter().zip([
+            with(Some(TRAINER_SEMANTICS)),
+            with(Some(TRAINER_SEMANTICS - 1)),
+            with(None),
+        ]) {
+            record_lease(&mut store, id, 1, "w");
+            record_result(&mut store, id, 1, "w", r);
+        }
+        assert_eq!(store.add_sweep(&sweep, false).unwrap(), 2);
+        let trials = store.load_trials().unwrap();
+        let state = |id: &str| trials.iter().find(|t| t.id == id).unwrap().state.clone();
+        assert!(matches!(state(&ids[0]), TrialState::Finished { .. }));
+        assert_eq!(state(&ids[1]), TrialState::Queued { attempt: 2 });
+        assert_eq!(state(&ids[2]), TrialState::Queued { attempt: 2 });
     }
 
     #[test]
@@ -826,7 +923,11 @@ mod tests {
             )
             .unwrap();
         }
-        let e = Store::open(&db).unwrap().load_trials().unwrap_err().to_string();
+        let e = Store::open(&db)
+            .unwrap()
+            .load_trials()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&id) && e.contains("checksum"), "{e}");
         // Garbage over the pages: refused at open, naming the file.
         let bytes = std::fs::read(&db).unwrap();

@@ -178,7 +178,12 @@ pub fn load(path: &Path) -> Result<Sweep, SweepError> {
     if !meta.is_file() {
         return Err(fail("not a regular file; give a sweep file (TOML)".into()));
     }
-    let too_big = || fail(format!("over {} KiB; a sweep file is a few KB of TOML", MAX_FILE_BYTES / 1024));
+    let too_big = || {
+        fail(format!(
+            "over {} KiB; a sweep file is a few KB of TOML",
+            MAX_FILE_BYTES / 1024
+        ))
+    };
     if meta.len() > MAX_FILE_BYTES {
         return Err(too_big());
     }
@@ -192,6 +197,13 @@ pub fn load(path: &Path) -> Result<Sweep, SweepError> {
     parse_bytes(bytes, path)
 }
 
+/// The first character not allowed in a name that ends up in a path, an id or a log line
+/// (sweep and worker names): only ASCII letters, digits, `.`, `_` and `-` are.
+pub fn unsafe_name_char(name: &str) -> Option<char> {
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+}
+
 /// Sweep names become paths (`out/NAME`) and appear in terminals: letters, digits, `.`, `_`
 /// and `-`, not starting with `.`, at most [`MAX_NAME`] bytes.
 fn check_name(name: &str) -> Result<(), String> {
@@ -199,15 +211,15 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err("`name` must not be empty".into());
     }
     if name.len() > MAX_NAME {
-        return Err(format!("`name` is {} bytes long; at most {MAX_NAME}", name.len()));
+        return Err(format!(
+            "`name` is {} bytes long; at most {MAX_NAME}",
+            name.len()
+        ));
     }
     if name.starts_with('.') {
         return Err(format!("`name` {name:?} must not start with '.'"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    if let Some(c) = unsafe_name_char(name) {
         return Err(format!(
             "`name` {name:?} has {c:?}; use letters, digits, '.', '_' and '-' (it names the report's directory)"
         ));
@@ -266,7 +278,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
                     for bound in ["min", "max"] {
                         if let Some(v) = range.get(bound) {
                             check_entry(key.get_ref(), v).map_err(|m| {
-                                err(Some(value.span()), format!("`grid.{}.{bound}`: {m}", key.get_ref()))
+                                err(
+                                    Some(value.span()),
+                                    format!("`grid.{}.{bound}`: {m}", key.get_ref()),
+                                )
                             })?;
                         }
                     }

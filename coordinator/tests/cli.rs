@@ -141,13 +141,19 @@ fn damaged_or_orphaned_databases_are_refused_by_name() {
     std::fs::write(dir.path().join("sweep.db-wal"), b"journal").unwrap();
     let out = coordinator(&["status", "--db", arg]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("sweep.db-wal") && err.contains("refusing"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("sweep.db-wal") && err.contains("refusing"),
+        "{err}"
+    );
     assert!(!db.exists(), "no fresh database was created");
     std::fs::remove_file(dir.path().join("sweep.db-wal")).unwrap();
     // Not a database at all.
     std::fs::write(&db, vec![0x42u8; 8192]).unwrap();
     let out = coordinator(&["status", "--db", arg]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("sweep.db") && err.contains("damaged"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("sweep.db") && err.contains("damaged"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

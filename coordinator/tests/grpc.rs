@@ -129,6 +129,7 @@ fn result_msg(acc: f64) -> pb::TrialResult {
         seconds: 1.0,
         notes: Vec::new(),
         diverged_epoch: None,
+        provenance: None,
     })
 }
 
@@ -398,7 +399,10 @@ async fn names_and_slots_are_bounded_and_ids_unguessable() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(err.message().contains(needle) && err.message().len() < 200, "{err:?}");
+        assert!(
+            err.message().contains(needle) && err.message().len() < 200,
+            "{err:?}"
+        );
     }
     let err = c
         .register(pb::RegisterRequest {
@@ -416,7 +420,10 @@ async fn names_and_slots_are_bounded_and_ids_unguessable() {
     assert_ne!(a, b);
     for id in [&a, &b] {
         let suffix = id.strip_prefix("host-").unwrap();
-        assert!(suffix.len() == 16 && suffix.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(
+            suffix.len() == 16 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
     }
     // A one-slot worker asking for every trial gets one.
     let leases = c
@@ -494,7 +501,10 @@ async fn impossible_values_are_refused_naming_the_field_and_results_are_stored_b
     else {
         panic!("not finished")
     };
-    assert_eq!(result.best_val_accuracy.map(f64::to_bits), Some(exact.to_bits()));
+    assert_eq!(
+        result.best_val_accuracy.map(f64::to_bits),
+        Some(exact.to_bits())
+    );
     assert_eq!(result.seconds.to_bits(), (0.1f64 + 0.2).to_bits());
     server.stop().await;
 }
@@ -514,11 +524,21 @@ async fn a_lease_whose_reply_was_lost_goes_back_to_the_queue() {
         .await
         .unwrap();
     }
-    let state = server.handle.lock().core.trial(&lease.trial_id).unwrap().state.clone();
+    let state = server
+        .handle
+        .lock()
+        .core
+        .trial(&lease.trial_id)
+        .unwrap()
+        .state
+        .clone();
     assert_eq!(state, TrialState::Queued { attempt: 2 });
     // And the database agrees, for the next coordinator.
     let stored = server.handle.store().load_trials().unwrap();
     let t = stored.iter().find(|t| t.id == lease.trial_id).unwrap();
-    assert_eq!((t.state.clone(), t.lost), (TrialState::Queued { attempt: 2 }, 1));
+    assert_eq!(
+        (t.state.clone(), t.lost),
+        (TrialState::Queued { attempt: 2 }, 1)
+    );
     server.stop().await;
 }

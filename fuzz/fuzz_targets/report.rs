@@ -73,6 +73,7 @@ fn result(b: &mut Bytes) -> TrialResult {
         seconds: b.f64(),
         notes: Vec::new(),
         diverged_epoch: None,
+        provenance: None,
     }
 }
 

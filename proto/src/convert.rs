@@ -2,7 +2,7 @@
 
 use crate::pb;
 use crate::result::InvalidResult;
-use crate::{EpochMetrics, TestMetrics, TrialResult, TrialStatus};
+use crate::{EpochMetrics, Provenance, TestMetrics, TrialResult, TrialStatus};
 
 impl From<pb::EpochMetrics> for EpochMetrics {
     fn from(m: pb::EpochMetrics) -> Self {
@@ -70,6 +70,16 @@ impl From<&TrialResult> for pb::TrialResult {
             seconds: r.seconds,
             notes: r.notes.clone(),
             diverged_epoch: r.diverged_epoch,
+            provenance: r.provenance.as_ref().map(|p| pb::Provenance {
+                semantics: p.semantics,
+                worker_version: p.worker_version.clone(),
+                libtorch_version: p.libtorch_version.clone(),
+                device_name: p.device_name.clone(),
+                threads: p.threads,
+                started_unix_ms: p.started_unix_ms,
+                finished_unix_ms: p.finished_unix_ms,
+                dataset_fingerprint: p.dataset_fingerprint.clone(),
+            }),
         }
     }
 }
@@ -100,7 +110,10 @@ impl TryFrom<pb::TrialResult> for TrialResult {
                 if classes == 0 || t.confusion.len() != classes * classes {
                     return Err(invalid(
                         "test.confusion",
-                        &format!("{} counts for {classes} classes (needs classes squared)", t.confusion.len()),
+                        &format!(
+                            "{} counts for {classes} classes (needs classes squared)",
+                            t.confusion.len()
+                        ),
                     ));
                 }
                 Some(TestMetrics {
@@ -126,6 +139,16 @@ impl TryFrom<pb::TrialResult> for TrialResult {
             seconds: r.seconds,
             notes: r.notes,
             diverged_epoch: r.diverged_epoch,
+            provenance: r.provenance.map(|p| Provenance {
+                semantics: p.semantics,
+                worker_version: p.worker_version,
+                libtorch_version: p.libtorch_version,
+                device_name: p.device_name,
+                threads: p.threads,
+                started_unix_ms: p.started_unix_ms,
+                finished_unix_ms: p.finished_unix_ms,
+                dataset_fingerprint: p.dataset_fingerprint,
+            }),
         };
         result.validate()?;
         Ok(result)
@@ -176,7 +199,7 @@ mod tests {
             reason: None,
             epochs: vec![EpochMetrics {
                 epoch: 1,
-                train_loss: 2.302585092994046,
+                train_loss: 2.2946,
                 train_accuracy: 0.11147540983606559,
                 val_loss: Some(2.25),
                 val_accuracy: Some(0.1),
@@ -202,6 +225,16 @@ mod tests {
             seconds: 2.0,
             notes: vec![],
             diverged_epoch: None,
+            provenance: Some(Provenance {
+                semantics: crate::TRAINER_SEMANTICS,
+                worker_version: "0.1.0".into(),
+                libtorch_version: "2.11.0+cu130".into(),
+                device_name: "Intel(R) Xeon(R)".into(),
+                threads: 2,
+                started_unix_ms: 1_700_000_000_000,
+                finished_unix_ms: 1_700_000_002_000,
+                dataset_fingerprint: "ab".repeat(32),
+            }),
         }
     }
 
@@ -210,7 +243,13 @@ mod tests {
         let mut r = completed();
         // Values the default serde_json parser used to re-round (one in ten, found by the
         // Python client): each must come back with the same bits.
-        let tricky = [0.11147540983606559, 0.1 + 0.2, 1.0 / 3.0, 5e-324, 0.9999999999999999];
+        let tricky = [
+            0.11147540983606559,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            5e-324,
+            0.9999999999999999,
+        ];
         for (i, v) in tricky.into_iter().enumerate() {
             r.epochs[0].train_accuracy = v;
             r.seconds = v * 7.0;
@@ -218,36 +257,80 @@ mod tests {
             assert_eq!(back, r, "value {i}");
             let json = serde_json::to_string(&back).unwrap();
             let again: TrialResult = serde_json::from_str(&json).unwrap();
-            assert_eq!(again.epochs[0].train_accuracy.to_bits(), v.to_bits(), "{json}");
+            assert_eq!(
+                again.epochs[0].train_accuracy.to_bits(),
+                v.to_bits(),
+                "{json}"
+            );
             assert_eq!(serde_json::to_string(&again).unwrap(), json);
         }
     }
 
     #[test]
     fn impossible_results_are_refused_naming_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TrialResult)>)> = vec![
-            ("epochs[0].train_accuracy", Box::new(|r| r.epochs[0].train_accuracy = -0.5)),
-            ("epochs[0].val_accuracy", Box::new(|r| r.epochs[0].val_accuracy = Some(1.7))),
-            ("epochs[0].val_loss", Box::new(|r| r.epochs[0].val_loss = Some(f64::NAN))),
-            ("epochs[0].train_loss", Box::new(|r| r.epochs[0].train_loss = f64::MAX)),
+        type Change = Box<dyn Fn(&mut TrialResult)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "epochs[0].train_accuracy",
+                Box::new(|r| r.epochs[0].train_accuracy = -0.5),
+            ),
+            (
+                "epochs[0].val_accuracy",
+                Box::new(|r| r.epochs[0].val_accuracy = Some(1.7)),
+            ),
+            (
+                "epochs[0].val_loss",
+                Box::new(|r| r.epochs[0].val_loss = Some(f64::NAN)),
+            ),
+            (
+                "epochs[0].train_loss",
+                Box::new(|r| r.epochs[0].train_loss = f64::MAX),
+            ),
             ("epochs[0].lr", Box::new(|r| r.epochs[0].lr = f64::INFINITY)),
             ("epochs[0].epoch", Box::new(|r| r.epochs[0].epoch = 0)),
-            ("test.accuracy", Box::new(|r| r.test.as_mut().unwrap().accuracy = 1e308)),
-            ("test.confusion", Box::new(|r| r.test.as_mut().unwrap().images = 5)),
+            (
+                "epochs[0].epoch",
+                Box::new(|r| r.epochs[0].epoch = u32::MAX),
+            ),
+            (
+                "test.accuracy",
+                Box::new(|r| r.test.as_mut().unwrap().accuracy = 1e308),
+            ),
+            (
+                "test.confusion",
+                Box::new(|r| r.test.as_mut().unwrap().images = 5),
+            ),
             ("test", Box::new(|r| r.status = TrialStatus::Failed)),
             ("test", Box::new(|r| r.test = None)),
-            ("diverged_epoch", Box::new(|r| {
-                r.status = TrialStatus::Diverged;
-                r.test = None;
-            })),
+            (
+                "diverged_epoch",
+                Box::new(|r| {
+                    r.status = TrialStatus::Diverged;
+                    r.test = None;
+                }),
+            ),
             ("diverged_epoch", Box::new(|r| r.diverged_epoch = Some(3))),
-            ("reason", Box::new(|r| {
-                r.status = TrialStatus::Failed;
-                r.test = None;
-            })),
-            ("best_val_accuracy", Box::new(|r| r.best_val_accuracy = Some(2.0))),
+            (
+                "reason",
+                Box::new(|r| {
+                    r.status = TrialStatus::Failed;
+                    r.test = None;
+                }),
+            ),
+            (
+                "best_val_accuracy",
+                Box::new(|r| r.best_val_accuracy = Some(2.0)),
+            ),
             ("seconds", Box::new(|r| r.seconds = -1.0)),
             ("notes[0]", Box::new(|r| r.notes = vec!["x".repeat(5000)])),
+            (
+                "provenance.finished_unix_ms",
+                Box::new(|r| r.provenance.as_mut().unwrap().finished_unix_ms = 0),
+            ),
+            (
+                "provenance.device_name",
+                Box::new(|r| r.provenance.as_mut().unwrap().device_name = "x".repeat(5000)),
+            ),
         ];
         assert!(completed().validate().is_ok());
         for (field, change) in cases {
@@ -258,10 +341,16 @@ mod tests {
         }
         let mut wire = pb::TrialResult::from(&completed());
         wire.status = 0;
-        assert_eq!(TrialResult::try_from(wire.clone()).unwrap_err().field, "status");
+        assert_eq!(
+            TrialResult::try_from(wire.clone()).unwrap_err().field,
+            "status"
+        );
         wire.status = pb::TrialStatus::Completed as i32;
         wire.test.as_mut().unwrap().confusion.pop();
-        assert_eq!(TrialResult::try_from(wire).unwrap_err().field, "test.confusion");
+        assert_eq!(
+            TrialResult::try_from(wire).unwrap_err().field,
+            "test.confusion"
+        );
     }
 
     #[test]

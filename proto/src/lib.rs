@@ -30,7 +30,10 @@ pub mod tls;
 pub mod trial;
 
 pub use convert::read_token;
-pub use result::{EpochMetrics, InvalidResult, TestMetrics, TrialResult, TrialStatus};
+pub use result::{
+    EpochMetrics, InvalidResult, Provenance, TestMetrics, TrialResult, TrialStatus,
+    TRAINER_SEMANTICS,
+};
 pub use trial::{
     Augment, ColorMode, DeviceRequest, Layout, Loss, Model, Normalization, Optimizer, Precision,
     Schedule, SpecError, TrialSpec,

@@ -40,7 +40,8 @@ pub struct TestMetrics {
     /// True top-1 accuracy.
     pub accuracy: f64,
     /// What Keras' `accuracy` metric would show for binary cross-entropy: the fraction of the
-    /// 10 sigmoid outputs per image on the right side of 0.5. Only for binary cross-entropy.
+    /// 10 outputs per image on the right side of 0.5 (softmax or sigmoid outputs, as the loss
+    /// says). Only for the binary cross-entropy losses.
     pub binary_accuracy: Option<f64>,
     pub per_class_accuracy: Vec<f64>,
     /// `confusion[true_class][predicted_class]` image counts.
@@ -70,6 +71,37 @@ pub struct TrialResult {
     /// metrics of that epoch cannot be represented and are not in `epochs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diverged_epoch: Option<u32>,
+    /// Absent in results from before it was recorded (semantics 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// The trainer's semantics version. Bump it whenever the same configuration would train to
+/// different numbers (a fixed initialisation, another loss formula): a finished result from
+/// another version is not reused, `coordinator sweep` and `submit` run that trial again.
+///
+/// 1: results before provenance was recorded. 2: BatchNorm starts at gamma = 1, beta = 0 (tch's
+/// default drew gamma from U(0, 1)). 3: `loss = "binary-cross-entropy"` is BCE on the softmax
+/// output as Keras ran it for the study (it was a sigmoid per class, now
+/// `"sigmoid-binary-cross-entropy"`).
+pub const TRAINER_SEMANTICS: u32 = 3;
+
+/// Where and how a result was produced, so a number can be traced and compared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// [`TRAINER_SEMANTICS`] of the worker that trained it.
+    pub semantics: u32,
+    pub worker_version: String,
+    pub libtorch_version: String,
+    /// CPU model or GPU name.
+    pub device_name: String,
+    /// libtorch intra-op threads.
+    pub threads: u32,
+    pub started_unix_ms: u64,
+    pub finished_unix_ms: u64,
+    /// SHA-256 over the images and labels the trial trained and was tested on (empty when the
+    /// trial failed before loading them).
+    pub dataset_fingerprint: String,
 }
 
 /// A value that cannot be true, with the field that holds it (e.g. `epochs[3].val_accuracy`).
@@ -87,6 +119,9 @@ fn bad(field: impl Into<String>, problem: impl Into<String>) -> InvalidResult {
     }
 }
 
+/// Highest epoch number accepted (trials run at most 10,000 epochs).
+pub const MAX_EPOCH: u32 = 10_000;
+
 /// Largest magnitude accepted for a loss, a time or a rate: far beyond any real value, small
 /// enough that a chart's axis (value * 1.05) stays finite.
 pub const MAX_VALUE: f64 = 1e12;
@@ -103,11 +138,18 @@ fn amount(field: &str, v: f64) -> Result<(), InvalidResult> {
     if v.is_finite() && (0.0..=MAX_VALUE).contains(&v) {
         Ok(())
     } else {
-        Err(bad(field, format!("{v} is not a finite value in [0, {MAX_VALUE:e}]")))
+        Err(bad(
+            field,
+            format!("{v} is not a finite value in [0, {MAX_VALUE:e}]"),
+        ))
     }
 }
 
-fn opt(field: &str, v: Option<f64>, check: fn(&str, f64) -> Result<(), InvalidResult>) -> Result<(), InvalidResult> {
+fn opt(
+    field: &str,
+    v: Option<f64>,
+    check: fn(&str, f64) -> Result<(), InvalidResult>,
+) -> Result<(), InvalidResult> {
     v.map_or(Ok(()), |v| check(field, v))
 }
 
@@ -116,15 +158,26 @@ impl EpochMetrics {
     /// non-finite losses and times), naming the field under `at` (e.g. `epochs[2]`).
     pub fn validate(&self, at: &str) -> Result<(), InvalidResult> {
         let f = |name: &str| format!("{at}.{name}");
-        if self.epoch == 0 {
-            return Err(bad(f("epoch"), "epochs are numbered from 1"));
+        if !(1..=MAX_EPOCH).contains(&self.epoch) {
+            return Err(bad(
+                f("epoch"),
+                format!("{} is not an epoch number (1 to {MAX_EPOCH})", self.epoch),
+            ));
         }
         amount(&f("train_loss"), self.train_loss)?;
         fraction(&f("train_accuracy"), self.train_accuracy)?;
         opt(&f("val_loss"), self.val_loss, amount)?;
         opt(&f("val_accuracy"), self.val_accuracy, fraction)?;
-        opt(&f("train_binary_accuracy"), self.train_binary_accuracy, fraction)?;
-        opt(&f("val_binary_accuracy"), self.val_binary_accuracy, fraction)?;
+        opt(
+            &f("train_binary_accuracy"),
+            self.train_binary_accuracy,
+            fraction,
+        )?;
+        opt(
+            &f("val_binary_accuracy"),
+            self.val_binary_accuracy,
+            fraction,
+        )?;
         amount(&f("lr"), self.lr)?;
         amount(&f("seconds"), self.seconds)?;
         amount(&f("images_per_sec"), self.images_per_sec)
@@ -138,13 +191,19 @@ impl TestMetrics {
         opt("test.binary_accuracy", self.binary_accuracy, fraction)?;
         let classes = self.per_class_accuracy.len();
         if !(2..=1000).contains(&classes) {
-            return Err(bad("test.per_class_accuracy", format!("{classes} classes (expected 2 to 1000)")));
+            return Err(bad(
+                "test.per_class_accuracy",
+                format!("{classes} classes (expected 2 to 1000)"),
+            ));
         }
         for (i, &a) in self.per_class_accuracy.iter().enumerate() {
             fraction(&format!("test.per_class_accuracy[{i}]"), a)?;
         }
         if self.confusion.len() != classes || self.confusion.iter().any(|r| r.len() != classes) {
-            return Err(bad("test.confusion", format!("not a {classes}x{classes} matrix")));
+            return Err(bad(
+                "test.confusion",
+                format!("not a {classes}x{classes} matrix"),
+            ));
         }
         let total = self
             .confusion
@@ -154,7 +213,11 @@ impl TestMetrics {
         if total != Some(self.images) {
             return Err(bad(
                 "test.confusion",
-                format!("counts {} images, test.images says {}", total.map_or("too many".into(), |t| t.to_string()), self.images),
+                format!(
+                    "counts {} images, test.images says {}",
+                    total.map_or("too many".into(), |t| t.to_string()),
+                    self.images
+                ),
             ));
         }
         Ok(())
@@ -178,16 +241,25 @@ impl TrialResult {
             }
             (TrialStatus::Completed, Some(t)) => t.validate()?,
             (status, Some(_)) => {
-                return Err(bad("test", format!("a {status:?} trial has no test metrics")))
+                return Err(bad(
+                    "test",
+                    format!("a {status:?} trial has no test metrics"),
+                ))
             }
             _ => {}
         }
         match (self.status, self.diverged_epoch) {
             (TrialStatus::Diverged, None) => {
-                return Err(bad("diverged_epoch", "a diverged trial says in which epoch"))
+                return Err(bad(
+                    "diverged_epoch",
+                    "a diverged trial says in which epoch",
+                ))
             }
-            (TrialStatus::Diverged, Some(0)) => {
-                return Err(bad("diverged_epoch", "epochs are numbered from 1"))
+            (TrialStatus::Diverged, Some(e)) if !(1..=MAX_EPOCH).contains(&e) => {
+                return Err(bad(
+                    "diverged_epoch",
+                    format!("{e} is not an epoch number (1 to {MAX_EPOCH})"),
+                ))
             }
             (TrialStatus::Diverged, Some(_)) => {}
             (_, Some(_)) => return Err(bad("diverged_epoch", "only for a diverged trial")),
@@ -198,8 +270,31 @@ impl TrialResult {
         }
         opt("best_val_accuracy", self.best_val_accuracy, fraction)?;
         amount("seconds", self.seconds)?;
-        let texts = self.reason.iter().map(|r| ("reason".to_string(), r)).chain([("device".to_string(), &self.device)]);
-        let notes = self.notes.iter().enumerate().map(|(i, n)| (format!("notes[{i}]"), n));
+        if let Some(p) = &self.provenance {
+            if p.started_unix_ms > p.finished_unix_ms {
+                return Err(bad("provenance.finished_unix_ms", "before started_unix_ms"));
+            }
+        }
+        let provenance = self.provenance.iter().flat_map(|p| {
+            [
+                ("provenance.worker_version", &p.worker_version),
+                ("provenance.libtorch_version", &p.libtorch_version),
+                ("provenance.device_name", &p.device_name),
+                ("provenance.dataset_fingerprint", &p.dataset_fingerprint),
+            ]
+            .map(|(f, t)| (f.to_string(), t))
+        });
+        let texts = self
+            .reason
+            .iter()
+            .map(|r| ("reason".to_string(), r))
+            .chain([("device".to_string(), &self.device)])
+            .chain(provenance);
+        let notes = self
+            .notes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("notes[{i}]"), n));
         for (field, text) in texts.chain(notes) {
             if text.len() > MAX_TEXT {
                 return Err(bad(field, format!("{} bytes, over {MAX_TEXT}", text.len())));
@@ -225,7 +320,13 @@ impl TrialResult {
             seconds: 0.0,
             notes: Vec::new(),
             diverged_epoch: None,
+            provenance: None,
         }
+    }
+
+    /// The trainer semantics the result was produced under (1 when it predates provenance).
+    pub fn semantics(&self) -> u32 {
+        self.provenance.as_ref().map_or(1, |p| p.semantics)
     }
 
     /// True top-1 test accuracy, for completed trials.

@@ -325,7 +325,11 @@ fn bad_trials_end_with_their_reason_and_the_sweep_goes_on() {
 fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
@@ -347,7 +351,10 @@ fn children_of(pid: u32) -> Vec<u32> {
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .is_some_and(|zombie| !zombie)
 }
 
@@ -358,7 +365,10 @@ fn killing_coordinator_sweep_leaves_no_worker_behind() {
     synthetic_cifar(&dir.path().join("data"), 100, 50);
     let sweep = write_sweep(dir.path(), "orphans", SLOW);
     let out = dir.path().join("out");
-    let mut run = Proc::spawn(&mut sweep_command(&sweep, &out, 2), dir.path().join("sweep.log"));
+    let mut run = Proc::spawn(
+        &mut sweep_command(&sweep, &out, 2),
+        dir.path().join("sweep.log"),
+    );
     let db = out.join("sweep.db");
     assert!(
         wait_until(Duration::from_secs(120), || any_in(&db, "running")),
@@ -370,7 +380,9 @@ fn killing_coordinator_sweep_leaves_no_worker_behind() {
     // SIGKILL: the coordinator gets no chance to stop them itself.
     run.kill();
     assert!(
-        wait_until(Duration::from_secs(15), || !workers.iter().any(|w| alive(*w))),
+        wait_until(Duration::from_secs(15), || !workers
+            .iter()
+            .any(|w| alive(*w))),
         "local workers outlived their coordinator: {workers:?}"
     );
 }
@@ -381,7 +393,8 @@ fn a_stopped_coordinator_does_not_drop_its_workers() {
     let c = Cluster::start("paused", SLOW, 100, 3.0);
     let workers = [c.worker("a"), c.worker("b")];
     assert!(
-        wait_until(Duration::from_secs(120), || running_with_an_epoch(&c.db).is_some()),
+        wait_until(Duration::from_secs(120), || running_with_an_epoch(&c.db)
+            .is_some()),
         "{:?}",
         states(&c.db)
     );
@@ -397,7 +410,10 @@ fn a_stopped_coordinator_does_not_drop_its_workers() {
         c.server.log_text()
     );
     let log = c.server.log_text();
-    assert!(!log.contains("worker lost"), "a worker was blamed for the coordinator's pause:\n{log}");
+    assert!(
+        !log.contains("worker lost"),
+        "a worker was blamed for the coordinator's pause:\n{log}"
+    );
     let sent = assert_every_result_counted_once(&c, 3, &[&workers[0], &workers[1]]);
     assert!(
         sent.iter().all(|s| s.accepted && s.attempt == 1),
@@ -414,7 +430,8 @@ fn two_workers_of_one_host_keep_distinct_ids_across_a_coordinator_restart() {
     let a = worker_logging_to(&dir, c.port, Some(TOKEN), &data, "host", "host-a.log");
     let b = worker_logging_to(&dir, c.port, Some(TOKEN), &data, "host", "host-b.log");
     assert!(
-        wait_until(Duration::from_secs(120), || running_with_an_epoch(&c.db).is_some()),
+        wait_until(Duration::from_secs(120), || running_with_an_epoch(&c.db)
+            .is_some()),
         "{:?}",
         states(&c.db)
     );
@@ -454,13 +471,26 @@ fn one_database_one_server_and_a_clean_stop_leaves_one_file() {
     );
     // A second server on the same database (another port) is refused, naming the first.
     assert!(
-        wait_until(Duration::from_secs(30), || http_status(c.health_port, "/readyz") == Some(200)),
+        wait_until(Duration::from_secs(30), || http_status(
+            c.health_port,
+            "/readyz"
+        ) == Some(200)),
         "{}",
         c.server.log_text()
     );
     let (ok, _, err) = {
-        let mut second = serve(c.dir.path(), &c.db, free_port(), TOKEN, 3.0, "second.log", &[]);
-        let status = second.wait_exit(Duration::from_secs(30)).expect("the second server must exit");
+        let mut second = serve(
+            c.dir.path(),
+            &c.db,
+            free_port(),
+            TOKEN,
+            3.0,
+            "second.log",
+            &[],
+        );
+        let status = second
+            .wait_exit(Duration::from_secs(30))
+            .expect("the second server must exit");
         (status.success(), (), second.log_text())
     };
     assert!(!ok, "{err}");
@@ -478,7 +508,10 @@ fn one_database_one_server_and_a_clean_stop_leaves_one_file() {
     // A clean stop (SIGTERM) folds the WAL into the file: the .db alone, copied elsewhere as
     // users do to share results, holds every result.
     signal(&c.server, libc::SIGTERM);
-    let status = c.server.wait_exit(Duration::from_secs(30)).expect("serve stops on SIGTERM");
+    let status = c
+        .server
+        .wait_exit(Duration::from_secs(30))
+        .expect("serve stops on SIGTERM");
     assert!(status.success(), "{}", c.server.log_text());
     let copy = tempfile::tempdir().unwrap();
     let alone = copy.path().join("copy.db");

@@ -204,7 +204,11 @@ fn wrong_ca_missing_client_cert_and_wrong_token_are_refused() {
         None,
     );
     refused(&mut w, "a worker with the wrong CA must stop");
-    assert!(!w.log_text().contains("requires a client certificate"), "{}", w.log_text());
+    assert!(
+        !w.log_text().contains("requires a client certificate"),
+        "{}",
+        w.log_text()
+    );
     assert!(
         w.log_text().contains("TLS") && w.log_text().contains("certificate"),
         "{}",

@@ -359,7 +359,10 @@ async fn missing_client_certificate(opts: &Options) -> Option<String> {
     let port = uri.port_u16().unwrap_or(443);
     crate::tls_probe::requires_client_certificate(host, port)
         .await
-        .then(|| "the coordinator requires a client certificate (mTLS): pass --tls-cert and --tls-key".to_string())
+        .then(|| {
+            "the coordinator requires a client certificate (mTLS): pass --tls-cert and --tls-key"
+                .to_string()
+        })
 }
 
 async fn try_open<'a>(
@@ -404,7 +407,9 @@ async fn try_open<'a>(
     let reg = match reg {
         Ok(r) => r.into_inner(),
         Err(s) if matches!(s.code(), Code::Unauthenticated | Code::InvalidArgument) => {
-            return Err(Failure::Fatal(ClientError::Refused(s.message().to_string())))
+            return Err(Failure::Fatal(ClientError::Refused(
+                s.message().to_string(),
+            )))
         }
         Err(s) => {
             return Err(match tls_failure(&s) {

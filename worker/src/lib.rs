@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod models;
 pub mod optim;
 pub mod pipeline;
+pub mod provenance;
 pub mod schedule;
 pub mod train;
 pub mod trial_panic;

@@ -246,7 +246,12 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
         let host = if host.len() > 64 {
-            host.split('.').next().unwrap_or("").chars().take(64).collect()
+            host.split('.')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(64)
+                .collect()
         } else {
             host
         };

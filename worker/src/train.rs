@@ -59,18 +59,26 @@ pub fn run_until(
     observe: &mut dyn FnMut(Event),
 ) -> TrialResult {
     let started = Instant::now();
+    let wall = std::time::SystemTime::now();
     let outcome = crate::trial_panic::catch(|| train(spec, data, device, stop, observe));
     let mut result = match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(reason)) | Err(reason) => failed(reason, device),
     };
     result.seconds = started.elapsed().as_secs_f64();
+    result.provenance = Some(crate::provenance::record(wall, Some(data), device));
     result
 }
 
-/// A trial that could not run, on `device`.
+/// A trial that could not run, on `device`, with the provenance of this worker.
 pub fn failed(reason: String, device: Device) -> TrialResult {
-    TrialResult::failed(reason, device_name(device))
+    let mut r = TrialResult::failed(reason, device_name(device));
+    r.provenance = Some(crate::provenance::record(
+        std::time::SystemTime::now(),
+        None,
+        device,
+    ));
+    r
 }
 
 pub fn device_name(device: Device) -> String {
@@ -149,7 +157,11 @@ fn train(
             if let Some(v) = value.filter(|v| !v.is_finite()) {
                 diverged = Some((
                     epoch + 1,
-                    format!("training loss became {v} at epoch {}, step {}", epoch + 1, step + 1),
+                    format!(
+                        "training loss became {v} at epoch {}, step {}",
+                        epoch + 1,
+                        step + 1
+                    ),
                 ));
                 break 'epochs;
             }
@@ -176,7 +188,10 @@ fn train(
         // A NaN or infinite validation loss cannot be reported as a metric (the coordinator
         // refuses it): the epoch diverged.
         if let Some(v) = val.map(|v| v.0).filter(|v| !v.is_finite()) {
-            diverged = Some((epoch + 1, format!("validation loss became {v} in epoch {}", epoch + 1)));
+            diverged = Some((
+                epoch + 1,
+                format!("validation loss became {v} in epoch {}", epoch + 1),
+            ));
             break;
         }
         let m = EpochMetrics {
@@ -211,6 +226,7 @@ fn train(
         seconds: 0.0,
         notes: precision_note.into_iter().collect(),
         diverged_epoch: None,
+        provenance: None,
     };
     if let Some((epoch, reason)) = diverged {
         result.status = TrialStatus::Diverged;
@@ -414,18 +430,20 @@ mod tests {
     fn binary_cross_entropy_reports_both_accuracies() {
         let _lock = crate::test_rng_lock();
         let (_d, data) = tiny_data();
-        let spec = TrialSpec {
-            loss: Loss::BinaryCrossEntropy,
-            ..quick(Model::Dense)
-        };
-        let r = run(&spec, &data, Device::Cpu, &mut |_| {});
-        let t = r.test.unwrap();
-        let bin = t.binary_accuracy.unwrap();
-        assert!((0.0..=1.0).contains(&bin));
-        assert!(r
-            .epochs
-            .iter()
-            .all(|e| e.train_binary_accuracy.is_some() && e.val_binary_accuracy.is_some()));
+        for loss in [Loss::BinaryCrossEntropy, Loss::SigmoidBinaryCrossEntropy] {
+            let spec = TrialSpec {
+                loss,
+                ..quick(Model::Dense)
+            };
+            let r = run(&spec, &data, Device::Cpu, &mut |_| {});
+            let t = r.test.unwrap();
+            let bin = t.binary_accuracy.unwrap();
+            assert!((0.0..=1.0).contains(&bin), "{loss:?}");
+            assert!(r
+                .epochs
+                .iter()
+                .all(|e| e.train_binary_accuracy.is_some() && e.val_binary_accuracy.is_some()));
+        }
     }
 
     #[test]

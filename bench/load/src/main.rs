@@ -189,12 +189,9 @@ async fn run(bin: &Path, workers: usize, trials: usize) -> Result<Row> {
     })
 }
 
-type Client = CoordinatorClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>,
-    >,
->;
+/// Adds the worker token to every request.
+type AddAuth = Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>;
+type Client = CoordinatorClient<tonic::service::interceptor::InterceptedService<Channel, AddAuth>>;
 
 /// One worker with a stand-in trainer; returns its lease latencies in microseconds.
 async fn simulated_worker(
@@ -208,11 +205,10 @@ async fn simulated_worker(
         .await
         .context("connect")?;
     let auth: MetadataValue<_> = format!("Bearer {TOKEN}").parse()?;
-    let add: Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send> =
-        Box::new(move |mut req: Request<()>| {
-            req.metadata_mut().insert("authorization", auth.clone());
-            Ok(req)
-        });
+    let add: AddAuth = Box::new(move |mut req: Request<()>| {
+        req.metadata_mut().insert("authorization", auth.clone());
+        Ok(req)
+    });
     let mut client: Client = CoordinatorClient::with_interceptor(channel, add);
     let worker_id = client
         .register(pb::RegisterRequest {

@@ -38,6 +38,7 @@ fn result() -> TrialResult {
         seconds: 1.0,
         notes: Vec::new(),
         diverged_epoch: None,
+        provenance: None,
     }
 }
 
@@ -99,7 +100,10 @@ fn leases_follow_queue_order_and_slots() {
     );
     // Slots are capped too.
     let big = reg(&mut core, "big", DeviceKind::Cpu, 100_000, None, 0);
-    assert_eq!(core.workers().find(|(id, _)| **id == big).unwrap().1.slots, MAX_SLOTS);
+    assert_eq!(
+        core.workers().find(|(id, _)| **id == big).unwrap().1.slots,
+        MAX_SLOTS
+    );
 }
 
 #[test]
@@ -137,9 +141,9 @@ fn a_lease_missing_from_two_heartbeats_goes_back_to_the_queue() {
     let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
     core.lease(&w, 2, 0).unwrap(); // the reply carrying b is lost
     let running = [("a".to_string(), 1)];
-    let (stop, lost) = core.heartbeat(&w, &running, 100).unwrap();
+    let Beat { stop, lost } = core.heartbeat(&w, &running, 100).unwrap();
     assert!(stop.is_empty() && lost.is_empty(), "one heartbeat of grace");
-    let (_, lost) = core.heartbeat(&w, &running, 200).unwrap();
+    let lost = core.heartbeat(&w, &running, 200).unwrap().lost;
     assert_eq!(
         lost,
         vec![Requeued::Retry {
@@ -148,12 +152,18 @@ fn a_lease_missing_from_two_heartbeats_goes_back_to_the_queue() {
             lost: 1
         }]
     );
-    assert_eq!(core.trial("b").unwrap().state, TrialState::Queued { attempt: 2 });
+    assert_eq!(
+        core.trial("b").unwrap().state,
+        TrialState::Queued { attempt: 2 }
+    );
     // A listed lease is never taken back, and a listed-again one resets its count.
     for t in [300, 400, 500] {
-        assert!(core.heartbeat(&w, &running, t).unwrap().1.is_empty());
+        assert!(core.heartbeat(&w, &running, t).unwrap().lost.is_empty());
     }
-    assert!(matches!(core.trial("a").unwrap().state, TrialState::Running { .. }));
+    assert!(matches!(
+        core.trial("a").unwrap().state,
+        TrialState::Running { .. }
+    ));
 }
 
 #[test]
@@ -183,10 +193,16 @@ fn an_identical_repeat_of_a_stored_result_is_acknowledged() {
     let w = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 0);
     core.lease(&w, 1, 0).unwrap();
     assert_eq!(core.finish(&w, "a", 1, result(), 1), Ok(Finished::New));
-    assert_eq!(core.finish(&w, "a", 1, result(), 2), Ok(Finished::AlreadyStored));
+    assert_eq!(
+        core.finish(&w, "a", 1, result(), 2),
+        Ok(Finished::AlreadyStored)
+    );
     // Even from a worker that re-registered under a new id meanwhile.
     let again = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 3);
-    assert_eq!(core.finish(&again, "a", 1, result(), 4), Ok(Finished::AlreadyStored));
+    assert_eq!(
+        core.finish(&again, "a", 1, result(), 4),
+        Ok(Finished::AlreadyStored)
+    );
     let mut other = result();
     other.seconds = 2.0;
     assert!(core.finish(&w, "a", 1, other, 5).is_err());
@@ -278,7 +294,14 @@ fn lost_trials_go_to_the_front_and_fail_after_max_attempts() {
     let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
     let mut now = 0;
     for attempt in 1..=3 {
-        let w = reg(&mut core, &format!("w{attempt}"), DeviceKind::Cpu, 1, None, now);
+        let w = reg(
+            &mut core,
+            &format!("w{attempt}"),
+            DeviceKind::Cpu,
+            1,
+            None,
+            now,
+        );
         let g = core.lease(&w, 1, now).unwrap();
         assert_eq!(
             (g[0].trial.as_str(), g[0].attempt),
@@ -339,7 +362,7 @@ fn cancel_stops_queued_and_running_trials() {
     assert_eq!(cancelled, vec!["b".to_string(), "c".to_string()]);
     // The worker learns at its next heartbeat that b must stop.
     assert_eq!(
-        core.heartbeat(&w, &[("b".into(), 1)], 2).unwrap().0,
+        core.heartbeat(&w, &[("b".into(), 1)], 2).unwrap().stop,
         vec![("b".to_string(), 1)]
     );
     assert!(core.lease(&w, 5, 3).unwrap().is_empty());
@@ -510,6 +533,14 @@ fn restarts_and_reruns_do_not_use_up_the_retry_budget() {
     let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
     core.lease(&w, 2, 0).unwrap();
     let out = core.lose_worker(&w, "gone");
-    assert!(out.iter().any(|r| matches!(r, Requeued::GaveUp { trial, lost: 3, .. } if trial == "b")), "{out:?}");
-    assert!(out.iter().any(|r| matches!(r, Requeued::Retry { trial, lost: 2, .. } if trial == "a")), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|r| matches!(r, Requeued::GaveUp { trial, lost: 3, .. } if trial == "b")),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|r| matches!(r, Requeued::Retry { trial, lost: 2, .. } if trial == "a")),
+        "{out:?}"
+    );
 }

@@ -223,7 +223,11 @@ fn only_regular_files_of_sensible_size_are_read() {
     // SAFETY: mkfifo with a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let big = dir.path().join("big.toml");
-    std::fs::write(&big, format!("name = \"t\"\n#{}\n", "x".repeat(MAX_FILE_BYTES as usize))).unwrap();
+    std::fs::write(
+        &big,
+        format!("name = \"t\"\n#{}\n", "x".repeat(MAX_FILE_BYTES as usize)),
+    )
+    .unwrap();
     for (path, needle) in [
         (dir.path().to_path_buf(), "not a regular file"),
         (fifo, "not a regular file"),
@@ -231,7 +235,10 @@ fn only_regular_files_of_sensible_size_are_read() {
         (big.clone(), "over 1024 KiB"),
     ] {
         let e = load(&path).unwrap_err().to_string();
-        assert!(e.contains(needle) && e.contains(path.to_str().unwrap()), "{e}");
+        assert!(
+            e.contains(needle) && e.contains(path.to_str().unwrap()),
+            "{e}"
+        );
     }
 }
 

@@ -17,7 +17,7 @@ fn conv_bn_relu(vs: &nn::Path, c_in: i64, c_out: i64) -> nn::SequentialT {
     };
     nn::seq_t()
         .add(nn::conv2d(vs / "conv", c_in, c_out, 3, cfg))
-        .add(nn::batch_norm2d(vs / "bn", c_out, Default::default()))
+        .add(super::batch_norm(vs / "bn", c_out))
         .add_fn(|x| x.relu())
 }
 

@@ -20,6 +20,18 @@ pub fn build(vs: &nn::Path, model: Model, in_channels: i64) -> nn::SequentialT {
     }
 }
 
+/// A 2-D batch norm as PyTorch and Keras start it: gamma = 1, beta = 0. (tch's default draws
+/// gamma uniformly from [0, 1], which scales every channel down by a random factor at the start
+/// and is neither framework's choice.)
+pub fn batch_norm(vs: nn::Path, channels: i64) -> nn::BatchNorm {
+    let cfg = nn::BatchNormConfig {
+        ws_init: nn::Init::Const(1.0),
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    nn::batch_norm2d(vs, channels, cfg)
+}
+
 /// Number of trainable scalars.
 pub fn parameter_count(vs: &nn::VarStore) -> u64 {
     vs.trainable_variables()
@@ -62,6 +74,32 @@ mod tests {
                     assert!(y.isfinite().all().int64_value(&[]) == 1);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_batch_norm_starts_at_gamma_one_and_beta_zero() {
+        let _lock = crate::test_rng_lock();
+        for name in ["resnet20", "fast"] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _net = build(&vs.root(), name.parse().unwrap(), 3);
+            let mut seen = 0;
+            for (var, t) in vs.variables() {
+                let expect = if var.ends_with("bn.weight") {
+                    1.0
+                } else if var.ends_with("bn.bias") {
+                    0.0
+                } else {
+                    continue;
+                };
+                seen += 1;
+                let (lo, hi) = (t.min().double_value(&[]), t.max().double_value(&[]));
+                assert!(lo == expect && hi == expect, "{name} {var}: [{lo}, {hi}]");
+            }
+            assert!(
+                seen >= 2 * 7,
+                "{name}: only {seen} batch-norm parameters found"
+            );
         }
     }
 

@@ -21,7 +21,7 @@ fn conv(vs: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> nn::Conv2D 
 fn conv_bn(vs: &nn::Path, c_in: i64, c_out: i64, stride: i64) -> nn::SequentialT {
     nn::seq_t()
         .add(conv(vs / "conv", c_in, c_out, 3, stride))
-        .add(nn::batch_norm2d(vs / "bn", c_out, Default::default()))
+        .add(super::batch_norm(vs / "bn", c_out))
 }
 
 fn basic_block(vs: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT {

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The wire protocol from another language: generates Python stubs from proto/proto/sweep.proto
+# (grpcio-tools, in its own venv .venv-pyclient), starts a real `coordinator serve` on a free
+# loopback port with a one-trial sweep, and runs scripts/python_client_check.py against it,
+# then checks that the report holds the client's values bit for bit.
+# Needs target/debug/coordinator (cargo build -p coordinator).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COORDINATOR=${COORDINATOR:-target/debug/coordinator}
+[ -x "$COORDINATOR" ] || cargo build -p coordinator
+VENV=.venv-pyclient
+if ! "$VENV/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --disable-pip-version-check -q grpcio grpcio-tools
+fi
+work=$(mktemp -d)
+server=""
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$VENV/bin/python" -m grpc_tools.protoc -I proto/proto --python_out="$work" --grpc_python_out="$work" sweep.proto
+printf 'name = "pyclient"\n[defaults]\nepochs = 1\n' > "$work/sweep.toml"
+"$COORDINATOR" submit "$work/sweep.toml" --db "$work/c.db" >/dev/null
+SWEEP_TOKEN=python-check-token "$COORDINATOR" serve --listen 127.0.0.1:0 --db "$work/c.db" 2> "$work/serve.log" &
+server=$!
+addr=""
+for _ in $(seq 100); do
+    addr=$(sed -n 's/^coordinator: serving workers on \([0-9.:]*\) .*/\1/p' "$work/serve.log")
+    [ -n "$addr" ] && break
+    sleep 0.1
+done
+[ -n "$addr" ] || { cat "$work/serve.log" >&2; echo "check-python-client: serve did not start" >&2; exit 1; }
+"$VENV/bin/python" scripts/python_client_check.py "$work" "$addr" python-check-token
+kill "$server"; wait "$server" 2>/dev/null || true; server=""
+"$COORDINATOR" report pyclient --db "$work/c.db" --out "$work/report" >/dev/null
+"$VENV/bin/python" - "$work/report/results.json" <<'PY'
+import json, sys
+row = json.load(open(sys.argv[1]))[0]
+assert row["best_val_accuracy"] == 0.11147540983606559, row["best_val_accuracy"]
+assert row["epochs"][0]["train_accuracy"] == 0.11147540983606559, row["epochs"]
+print("ok: the report holds the client's values bit for bit")
+PY
