@@ -157,3 +157,31 @@ fn damaged_or_orphaned_databases_are_refused_by_name() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// examples/study-bce-row.toml, the trial file docs/STUDY.md measured, is exactly the study
+/// file's binary-cross-entropy row, and round 3 starts from the lr its log implies.
+#[test]
+fn the_bce_trial_file_is_the_study_row_and_round_3_starts_at_lr_0_01() {
+    let sweep = coordinator::sweep::load(&repo("examples/study.toml")).unwrap();
+    let row = |label: &str| {
+        &sweep
+            .trials
+            .iter()
+            .find(|t| t.label.as_deref() == Some(label))
+            .unwrap_or_else(|| panic!("no row {label:?}"))
+            .spec
+    };
+    let text = std::fs::read_to_string(repo("examples/study-bce-row.toml")).unwrap();
+    let file = sweep_proto::TrialSpec::from_toml(&text).unwrap();
+    assert_eq!(&file, row("extra: r4 with binary cross-entropy, 1 epoch"));
+    for label in [
+        "r3 resnet56 color",
+        "r3 seed-cnn color (the post's label)",
+        "r3 resnet56 grayscale",
+    ] {
+        let spec = row(label);
+        assert_eq!(spec.lr, 0.01, "{label}");
+        // The logged final lr: 0.01 * exp(0.1 * (10 - 99)).
+        assert!((0.01 * (0.1f64 * (10.0 - 99.0)).exp() - 1.3639e-6).abs() < 1e-10);
+    }
+}
