@@ -10,7 +10,7 @@ use crate::sweep::{Direction, Metric};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
-use sweep_proto::{EpochMetrics, TrialSpec, TrialStatus};
+use sweep_proto::{EpochMetrics, Provenance, TrialSpec, TrialStatus};
 
 /// One trial's row (this is also the `results.json` object).
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,9 @@ pub struct Row {
     pub attempt: u32,
     /// Test-set `confusion[true][predicted]`, for completed trials.
     pub confusion: Option<Vec<Vec<u64>>>,
+    /// Where and how the result was produced (versions, device, threads, times, data
+    /// fingerprint, trainer semantics), for finished trials that recorded it.
+    pub provenance: Option<Provenance>,
     #[serde(skip)]
     pub(crate) axis_values: Vec<String>,
 }
@@ -104,6 +107,7 @@ impl Report {
                 worker: None,
                 attempt: 0,
                 confusion: None,
+                provenance: None,
             };
             match &trial.state {
                 TrialState::Queued { attempt } => {
@@ -134,6 +138,7 @@ impl Report {
                     row.best_val_accuracy = result.best_val_accuracy;
                     row.epochs = result.epochs.clone();
                     row.seconds = Some(result.seconds);
+                    row.provenance = result.provenance.clone();
                 }
                 TrialState::Failed { attempts, reason } => {
                     (row.status, row.attempt, row.reason) =
@@ -482,7 +487,10 @@ mod tests {
             seconds: 3.0,
             notes: Vec::new(),
             diverged_epoch: (status == TrialStatus::Diverged).then_some(4),
-            provenance: None,
+            provenance: Some(Provenance {
+                libtorch_version: "2.11.0".into(),
+                ..Provenance::default()
+            }),
         }
     }
 
@@ -647,6 +655,15 @@ mod tests {
             "every resolved field is present"
         );
         assert!(row_spec(&r.rows[0]).is_some());
+        // Each finished row says where it came from.
+        let finished = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] != "queued");
+        for row in finished {
+            assert_eq!(row["provenance"]["libtorch_version"], "2.11.0", "{row}");
+        }
         let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
         assert_eq!(csv.lines().count(), 5);
         assert!(csv.starts_with("id,label,status,model,color,test_accuracy"));
