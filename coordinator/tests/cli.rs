@@ -185,3 +185,25 @@ fn the_bce_trial_file_is_the_study_row_and_round_3_starts_at_lr_0_01() {
         assert!((0.01 * (0.1f64 * (10.0 - 99.0)).exp() - 1.3639e-6).abs() < 1e-10);
     }
 }
+
+/// examples/study-r1-cnn-seeds.toml repeats exactly the study file's round-1 CNN row (seed 1 is
+/// the same trial) with seeds 2 to 5.
+#[test]
+fn the_seed_sweep_repeats_the_study_row() {
+    let study = coordinator::sweep::load(&repo("examples/study.toml")).unwrap();
+    let row = study
+        .trials
+        .iter()
+        .find(|t| t.label.as_deref() == Some("r1 seed-cnn color"))
+        .unwrap();
+    let seeds = coordinator::sweep::load(&repo("examples/study-r1-cnn-seeds.toml")).unwrap();
+    assert_eq!(seeds.trials.len(), 5);
+    assert_eq!(seeds.trials[0].id, row.id);
+    for (i, t) in seeds.trials.iter().enumerate() {
+        let same_but_seed = sweep_proto::TrialSpec {
+            seed: t.spec.seed,
+            ..row.spec.clone()
+        };
+        assert_eq!((t.spec.seed, &t.spec), (i as u64 + 1, &same_but_seed));
+    }
+}
