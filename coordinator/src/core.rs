@@ -132,6 +132,14 @@ pub struct NewWorker {
     pub secret: String,
 }
 
+/// The worker a running trial is leased to.
+fn holder(state: &TrialState) -> Option<&WorkerId> {
+    match state {
+        TrialState::Running { worker, .. } => Some(worker),
+        _ => None,
+    }
+}
+
 /// Compares secrets without leaking where they differ through timing.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -269,18 +277,8 @@ impl Core {
             self.queue.push_back(id.clone());
         }
         let spec_toml = Arc::from(spec.to_toml());
-        if let Some(old) = self.trials.get(&id) {
-            if let TrialState::Running { worker, .. } = &old.state {
-                let worker = worker.clone();
-                self.release(&worker, &id);
-            }
-        }
-        if let TrialState::Running { worker, .. } = &state {
-            self.held
-                .entry(worker.clone())
-                .or_default()
-                .insert(id.clone());
-        }
+        let old = self.trials.get(&id).and_then(|t| holder(&t.state)).cloned();
+        self.reindex(&id, old, holder(&state).cloned());
         self.trials.insert(
             id,
             Trial {
@@ -297,9 +295,14 @@ impl Core {
         self.known_ids.extend(ids);
     }
 
-    fn release(&mut self, worker: &str, trial: &str) {
-        if let Some(h) = self.held.get_mut(worker) {
+    /// Moves `trial` in the per-worker lease index from the worker that held it (if any) to
+    /// the one that holds it now (if any).
+    fn reindex(&mut self, trial: &str, old: Option<WorkerId>, new: Option<WorkerId>) {
+        if let Some(h) = old.and_then(|w| self.held.get_mut(&w)) {
             h.remove(trial);
+        }
+        if let Some(w) = new {
+            self.held.entry(w).or_default().insert(trial.to_string());
         }
     }
 
@@ -309,16 +312,8 @@ impl Core {
             return;
         };
         let old = std::mem::replace(&mut t.state, state);
-        let new_holder = match &t.state {
-            TrialState::Running { worker, .. } => Some(worker.clone()),
-            _ => None,
-        };
-        if let TrialState::Running { worker, .. } = old {
-            self.release(&worker, trial);
-        }
-        if let Some(w) = new_holder {
-            self.held.entry(w).or_default().insert(trial.to_string());
-        }
+        let new = holder(&t.state).cloned();
+        self.reindex(trial, holder(&old).cloned(), new);
     }
 
     /// Registers a worker. A worker that reconnects after a network cut passes the id it had

@@ -162,11 +162,7 @@ const SCHEMA_VERSION: i64 = 1;
 
 /// Hex SHA-256 of a stored result's JSON.
 fn checksum(json: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(json.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::sweep::sha256_hex(json.as_bytes())
 }
 
 /// The files SQLite keeps beside a database.

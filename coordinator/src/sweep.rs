@@ -153,9 +153,18 @@ pub struct Sweep {
 
 /// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
 pub fn trial_id(spec: &TrialSpec) -> String {
+    let mut id = sha256_hex(spec.to_toml().as_bytes());
+    id.truncate(16);
+    id
+}
+
+/// SHA-256 of `data` in lower-case hex (trial ids, stored results' checksums).
+pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(spec.to_toml().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Largest sweep file read (the study's file is 6 KB).

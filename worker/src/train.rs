@@ -63,7 +63,8 @@ pub fn run_until(
     let outcome = crate::trial_panic::catch(|| train(spec, data, device, stop, observe));
     let mut result = match outcome {
         Ok(Ok(result)) => result,
-        Ok(Err(reason)) | Err(reason) => failed(reason, device),
+        // Provenance is recorded once, below, with the data.
+        Ok(Err(reason)) | Err(reason) => TrialResult::failed(reason, device_name(device)),
     };
     result.seconds = started.elapsed().as_secs_f64();
     result.provenance = Some(crate::provenance::record(wall, Some(data), device));
