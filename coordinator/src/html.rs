@@ -1,9 +1,11 @@
 //! `report.html`: one self-contained page (inline SVG from plotters, inline CSS, no scripts,
 //! nothing fetched) with the ranked table, the ranking as bars, learning curves per trial and
 //! overlaid for the top trials, the effect of each axis, the best trial's confusion matrix,
-//! the binary-cross-entropy comparison, and findings computed from the results.
+//! the binary-cross-entropy comparison, and the findings. It renders [`Report`], the view
+//! model the text formats share ([`crate::render`]); error bars are the report's 95%
+//! intervals.
 
-use crate::report::{AxisEffect, Report, Row};
+use crate::report::{AxisEffect, Estimate, Report, Row, Table};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use sweep_proto::result::{MAX_EPOCH, MAX_VALUE};
@@ -18,19 +20,6 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
-}
-
-/// A trial's label, else its axis values (e.g. "seed-cnn, grayscale"), else its id.
-fn name(r: &Row) -> String {
-    match (&r.label, r.axis_values.is_empty()) {
-        (Some(l), _) => l.clone(),
-        (None, false) => r.axis_values.join(", "),
-        (None, true) => r.id.clone(),
-    }
 }
 
 /// Draws into an SVG string; a drawing error yields a note instead of a chart.
@@ -66,58 +55,96 @@ fn bar_length(v: Option<f64>) -> f64 {
     }
 }
 
-/// Horizontal bars of the ranking metric, best first.
-fn ranking_chart(report: &Report) -> String {
+/// An error bar from `low` to `high` across the middle of segment `i`, clamped to the axis.
+fn error_bar(
+    i: usize,
+    bounds: Option<(f64, f64)>,
+) -> Option<PathElement<(f64, SegmentValue<usize>)>> {
+    let (lo, hi) = bounds?;
+    let (lo, hi) = (bar_length(Some(lo)), bar_length(Some(hi)));
+    Some(PathElement::new(
+        vec![
+            (lo, SegmentValue::CenterOf(i)),
+            (hi, SegmentValue::CenterOf(i)),
+        ],
+        BLACK.stroke_width(2),
+    ))
+}
+
+/// Horizontal bars: a label and an estimate each, best on top, with 95% error bars.
+fn bars_chart(
+    caption: &str,
+    x_desc: &str,
+    bars: &[(String, Option<&Estimate>)],
+    color: RGBColor,
+    label_width: u32,
+    width: u32,
+) -> String {
     // Reversed: plotters counts segments from the bottom, and the best belongs on top.
-    let rows: Vec<&Row> = report
-        .rows
-        .iter()
-        .filter(|r| r.metric(report.rank_by).is_some())
-        .rev()
-        .collect();
-    if rows.is_empty() {
+    let bars: Vec<&(String, Option<&Estimate>)> =
+        bars.iter().filter(|b| b.1.is_some()).rev().collect();
+    if bars.is_empty() {
         return "<p class=\"note\">no finished trial yet</p>".into();
     }
-    let height = 60 + 22 * rows.len() as u32;
-    svg(900, height, |root| {
+    let height = 70 + 22 * bars.len() as u32;
+    svg(width, height, |root| {
         let mut chart = ChartBuilder::on(root)
+            .caption(caption, ("sans-serif", 15))
             .margin(10)
             .x_label_area_size(30)
-            .y_label_area_size(330)
-            .build_cartesian_2d(0f64..1f64, (0..rows.len()).into_segmented())
+            .y_label_area_size(label_width)
+            .build_cartesian_2d(0f64..1f64, (0..bars.len()).into_segmented())
             .map_err(e)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .x_desc(if report.rank_by == crate::sweep::Metric::TestAccuracy {
-                "test accuracy"
-            } else {
-                "best validation accuracy"
-            })
-            .y_labels(rows.len())
+            .x_desc(x_desc)
+            .y_labels(bars.len())
             .label_style(("sans-serif", 13))
             .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => rows.get(*i).map(|r| name(r)).unwrap_or_default(),
+                SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.0.clone()).unwrap_or_default(),
                 _ => String::new(),
             })
             .draw()
             .map_err(e)?;
         chart
-            .draw_series(rows.iter().enumerate().map(|(i, r)| {
-                let v = bar_length(r.metric(report.rank_by));
+            .draw_series(bars.iter().enumerate().map(|(i, b)| {
+                let v = bar_length(b.1.map(|e| e.mean));
                 let mut bar = Rectangle::new(
                     [
                         (0.0, SegmentValue::Exact(i)),
                         (v, SegmentValue::Exact(i + 1)),
                     ],
-                    BLUE.mix(0.6).filled(),
+                    color.mix(0.6).filled(),
                 );
                 bar.set_margin(3, 3, 0, 0);
                 bar
             }))
             .map_err(e)?;
+        chart
+            .draw_series(
+                bars.iter()
+                    .enumerate()
+                    .filter_map(|(i, b)| error_bar(i, b.1.and_then(Estimate::bounds))),
+            )
+            .map_err(e)?;
         Ok(())
     })
+}
+
+/// The configurations' estimates, best first, with their 95% intervals.
+fn ranking_chart(report: &Report) -> String {
+    let bars: Vec<(String, Option<&Estimate>)> = report
+        .configs
+        .iter()
+        .map(|c| (c.name.clone(), c.estimate.as_ref()))
+        .collect();
+    let x_desc = if report.rank_by == crate::sweep::Metric::TestAccuracy {
+        "test accuracy (bars: 95% interval)"
+    } else {
+        "best validation accuracy (bars: 95% interval)"
+    };
+    bars_chart("", x_desc, &bars, BLUE, 330, 900)
 }
 
 /// Accuracy (or loss) per epoch for several trials on one chart.
@@ -214,44 +241,18 @@ fn trial_curves(r: &Row) -> String {
 }
 
 fn effect_chart(axis: &str, effects: &[AxisEffect]) -> String {
-    let effects: Vec<&AxisEffect> = effects.iter().rev().collect();
-    let n = effects.len();
-    svg(440, 60 + 26 * n as u32, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("mean by {axis}"), ("sans-serif", 15))
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(160)
-            .build_cartesian_2d(0f64..1f64, (0..n).into_segmented())
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n)
-            .label_style(("sans-serif", 13))
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => {
-                    effects.get(*i).map(|x| x.value.clone()).unwrap_or_default()
-                }
-                _ => String::new(),
-            })
-            .draw()
-            .map_err(e)?;
-        chart
-            .draw_series(effects.iter().enumerate().map(|(i, x)| {
-                let mut bar = Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(i)),
-                        (bar_length(x.mean), SegmentValue::Exact(i + 1)),
-                    ],
-                    GREEN.mix(0.6).filled(),
-                );
-                bar.set_margin(3, 3, 0, 0);
-                bar
-            }))
-            .map_err(e)?;
-        Ok(())
-    })
+    let bars: Vec<(String, Option<&Estimate>)> = effects
+        .iter()
+        .map(|x| (x.value.clone(), x.estimate.as_ref()))
+        .collect();
+    bars_chart(
+        &format!("mean by {axis}"),
+        "mean (bars: 95% interval)",
+        &bars,
+        GREEN,
+        160,
+        440,
+    )
 }
 
 fn confusion_table(r: &Row) -> String {
@@ -281,86 +282,29 @@ fn confusion_table(r: &Row) -> String {
     out + "</table>"
 }
 
-/// Plain-language findings, each computed from the results.
-pub fn findings(report: &Report) -> Vec<String> {
-    let mut out = Vec::new();
-    let ranked: Vec<&Row> = report
-        .rows
-        .iter()
-        .filter(|r| r.metric(report.rank_by).is_some())
-        .collect();
-    if let Some(best) = ranked.first() {
-        out.push(format!(
-            "The best trial is {} with {} test accuracy.",
-            name(best),
-            pct(best.test_accuracy)
-        ));
+/// A [`Table`]: its first two columns left-aligned; rows standing for a trial carry the
+/// anchor `{prefix}-{id}`.
+fn html_table(t: &Table, prefix: &str) -> String {
+    let mut out = String::from("<table><tr>");
+    for (i, head) in t.head.iter().enumerate() {
+        let class = if i < 2 { " class=\"l\"" } else { "" };
+        let _ = write!(out, "<th{class}>{}</th>", esc(head));
     }
-    if ranked.len() > 1 {
-        let worst = ranked[ranked.len() - 1];
-        out.push(format!(
-            "The spread from best to worst is {:.1} points ({} scored {}).",
-            100.0
-                * (ranked[0].metric(report.rank_by).unwrap_or(0.0)
-                    - worst.metric(report.rank_by).unwrap_or(0.0)),
-            name(worst),
-            pct(worst.metric(report.rank_by))
-        ));
-    }
-    let mut spreads: Vec<(f64, String)> = Vec::new();
-    for (axis, effects) in report.effects() {
-        let means: Vec<&AxisEffect> = effects.iter().filter(|x| x.mean.is_some()).collect();
-        if let (Some(first), Some(last)) = (means.first(), means.last()) {
-            let gap = first.mean.unwrap_or(0.0) - last.mean.unwrap_or(0.0);
-            out.push(format!(
-                "{axis}: {} is best on average ({} mean over {} trials) and {} worst ({}), a {:.1}-point difference.",
-                first.value, pct(first.mean), first.trials, last.value, pct(last.mean), 100.0 * gap.abs()
-            ));
-            spreads.push((gap.abs(), axis));
+    out += "</tr>";
+    for row in &t.rows {
+        match &row.id {
+            Some(id) => {
+                let _ = write!(out, "<tr id=\"{prefix}-{}\">", esc(id));
+            }
+            None => out += "<tr>",
         }
+        for (i, cell) in row.cells.iter().enumerate() {
+            let class = if i < 2 { " class=\"l\"" } else { "" };
+            let _ = write!(out, "<td{class}>{}</td>", esc(cell));
+        }
+        out += "</tr>";
     }
-    spreads.sort_by(|a, b| b.0.total_cmp(&a.0));
-    if let Some((gap, axis)) = spreads.first().filter(|_| spreads.len() > 1) {
-        out.push(format!("Of the choices varied, {axis} mattered most: {:.1} points between its best and worst value on average.", 100.0 * gap));
-    }
-    let beats: Vec<(f64, &Row)> = report
-        .rows
-        .iter()
-        .filter_map(|r| Some((r.test_accuracy? - r.reported?, r)))
-        .collect();
-    if let Some((d, r)) = beats.iter().max_by(|a, b| a.0.total_cmp(&b.0)) {
-        out.push(format!("Against the published numbers, the largest gain is {} ({:+.1} points: {} measured vs {} reported).",
-            name(r), 100.0 * d, pct(r.test_accuracy), pct(r.reported)));
-        let below = beats.iter().filter(|(d, _)| *d < 0.0).count();
-        out.push(format!(
-            "{} of {} rows with a reported number measured below it.",
-            below,
-            beats.len()
-        ));
-    }
-    for r in report.bce_rows() {
-        out.push(format!(
-            "{} used binary cross-entropy: Keras' accuracy metric would have shown {}, but the true top-1 accuracy is {}.",
-            name(r), pct(r.test_binary_accuracy), pct(r.test_accuracy)
-        ));
-    }
-    let failed: Vec<&Row> = report
-        .rows
-        .iter()
-        .filter(|r| r.status != "completed")
-        .collect();
-    if !failed.is_empty() {
-        out.push(format!(
-            "{} trials did not complete: {}.",
-            failed.len(),
-            failed
-                .iter()
-                .map(|r| format!("{} ({})", name(r), r.status))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    out
+    out + "</table>"
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}\
@@ -376,62 +320,20 @@ pub fn render(report: &Report) -> String {
         esc(&report.sweep)
     );
     h += "<h2 id=\"findings\">Findings</h2><ul>";
-    for f in findings(report) {
-        let _ = write!(h, "<li>{}</li>", esc(&f));
+    for f in &report.findings {
+        let _ = write!(h, "<li>{}</li>", esc(f));
     }
-    h += "</ul>";
+    let _ = write!(
+        h,
+        "</ul><p class=\"note\">{}</p>",
+        esc(crate::report::METHOD)
+    );
 
-    h += "<h2 id=\"ranking\">Ranking</h2><table><tr><th>rank</th><th class=\"l\">trial</th>";
-    for a in &report.axes {
-        let _ = write!(h, "<th>{}</th>", esc(a));
-    }
-    let reported = report.rows.iter().any(|r| r.reported.is_some());
-    h += "<th>status</th><th>test acc</th><th>best val acc</th>";
-    if reported {
-        h += "<th>reported</th><th>measured - reported</th>";
-    }
-    h += "<th>seconds</th></tr>";
-    for (i, r) in report.rows.iter().enumerate() {
-        let rank = if r.metric(report.rank_by).is_some() {
-            (i + 1).to_string()
-        } else {
-            "-".into()
-        };
-        let _ = write!(
-            h,
-            "<tr id=\"row-{}\"><td>{rank}</td><td class=\"l\">{}</td>",
-            esc(&r.id),
-            esc(&name(r))
-        );
-        for v in &r.axis_values {
-            let _ = write!(h, "<td>{}</td>", esc(v));
-        }
-        let diff = match (r.test_accuracy, r.reported) {
-            (Some(t), Some(p)) => format!("{:+.2} pts", 100.0 * (t - p)),
-            _ => "-".into(),
-        };
-        let status = match &r.reason {
-            Some(why) if r.status != "completed" => format!("{} ({})", r.status, why),
-            _ => r.status.clone(),
-        };
-        let _ = write!(
-            h,
-            "<td class=\"l\">{}</td><td>{}</td><td>{}</td>",
-            esc(&status),
-            pct(r.test_accuracy),
-            pct(r.best_val_accuracy)
-        );
-        if reported {
-            let _ = write!(h, "<td>{}</td><td>{diff}</td>", pct(r.reported));
-        }
-        let _ = write!(
-            h,
-            "<td>{}</td></tr>",
-            r.seconds.map_or("-".into(), |s| format!("{s:.0}"))
-        );
-    }
-    h += "</table>";
+    h += "<h2 id=\"ranking\">Configurations</h2>";
+    h += &html_table(&report.configs_grid(), "config");
     h += &ranking_chart(report);
+    h += "<h2 id=\"every-trial\">Every trial</h2>";
+    h += &html_table(&report.trials_grid(), "row");
 
     h += "<h2 id=\"top-curves\">Learning curves of the top trials</h2><div class=\"grid\">";
     let top: Vec<&Row> = report
@@ -444,14 +346,14 @@ pub fn render(report: &Report) -> String {
         .iter()
         .map(|r| {
             (
-                name(r),
+                r.name(),
                 epoch_points(r, |m| m.val_accuracy.or(Some(m.train_accuracy))),
             )
         })
         .collect();
     let loss: Vec<(String, Vec<(u32, f64)>)> = top
         .iter()
-        .map(|r| (name(r), epoch_points(r, |m| Some(m.train_loss))))
+        .map(|r| (r.name(), epoch_points(r, |m| Some(m.train_loss))))
         .collect();
     h += &curves(
         "validation accuracy (train if none held out)",
@@ -462,23 +364,12 @@ pub fn render(report: &Report) -> String {
     h += &curves("training loss", &loss, None, "loss");
     h += "</div>";
 
-    let effects = report.effects();
-    if !effects.is_empty() {
+    if !report.effects.is_empty() {
         h += "<h2 id=\"effects\">Effect of each axis</h2><div class=\"grid\">";
-        for (axis, stats) in &effects {
-            let _ = write!(h, "<div><table><tr><th class=\"l\">{}</th><th>trials</th><th>mean</th><th>best</th></tr>", esc(axis));
-            for x in stats {
-                let _ = write!(
-                    h,
-                    "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&x.value),
-                    x.trials,
-                    pct(x.mean),
-                    pct(x.best)
-                );
-            }
-            h += "</table>";
-            h += &effect_chart(axis, stats);
+        for fx in &report.effects {
+            h += "<div>";
+            h += &html_table(&fx.grid(), "effect");
+            h += &effect_chart(&fx.axis, &fx.values);
             h += "</div>";
         }
         h += "</div>";
@@ -488,7 +379,7 @@ pub fn render(report: &Report) -> String {
         let _ = write!(
             h,
             "<h2 id=\"confusion\">Confusion matrix of the best trial ({})</h2>",
-            esc(&name(best))
+            esc(&best.name())
         );
         h += &confusion_table(best);
     }
@@ -499,22 +390,13 @@ pub fn render(report: &Report) -> String {
               <p>With binary cross-entropy Keras' accuracy metric counts each of the 10 outputs separately. On a softmax \
               output (what the study ran) a model that puts every image in one class scores 82% at 10% true accuracy; \
               with a sigmoid per class, answering \"no\" to every class scores 90%.</p>\
-              <table><tr><th class=\"l\">trial</th><th>Keras binary accuracy</th><th>true top-1 accuracy</th></tr>";
-        for r in bce {
-            let _ = write!(
-                h,
-                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&name(r)),
-                pct(r.test_binary_accuracy),
-                pct(r.test_accuracy)
-            );
-        }
-        h += "</table>";
+              ";
+        h += &html_table(&report.bce_grid(bce), "bce");
     }
 
     h += "<h2 id=\"trials\">Every trial</h2>";
     for r in &report.rows {
-        let _ = write!(h, "<div class=\"trial\" id=\"trial-{}\"><h3>{} <small>{}</small></h3><div class=\"grid\">", esc(&r.id), esc(&name(r)), esc(&r.status));
+        let _ = write!(h, "<div class=\"trial\" id=\"trial-{}\"><h3>{} <small>{}</small></h3><div class=\"grid\">", esc(&r.id), esc(&r.name()), esc(&r.status));
         h += &trial_curves(r);
         h += "</div></div>";
     }

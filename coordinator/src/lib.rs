@@ -12,9 +12,11 @@
 
 pub mod core;
 pub mod html;
+pub mod render;
 pub mod report;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod store;
 pub mod sweep;
 pub mod tls;

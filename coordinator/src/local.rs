@@ -216,10 +216,9 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         .sweep(&sweep.name)?
         .context("the sweep vanished from the database")?;
     let report = Report::build(&stored, &handle.lock().core);
-    report
-        .write(out)
+    coordinator::render::write(&report, out)
         .with_context(|| format!("cannot write the report to {}", out.display()))?;
-    print!("{}", report.table());
+    print!("{}", coordinator::render::terminal(&report));
     println!("{}; report in {}", handle.counts(&ids), out.display());
     Ok(ExitCode::SUCCESS)
 }

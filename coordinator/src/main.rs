@@ -398,10 +398,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("no sweep named `{sweep}` in {}", db.display()))?;
             let report = Report::build(&stored, &handle.lock().core);
             let out = out.unwrap_or_else(|| Path::new("out").join(&sweep));
-            report
-                .write(&out)
+            coordinator::render::write(&report, &out)
                 .with_context(|| format!("cannot write the report to {}", out.display()))?;
-            print!("{}", report.table());
+            print!("{}", coordinator::render::terminal(&report));
             println!("report written to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }

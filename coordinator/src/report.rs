@@ -1,15 +1,29 @@
-//! Ranked results: terminal table, `report.md`, `results.json`, `results.csv`, and the effect
-//! of each axis (mean and best of the ranking metric for every value of it).
+//! The report's one view model: every trial's row, the configurations they repeat (trials
+//! that differ only in `seed`) with an estimate and its 95% interval, the effect of each axis
+//! with a test against its best value, and the findings. The renderers (`render` for the
+//! terminal, markdown, CSV and JSON; `html`) only format this structure, so every format shows
+//! the same numbers, ranks and verdicts.
+//!
+//! How sure a number is, the rules every renderer states:
+//! - A configuration run with several seeds: mean, sample standard deviation and the 95%
+//!   interval mean +- t(0.975, n - 1) sd / sqrt(n).
+//! - A single run: the evaluation set's binomial sampling error, accuracy +- 1.96
+//!   sqrt(p (1 - p) / N) over its N images, and the words "single run" (seed-to-seed spread,
+//!   usually larger, is not measured).
+//! - One value is called better than another only when Welch's t-test (two-sided, alpha 0.05)
+//!   says so, which needs two or more results on each side; otherwise the difference is
+//!   "within noise", or, for single runs whose gap exceeds the sampling error, unresolved
+//!   until repeated with more seeds.
 //!
 //! Failed, diverged, cancelled and unfinished trials are listed below the ranked ones, never
-//! dropped; ties keep plan order.
+//! dropped. Ranks are competition ranks (equal values share a rank, the next rank skips);
+//! ties keep plan order.
 
 use crate::core::{Core, TrialState};
+use crate::stats;
 use crate::store::StoredSweep;
 use crate::sweep::{Direction, Metric};
 use serde::Serialize;
-use std::fmt::Write as _;
-use std::path::Path;
 use sweep_proto::{EpochMetrics, Provenance, TrialSpec, TrialStatus};
 
 /// One trial's row (this is also the `results.json` object).
@@ -36,8 +50,23 @@ pub struct Row {
     /// Where and how the result was produced (versions, device, threads, times, data
     /// fingerprint, trainer semantics), for finished trials that recorded it.
     pub provenance: Option<Provenance>,
+    /// Rank by the ranking metric among trials (competition ranking; `None` without it).
+    pub rank: Option<usize>,
+    /// The configuration this trial is a run of, with its estimate over all its seeds.
+    pub config: Option<RowConfig>,
+    /// Images the ranking metric was measured on (test or validation set).
     #[serde(skip)]
-    pub(crate) axis_values: Vec<String>,
+    pub metric_images: Option<u64>,
+    #[serde(skip)]
+    pub axis_values: Vec<String>,
+}
+
+/// A row's configuration in `results.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowConfig {
+    pub name: String,
+    pub rank: Option<usize>,
+    pub estimate: Option<Estimate>,
 }
 
 impl Row {
@@ -47,15 +76,252 @@ impl Row {
             Metric::BestValAccuracy => self.best_val_accuracy,
         }
     }
+
+    /// "diverged (loss became NaN)", or just the status.
+    pub fn status_text(&self) -> String {
+        match &self.reason {
+            Some(why) if self.status != "completed" => format!("{} ({why})", self.status),
+            _ => self.status.clone(),
+        }
+    }
+
+    /// The label, else the axis values (e.g. "seed-cnn, grayscale"), else the id.
+    pub fn name(&self) -> String {
+        match (&self.label, self.axis_values.is_empty()) {
+            (Some(l), _) => l.clone(),
+            (None, false) => self.axis_values.join(", "),
+            (None, true) => self.id.clone(),
+        }
+    }
+}
+
+/// The axis that makes repeats: its values are seeds, never an effect.
+pub const SEED: &str = "seed";
+
+/// How sure a number is (see the module's rules).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Interval {
+    /// Two or more results: the 95% t interval of their mean.
+    Repeats {
+        runs: usize,
+        sd: f64,
+        low: f64,
+        high: f64,
+    },
+    /// One result: the 95% interval of the evaluation set's sampling error alone.
+    SingleRun {
+        images: u64,
+        sampling_error: f64,
+        low: f64,
+        high: f64,
+    },
+    /// One result on an evaluation set of unknown size.
+    SingleRunUnknownSize,
+}
+
+/// A measured value and how sure it is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub mean: f64,
+    pub interval: Interval,
+}
+
+impl Estimate {
+    /// From (metric, evaluation images) of each result; `None` without results.
+    pub fn of(values: &[(f64, Option<u64>)]) -> Option<Estimate> {
+        let xs: Vec<f64> = values.iter().map(|v| v.0).collect();
+        let mean = stats::mean(&xs)?;
+        let interval = match (stats::mean_ci(&xs), stats::sd(&xs), values) {
+            (Some((low, high)), Some(sd), _) => Interval::Repeats {
+                runs: xs.len(),
+                sd,
+                low,
+                high,
+            },
+            (_, _, [(p, Some(images))]) => match stats::sampling_se(*p, *images) {
+                Some(se) => Interval::SingleRun {
+                    images: *images,
+                    sampling_error: se,
+                    low: p - stats::Z975 * se,
+                    high: p + stats::Z975 * se,
+                },
+                None => Interval::SingleRunUnknownSize,
+            },
+            _ => Interval::SingleRunUnknownSize,
+        };
+        Some(Estimate { mean, interval })
+    }
+
+    pub fn runs(&self) -> usize {
+        match self.interval {
+            Interval::Repeats { runs, .. } => runs,
+            _ => 1,
+        }
+    }
+
+    /// The 95% interval, where there is one.
+    pub fn bounds(&self) -> Option<(f64, f64)> {
+        match self.interval {
+            Interval::Repeats { low, high, .. } | Interval::SingleRun { low, high, .. } => {
+                Some((low, high))
+            }
+            Interval::SingleRunUnknownSize => None,
+        }
+    }
+
+    pub fn sd(&self) -> Option<f64> {
+        match self.interval {
+            Interval::Repeats { sd, .. } => Some(sd),
+            _ => None,
+        }
+    }
+
+    /// What kind of interval, in words ("95% CI over 5 seeds", "single run: ...").
+    pub fn basis(&self) -> String {
+        match &self.interval {
+            Interval::Repeats { runs, .. } => format!("95% CI over {runs} runs"),
+            Interval::SingleRun { images, .. } => {
+                format!("single run; 95% sampling error of {images} images")
+            }
+            Interval::SingleRunUnknownSize => "single run".into(),
+        }
+    }
+
+    /// "37.63% [35.10, 40.16]" with the basis in words.
+    pub fn describe(&self) -> String {
+        match self.bounds() {
+            Some((lo, hi)) => format!(
+                "{} [{:.2}, {:.2}] ({})",
+                pct(Some(self.mean)),
+                100.0 * lo,
+                100.0 * hi,
+                self.basis()
+            ),
+            None => format!("{} ({})", pct(Some(self.mean)), self.basis()),
+        }
+    }
+}
+
+/// A fraction as a percentage with two decimals, "-" for none.
+pub fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+}
+
+/// What a comparison of two sets of results concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Welch's t-test rejects equal means at alpha 0.05.
+    Better { p: f64 },
+    /// Welch's t-test does not (`p`), or single runs lie within their sampling error (`p` none).
+    WithinNoise { p: Option<f64> },
+    /// Single runs further apart than their sampling error: seed-to-seed spread is unmeasured,
+    /// so no verdict until repeated.
+    NeedsRepeats,
+    /// One side has a single result and the other several: no standard test applies.
+    Untested,
+}
+
+impl Verdict {
+    /// Compares results `a` (the better mean) with `b`, as the module's rules say.
+    pub fn of(a: &[(f64, Option<u64>)], b: &[(f64, Option<u64>)]) -> Option<Verdict> {
+        let xa: Vec<f64> = a.iter().map(|v| v.0).collect();
+        let xb: Vec<f64> = b.iter().map(|v| v.0).collect();
+        if let Some((_, _, p)) = stats::welch(&xa, &xb) {
+            return Some(if p < stats::ALPHA {
+                Verdict::Better { p }
+            } else {
+                Verdict::WithinNoise { p: Some(p) }
+            });
+        }
+        let se = |v: &[(f64, Option<u64>)]| match v {
+            [(p, Some(n))] => stats::sampling_se(*p, *n),
+            _ => None,
+        };
+        if a.is_empty() || b.is_empty() {
+            return None;
+        }
+        let (Some(sa), Some(sb)) = (se(a), se(b)) else {
+            return Some(Verdict::Untested);
+        };
+        let gap = (stats::mean(&xa)? - stats::mean(&xb)?).abs();
+        Some(if gap <= stats::Z975 * (sa * sa + sb * sb).sqrt() {
+            Verdict::WithinNoise { p: None }
+        } else {
+            Verdict::NeedsRepeats
+        })
+    }
+
+    /// "better (Welch's t-test p = 0.003)", "within noise (p = 0.41)", ...
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Better { p } => format!("better (Welch's t-test p = {})", p_value(*p)),
+            Verdict::WithinNoise { p: Some(p) } => {
+                format!("within noise (Welch's t-test p = {})", p_value(*p))
+            }
+            Verdict::WithinNoise { p: None } => {
+                "within noise (single runs, inside the sampling error)".into()
+            }
+            Verdict::Untested => "not tested: one side has a single result".into(),
+            Verdict::NeedsRepeats => {
+                "not settled: single runs further apart than their sampling error; repeat with more seeds"
+                    .into()
+            }
+        }
+    }
+}
+
+fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+/// Trials that differ only in their seed: one configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub name: String,
+    pub label: Option<String>,
+    /// Values of the sweep's axes other than `seed`.
+    pub axis_values: Vec<String>,
+    /// Its trials' ids, in plan order.
+    pub trials: Vec<String>,
+    pub rank: Option<usize>,
+    pub estimate: Option<Estimate>,
+    pub reported: Option<f64>,
+    /// Whether the reported number lies inside the measured 95% interval.
+    pub reported_inside: Option<bool>,
+    #[serde(skip)]
+    values: Vec<(f64, Option<u64>)>,
 }
 
 /// The ranking metric over the trials that share one value of an axis.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AxisEffect {
     pub value: String,
     pub trials: usize,
-    pub mean: Option<f64>,
+    pub estimate: Option<Estimate>,
     pub best: Option<f64>,
+    /// Against the axis' best value (`None` for the best itself, or without results).
+    pub vs_best: Option<Verdict>,
+    #[serde(skip)]
+    values: Vec<(f64, Option<u64>)>,
+}
+
+impl AxisEffect {
+    pub fn mean(&self) -> Option<f64> {
+        self.estimate.as_ref().map(|e| e.mean)
+    }
+}
+
+/// Every value of one axis, best mean first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AxisEffects {
+    pub axis: String,
+    pub values: Vec<AxisEffect>,
 }
 
 pub struct Report {
@@ -65,6 +331,12 @@ pub struct Report {
     pub axes: Vec<String>,
     /// Ranked rows first, then rows without the metric, in plan order.
     pub rows: Vec<Row>,
+    /// Ranked configurations first (by mean), then those without results.
+    pub configs: Vec<Config>,
+    /// For every axis but `seed` with more than one value.
+    pub effects: Vec<AxisEffects>,
+    /// Plain-language findings, each computed from the results above.
+    pub findings: Vec<String>,
 }
 
 fn axis_value(params: &serde_json::Value, axis: &str) -> String {
@@ -108,6 +380,9 @@ impl Report {
                 attempt: 0,
                 confusion: None,
                 provenance: None,
+                rank: None,
+                config: None,
+                metric_images: None,
             };
             match &trial.state {
                 TrialState::Queued { attempt } => {
@@ -139,6 +414,10 @@ impl Report {
                     row.epochs = result.epochs.clone();
                     row.seconds = Some(result.seconds);
                     row.provenance = result.provenance.clone();
+                    row.metric_images = match sweep.rank_by {
+                        Metric::TestAccuracy => result.test.as_ref().map(|t| t.images),
+                        Metric::BestValAccuracy => Some(result.val_images),
+                    };
                 }
                 TrialState::Failed { attempts, reason } => {
                     (row.status, row.attempt, row.reason) =
@@ -160,20 +439,147 @@ impl Report {
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         });
-        Report {
+        let mut report = Report {
             sweep: sweep.name.clone(),
             rank_by: m,
             direction: sweep.direction,
             axes: sweep.axes.clone(),
             rows,
+            configs: Vec::new(),
+            effects: Vec::new(),
+            findings: Vec::new(),
+        };
+        report.summarise();
+        report
+    }
+
+    /// The better of two values of the ranking metric comes first.
+    fn order(&self, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (a, b) {
+            (Some(x), Some(y)) if self.direction == Direction::Max => y.total_cmp(&x),
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
         }
     }
 
-    /// For every axis with more than one value: (value, trials, mean, best) of the metric,
-    /// best mean first.
-    pub fn effects(&self) -> Vec<(String, Vec<AxisEffect>)> {
+    /// Ranks, configurations, effects and findings from the rows.
+    fn summarise(&mut self) {
+        let trial_ranks = competition_ranks(
+            &self
+                .rows
+                .iter()
+                .map(|r| r.metric(self.rank_by))
+                .collect::<Vec<_>>(),
+        );
+        for (row, rank) in self.rows.iter_mut().zip(trial_ranks) {
+            row.rank = rank;
+        }
+        self.configs = self.group_configs();
+        for row in &mut self.rows {
+            row.config = self
+                .configs
+                .iter()
+                .find(|c| c.trials.contains(&row.id))
+                .map(|c| RowConfig {
+                    name: c.name.clone(),
+                    rank: c.rank,
+                    estimate: c.estimate.clone(),
+                });
+        }
+        self.effects = self.axis_effects();
+        self.findings = findings(self);
+    }
+
+    fn value(&self, r: &Row) -> Option<(f64, Option<u64>)> {
+        r.metric(self.rank_by).map(|v| (v, r.metric_images))
+    }
+
+    /// Trials grouped by everything but their seed (and by label), ranked by mean.
+    fn group_configs(&self) -> Vec<Config> {
+        let seed_axis = self.axes.iter().position(|a| a == SEED);
+        let mut configs: Vec<(String, Config)> = Vec::new();
+        // Rows are ranked, so a configuration appears where its best trial does.
+        for r in &self.rows {
+            let mut params = r.params.clone();
+            if let Some(o) = params.as_object_mut() {
+                o.remove(SEED);
+            }
+            let key = format!("{:?}\u{0}{params}", r.label);
+            let axis_values: Vec<String> = r
+                .axis_values
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != seed_axis)
+                .map(|(_, v)| v.clone())
+                .collect();
+            let i = match configs.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let name = match (&r.label, axis_values.is_empty()) {
+                        (Some(l), _) => l.clone(),
+                        (None, false) => axis_values.join(", "),
+                        (None, true) => r.id.clone(),
+                    };
+                    configs.push((
+                        key,
+                        Config {
+                            name,
+                            label: r.label.clone(),
+                            axis_values,
+                            trials: Vec::new(),
+                            rank: None,
+                            estimate: None,
+                            reported: None,
+                            reported_inside: None,
+                            values: Vec::new(),
+                        },
+                    ));
+                    configs.len() - 1
+                }
+            };
+            let c = &mut configs[i].1;
+            c.trials.push(r.id.clone());
+            c.reported = c.reported.or(r.reported);
+            c.values.extend(self.value(r));
+        }
+        let mut configs: Vec<Config> = configs.into_iter().map(|(_, c)| c).collect();
+        for c in &mut configs {
+            c.estimate = Estimate::of(&c.values);
+            c.reported_inside = match (c.reported, c.estimate.as_ref().and_then(Estimate::bounds)) {
+                (Some(r), Some((lo, hi))) => Some((lo..=hi).contains(&r)),
+                _ => None,
+            };
+        }
+        // Stable: equal means keep the order of their best trial.
+        configs.sort_by(|a, b| {
+            self.order(
+                a.estimate.as_ref().map(|e| e.mean),
+                b.estimate.as_ref().map(|e| e.mean),
+            )
+        });
+        let ranks = competition_ranks(
+            &configs
+                .iter()
+                .map(|c| c.estimate.as_ref().map(|e| e.mean))
+                .collect::<Vec<_>>(),
+        );
+        for (c, rank) in configs.iter_mut().zip(ranks) {
+            c.rank = rank;
+        }
+        configs
+    }
+
+    /// For every axis but `seed` with more than one value: each value's estimate over its
+    /// trials, best mean first, each compared with the best.
+    fn axis_effects(&self) -> Vec<AxisEffects> {
         let mut out = Vec::new();
         for (i, axis) in self.axes.iter().enumerate() {
+            if axis == SEED {
+                continue;
+            }
             let mut values: Vec<String> = Vec::new();
             for r in &self.rows {
                 if !values.contains(&r.axis_values[i]) {
@@ -183,39 +589,37 @@ impl Report {
             if values.len() < 2 {
                 continue;
             }
-            let mut stats: Vec<AxisEffect> = values
+            let mut effects: Vec<AxisEffect> = values
                 .into_iter()
                 .map(|v| {
-                    let ms: Vec<f64> = self
-                        .rows
+                    let rows: Vec<&Row> =
+                        self.rows.iter().filter(|r| r.axis_values[i] == v).collect();
+                    let values: Vec<(f64, Option<u64>)> =
+                        rows.iter().filter_map(|r| self.value(r)).collect();
+                    let best = values
                         .iter()
-                        .filter(|r| r.axis_values[i] == v)
-                        .filter_map(|r| r.metric(self.rank_by))
-                        .collect();
-                    let n = self.rows.iter().filter(|r| r.axis_values[i] == v).count();
-                    let mean = (!ms.is_empty()).then(|| ms.iter().sum::<f64>() / ms.len() as f64);
-                    let best = match self.direction {
-                        Direction::Max => ms.iter().copied().reduce(f64::max),
-                        Direction::Min => ms.iter().copied().reduce(f64::min),
-                    };
+                        .map(|x| Some(x.0))
+                        .min_by(|a, b| self.order(*a, *b))
+                        .flatten();
                     AxisEffect {
                         value: v,
-                        trials: n,
-                        mean,
+                        trials: rows.len(),
+                        estimate: Estimate::of(&values),
                         best,
+                        vs_best: None,
+                        values,
                     }
                 })
                 .collect();
-            // Best value first; values without any result last.
-            let dir = self.direction;
-            stats.sort_by(|a, b| match (a.mean, b.mean) {
-                (Some(x), Some(y)) if dir == Direction::Max => y.total_cmp(&x),
-                (Some(x), Some(y)) => x.total_cmp(&y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
+            effects.sort_by(|a, b| self.order(a.mean(), b.mean()));
+            let best = effects[0].values.clone();
+            for e in effects.iter_mut().skip(1) {
+                e.vs_best = Verdict::of(&best, &e.values);
+            }
+            out.push(AxisEffects {
+                axis: axis.clone(),
+                values: effects,
             });
-            out.push((axis.clone(), stats));
         }
         out
     }
@@ -228,168 +632,329 @@ impl Report {
             .collect()
     }
 
-    fn metric_name(&self) -> &'static str {
+    pub fn metric_name(&self) -> &'static str {
         match self.rank_by {
             Metric::TestAccuracy => "test acc",
             Metric::BestValAccuracy => "best val acc",
         }
     }
 
-    /// The ranked table as markdown (also printed in the terminal).
-    pub fn table(&self) -> String {
+    /// Whether any configuration has more than one trial (repeats).
+    pub fn has_repeats(&self) -> bool {
+        self.configs.iter().any(|c| c.trials.len() > 1)
+    }
+}
+
+/// How the report's intervals and verdicts are computed, as every format states it.
+pub const METHOD: &str = "Intervals are 95%: for a configuration with several runs (seeds), \
+mean +- t(0.975, n-1) * sd / sqrt(n); for a single run, the evaluation set's sampling error, \
+accuracy +- 1.96 * sqrt(p(1-p)/N) over its N images, which leaves out seed-to-seed spread. \
+A value is called better than another only when Welch's t-test (two-sided, alpha = 0.05) says \
+so; otherwise the difference is within noise, or needs more seeds.";
+
+/// A table of formatted cells, the same for every renderer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub head: Vec<String>,
+    pub rows: Vec<TableRow>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    /// The trial id a row stands for, where it stands for one (HTML anchors it).
+    pub id: Option<String>,
+    pub cells: Vec<String>,
+}
+
+fn table(head: &[&str], rows: Vec<TableRow>) -> Table {
+    Table {
+        head: head.iter().map(|h| h.to_string()).collect(),
+        rows,
+    }
+}
+
+fn interval_cell(e: Option<&Estimate>) -> String {
+    match e.and_then(Estimate::bounds) {
+        Some((lo, hi)) => format!("{:.2}-{:.2}%", 100.0 * lo, 100.0 * hi),
+        None => "-".into(),
+    }
+}
+
+fn rank_cell(rank: Option<usize>) -> String {
+    rank.map_or("-".into(), |r| r.to_string())
+}
+
+impl Report {
+    /// Configurations (trials that differ only in their seed), best mean first.
+    pub fn configs_grid(&self) -> Table {
+        let reported = self.configs.iter().any(|c| c.reported.is_some());
+        let mut head = vec!["rank", "configuration"];
+        head.extend(self.axes.iter().map(String::as_str).filter(|a| *a != SEED));
+        head.extend(["runs", "mean", "95% interval", "sd", "basis"]);
+        if reported {
+            head.extend(["reported", "reported in interval"]);
+        }
+        let rows = self
+            .configs
+            .iter()
+            .map(|c| {
+                let e = c.estimate.as_ref();
+                let mut cells = vec![rank_cell(c.rank), c.name.clone()];
+                cells.extend(c.axis_values.iter().cloned());
+                cells.extend([
+                    e.map_or(0, Estimate::runs).to_string(),
+                    pct(e.map(|e| e.mean)),
+                    interval_cell(e),
+                    e.and_then(Estimate::sd)
+                        .map_or("-".into(), |s| format!("{:.2}", 100.0 * s)),
+                    e.map_or("no result".into(), Estimate::basis),
+                ]);
+                if reported {
+                    let inside = match c.reported_inside {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => "-",
+                    };
+                    cells.extend([pct(c.reported), inside.into()]);
+                }
+                TableRow { id: None, cells }
+            })
+            .collect();
+        table(&head, rows)
+    }
+
+    /// Every trial, ranked.
+    pub fn trials_grid(&self) -> Table {
         let has_reported = self.rows.iter().any(|r| r.reported.is_some());
         let has_labels = self.rows.iter().any(|r| r.label.is_some());
-        let mut head = vec!["rank".to_string(), "trial".to_string()];
+        let mut head = vec!["rank", "trial"];
         if has_labels {
-            head.push("label".into());
+            head.push("label");
         }
-        head.extend(self.axes.iter().cloned());
-        head.extend(["status".into(), "test acc".into(), "best val acc".into()]);
+        head.extend(self.axes.iter().map(String::as_str));
+        head.extend(["status", "test acc", "best val acc"]);
         if has_reported {
-            head.extend(["reported".into(), "measured - reported".into()]);
+            head.extend(["reported", "measured - reported"]);
         }
-        head.push("seconds".into());
-        let mut out = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
-        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
-        let mut rank = 0;
-        let mut last: Option<f64> = None;
-        for (i, r) in self.rows.iter().enumerate() {
-            let m = r.metric(self.rank_by);
-            let cell = match m {
-                Some(v) if last == Some(v) => rank.to_string(), // tie: same rank
-                Some(v) => {
-                    rank = i + 1;
-                    last = Some(v);
-                    rank.to_string()
+        head.push("seconds");
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut cells = vec![rank_cell(r.rank), r.id.clone()];
+                if has_labels {
+                    cells.push(r.label.clone().unwrap_or_default());
                 }
-                None => "-".into(),
-            };
-            let mut cells = vec![cell, r.id.clone()];
-            if has_labels {
-                cells.push(r.label.clone().unwrap_or_default());
-            }
-            cells.extend(r.axis_values.iter().cloned());
-            let status = match &r.reason {
-                Some(why) if r.status != "completed" => {
-                    format!("{} ({})", r.status, why.replace('|', "/"))
+                cells.extend(r.axis_values.iter().cloned());
+                cells.extend([
+                    r.status_text(),
+                    pct(r.test_accuracy),
+                    pct(r.best_val_accuracy),
+                ]);
+                if has_reported {
+                    let diff = match (r.test_accuracy, r.reported) {
+                        (Some(t), Some(rep)) => format!("{:+.2} pts", 100.0 * (t - rep)),
+                        _ => "-".into(),
+                    };
+                    cells.extend([pct(r.reported), diff]);
                 }
-                _ => r.status.clone(),
-            };
-            cells.extend([status, pct(r.test_accuracy), pct(r.best_val_accuracy)]);
-            if has_reported {
-                let diff = match (r.test_accuracy, r.reported) {
-                    (Some(t), Some(rep)) => format!("{:+.2} pts", 100.0 * (t - rep)),
-                    _ => "-".into(),
-                };
-                cells.extend([pct(r.reported), diff]);
-            }
-            cells.push(r.seconds.map_or("-".into(), |s| format!("{s:.0}")));
-            let _ = writeln!(out, "| {} |", cells.join(" | "));
-        }
-        out
+                cells.push(r.seconds.map_or("-".into(), |s| format!("{s:.0}")));
+                TableRow {
+                    id: Some(r.id.clone()),
+                    cells,
+                }
+            })
+            .collect();
+        table(&head, rows)
     }
 
-    pub fn markdown(&self) -> String {
-        let mut out = format!(
-            "# Sweep `{}`\n\nRanked by {} ({:?}).\n\n",
-            self.sweep,
-            self.metric_name(),
-            self.direction
-        );
-        out += &self.table();
-        let effects = self.effects();
-        if !effects.is_empty() {
-            out += "\n## Effect of each axis\n\nMean and best ranking metric over the trials with each value.\n";
-            for (axis, stats) in effects {
-                let _ = write!(
-                    out,
-                    "\n### {axis}\n\n| value | trials | mean | best |\n|---|---|---|---|\n"
-                );
-                for AxisEffect {
-                    value: v,
-                    trials: n,
-                    mean,
-                    best,
-                } in stats
-                {
-                    let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.2}%", 100.0 * x));
-                    let _ = writeln!(out, "| {v} | {n} | {} | {} |", f(mean), f(best));
-                }
-            }
-        }
-        let bce = self.bce_rows();
-        if !bce.is_empty() {
-            out += "\n## Binary cross-entropy: what Keras showed vs true accuracy\n\n| trial | Keras binary accuracy | true top-1 accuracy |\n|---|---|---|\n";
-            for r in bce {
-                let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{:.2}%", 100.0 * x));
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} |",
-                    r.id,
-                    f(r.test_binary_accuracy),
-                    f(r.test_accuracy)
-                );
-            }
-        }
-        out
+    /// Binary cross-entropy trials: Keras' binary accuracy beside true top-1.
+    pub fn bce_grid(&self, rows: Vec<&Row>) -> Table {
+        let rows = rows
+            .into_iter()
+            .map(|r| TableRow {
+                id: Some(r.id.clone()),
+                cells: vec![r.name(), pct(r.test_binary_accuracy), pct(r.test_accuracy)],
+            })
+            .collect();
+        table(
+            &["trial", "Keras binary accuracy", "true top-1 accuracy"],
+            rows,
+        )
     }
+}
 
-    pub fn csv(&self) -> String {
-        let mut out = String::from("id,label,status");
-        for a in &self.axes {
-            out += &format!(",{a}");
-        }
-        out += ",test_accuracy,best_val_accuracy,reported,seconds,worker,attempt\n";
-        let field = |s: &str| {
-            if s.contains([',', '"', '\n']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.to_string()
+impl AxisEffects {
+    pub fn grid(&self) -> Table {
+        let rows = self
+            .values
+            .iter()
+            .map(|x| TableRow {
+                id: None,
+                cells: vec![
+                    x.value.clone(),
+                    x.trials.to_string(),
+                    pct(x.mean()),
+                    interval_cell(x.estimate.as_ref()),
+                    pct(x.best),
+                    x.vs_best.map_or("-".into(), |v| v.describe()),
+                ],
+            })
+            .collect();
+        table(
+            &[
+                &self.axis,
+                "trials",
+                "mean",
+                "95% interval",
+                "best",
+                "vs the best value",
+            ],
+            rows,
+        )
+    }
+}
+
+/// Plain-language findings, each computed from the report's numbers; none calls one value
+/// better than another without Welch's t-test saying so.
+fn findings(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    let ranked: Vec<&Config> = report
+        .configs
+        .iter()
+        .filter(|c| c.estimate.is_some())
+        .collect();
+    if let Some(best) = ranked.first() {
+        let est = best
+            .estimate
+            .as_ref()
+            .map(Estimate::describe)
+            .unwrap_or_default();
+        let mut line = format!("The best configuration is {}: {est}.", best.name);
+        if let Some(second) = ranked.get(1) {
+            if let Some(v) = Verdict::of(&best.values, &second.values) {
+                let _ = std::fmt::Write::write_fmt(
+                    &mut line,
+                    format_args!(" Against the runner-up, {}: {}.", second.name, v.describe()),
+                );
             }
+        }
+        out.push(line);
+    }
+    if ranked.len() > 1 {
+        let (first, last) = (ranked[0], ranked[ranked.len() - 1]);
+        let mean = |c: &Config| c.estimate.as_ref().map_or(0.0, |e| e.mean);
+        out.push(format!(
+            "From the best configuration to the worst ({}, {}) is {:.1} points.",
+            last.name,
+            pct(Some(mean(last))),
+            100.0 * (mean(first) - mean(last)).abs()
+        ));
+    }
+    let mut decided: Vec<(f64, &str)> = Vec::new();
+    let mut compared = 0;
+    for fx in &report.effects {
+        let Some(best) = fx.values.first().filter(|b| b.estimate.is_some()) else {
+            continue;
         };
-        let num = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
-        for r in &self.rows {
-            let mut cells = vec![
-                r.id.clone(),
-                field(r.label.as_deref().unwrap_or("")),
-                r.status.clone(),
-            ];
-            cells.extend(r.axis_values.iter().map(|v| field(v)));
-            cells.extend([
-                num(r.test_accuracy),
-                num(r.best_val_accuracy),
-                num(r.reported),
-                num(r.seconds),
-                field(r.worker.as_deref().unwrap_or("")),
-                r.attempt.to_string(),
-            ]);
-            out += &cells.join(",");
-            out.push('\n');
+        let verdicts: Vec<String> = fx
+            .values
+            .iter()
+            .skip(1)
+            .filter_map(|other| {
+                let v = other.vs_best?;
+                compared += 1;
+                let gap = 100.0 * (best.mean()? - other.mean()?).abs();
+                if matches!(v, Verdict::Better { .. }) {
+                    decided.push((gap, &fx.axis));
+                }
+                Some(format!(
+                    "vs {} ({:.1} points): {}",
+                    other.value,
+                    gap,
+                    v.describe()
+                ))
+            })
+            .collect();
+        if !verdicts.is_empty() {
+            out.push(format!(
+                "{}: {} has the best mean ({} over {} trials); {}.",
+                fx.axis,
+                best.value,
+                pct(best.mean()),
+                best.trials,
+                verdicts.join("; ")
+            ));
         }
-        out
     }
+    decided.sort_by(|a, b| b.0.total_cmp(&a.0));
+    match decided.first() {
+        Some((gap, axis)) => out.push(format!(
+            "Of the differences a test supports, {axis}'s is the largest: {gap:.1} points between its best value and another."
+        )),
+        None if compared > 0 => out.push(
+            "No axis made a difference that Welch's t-test supports at the 5% level: every other gap is within noise or needs more seeds."
+                .into(),
+        ),
+        None => {}
+    }
+    for c in ranked.iter().filter(|c| c.reported.is_some()) {
+        let (Some(est), Some(rep)) = (&c.estimate, c.reported) else {
+            continue;
+        };
+        let place = match c.reported_inside {
+            Some(true) => "inside",
+            Some(false) if rep > est.mean => "above",
+            Some(false) => "below",
+            None => continue,
+        };
+        out.push(format!(
+            "{}: the published {} lies {place} the measured {}.",
+            c.name,
+            pct(Some(rep)),
+            est.describe()
+        ));
+    }
+    for r in report.bce_rows() {
+        out.push(format!(
+            "{} used binary cross-entropy: Keras' accuracy metric would have shown {}, but the true top-1 accuracy is {}.",
+            r.name(), pct(r.test_binary_accuracy), pct(r.test_accuracy)
+        ));
+    }
+    let failed: Vec<&Row> = report
+        .rows
+        .iter()
+        .filter(|r| r.status != "completed")
+        .collect();
+    if !failed.is_empty() {
+        out.push(format!(
+            "{} trials did not complete: {}.",
+            failed.len(),
+            failed
+                .iter()
+                .map(|r| format!("{} ({})", r.name(), r.status))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out
+}
 
-    /// The four files [`Report::write`] writes, as (name, contents).
-    pub fn files(&self) -> [(&'static str, String); 4] {
-        [
-            ("report.md", self.markdown()),
-            (
-                "results.json",
-                serde_json::to_string_pretty(&self.rows).unwrap_or_default(),
-            ),
-            ("results.csv", self.csv()),
-            ("report.html", crate::html::render(self)),
-        ]
+/// Competition ranks of values already sorted best first: equal values share a rank and the
+/// next rank skips ("1, 1, 3"); no value, no rank.
+pub fn competition_ranks(sorted: &[Option<f64>]) -> Vec<Option<usize>> {
+    let mut out = Vec::with_capacity(sorted.len());
+    let mut last: Option<(f64, usize)> = None;
+    for (i, v) in sorted.iter().enumerate() {
+        out.push(v.map(|v| match last {
+            Some((prev, rank)) if prev == v => rank,
+            _ => {
+                last = Some((v, i + 1));
+                i + 1
+            }
+        }));
     }
-
-    /// Writes report.md, results.json, results.csv and report.html into `dir`.
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        for (name, contents) in self.files() {
-            std::fs::write(dir.join(name), contents)?;
-        }
-        Ok(())
-    }
+    out
 }
 
 impl Report {
@@ -449,6 +1014,7 @@ pub fn row_spec(row: &Row) -> Option<TrialSpec> {
 mod tests {
     use super::*;
     use crate::sweep;
+    use std::path::Path;
     use sweep_proto::{EpochMetrics, TestMetrics, TrialResult};
 
     fn result(acc: f64, status: TrialStatus) -> TrialResult {
@@ -521,7 +1087,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let report = Report::from_results(&s, vec![r, bad_rank]);
-            let _ = tx.send(report.files().map(|f| f.1.len()));
+            let _ = tx.send(crate::render::files(&report).map(|f| f.1.len()));
         });
         let sizes = rx
             .recv_timeout(std::time::Duration::from_secs(60))
@@ -539,7 +1105,7 @@ mod tests {
         );
         assert_eq!(r.rows[0].test_accuracy, Some(0.5));
         // Ties keep plan order and share a rank.
-        let table = r.table();
+        let table = crate::render::table(&r);
         let ranks: Vec<&str> = table
             .lines()
             .skip(2)
@@ -552,21 +1118,21 @@ mod tests {
     #[test]
     fn effects_per_axis() {
         let r = report_for(&[Some(0.2), Some(0.4), Some(0.6), Some(0.8)]);
-        let effects = r.effects();
+        let effects = &r.effects;
         assert_eq!(effects.len(), 2);
-        let (axis, model) = &effects[0];
+        let (axis, model) = (&effects[0].axis, &effects[0].values);
         assert_eq!(axis, "model");
         // Plan order: dense/color 0.2, dense/gray 0.4, seed-cnn/color 0.6, seed-cnn/gray 0.8.
         assert_eq!(model[0].value, "seed-cnn", "best mean first");
-        assert!((model[0].mean.unwrap() - 0.7).abs() < 1e-12);
+        assert!((model[0].mean().unwrap() - 0.7).abs() < 1e-12);
         assert_eq!(
             (model[1].value.as_str(), model[1].best, model[1].trials),
             ("dense", Some(0.4), 2)
         );
-        let (_, color) = &effects[1];
+        let color = &effects[1].values;
         assert_eq!(color[0].value, "grayscale");
         assert!(
-            (color[0].mean.unwrap() - 0.6).abs() < 1e-12,
+            (color[0].mean().unwrap() - 0.6).abs() < 1e-12,
             "grayscale mean of 0.4 and 0.8"
         );
     }
@@ -585,6 +1151,12 @@ mod tests {
                 row.id
             );
             assert!(html.contains(&format!("id=\"row-{}\"", row.id)));
+            // The rank the markdown shows is the rank the page shows.
+            let rank = row.rank.map_or("-".into(), |n| n.to_string());
+            assert!(html.contains(&format!(
+                "<tr id=\"row-{}\"><td class=\"l\">{rank}</td>",
+                row.id
+            )));
         }
         for section in [
             "findings",
@@ -609,17 +1181,25 @@ mod tests {
                     == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
             "the page must not fetch anything"
         );
-        let findings = crate::html::findings(&r);
+        let findings = &r.findings;
         assert!(
-            findings[0].contains("seed-cnn, grayscale") && findings[0].contains("80.00%"),
+            findings[0].contains("seed-cnn, grayscale")
+                && findings[0].contains("80.00%")
+                && findings[0].contains("single run"),
             "{findings:?}"
         );
         assert!(
             findings
                 .iter()
-                .any(|f| f.starts_with("model: seed-cnn is best on average")),
+                .any(|f| f.starts_with("model: seed-cnn has the best mean")),
             "{findings:?}"
         );
+        for f in findings {
+            assert!(
+                html.contains(&esc_for_test(f)),
+                "finding missing from the page: {f}"
+            );
+        }
         assert!(
             findings
                 .iter()
@@ -634,11 +1214,180 @@ mod tests {
         );
     }
 
+    fn esc_for_test(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+
+    /// A sweep of `model` x `color` with `repeats` seeds each: accuracies from `acc(model,
+    /// color, seed)`, 10,000 test images each.
+    fn repeated(repeats: u32, acc: impl Fn(&str, &str, u64) -> f64) -> Report {
+        let text = format!("name = \"r\"\nrepeats = {repeats}\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\ncolor = [\"color\", \"grayscale\"]\n");
+        let s = sweep::parse(&text, Path::new("g.toml")).unwrap();
+        let results = s
+            .trials
+            .iter()
+            .map(|t| {
+                let a = acc(
+                    &t.spec.model.to_string(),
+                    if t.spec.color == sweep_proto::ColorMode::Color {
+                        "color"
+                    } else {
+                        "grayscale"
+                    },
+                    t.spec.seed,
+                );
+                let mut r = result(a, TrialStatus::Completed);
+                r.test.as_mut().unwrap().images = 10_000;
+                r
+            })
+            .collect();
+        Report::from_results(&s, results)
+    }
+
+    /// Three seeds per configuration: every format carries the mean and its 95% t interval,
+    /// the seed axis is not an effect, a clear gap is called better by Welch's t-test and an
+    /// overlapping one "within noise".
+    #[test]
+    fn repeats_give_intervals_and_tested_findings_in_every_format() {
+        // seed-cnn is 20 points above dense (seed noise +-1 point): a real effect. Colour and
+        // grayscale differ by 0.2 points against the same noise: no effect.
+        let noise = |seed: u64| [0.01, -0.01, 0.0][(seed % 3) as usize];
+        let r = repeated(3, |model, color, seed| {
+            let base = if model == "seed-cnn" { 0.6 } else { 0.4 };
+            base + if color == "color" { 0.002 } else { 0.0 }
+                + noise(seed + if color == "color" { 1 } else { 0 })
+        });
+        assert_eq!(r.configs.len(), 4);
+        let best = &r.configs[0];
+        let est = best.estimate.as_ref().unwrap();
+        assert_eq!(est.runs(), 3);
+        let (lo, hi) = est.bounds().unwrap();
+        let half = 4.302_652_73 * est.sd().unwrap() / 3f64.sqrt();
+        assert!((hi - lo - 2.0 * half).abs() < 1e-9 && lo < est.mean && est.mean < hi);
+        assert_eq!(
+            r.effects
+                .iter()
+                .map(|e| e.axis.as_str())
+                .collect::<Vec<_>>(),
+            ["model", "color"]
+        );
+        let model = &r.effects[0].values;
+        assert!(
+            matches!(model[1].vs_best, Some(Verdict::Better { p }) if p < 0.001),
+            "{model:?}"
+        );
+        let color = &r.effects[1].values;
+        assert!(
+            matches!(color[1].vs_best, Some(Verdict::WithinNoise { p: Some(p) }) if p > 0.5),
+            "{color:?}"
+        );
+        let findings = r.findings.join("\n");
+        assert!(
+            findings.contains("model: seed-cnn has the best mean"),
+            "{findings}"
+        );
+        assert!(
+            findings.contains("within noise (Welch's t-test p = "),
+            "{findings}"
+        );
+        assert!(findings.contains("model's is the largest"), "{findings}");
+
+        let [(_, md), (_, json), (_, csv), (_, html)] = crate::render::files(&r);
+        let interval = format!("{:.2}-{:.2}%", 100.0 * lo, 100.0 * hi);
+        assert!(
+            md.contains("## Configurations") && md.contains(&interval),
+            "{md}"
+        );
+        assert!(
+            md.contains("95% CI over 3 runs") && md.contains("within noise"),
+            "{md}"
+        );
+        assert!(html.contains(&interval) && html.contains("within noise"));
+        let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let first = &rows[0]["config"];
+        assert_eq!(first["estimate"]["interval"]["kind"], "repeats");
+        assert_eq!(first["estimate"]["interval"]["runs"], 3);
+        assert_eq!(first["estimate"]["interval"]["low"].as_f64(), Some(lo));
+        assert!(csv
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",rank,config,config_rank,config_runs,config_mean,config_sd,config_ci95_low,config_ci95_high,config_basis"));
+        // The best trial's line ends with its configuration: name, rank 1, 3 runs, the estimate.
+        let tail = format!(
+            ",\"{}\",1,3,{},{},{lo},{hi},95% CI over 3 runs",
+            best.name,
+            est.mean,
+            est.sd().unwrap()
+        );
+        assert!(
+            csv.lines().nth(1).unwrap().ends_with(&tail),
+            "{csv}\n{tail}"
+        );
+    }
+
+    /// Single runs: the test set's sampling error, the words "single run", and no verdict of
+    /// "better" from one run each.
+    #[test]
+    fn single_runs_carry_the_sampling_error_and_are_never_called_better() {
+        let r = repeated(1, |model, _, _| if model == "seed-cnn" { 0.6 } else { 0.4 });
+        let est = r.configs[0].estimate.as_ref().unwrap();
+        let se = (0.6f64 * 0.4 / 10_000.0).sqrt();
+        assert_eq!(
+            est.bounds().unwrap(),
+            (0.6 - stats::Z975 * se, 0.6 + stats::Z975 * se)
+        );
+        assert!(est.basis().contains("single run"));
+        let model = &r.effects[0].values;
+        // Two runs a side (the colour axis varies within each model value): Welch's t-test.
+        assert!(matches!(
+            model[1].vs_best,
+            Some(Verdict::Better { .. }) | Some(Verdict::WithinNoise { .. })
+        ));
+        let r = repeated(1, |model, color, _| match (model, color) {
+            ("seed-cnn", "color") => 0.6,
+            ("seed-cnn", _) => 0.601,
+            (_, "color") => 0.3,
+            _ => 0.5,
+        });
+        // Single runs 0.1 points apart on 10,000 images: inside the sampling error.
+        assert_eq!(
+            Verdict::of(&[(0.601, Some(10_000))], &[(0.6, Some(10_000))]),
+            Some(Verdict::WithinNoise { p: None })
+        );
+        assert_eq!(
+            Verdict::of(&[(0.6, Some(10_000))], &[(0.5, Some(10_000))]),
+            Some(Verdict::NeedsRepeats)
+        );
+        let md = crate::render::markdown(&r);
+        assert!(
+            md.contains("single run; 95% sampling error of 10000 images"),
+            "{md}"
+        );
+        assert!(
+            !r.findings.iter().any(|f| f.contains("better (")),
+            "{:?}",
+            r.findings
+        );
+    }
+
+    #[test]
+    fn competition_ranks_share_ties() {
+        let v = [Some(0.5), Some(0.5), Some(0.3), Some(0.3), Some(0.1), None];
+        assert_eq!(
+            competition_ranks(&v),
+            vec![Some(1), Some(1), Some(3), Some(3), Some(5), None]
+        );
+    }
+
     #[test]
     fn writes_all_three_files() {
         let r = report_for(&[Some(0.2), None, Some(0.6), Some(0.8)]);
         let dir = tempfile::tempdir().unwrap();
-        r.write(dir.path()).unwrap();
+        crate::render::write(&r, dir.path()).unwrap();
         assert!(std::fs::read_to_string(dir.path().join("report.html"))
             .unwrap()
             .contains("<svg"));

@@ -186,24 +186,43 @@ fn the_bce_trial_file_is_the_study_row_and_round_3_starts_at_lr_0_01() {
     }
 }
 
-/// examples/study-r1-cnn-seeds.toml repeats exactly the study file's round-1 CNN row (seed 1 is
-/// the same trial) with seeds 2 to 5.
+/// examples/study-r1-seeds.toml and study-r1-fixed-seeds.toml repeat exactly the study file's
+/// round-1 rows (seed 1 is the same trial) with further seeds.
 #[test]
-fn the_seed_sweep_repeats_the_study_row() {
+fn the_seed_sweeps_repeat_the_study_rows() {
     let study = coordinator::sweep::load(&repo("examples/study.toml")).unwrap();
-    let row = study
-        .trials
-        .iter()
-        .find(|t| t.label.as_deref() == Some("r1 seed-cnn color"))
-        .unwrap();
-    let seeds = coordinator::sweep::load(&repo("examples/study-r1-cnn-seeds.toml")).unwrap();
-    assert_eq!(seeds.trials.len(), 5);
-    assert_eq!(seeds.trials[0].id, row.id);
-    for (i, t) in seeds.trials.iter().enumerate() {
-        let same_but_seed = sweep_proto::TrialSpec {
-            seed: t.spec.seed,
-            ..row.spec.clone()
-        };
-        assert_eq!((t.spec.seed, &t.spec), (i as u64 + 1, &same_but_seed));
+    for (file, repeats, suffix) in [
+        ("examples/study-r1-seeds.toml", 5, ""),
+        (
+            "examples/study-r1-fixed-seeds.toml",
+            3,
+            ", fixed preprocessing",
+        ),
+    ] {
+        let seeds = coordinator::sweep::load(&repo(file)).unwrap();
+        assert_eq!(seeds.trials.len(), 3 * repeats, "{file}");
+        for model in ["r1 dense", "r1 seed-cnn color", "r1 seed-cnn grayscale"] {
+            let label = format!("{model}{suffix}");
+            let row = study
+                .trials
+                .iter()
+                .find(|t| t.label.as_deref() == Some(label.as_str()))
+                .unwrap_or_else(|| panic!("no study row {label:?}"));
+            assert_eq!(row.spec.semantics, sweep_proto::Semantics::Keras);
+            let mine: Vec<_> = seeds
+                .trials
+                .iter()
+                .filter(|t| t.label.as_deref() == Some(label.as_str()))
+                .collect();
+            assert_eq!(mine.len(), repeats, "{file}: {label}");
+            assert_eq!(mine[0].id, row.id, "{file}: {label}");
+            for (i, t) in mine.iter().enumerate() {
+                let same_but_seed = sweep_proto::TrialSpec {
+                    seed: t.spec.seed,
+                    ..row.spec.clone()
+                };
+                assert_eq!((t.spec.seed, &t.spec), (i as u64 + 1, &same_but_seed));
+            }
+        }
     }
 }

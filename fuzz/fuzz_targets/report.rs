@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let results = (0..b.small(4)).map(|_| result(&mut b)).collect();
     let report = coordinator::report::Report::from_results(&sweep, results);
-    for (name, contents) in report.files() {
+    for (name, contents) in coordinator::render::files(&report) {
         assert!(!contents.is_empty(), "{name} is empty");
     }
 });

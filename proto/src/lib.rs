@@ -36,7 +36,7 @@ pub use result::{
 };
 pub use trial::{
     Augment, ColorMode, DeviceRequest, Layout, Loss, Model, Normalization, Optimizer, Precision,
-    Schedule, SpecError, TrialSpec,
+    Schedule, Semantics, SpecError, TrialSpec,
 };
 
 /// Generated protobuf/gRPC code.

@@ -83,8 +83,10 @@ pub struct TrialResult {
 /// 1: results before provenance was recorded. 2: BatchNorm starts at gamma = 1, beta = 0 (tch's
 /// default drew gamma from U(0, 1)). 3: `loss = "binary-cross-entropy"` is BCE on the softmax
 /// output as Keras ran it for the study (it was a sigmoid per class, now
-/// `"sigmoid-binary-cross-entropy"`).
-pub const TRAINER_SEMANTICS: u32 = 3;
+/// `"sigmoid-binary-cross-entropy"`). 4: every layer starts as the trial's `semantics` defines
+/// (under `pytorch`, conv and linear layers now draw from U(+-1/sqrt(fan_in)) as PyTorch's do,
+/// not tch's He-uniform), and `semantics = "keras"` exists.
+pub const TRAINER_SEMANTICS: u32 = 4;
 
 /// Where and how a result was produced, so a number can be traced and compared.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -163,6 +163,23 @@ pub enum Loss {
     SigmoidBinaryCrossEntropy,
 }
 
+/// Whose conventions the trainer follows where frameworks differ. Both are defined exactly in
+/// docs/TRIAL.md; `keras` is what the study's own-settings rows inherited from Keras 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Semantics {
+    /// PyTorch's module defaults: conv/linear weights and biases U(+-1/sqrt(fan_in)),
+    /// BatchNorm momentum 0.1 and epsilon 1e-5, Adam epsilon 1e-8 added after bias correction,
+    /// `weight_decay` as the optimiser's L2 term on every parameter (decoupled for AdamW).
+    #[default]
+    Pytorch,
+    /// Keras 2's defaults: glorot_uniform kernels and zero biases (he_normal in the ResNets, as
+    /// the study's script set it), BatchNorm momentum 0.99 and epsilon 1e-3, Adam/AMSGrad with
+    /// epsilon 1e-7 in Keras' form, and `weight_decay` as `kernel_regularizer=l2(wd)`:
+    /// wd * sum(w^2) of every convolution kernel added to the loss.
+    Keras,
+}
+
 /// Arithmetic for the forward and backward passes. Weights and optimizer state stay float32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -232,6 +249,9 @@ fn is_false(v: &bool) -> bool {
 fn is_fp32(p: &Precision) -> bool {
     *p == Precision::Fp32
 }
+fn is_pytorch(s: &Semantics) -> bool {
+    *s == Semantics::Pytorch
+}
 
 /// Everything one trial can set. TOML field names are the struct's field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,6 +290,9 @@ pub struct TrialSpec {
     #[serde(skip_serializing_if = "is_zero_f64")]
     pub label_smoothing: f64,
     pub seed: u64,
+    /// Framework conventions for initialisation, batch norm, Adam and L2 (see [`Semantics`]).
+    #[serde(skip_serializing_if = "is_pytorch")]
+    pub semantics: Semantics,
     pub device: DeviceRequest,
     #[serde(skip_serializing_if = "is_fp32")]
     pub precision: Precision,
@@ -305,6 +328,7 @@ impl Default for TrialSpec {
             loss: Loss::CrossEntropy,
             label_smoothing: 0.0,
             seed: 0,
+            semantics: Semantics::Pytorch,
             device: DeviceRequest::Auto,
             precision: Precision::Fp32,
             channels_last: false,
@@ -449,6 +473,27 @@ impl TrialSpec {
                 "applies to loss = \"cross-entropy\" only",
             ));
         }
+        self.validate_semantics()
+    }
+
+    fn validate_semantics(&self) -> Result<(), SpecError> {
+        if self.semantics != Semantics::Keras {
+            return Ok(());
+        }
+        if !matches!(self.optimizer, Optimizer::Adam | Optimizer::Amsgrad) {
+            return Err(invalid(
+                "optimizer",
+                format!("{:?}", self.optimizer).to_lowercase(),
+                "semantics = \"keras\" implements Keras' adam and amsgrad only",
+            ));
+        }
+        if self.weight_decay > 0.0 && self.model == Model::Dense {
+            return Err(invalid(
+                "weight_decay",
+                self.weight_decay,
+                "under semantics = \"keras\" it is l2() on convolution kernels, and dense has none",
+            ));
+        }
         Ok(())
     }
 }
@@ -470,7 +515,13 @@ mod tests {
     #[test]
     fn later_fields_stay_out_of_canonical_toml_at_defaults() {
         let text = TrialSpec::default().to_toml();
-        for key in ["precision", "channels_last", "label_smoothing", "cutout"] {
+        for key in [
+            "precision",
+            "channels_last",
+            "label_smoothing",
+            "cutout",
+            "semantics",
+        ] {
             assert!(!text.contains(key), "{key} in:\n{text}");
         }
         let bf16 = TrialSpec {
@@ -504,6 +555,7 @@ mod tests {
             precision: Precision::Bf16,
             channels_last: true,
             train_images: Some(500),
+            semantics: Semantics::Keras,
             ..TrialSpec::default()
         };
         assert_eq!(TrialSpec::from_toml(&spec.to_toml()).unwrap(), spec);
@@ -549,6 +601,15 @@ mod tests {
             ("[augment]\nrotation = 400", &["`augment.rotation`", "400"]),
             ("batch_size = 0", &["`batch_size`"]),
             ("train_images = 0", &["`train_images`"]),
+            ("semantics = \"tf\"", &["tf", "line 1"]),
+            (
+                "semantics = \"keras\"\noptimizer = \"sgd\"",
+                &["`optimizer`", "sgd", "keras"],
+            ),
+            (
+                "semantics = \"keras\"\nmodel = \"dense\"\nweight_decay = 1e-4",
+                &["`weight_decay`", "convolution kernels"],
+            ),
         ];
         for (text, needles) in cases {
             let err = TrialSpec::from_toml(text).expect_err(text).to_string();

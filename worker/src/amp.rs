@@ -145,7 +145,7 @@ mod tests {
         assert!(is_channels_last(&y) && !is_channels_last(&x));
         assert!(y.equal(&x));
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = crate::models::build(&vs.root(), sweep_proto::Model::Fast, 3);
+        let net = crate::models::build(&vs.root(), sweep_proto::Model::Fast, 3, Default::default());
         let before = net.forward_t(&x.narrow(3, 0, 4).repeat([1, 1, 8, 8]), false);
         weights_channels_last(&vs);
         for v in vs.trainable_variables().iter().filter(|v| v.dim() == 4) {

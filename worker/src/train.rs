@@ -101,7 +101,12 @@ fn train(
     tch::manual_seed(spec.seed as i64);
     let pipe = Pipeline::new(data, spec, device).map_err(|e| e.to_string())?;
     let vs = nn::VarStore::new(device);
-    let model = models::build(&vs.root(), spec.model, spec.input_channels());
+    let model = models::build(
+        &vs.root(),
+        spec.model,
+        spec.input_channels(),
+        spec.semantics,
+    );
     if spec.channels_last {
         amp::weights_channels_last(&vs);
     }
@@ -150,7 +155,11 @@ fn train(
             let (x, y) = pipe.train_batch(&perm.narrow(0, start, len));
             let x = layout(x, spec);
             let logits = model.forward_t(&x, true);
-            let loss = metrics::loss(&logits, &y, spec.loss, spec.label_smoothing);
+            let mut loss = metrics::loss(&logits, &y, spec.loss, spec.label_smoothing);
+            // Keras' l2() is part of the loss it minimises and logs (train loss only here).
+            if let Some(penalty) = optim::l2_penalty(&vs, spec) {
+                loss += penalty;
+            }
             opt.backward_step(&loss);
             tally.add(&loss, &logits, &y);
             let check = step % LOSS_CHECK_EVERY == 0 || step + 1 == steps;
@@ -445,6 +454,37 @@ mod tests {
                 .iter()
                 .all(|e| e.train_binary_accuracy.is_some() && e.val_binary_accuracy.is_some()));
         }
+    }
+
+    /// The study's round-4 recipe under Keras semantics trains end to end (Keras' AMSGrad,
+    /// l2 in the loss, he_normal ResNet), deterministically, and differently from PyTorch
+    /// semantics with the same seed.
+    #[test]
+    fn keras_semantics_train_and_differ_from_pytorch() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        let spec = TrialSpec {
+            semantics: sweep_proto::Semantics::Keras,
+            optimizer: sweep_proto::Optimizer::Amsgrad,
+            weight_decay: 1e-4,
+            epochs: 1,
+            ..quick(Model::ResNet(20))
+        };
+        let keras = run(&spec, &data, Device::Cpu, &mut |_| {});
+        assert_eq!(keras.status, TrialStatus::Completed, "{:?}", keras.reason);
+        let again = run(&spec, &data, Device::Cpu, &mut |_| {});
+        assert_eq!(keras.epochs[0].train_loss, again.epochs[0].train_loss);
+        let torch = run(
+            &TrialSpec {
+                semantics: sweep_proto::Semantics::Pytorch,
+                ..spec.clone()
+            },
+            &data,
+            Device::Cpu,
+            &mut |_| {},
+        );
+        assert_eq!(torch.status, TrialStatus::Completed);
+        assert_ne!(keras.epochs[0].train_loss, torch.epochs[0].train_loss);
     }
 
     #[test]

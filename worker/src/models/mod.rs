@@ -4,32 +4,31 @@
 
 mod dense;
 mod fast;
+pub mod layers;
 mod resnet;
 mod seed_cnn;
 
-use sweep_proto::Model;
+pub use layers::{Conv, Layers};
+use sweep_proto::{Model, Semantics};
 use tch::nn;
 
-/// Builds `model` for `in_channels`-channel input under `vs`.
-pub fn build(vs: &nn::Path, model: Model, in_channels: i64) -> nn::SequentialT {
+/// Builds `model` for `in_channels`-channel input under `vs`, its layers started as
+/// `semantics` defines (see [`layers`]).
+pub fn build(
+    vs: &nn::Path,
+    model: Model,
+    in_channels: i64,
+    semantics: Semantics,
+) -> nn::SequentialT {
+    let layers = Layers::new(semantics);
     match model {
-        Model::Dense => dense::dense(vs, in_channels),
-        Model::SeedCnn => seed_cnn::seed_cnn(vs, in_channels),
-        Model::ResNet(depth) => resnet::cifar_resnet(vs, depth, in_channels),
-        Model::Fast => fast::fast(vs, in_channels),
+        Model::Dense => dense::dense(vs, layers, in_channels),
+        Model::SeedCnn => seed_cnn::seed_cnn(vs, layers, in_channels),
+        Model::ResNet(depth) => {
+            resnet::cifar_resnet(vs, layers.he_normal_kernels(), depth, in_channels)
+        }
+        Model::Fast => fast::fast(vs, layers, in_channels),
     }
-}
-
-/// A 2-D batch norm as PyTorch and Keras start it: gamma = 1, beta = 0. (tch's default draws
-/// gamma uniformly from [0, 1], which scales every channel down by a random factor at the start
-/// and is neither framework's choice.)
-pub fn batch_norm(vs: nn::Path, channels: i64) -> nn::BatchNorm {
-    let cfg = nn::BatchNormConfig {
-        ws_init: nn::Init::Const(1.0),
-        bs_init: nn::Init::Const(0.0),
-        ..Default::default()
-    };
-    nn::batch_norm2d(vs, channels, cfg)
 }
 
 /// Number of trainable scalars.
@@ -62,7 +61,12 @@ mod tests {
         for name in models {
             for channels in [3, 1] {
                 let vs = nn::VarStore::new(Device::Cpu);
-                let net = build(&vs.root(), name.parse().unwrap(), channels);
+                let net = build(
+                    &vs.root(),
+                    name.parse().unwrap(),
+                    channels,
+                    Semantics::Keras,
+                );
                 let x = Tensor::rand([2, channels, 32, 32], (Kind::Float, Device::Cpu));
                 for train in [true, false] {
                     let y = net.forward_t(&x, train);
@@ -82,7 +86,7 @@ mod tests {
         let _lock = crate::test_rng_lock();
         for name in ["resnet20", "fast"] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let _net = build(&vs.root(), name.parse().unwrap(), 3);
+            let _net = build(&vs.root(), name.parse().unwrap(), 3, Semantics::Pytorch);
             let mut seen = 0;
             for (var, t) in vs.variables() {
                 let expect = if var.ends_with("bn.weight") {
@@ -111,7 +115,7 @@ mod tests {
         let _lock = crate::test_rng_lock();
         let count = |name: &str, c: i64| {
             let vs = nn::VarStore::new(Device::Cpu);
-            let _net = build(&vs.root(), name.parse().unwrap(), c);
+            let _net = build(&vs.root(), name.parse().unwrap(), c, Semantics::Pytorch);
             parameter_count(&vs)
         };
         // 3072*1024+1024 + 1024*256+256 + 256*64+64 + 64*10+10

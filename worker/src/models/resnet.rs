@@ -5,36 +5,29 @@
 //! The shortcut is the study's (Keras' `resnet_v1` example): where the shape changes, a
 //! strided 1x1 convolution without batch norm; elsewhere the identity.
 
-use tch::nn::{self, ConvConfig, ModuleT};
+//! Under Keras semantics every kernel starts `he_normal`, as that script set it. Its Conv2D
+//! layers also carry a (zero-started) bias before each batch norm, which the norm's mean
+//! subtraction cancels exactly; ours leave it out.
+
+use super::{Conv, Layers};
+use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-fn conv(vs: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
-    let cfg = ConvConfig {
-        stride,
-        padding: k / 2,
-        bias: false,
-        ..Default::default()
-    };
-    nn::conv2d(vs, c_in, c_out, k, cfg)
-}
-
-fn conv_bn(vs: &nn::Path, c_in: i64, c_out: i64, stride: i64) -> nn::SequentialT {
+fn conv_bn(vs: &nn::Path, layers: Layers, c_in: i64, c_out: i64, stride: i64) -> nn::SequentialT {
+    let conv = Conv::new(c_in, c_out, 3)
+        .stride(stride)
+        .padding(1)
+        .no_bias();
     nn::seq_t()
-        .add(conv(vs / "conv", c_in, c_out, 3, stride))
-        .add(super::batch_norm(vs / "bn", c_out))
+        .add(layers.conv(vs / "conv", conv))
+        .add(layers.batch_norm(vs / "bn", c_out))
 }
 
-fn basic_block(vs: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT {
-    let first = conv_bn(&(&vs / "a"), c_in, c_out, stride);
-    let second = conv_bn(&(&vs / "b"), c_out, c_out, 1);
-    let shortcut = (stride != 1 || c_in != c_out).then(|| {
-        let cfg = ConvConfig {
-            stride,
-            bias: true,
-            ..Default::default()
-        };
-        nn::conv2d(&vs / "shortcut", c_in, c_out, 1, cfg)
-    });
+fn basic_block(vs: nn::Path, layers: Layers, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT {
+    let first = conv_bn(&(&vs / "a"), layers, c_in, c_out, stride);
+    let second = conv_bn(&(&vs / "b"), layers, c_out, c_out, 1);
+    let shortcut = (stride != 1 || c_in != c_out)
+        .then(|| layers.conv(&vs / "shortcut", Conv::new(c_in, c_out, 1).stride(stride)));
     nn::func_t(move |x: &Tensor, train| {
         let y = second.forward_t(&first.forward_t(x, train).relu(), train);
         let skip = match &shortcut {
@@ -45,10 +38,15 @@ fn basic_block(vs: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT
     })
 }
 
-pub fn cifar_resnet(vs: &nn::Path, depth: u32, in_channels: i64) -> nn::SequentialT {
+pub fn cifar_resnet(
+    vs: &nn::Path,
+    layers: Layers,
+    depth: u32,
+    in_channels: i64,
+) -> nn::SequentialT {
     let n = ((depth - 2) / 6) as i64;
     let mut net = nn::seq_t()
-        .add(conv_bn(&(vs / "stem"), in_channels, 16, 1))
+        .add(conv_bn(&(vs / "stem"), layers, in_channels, 16, 1))
         .add_fn(|x| x.relu());
     let mut c_in = 16;
     for (stage, c_out) in [16i64, 32, 64].into_iter().enumerate() {
@@ -56,6 +54,7 @@ pub fn cifar_resnet(vs: &nn::Path, depth: u32, in_channels: i64) -> nn::Sequenti
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
             net = net.add(basic_block(
                 vs / format!("stage{}_{}", stage + 1, block),
+                layers,
                 c_in,
                 c_out,
                 stride,
@@ -64,5 +63,5 @@ pub fn cifar_resnet(vs: &nn::Path, depth: u32, in_channels: i64) -> nn::Sequenti
         }
     }
     net.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
-        .add(nn::linear(vs / "fc", 64, 10, Default::default()))
+        .add(layers.linear(vs / "fc", 64, 10, true))
 }

@@ -5,11 +5,18 @@
 //! libtorch's `padding="same"` does the same by copying the input into a padded tensor (and
 //! warns about it on every run); padding explicitly is the same work without the warning.
 
+use super::{Conv, Layers};
 use tch::{nn, Tensor};
 
-/// A "same"-padded convolution with bias (stride 1), initialised like `nn::conv2d`.
-fn same_conv(vs: nn::Path, c_in: i64, c_out: i64, k: i64) -> impl Fn(&Tensor) -> Tensor {
-    let conv = nn::conv2d(vs, c_in, c_out, k, Default::default());
+/// A "same"-padded convolution with bias (stride 1).
+fn same_conv(
+    vs: nn::Path,
+    layers: Layers,
+    c_in: i64,
+    c_out: i64,
+    k: i64,
+) -> impl Fn(&Tensor) -> Tensor {
+    let conv = layers.conv(vs, Conv::new(c_in, c_out, k));
     let (before, after) = ((k - 1) / 2, k - 1 - (k - 1) / 2);
     move |x: &Tensor| {
         x.constant_pad_nd([before, after, before, after])
@@ -17,10 +24,10 @@ fn same_conv(vs: nn::Path, c_in: i64, c_out: i64, k: i64) -> impl Fn(&Tensor) ->
     }
 }
 
-pub fn seed_cnn(vs: &nn::Path, in_channels: i64) -> nn::SequentialT {
-    let conv1 = same_conv(vs / "conv1", in_channels, 128, 8);
-    let conv2 = same_conv(vs / "conv2", 128, 256, 4);
-    let conv3 = same_conv(vs / "conv3", 256, 512, 2);
+pub fn seed_cnn(vs: &nn::Path, layers: Layers, in_channels: i64) -> nn::SequentialT {
+    let conv1 = same_conv(vs / "conv1", layers, in_channels, 128, 8);
+    let conv2 = same_conv(vs / "conv2", layers, 128, 256, 4);
+    let conv3 = same_conv(vs / "conv3", layers, 256, 512, 2);
     nn::seq_t()
         .add_fn(move |x| conv1(x).relu().max_pool2d_default(4))
         .add_fn(move |x| conv2(x).relu().max_pool2d_default(2))
@@ -28,11 +35,11 @@ pub fn seed_cnn(vs: &nn::Path, in_channels: i64) -> nn::SequentialT {
         .add_fn(move |x| conv3(x).relu())
         .add_fn_t(|x, train| x.dropout(0.2, train))
         .add_fn(|x| x.flatten(1, -1))
-        .add(nn::linear(vs / "fc1", 4 * 4 * 512, 256, Default::default()))
+        .add(layers.linear(vs / "fc1", 4 * 4 * 512, 256, true))
         .add_fn(|x| x.relu())
-        .add(nn::linear(vs / "fc2", 256, 64, Default::default()))
+        .add(layers.linear(vs / "fc2", 256, 64, true))
         .add_fn(|x| x.relu())
-        .add(nn::linear(vs / "fc3", 64, 10, Default::default()))
+        .add(layers.linear(vs / "fc3", 64, 10, true))
 }
 
 #[cfg(test)]
@@ -46,7 +53,8 @@ mod tests {
         let _lock = crate::test_rng_lock();
         for k in [2, 4, 8, 3] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let conv = same_conv(vs.root() / "c", 3, 5, k);
+            let layers = Layers::new(sweep_proto::Semantics::Pytorch);
+            let conv = same_conv(vs.root() / "c", layers, 3, 5, k);
             let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
             let vars = vs.variables();
             let (w, b) = (&vars["c.weight"], &vars["c.bias"]);

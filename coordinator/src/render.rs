@@ -1,0 +1,147 @@
+//! The report's text formats, all read from one [`Report`]: the terminal table, `report.md`,
+//! `results.csv` and `results.json`; `report.html` is [`crate::html`]. [`files`] and [`write`]
+//! produce all four.
+
+use crate::report::{Estimate, Report, Table};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// A [`Table`] as markdown; `|` in a cell becomes `/`.
+pub fn md_table(t: &Table) -> String {
+    let row = |cells: &[String]| {
+        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "/")).collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
+    let mut out = row(&t.head) + &format!("|{}\n", "---|".repeat(t.head.len()));
+    for r in &t.rows {
+        out += &row(&r.cells);
+    }
+    out
+}
+
+pub fn configs_table(report: &Report) -> String {
+    md_table(&report.configs_grid())
+}
+
+/// Every trial, ranked.
+pub fn table(report: &Report) -> String {
+    md_table(&report.trials_grid())
+}
+
+/// What the terminal shows at the end of a sweep: configurations when seeds repeat them,
+/// then every trial.
+pub fn terminal(report: &Report) -> String {
+    if report.has_repeats() {
+        format!("{}\n{}", configs_table(report), table(report))
+    } else {
+        table(report)
+    }
+}
+
+pub fn markdown(report: &Report) -> String {
+    let mut out = format!(
+        "# Sweep `{}`\n\nRanked by {} ({:?}).\n\n## Findings\n\n",
+        report.sweep,
+        report.metric_name(),
+        report.direction
+    );
+    for f in &report.findings {
+        let _ = writeln!(out, "- {f}");
+    }
+    let _ = write!(
+        out,
+        "\n{}\n\n## Configurations\n\n{}",
+        crate::report::METHOD,
+        configs_table(report)
+    );
+    let _ = write!(out, "\n## Every trial\n\n{}", table(report));
+    if !report.effects.is_empty() {
+        out += "\n## Effect of each axis\n\nThe ranking metric over the trials with each value (other axes vary within it), and the best value against each other.\n";
+        for fx in &report.effects {
+            let _ = write!(out, "\n### {}\n\n{}", fx.axis, md_table(&fx.grid()));
+        }
+    }
+    let bce = report.bce_rows();
+    if !bce.is_empty() {
+        out += "\n## Binary cross-entropy: what Keras showed vs true accuracy\n\n";
+        out += &md_table(&report.bce_grid(bce));
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// One line per trial; the last columns carry its configuration's estimate and interval.
+pub fn csv(report: &Report) -> String {
+    let mut out = String::from("id,label,status");
+    for a in &report.axes {
+        out += &format!(",{}", csv_field(a));
+    }
+    out += ",test_accuracy,best_val_accuracy,reported,seconds,worker,attempt,rank,\
+            config,config_rank,config_runs,config_mean,config_sd,config_ci95_low,config_ci95_high,config_basis\n";
+    let num = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+    let int = |v: Option<usize>| v.map_or(String::new(), |v| v.to_string());
+    for r in &report.rows {
+        let mut cells = vec![
+            r.id.clone(),
+            csv_field(r.label.as_deref().unwrap_or("")),
+            r.status.clone(),
+        ];
+        cells.extend(r.axis_values.iter().map(|v| csv_field(v)));
+        cells.extend([
+            num(r.test_accuracy),
+            num(r.best_val_accuracy),
+            num(r.reported),
+            num(r.seconds),
+            csv_field(r.worker.as_deref().unwrap_or("")),
+            r.attempt.to_string(),
+            int(r.rank),
+        ]);
+        let c = r.config.as_ref();
+        let e = c.and_then(|c| c.estimate.as_ref());
+        let bounds = e.and_then(Estimate::bounds);
+        cells.extend([
+            csv_field(c.map_or("", |c| c.name.as_str())),
+            int(c.and_then(|c| c.rank)),
+            e.map_or(String::new(), |e| e.runs().to_string()),
+            num(e.map(|e| e.mean)),
+            num(e.and_then(Estimate::sd)),
+            num(bounds.map(|b| b.0)),
+            num(bounds.map(|b| b.1)),
+            csv_field(&e.map_or(String::new(), Estimate::basis)),
+        ]);
+        out += &cells.join(",");
+        out.push('\n');
+    }
+    out
+}
+
+/// `results.json`: every trial's row, each with its configuration's estimate.
+pub fn json(report: &Report) -> String {
+    serde_json::to_string_pretty(&report.rows).unwrap_or_default()
+}
+
+/// The four files [`write`] writes, as (name, contents).
+pub fn files(report: &Report) -> [(&'static str, String); 4] {
+    [
+        ("report.md", markdown(report)),
+        ("results.json", json(report)),
+        ("results.csv", csv(report)),
+        ("report.html", crate::html::render(report)),
+    ]
+}
+
+/// Writes report.md, results.json, results.csv and report.html into `dir`.
+pub fn write(report: &Report, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, contents) in files(report) {
+        std::fs::write(dir.join(name), contents)?;
+    }
+    Ok(())
+}
