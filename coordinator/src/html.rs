@@ -332,7 +332,7 @@ pub fn render(report: &Report) -> String {
     h += "<h2 id=\"ranking\">Configurations</h2>";
     h += &html_table(&report.configs_grid(), "config");
     h += &ranking_chart(report);
-    h += "<h2 id=\"every-trial\">Every trial</h2>";
+    h += "<h2 id=\"every-trial\">Every trial, ranked</h2>";
     h += &html_table(&report.trials_grid(), "row");
 
     h += "<h2 id=\"top-curves\">Learning curves of the top trials</h2><div class=\"grid\">";
@@ -394,7 +394,7 @@ pub fn render(report: &Report) -> String {
         h += &html_table(&report.bce_grid(bce), "bce");
     }
 
-    h += "<h2 id=\"trials\">Every trial</h2>";
+    h += "<h2 id=\"trials\">Learning curves of every trial</h2>";
     for r in &report.rows {
         let _ = write!(h, "<div class=\"trial\" id=\"trial-{}\"><h3>{} <small>{}</small></h3><div class=\"grid\">", esc(&r.id), esc(&r.name()), esc(&r.status));
         h += &trial_curves(r);

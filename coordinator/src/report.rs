@@ -921,10 +921,17 @@ fn findings(report: &Report) -> Vec<String> {
             r.name(), pct(r.test_binary_accuracy), pct(r.test_accuracy)
         ));
     }
+    let unfinished = |r: &&Row| r.status == "queued" || r.status == "running";
+    let waiting = report.rows.iter().filter(unfinished).count();
+    if waiting > 0 {
+        out.push(format!(
+            "{waiting} trials have not finished yet; the numbers above leave them out."
+        ));
+    }
     let failed: Vec<&Row> = report
         .rows
         .iter()
-        .filter(|r| r.status != "completed")
+        .filter(|r| r.status != "completed" && !unfinished(r))
         .collect();
     if !failed.is_empty() {
         out.push(format!(

@@ -9,6 +9,84 @@ use coordinator::store::Store;
 use integration_tests::*;
 use std::time::Duration;
 
+/// `repeats = 3`: every format carries each configuration's mean and 95% interval over its
+/// three seeds, and the colour axis gets a Welch's t-test verdict that agrees with its p.
+#[test]
+fn a_sweep_with_repeats_reports_intervals_in_every_format() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_cifar(&dir.path().join("data"), 60, 40);
+    let sweep = write_sweep(
+        dir.path(),
+        "repeats",
+        "repeats = 3\n[defaults]\nmodel = \"dense\"\nepochs = 1\nbatch_size = 32\n\
+         [grid]\ncolor = [\"color\", \"grayscale\"]\n",
+    );
+    let out = dir.path().join("out");
+    let run = sweep_command(&sweep, &out, 2).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("95% CI over 3 runs"),
+        "the terminal shows configurations: {stdout}"
+    );
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Configurations") && md.contains("95% CI over 3 runs"),
+        "{md}"
+    );
+    let verdict = md
+        .lines()
+        .find(|l| l.contains("Welch's t-test p = "))
+        .unwrap_or_else(|| panic!("no tested verdict: {md}"));
+    let p: f64 = verdict
+        .split("p = ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .map(|p| p.trim_start_matches("< ").parse().unwrap())
+        .unwrap();
+    let expect = if p < 0.05 {
+        "better ("
+    } else {
+        "within noise ("
+    };
+    assert!(verdict.contains(expect), "{verdict}");
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("95% CI over 3 runs") && html.contains("Welch"));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    for r in rows {
+        let interval = &r["config"]["estimate"]["interval"];
+        assert_eq!(
+            (&interval["kind"], &interval["runs"]),
+            (&"repeats".into(), &3.into()),
+            "{r}"
+        );
+        assert!(interval["low"].as_f64().unwrap() <= interval["high"].as_f64().unwrap());
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .contains("config_ci95_low,config_ci95_high"));
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.ends_with("95% CI over 3 runs"))
+            .count(),
+        6,
+        "{csv}"
+    );
+}
+
 #[test]
 fn sweep_command_runs_to_the_end_and_resumes() {
     let _serial = serial();
