@@ -226,3 +226,57 @@ fn the_seed_sweeps_repeat_the_study_rows() {
         }
     }
 }
+
+/// Every sweep and trial file the repository ships parses and plans, and so does every TOML
+/// snippet in the docs: a documented first run must not fail at its first command (the k8s
+/// example once asked for `color = "rgb"`).
+#[test]
+fn every_shipped_sweep_and_trial_file_plans() {
+    let mut files = Vec::new();
+    for dir in ["examples", "deploy", "bench/recipes"] {
+        let mut stack = vec![repo(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "toml") {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    assert!(files.len() >= 10, "{files:?}");
+    let mut checked = 0;
+    let mut check = |text: &str, origin: &str| {
+        let value: toml::Value = toml::from_str(text).unwrap_or_else(|e| panic!("{origin}: {e}"));
+        if value.get("name").is_some() {
+            let sweep = coordinator::sweep::parse(text, std::path::Path::new(origin))
+                .unwrap_or_else(|e| panic!("{origin}: {e}"));
+            assert!(!sweep.trials.is_empty(), "{origin} plans no trial");
+        } else {
+            sweep_proto::TrialSpec::from_toml(text).unwrap_or_else(|e| panic!("{origin}: {e}"));
+        }
+        checked += 1;
+    };
+    for f in &files {
+        check(
+            &std::fs::read_to_string(f).unwrap(),
+            &f.display().to_string(),
+        );
+    }
+    for doc in [
+        "README.md",
+        "docs/SWEEP.md",
+        "docs/TRIAL.md",
+        "docs/DEPLOY.md",
+        "docs/STUDY.md",
+    ] {
+        let text = std::fs::read_to_string(repo(doc)).unwrap();
+        for (i, block) in text.split("```toml\n").skip(1).enumerate() {
+            let snippet = block.split("```").next().unwrap();
+            check(snippet, &format!("{doc} toml snippet {}", i + 1));
+        }
+    }
+    assert!(checked > files.len(), "no doc snippet found");
+}
