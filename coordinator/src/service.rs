@@ -248,14 +248,14 @@ impl Handle {
 
     pub fn cancel(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
         let mut s = self.lock();
-        let store = self.store();
-        let Some(sweep) = store.sweep(name)? else {
+        let mut store = self.store();
+        if store.sweep(name)?.is_none() {
             return Ok(Vec::new());
-        };
-        let ids: Vec<TrialId> = sweep.trials.into_iter().map(|t| t.0).collect();
-        let cancelled = s.core.cancel(&ids);
-        store.record_cancelled(&cancelled)?;
-        store.set_sweep_cancelled(name)?;
+        }
+        // The database decides (one transaction, finished and shared trials spared); the core
+        // follows it.
+        let cancelled = store.cancel_sweep(name)?;
+        s.core.cancel(&cancelled);
         Ok(cancelled)
     }
 

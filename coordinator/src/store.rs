@@ -518,16 +518,6 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    pub fn set_sweep_cancelled(&self, name: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE sweeps SET cancelled = 1 WHERE name = ?1",
-                params![name],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
     /// Every trial, for restoring the core: running trials come back queued with their next
     /// attempt, since their workers' leases died with the previous coordinator.
     pub fn load_trials(&self) -> Result<Vec<StoredTrial>, StoreError> {
@@ -646,16 +636,40 @@ impl Store {
         tx.commit().map_err(wrap)
     }
 
-    pub fn record_cancelled(&self, trials: &[String]) -> Result<(), StoreError> {
-        for t in trials {
-            self.conn
-                .execute(
-                    "UPDATE trials SET state = 'cancelled' WHERE id = ?1",
-                    params![t],
+    /// Cancels sweep `name` in one transaction and returns the trials it stopped: those of
+    /// its trials still queued or running that no other active (not cancelled) sweep holds.
+    /// A finished, failed or already cancelled trial is never changed, whatever the caller's
+    /// view of it was, so a cancel racing a result cannot overwrite it.
+    pub fn cancel_sweep(&mut self, name: &str) -> Result<Vec<String>, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        tx.execute(
+            "UPDATE sweeps SET cancelled = 1 WHERE name = ?1",
+            params![name],
+        )
+        .map_err(wrap)?;
+        let ids = {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE trials SET state = 'cancelled'
+                     WHERE state IN ('queued', 'running')
+                       AND id IN (SELECT trial FROM sweep_trials WHERE sweep = ?1)
+                       AND id NOT IN (SELECT st.trial FROM sweep_trials st JOIN sweeps s ON s.name = st.sweep
+                                      WHERE s.name != ?1 AND s.cancelled = 0)
+                     RETURNING id",
                 )
-                .map_err(|e| self.err(e))?;
-        }
-        Ok(())
+                .map_err(wrap)?;
+            let rows = stmt
+                .query_map(params![name], |r| r.get::<_, String>(0))
+                .map_err(wrap)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(wrap)?
+        };
+        tx.commit().map_err(wrap)?;
+        Ok(ids)
     }
 }
 
@@ -669,7 +683,9 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             worker,
         } => {
             conn.prepare_cached(
-                "UPDATE trials SET state = 'running', attempt = ?2, worker = ?3 WHERE id = ?1",
+                // Not over a cancel that another process committed since this lease was
+                // granted: the coordinator picks the cancel up and stops the worker.
+                "UPDATE trials SET state = 'running', attempt = ?2, worker = ?3 WHERE id = ?1 AND state != 'cancelled'",
             )?
             .execute(params![trial, attempt, worker])?;
             conn.prepare_cached(
@@ -732,6 +748,7 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
 mod tests {
     use super::*;
     use crate::sweep;
+    use std::collections::HashSet;
     use sweep_proto::TrialStatus;
 
     fn record_lease(store: &mut Store, trial: &str, attempt: u32, worker: &str) {
@@ -866,6 +883,73 @@ mod tests {
             store.load_trials().unwrap()[0].state,
             TrialState::Queued { attempt: 2 }
         );
+    }
+
+    /// Cancel races (issue 14): a cancel never changes a finished trial, keeps a trial another
+    /// active sweep holds, is not undone by a lease written after it, and stops 3,000 trials
+    /// in one transaction.
+    #[test]
+    fn cancel_is_one_transaction_that_spares_finished_and_shared_trials() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let a = sweep::parse(
+            "name = \"a\"\n[grid]\nseed = [1, 2, 3, 4]\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let b = sweep::parse("name = \"b\"\n[grid]\nseed = [4, 5]\n", Path::new("b.toml")).unwrap();
+        store.add_sweep(&a, false).unwrap();
+        store.add_sweep(&b, false).unwrap();
+        let ids: Vec<String> = a.trials.iter().map(|t| t.id.clone()).collect();
+        // Seed 1 finished, seed 2 running, seed 3 queued, seed 4 queued and shared with b.
+        record_lease(&mut store, &ids[0], 1, "w");
+        record_result(&mut store, &ids[0], 1, "w", result(0.3));
+        record_lease(&mut store, &ids[1], 1, "w");
+        let cancelled = store.cancel_sweep("a").unwrap();
+        assert_eq!(
+            cancelled.iter().collect::<HashSet<_>>(),
+            [&ids[1], &ids[2]].into_iter().collect()
+        );
+        let state = |store: &Store, id: &str| {
+            store
+                .load_trials()
+                .unwrap()
+                .into_iter()
+                .find(|t| t.id == id)
+                .unwrap()
+                .state
+        };
+        assert!(matches!(
+            state(&store, &ids[0]),
+            TrialState::Finished { .. }
+        ));
+        assert_eq!(state(&store, &ids[3]), TrialState::Queued { attempt: 1 });
+        // A lease the server granted before it saw the cancel does not resurrect the trial.
+        record_lease(&mut store, &ids[2], 1, "w");
+        assert_eq!(state(&store, &ids[2]), TrialState::Cancelled);
+        // A result that arrives anyway is kept: a finished result is never lost.
+        record_result(&mut store, &ids[1], 1, "w", result(0.4));
+        assert!(matches!(
+            state(&store, &ids[1]),
+            TrialState::Finished { .. }
+        ));
+        // Cancelling b as well now stops the shared trial.
+        assert_eq!(store.cancel_sweep("b").unwrap().len(), 2);
+        assert_eq!(state(&store, &ids[3]), TrialState::Cancelled);
+
+        let seeds: Vec<String> = (100..3100).map(|i| i.to_string()).collect();
+        let text = format!("name = \"big\"\n[grid]\nseed = [{}]\n", seeds.join(", "));
+        let big = sweep::parse(&text, Path::new("big.toml")).unwrap();
+        store.add_sweep(&big, false).unwrap();
+        let t0 = std::time::Instant::now();
+        assert_eq!(store.cancel_sweep("big").unwrap().len(), 3000);
+        eprintln!("cancelled 3,000 trials in {:?}", t0.elapsed());
+        assert!(store
+            .load_trials()
+            .unwrap()
+            .iter()
+            .filter(|t| big.trials.iter().any(|b| b.id == t.id))
+            .all(|t| t.state == TrialState::Cancelled));
     }
 
     /// A database with one finished trial, and its writer still open.
