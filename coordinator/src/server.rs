@@ -42,8 +42,13 @@ pub async fn serve(
             let mut every = tokio::time::interval(Duration::from_millis(250));
             loop {
                 every.tick().await;
-                if let Err(e) = handle.tick() {
-                    tracing::error!("{e}");
+                // The tick reads SQLite: on a blocking thread, never on the async workers
+                // that serve RPCs.
+                let h = handle.clone();
+                match tokio::task::spawn_blocking(move || h.tick()).await {
+                    Ok(Err(e)) => tracing::error!("{e}"),
+                    Err(e) => tracing::error!("coordinator tick: {e}"),
+                    Ok(Ok(())) => {}
                 }
             }
         })

@@ -261,13 +261,29 @@ impl Handle {
 
     /// Picks up what other processes wrote to the database (`submit`, `cancel`): new trials
     /// are queued, trials re-queued by `--rerun` replace finished ones, cancelled ones stop.
-    fn sync_from_store(s: &mut Shared, store: &Store) -> Result<(), StoreError> {
-        let version = store.data_version()?;
-        if version == s.data_version {
-            return Ok(());
-        }
+    /// The database is read before the scheduling state is locked, so RPCs never wait on
+    /// that read.
+    fn sync_from_store(&self) -> Result<(), StoreError> {
+        let seen = self.lock().data_version;
+        let (version, trials, hints) = {
+            let store = self.store();
+            let version = store.data_version()?;
+            if version == seen {
+                return Ok(());
+            }
+            let mut hints = Vec::new();
+            for name in store.sweep_names()? {
+                if let Some(sweep) = store.sweep(&name)? {
+                    if let Some(data) = sweep.data {
+                        hints.extend(sweep.trials.into_iter().map(|t| (t.0, data.clone())));
+                    }
+                }
+            }
+            (version, store.load_trials()?, hints)
+        };
+        let mut s = self.lock();
         s.data_version = version;
-        for t in store.load_trials()? {
+        for t in trials {
             let current = s.core.trial(&t.id).map(|c| c.state.clone());
             match (current, &t.state) {
                 (None, _) => s.core.add_trial(t.id, t.spec, t.state, false),
@@ -282,24 +298,17 @@ impl Handle {
                 _ => {}
             }
         }
-        for name in store.sweep_names()? {
-            if let Some(sweep) = store.sweep(&name)? {
-                if let Some(data) = &sweep.data {
-                    for (id, _, _) in &sweep.trials {
-                        s.data_hints
-                            .entry(id.clone())
-                            .or_insert_with(|| data.clone());
-                    }
-                }
-            }
+        for (id, data) in hints {
+            s.data_hints.entry(id).or_insert(data);
         }
         Ok(())
     }
 
-    /// Expires silent workers and persists what that changed.
+    /// Expires silent workers and persists what that changed. Reads the database: call it
+    /// from a blocking thread (`spawn_blocking`), not from an async task.
     pub fn tick(&self) -> Result<(), StoreError> {
+        self.sync_from_store()?;
         let mut s = self.lock();
-        Self::sync_from_store(&mut s, &self.store())?;
         let now = s.now_ms();
         for (worker, requeued) in s.core.tick(now) {
             tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");

@@ -22,7 +22,11 @@ pub fn router(ready: ReadyCheck) -> Router {
             get(move || {
                 let ready = ready.clone();
                 async move {
-                    match ready() {
+                    // The check may read a database: on a blocking thread.
+                    let outcome = tokio::task::spawn_blocking(move || ready())
+                        .await
+                        .unwrap_or_else(|e| Err(format!("readiness check panicked: {e}")));
+                    match outcome {
                         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
                         Err(why) => (
                             StatusCode::SERVICE_UNAVAILABLE,
