@@ -375,6 +375,11 @@ pub fn render(report: &Report) -> String {
         h += "</div>";
     }
 
+    if !report.matched.is_empty() {
+        h += "<h2 id=\"matched\">All else equal</h2><p>Configurations that differ in one axis only.</p>";
+        h += &html_table(&crate::report::matched_grid(&report.matched), "matched");
+    }
+
     if let Some(best) = report.rows.iter().find(|r| r.confusion.is_some()) {
         let _ = write!(
             h,

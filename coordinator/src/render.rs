@@ -61,6 +61,13 @@ pub fn markdown(report: &Report) -> String {
             let _ = write!(out, "\n### {}\n\n{}", fx.axis, md_table(&fx.grid()));
         }
     }
+    if !report.matched.is_empty() {
+        let _ = write!(
+            out,
+            "\n## All else equal\n\nConfigurations that differ in one axis only.\n\n{}",
+            md_table(&crate::report::matched_grid(&report.matched))
+        );
+    }
     let bce = report.bce_rows();
     if !bce.is_empty() {
         out += "\n## Binary cross-entropy: what Keras showed vs true accuracy\n\n";

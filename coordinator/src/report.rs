@@ -23,7 +23,7 @@ use crate::core::{Core, TrialState};
 mod findings;
 mod tables;
 
-pub use tables::{Table, TableRow, METHOD};
+pub use tables::{matched_grid, Table, TableRow, METHOD};
 
 use crate::stats;
 use crate::store::StoredSweep;
@@ -301,6 +301,24 @@ pub struct Config {
     pub reported_inside: Option<bool>,
     #[serde(skip)]
     values: Vec<(f64, Option<u64>)>,
+    /// Every resolved field but `seed`.
+    #[serde(skip)]
+    params: serde_json::Value,
+}
+
+/// Two configurations identical in every field but one axis: the cleanest comparison a sweep
+/// offers (an axis' marginal means mix in whatever else varies with it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Matched {
+    pub axis: String,
+    /// The configuration with the better mean, and its value of the axis.
+    pub better: String,
+    pub better_value: String,
+    pub other: String,
+    pub other_value: String,
+    /// Difference of the means (positive: `better` is ahead).
+    pub gap: f64,
+    pub verdict: Verdict,
 }
 
 /// The ranking metric over the trials that share one value of an axis.
@@ -340,6 +358,9 @@ pub struct Report {
     pub configs: Vec<Config>,
     /// For every axis but `seed` with more than one value.
     pub effects: Vec<AxisEffects>,
+    /// Pairs of configurations that differ in one axis only, best of each group against the
+    /// rest.
+    pub matched: Vec<Matched>,
     /// Plain-language findings, each computed from the results above.
     pub findings: Vec<String>,
 }
@@ -452,6 +473,7 @@ impl Report {
             rows,
             configs: Vec::new(),
             effects: Vec::new(),
+            matched: Vec::new(),
             findings: Vec::new(),
         };
         report.summarise();
@@ -495,6 +517,7 @@ impl Report {
                 });
         }
         self.effects = self.axis_effects();
+        self.matched = self.matched_pairs();
         self.findings = findings::findings(self);
     }
 
@@ -540,6 +563,7 @@ impl Report {
                             reported: None,
                             reported_inside: None,
                             values: Vec::new(),
+                            params,
                         },
                     ));
                     configs.len() - 1
@@ -575,6 +599,62 @@ impl Report {
             c.rank = rank;
         }
         configs
+    }
+
+    /// For every axis but `seed`: configurations equal in every other field, grouped; in each
+    /// group the best mean against each other member.
+    fn matched_pairs(&self) -> Vec<Matched> {
+        let mut out = Vec::new();
+        for axis in self.axes.iter().filter(|a| *a != SEED) {
+            let mut groups: Vec<(String, Vec<&Config>)> = Vec::new();
+            let mut index: std::collections::HashMap<String, usize> = Default::default();
+            for c in self.configs.iter().filter(|c| c.estimate.is_some()) {
+                let mut rest = c.params.clone();
+                if let Some(o) = rest.as_object_mut() {
+                    o.remove(axis.as_str());
+                }
+                // Labels are names, not settings: "r1 seed-cnn color" and "r1 seed-cnn
+                // grayscale" still match on `color`.
+                let key = rest.to_string();
+                match index.get(&key) {
+                    Some(&i) => groups[i].1.push(c),
+                    None => {
+                        index.insert(key.clone(), groups.len());
+                        groups.push((key, vec![c]));
+                    }
+                }
+            }
+            let value = |c: &Config| {
+                c.params
+                    .get(axis.as_str())
+                    .map_or("-".to_string(), |v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    })
+            };
+            // Configurations are ranked, so each group's first member has the best mean.
+            for (_, group) in groups.iter().filter(|g| g.1.len() > 1) {
+                let best = group[0];
+                for other in &group[1..] {
+                    let (Some(a), Some(b)) = (&best.estimate, &other.estimate) else {
+                        continue;
+                    };
+                    let Some(verdict) = Verdict::of(&best.values, &other.values) else {
+                        continue;
+                    };
+                    out.push(Matched {
+                        axis: axis.clone(),
+                        better: best.name.clone(),
+                        better_value: value(best),
+                        other: other.name.clone(),
+                        other_value: value(other),
+                        gap: (a.mean - b.mean).abs(),
+                        verdict,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// For every axis but `seed` with more than one value: each value's estimate over its
@@ -1082,6 +1162,46 @@ mod tests {
             "{:?}",
             r.findings
         );
+    }
+
+    /// The study's round 1 is unbalanced (dense in colour only): the colour axis' marginal
+    /// means mix dense in, the matched comparison does not: seed-cnn colour vs seed-cnn
+    /// grayscale, whatever the labels.
+    #[test]
+    fn matched_comparisons_hold_everything_else_equal() {
+        let text = "name = \"r1\"\nrepeats = 3\n[[include]]\nlabel = \"dense\"\nmodel = \"dense\"\n\
+                    [[include]]\nlabel = \"cnn colour\"\nmodel = \"seed-cnn\"\n\
+                    [[include]]\nlabel = \"cnn gray\"\nmodel = \"seed-cnn\"\ncolor = \"grayscale\"\n";
+        let s = sweep::parse(text, Path::new("r1.toml")).unwrap();
+        let accs = [0.10, 0.11, 0.12, 0.46, 0.40, 0.43, 0.47, 0.45, 0.41];
+        let results = accs
+            .iter()
+            .map(|a| {
+                let mut r = result(*a, TrialStatus::Completed);
+                r.test.as_mut().unwrap().images = 10_000;
+                r
+            })
+            .collect();
+        let r = Report::from_results(&s, results);
+        let color: Vec<&Matched> = r.matched.iter().filter(|m| m.axis == "color").collect();
+        assert_eq!(color.len(), 1, "{:?}", r.matched);
+        let m = color[0];
+        assert_eq!(
+            (m.better.as_str(), m.other.as_str()),
+            ("cnn gray", "cnn colour")
+        );
+        assert_eq!(
+            (m.better_value.as_str(), m.other_value.as_str()),
+            ("grayscale", "color")
+        );
+        let (_, _, p) = stats::welch(&[0.47, 0.45, 0.41], &[0.46, 0.40, 0.43]).unwrap();
+        assert_eq!(m.verdict, Verdict::WithinNoise { p: Some(p) });
+        let md = crate::render::markdown(&r);
+        assert!(
+            md.contains("## All else equal") && md.contains("grayscale (cnn gray)"),
+            "{md}"
+        );
+        assert!(crate::html::render(&r).contains("id=\"matched\""));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub(super) fn findings(report: &Report) -> Vec<String> {
         .collect();
     let mut out = best_and_spread(&ranked);
     out.extend(axes(report));
+    out.extend(matched(report));
     out.extend(published(&ranked));
     out.extend(trials(report));
     out
@@ -100,6 +101,46 @@ fn axes(report: &Report) -> Vec<String> {
                 .into(),
         ),
         None => {}
+    }
+    out
+}
+
+/// Per axis, the verdicts of configurations that differ in it alone: each pair when there are
+/// few, else the counts.
+fn matched(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut axes: Vec<&str> = report.matched.iter().map(|m| m.axis.as_str()).collect();
+    axes.dedup();
+    for axis in axes {
+        let pairs: Vec<&super::Matched> =
+            report.matched.iter().filter(|m| m.axis == axis).collect();
+        if pairs.len() <= 3 {
+            for m in pairs {
+                out.push(format!(
+                    "{axis}, all else equal: {} ({}) vs {} ({}), {:.1} points: {}.",
+                    m.better_value,
+                    m.better,
+                    m.other_value,
+                    m.other,
+                    100.0 * m.gap,
+                    m.verdict.describe()
+                ));
+            }
+        } else {
+            let better = pairs
+                .iter()
+                .filter(|m| matches!(m.verdict, Verdict::Better { .. }))
+                .count();
+            let noise = pairs
+                .iter()
+                .filter(|m| matches!(m.verdict, Verdict::WithinNoise { .. }))
+                .count();
+            out.push(format!(
+                "{axis}, all else equal: {} matched pairs; Welch's t-test separates {better}, {noise} are within noise, {} are not settled.",
+                pairs.len(),
+                pairs.len() - better - noise
+            ));
+        }
     }
     out
 }

@@ -1,6 +1,6 @@
 //! The report's tables as formatted cells, the same for every renderer.
 
-use super::{pct, AxisEffects, Estimate, Report, Row, SEED};
+use super::{pct, AxisEffects, Estimate, Matched, Report, Row, SEED};
 
 /// How the report's intervals and verdicts are computed, as every format states it.
 pub const METHOD: &str = "Intervals are 95%: for a configuration with several runs (seeds), \
@@ -170,4 +170,26 @@ impl AxisEffects {
             rows,
         )
     }
+}
+
+/// At most this many matched comparisons are listed; the findings count them all.
+pub const MATCHED_ROWS: usize = 200;
+
+/// Pairs of configurations that differ in one axis only.
+pub fn matched_grid(matched: &[Matched]) -> Table {
+    let rows = matched
+        .iter()
+        .take(MATCHED_ROWS)
+        .map(|m| TableRow {
+            id: None,
+            cells: vec![
+                m.axis.clone(),
+                format!("{} ({})", m.better_value, m.better),
+                format!("{} ({})", m.other_value, m.other),
+                format!("{:.2} pts", 100.0 * m.gap),
+                m.verdict.describe(),
+            ],
+        })
+        .collect();
+    table(&["axis", "better mean", "other", "gap", "verdict"], rows)
 }
