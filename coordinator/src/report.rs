@@ -13,7 +13,8 @@
 //! - One value is called better than another only when Welch's t-test (two-sided, alpha 0.05)
 //!   says so, which needs two or more results on each side; otherwise the difference is
 //!   "within noise", or, for single runs whose gap exceeds the sampling error, unresolved
-//!   until repeated with more seeds.
+//!   until repeated with more seeds. A single result against several is not tested.
+//! - Only completed trials with an accuracy in [0, 1] rank and enter an estimate.
 //!
 //! Failed, diverged, cancelled and unfinished trials are listed below the ranked ones, never
 //! dropped. Ranks are competition ranks (equal values share a rank, the next rank skips);
@@ -75,11 +76,18 @@ pub struct RowConfig {
 }
 
 impl Row {
+    /// The ranking metric of a completed trial. A diverged trial's best validation accuracy
+    /// (from the epochs before it diverged) does not rank, and neither does a value that no
+    /// accuracy can be (an old database may hold one): both would top the ranking.
     pub fn metric(&self, m: Metric) -> Option<f64> {
-        match m {
+        if self.status != "completed" {
+            return None;
+        }
+        let v = match m {
             Metric::TestAccuracy => self.test_accuracy,
             Metric::BestValAccuracy => self.best_val_accuracy,
-        }
+        };
+        v.filter(|v| (0.0..=1.0).contains(v))
     }
 
     /// "diverged (loss became NaN)", or just the status.
@@ -224,7 +232,8 @@ pub enum Verdict {
     /// Single runs further apart than their sampling error: seed-to-seed spread is unmeasured,
     /// so no verdict until repeated.
     NeedsRepeats,
-    /// One side has a single result and the other several: no standard test applies.
+    /// One side has a single result and the other several, or a single run's evaluation set
+    /// is of unknown size: no standard test applies.
     Untested,
 }
 
@@ -268,7 +277,9 @@ impl Verdict {
             Verdict::WithinNoise { p: None } => {
                 "within noise (single runs, inside the sampling error)".into()
             }
-            Verdict::Untested => "not tested: one side has a single result".into(),
+            Verdict::Untested => {
+                "not tested: a single result against several (or of unknown size)".into()
+            }
             Verdict::NeedsRepeats => {
                 "not settled: single runs further apart than their sampling error; repeat with more seeds"
                     .into()
@@ -505,16 +516,24 @@ impl Report {
             row.rank = rank;
         }
         self.configs = self.group_configs();
-        for row in &mut self.rows {
-            row.config = self
-                .configs
-                .iter()
-                .find(|c| c.trials.contains(&row.id))
-                .map(|c| RowConfig {
+        let by_trial: std::collections::HashMap<&str, &Config> = self
+            .configs
+            .iter()
+            .flat_map(|c| c.trials.iter().map(move |t| (t.as_str(), c)))
+            .collect();
+        let row_configs: Vec<Option<RowConfig>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                by_trial.get(row.id.as_str()).map(|c| RowConfig {
                     name: c.name.clone(),
                     rank: c.rank,
                     estimate: c.estimate.clone(),
-                });
+                })
+            })
+            .collect();
+        for (row, config) in self.rows.iter_mut().zip(row_configs) {
+            row.config = config;
         }
         self.effects = self.axis_effects();
         self.matched = self.matched_pairs();
@@ -529,6 +548,7 @@ impl Report {
     fn group_configs(&self) -> Vec<Config> {
         let seed_axis = self.axes.iter().position(|a| a == SEED);
         let mut configs: Vec<(String, Config)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
         // Rows are ranked, so a configuration appears where its best trial does.
         for r in &self.rows {
             let mut params = r.params.clone();
@@ -543,9 +563,10 @@ impl Report {
                 .filter(|(i, _)| Some(*i) != seed_axis)
                 .map(|(_, v)| v.clone())
                 .collect();
-            let i = match configs.iter().position(|(k, _)| *k == key) {
-                Some(i) => i,
+            let i = match index.get(&key) {
+                Some(&i) => i,
                 None => {
+                    index.insert(key.clone(), configs.len());
                     let name = match (&r.label, axis_values.is_empty()) {
                         (Some(l), _) => l.clone(),
                         (None, false) => axis_values.join(", "),
@@ -639,6 +660,11 @@ impl Report {
                     let (Some(a), Some(b)) = (&best.estimate, &other.estimate) else {
                         continue;
                     };
+                    // Split by label alone (an include lending its label to some seeds of a
+                    // grid point): the same settings, nothing to compare.
+                    if value(best) == value(other) {
+                        continue;
+                    }
                     let Some(verdict) = Verdict::of(&best.values, &other.values) else {
                         continue;
                     };
@@ -1202,6 +1228,32 @@ mod tests {
             "{md}"
         );
         assert!(crate::html::render(&r).contains("id=\"matched\""));
+    }
+
+    /// Only completed trials with an accuracy in [0, 1] rank: a diverged trial's best
+    /// validation accuracy and an infinite accuracy from an old database would top the list.
+    #[test]
+    fn diverged_and_impossible_values_do_not_rank() {
+        let text = "name = \"r\"\nrank_by = \"best_val_accuracy\"\n[grid]\nseed = [1, 2, 3]\n";
+        let s = sweep::parse(text, Path::new("g.toml")).unwrap();
+        let mut diverged = result(0.0, TrialStatus::Diverged);
+        diverged.best_val_accuracy = Some(0.9);
+        let mut impossible = result(0.5, TrialStatus::Completed);
+        impossible.best_val_accuracy = Some(f64::INFINITY);
+        let r = Report::from_results(
+            &s,
+            vec![diverged, impossible, result(0.4, TrialStatus::Completed)],
+        );
+        let ranked: Vec<(Option<usize>, Option<f64>)> = r
+            .rows
+            .iter()
+            .map(|row| (row.rank, row.metric(r.rank_by)))
+            .collect();
+        assert_eq!(
+            ranked,
+            vec![(Some(1), Some(0.4)), (None, None), (None, None)]
+        );
+        assert!(r.findings[0].contains("40.00%"), "{:?}", r.findings);
     }
 
     #[test]

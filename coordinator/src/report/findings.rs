@@ -82,11 +82,11 @@ fn axes(report: &Report) -> Vec<String> {
             .collect();
         if !verdicts.is_empty() {
             out.push(format!(
-                "{}: {} has the best mean ({} over {} trials); {}.",
+                "{}: {} has the best mean ({} over {} results); {}.",
                 fx.axis,
                 best.value,
                 pct(best.mean()),
-                best.trials,
+                best.estimate.as_ref().map_or(0, Estimate::runs),
                 verdicts.join("; ")
             ));
         }
