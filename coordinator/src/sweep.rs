@@ -250,143 +250,188 @@ pub fn parse_bytes(bytes: Vec<u8>, path: &Path) -> Result<Sweep, SweepError> {
     parse(&text, path)
 }
 
-/// Expands sweep text; `file` names it in errors and anchors the relative `data` path.
+/// Expands sweep text; `file` names it in errors and anchors the relative `data` path. In
+/// stages: read the TOML, check each entry where it is written, refuse a plan too large
+/// before expanding it, expand the grid (or random samples) minus the excludes, add the
+/// includes, and name the axes.
 pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
-    let err = |span: Option<std::ops::Range<usize>>, message: String| SweepError {
-        file: file.to_path_buf(),
-        position: span.map(|s| line_col(text, s.start)),
-        message,
-    };
-    let raw: RawSweep = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
-    check_name(raw.name.get_ref()).map_err(|m| err(Some(raw.name.span()), m))?;
-    if let Some(n) = raw.samples.as_ref().filter(|n| *n.get_ref() == 0) {
-        return Err(err(Some(n.span()), "`samples` must be at least 1".into()));
+    let p = Parser::read(text, file)?;
+    p.check_entries()?;
+    p.check_size()?;
+    let mut plan = Plan::new(p.raw.repeats);
+    for spec in p.grid_trials()? {
+        plan.push(spec, None, None);
     }
-    if raw.repeats == 0 {
-        return Err(err(None, "`repeats` must be at least 1".into()));
+    for (spec, label, reported) in p.include_trials()? {
+        plan.push(spec, label, reported);
+    }
+    if plan.trials.is_empty() {
+        return Err(p.err(
+            None,
+            "the sweep expands to no trials (every combination is excluded?)".into(),
+        ));
+    }
+    Ok(p.finish(plan.trials))
+}
+
+/// An include's trial, label and reported value.
+type Included = (TrialSpec, Option<String>, Option<f64>);
+
+/// A sweep file read but not yet expanded.
+struct Parser<'a> {
+    text: &'a str,
+    file: &'a Path,
+    raw: RawSweep,
+    defaults: toml::Table,
+    /// Grid keys in file order.
+    axes: Vec<Spanned<String>>,
+}
+
+impl<'a> Parser<'a> {
+    /// Stage 1: the TOML, the name, and the counts that must be positive.
+    fn read(text: &'a str, file: &'a Path) -> Result<Parser<'a>, SweepError> {
+        let err = |span: Option<std::ops::Range<usize>>, message: String| SweepError {
+            file: file.to_path_buf(),
+            position: span.map(|s| line_col(text, s.start)),
+            message,
+        };
+        let raw: RawSweep =
+            toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+        check_name(raw.name.get_ref()).map_err(|m| err(Some(raw.name.span()), m))?;
+        if let Some(n) = raw.samples.as_ref().filter(|n| *n.get_ref() == 0) {
+            return Err(err(Some(n.span()), "`samples` must be at least 1".into()));
+        }
+        if raw.repeats == 0 {
+            return Err(err(None, "`repeats` must be at least 1".into()));
+        }
+        let defaults = raw
+            .defaults
+            .iter()
+            .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
+            .collect();
+        let mut axes: Vec<Spanned<String>> = raw.grid.keys().cloned().collect();
+        axes.sort_by_key(|k| k.span().start);
+        Ok(Parser {
+            text,
+            file,
+            raw,
+            defaults,
+            axes,
+        })
     }
 
-    // Each entry on its own first, so a bad key or value is reported where it is written.
-    let sections = [("defaults", &raw.defaults), ("grid", &raw.grid)];
-    for (section, entries) in sections {
-        for (key, value) in entries {
-            let values: Vec<toml::Value> = match (section, value.get_ref()) {
-                ("grid", toml::Value::Array(items)) if items.is_empty() => {
-                    return Err(err(
-                        Some(value.span()),
-                        format!(
-                            "`grid.{}` is an empty list; give at least one value",
-                            key.get_ref()
-                        ),
-                    ));
-                }
-                ("grid", toml::Value::Array(items)) => items.clone(),
-                ("grid", toml::Value::Table(range)) if raw.search == Search::Random => {
-                    // Each bound must be a value the key takes, so an impossible range is
-                    // reported at its key, not as a sampled number the file never wrote.
-                    for bound in ["min", "max"] {
-                        if let Some(v) = range.get(bound) {
-                            check_entry(key.get_ref(), v).map_err(|m| {
-                                err(
-                                    Some(value.span()),
-                                    format!("`grid.{}.{bound}`: {m}", key.get_ref()),
-                                )
-                            })?;
-                        }
-                    }
-                    continue;
-                }
-                ("grid", toml::Value::Table(_)) => {
-                    return Err(err(
-                        Some(value.span()),
-                        format!("`grid.{}`: ranges need search = \"random\"", key.get_ref()),
-                    ));
-                }
-                ("grid", _) => {
-                    return Err(err(
-                        Some(value.span()),
-                        format!("`grid.{}` must be a list of values", key.get_ref()),
-                    ));
-                }
-                _ => vec![value.get_ref().clone()],
-            };
-            for v in values {
-                check_entry(key.get_ref(), &v).map_err(|m| {
-                    err(
-                        Some(key.span()),
-                        format!("`{section}.{}`: {m}", key.get_ref()),
-                    )
-                })?;
-            }
+    fn err(&self, span: Option<std::ops::Range<usize>>, message: String) -> SweepError {
+        SweepError {
+            file: self.file.to_path_buf(),
+            position: span.map(|s| line_col(self.text, s.start)),
+            message,
         }
     }
-    for (section, list) in [("include", &raw.include), ("exclude", &raw.exclude)] {
-        for entries in list {
-            for (key, value) in entries {
+
+    /// Stage 2: each entry on its own, so a bad key or value is reported where it is written.
+    fn check_entries(&self) -> Result<(), SweepError> {
+        for (key, value) in &self.raw.defaults {
+            self.check_value("defaults", key, value.get_ref())?;
+        }
+        for (key, value) in &self.raw.grid {
+            for v in self.grid_values(key, value)? {
+                self.check_value("grid", key, &v)?;
+            }
+        }
+        for (section, list) in [
+            ("include", &self.raw.include),
+            ("exclude", &self.raw.exclude),
+        ] {
+            for (key, value) in list.iter().flatten() {
                 if section == "include" && (key.get_ref() == LABEL || key.get_ref() == REPORTED) {
                     continue;
                 }
-                check_entry(key.get_ref(), value.get_ref()).map_err(|m| {
-                    err(
-                        Some(key.span()),
-                        format!("`{section}.{}`: {m}", key.get_ref()),
-                    )
-                })?;
+                self.check_value(section, key, value.get_ref())?;
             }
+        }
+        Ok(())
+    }
+
+    fn check_value(
+        &self,
+        section: &str,
+        key: &Spanned<String>,
+        value: &toml::Value,
+    ) -> Result<(), SweepError> {
+        check_entry(key.get_ref(), value).map_err(|m| {
+            self.err(
+                Some(key.span()),
+                format!("`{section}.{}`: {m}", key.get_ref()),
+            )
+        })
+    }
+
+    /// The values of one grid axis to check on their own: a list's items, none for a range
+    /// (its bounds are checked here, as values of the key).
+    fn grid_values(
+        &self,
+        key: &Spanned<String>,
+        value: &Spanned<toml::Value>,
+    ) -> Result<Vec<toml::Value>, SweepError> {
+        let name = key.get_ref();
+        match value.get_ref() {
+            toml::Value::Array(items) if items.is_empty() => Err(self.err(
+                Some(value.span()),
+                format!("`grid.{name}` is an empty list; give at least one value"),
+            )),
+            toml::Value::Array(items) => Ok(items.clone()),
+            toml::Value::Table(range) if self.raw.search == Search::Random => {
+                // Each bound must be a value the key takes, so an impossible range is reported
+                // at its key, not as a sampled number the file never wrote.
+                for bound in ["min", "max"] {
+                    if let Some(v) = range.get(bound) {
+                        check_entry(name, v).map_err(|m| {
+                            self.err(Some(value.span()), format!("`grid.{name}.{bound}`: {m}"))
+                        })?;
+                    }
+                }
+                Ok(Vec::new())
+            }
+            toml::Value::Table(_) => Err(self.err(
+                Some(value.span()),
+                format!("`grid.{name}`: ranges need search = \"random\""),
+            )),
+            _ => Err(self.err(
+                Some(value.span()),
+                format!("`grid.{name}` must be a list of values"),
+            )),
         }
     }
 
-    let defaults: toml::Table = raw
-        .defaults
-        .iter()
-        .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
-        .collect();
-    let mut axes: Vec<&Spanned<String>> = raw.grid.keys().collect();
-    axes.sort_by_key(|k| k.span().start);
-
-    // Where a key is set, for errors that only the combined trial reveals (e.g. step_epochs
-    // beyond epochs): the grid axis if it varies, else the default.
-    let locate = |key: &str| -> Option<std::ops::Range<usize>> {
-        let root = key.split('.').next().unwrap_or(key);
-        raw.grid
-            .get_key_value(root)
-            .or_else(|| raw.defaults.get_key_value(root))
-            .map(|(k, _)| k.span())
-    };
-    let resolve = |table: toml::Table| -> Result<TrialSpec, SweepError> {
-        let spec: TrialSpec = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| err(None, e.message().to_string()))?;
-        spec.validate().map_err(|e| match &e {
-            SpecError::Invalid { key, .. } => err(locate(key), e.to_string()),
-            SpecError::Parse(_) => err(None, e.to_string()),
-        })?;
-        Ok(spec)
-    };
-
-    // Refuse before expanding: a few long axes multiply into more trials than memory holds.
-    let axis_lengths: Vec<(&str, usize)> = axes
-        .iter()
-        .filter_map(|k| match raw.grid[*k].get_ref() {
-            toml::Value::Array(values) => Some((k.get_ref().as_str(), values.len())),
-            _ => None,
-        })
-        .collect();
-    let per_repeat = match raw.search {
-        Search::Grid => axis_lengths
+    /// Stage 3: refuse before expanding: a few long axes multiply into more trials than
+    /// memory holds.
+    fn check_size(&self) -> Result<(), SweepError> {
+        let raw = &self.raw;
+        let axis_lengths: Vec<(&str, usize)> = self
+            .axes
             .iter()
-            .try_fold(1usize, |n, (_, len)| n.checked_mul(*len)),
-        Search::Random => Some(raw.samples.as_ref().map_or(0, |n| *n.get_ref()) as usize),
-    };
-    let total = per_repeat
-        .and_then(|n| n.checked_add(raw.include.len()))
-        .and_then(|n| n.checked_mul(raw.repeats as usize));
-    if total.is_none_or(|n| n > HARD_MAX_TRIALS) {
+            .filter_map(|k| match raw.grid[k].get_ref() {
+                toml::Value::Array(values) => Some((k.get_ref().as_str(), values.len())),
+                _ => None,
+            })
+            .collect();
+        let per_repeat = match raw.search {
+            Search::Grid => axis_lengths
+                .iter()
+                .try_fold(1usize, |n, (_, len)| n.checked_mul(*len)),
+            Search::Random => Some(raw.samples.as_ref().map_or(0, |n| *n.get_ref()) as usize),
+        };
+        let total = per_repeat
+            .and_then(|n| n.checked_add(raw.include.len()))
+            .and_then(|n| n.checked_mul(raw.repeats as usize));
+        if total.is_some_and(|n| n <= HARD_MAX_TRIALS) {
+            return Ok(());
+        }
         let sizes: Vec<String> = axis_lengths
             .iter()
             .map(|(name, len)| format!("{name} {len}"))
             .collect();
-        return Err(err(
+        Err(self.err(
             None,
             format!(
                 "the sweep expands to more than {HARD_MAX_TRIALS} trials (axes: {}; samples: {}; includes: {}; repeats: {}); split it into several sweeps",
@@ -395,51 +440,191 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
                 raw.include.len(),
                 raw.repeats
             ),
-        ));
+        ))
     }
 
-    let combos: Vec<toml::Table> = match raw.search {
-        Search::Grid => grid_combinations(&defaults, &axes, &raw.grid),
-        Search::Random => {
-            let samples = *raw
-                .samples
-                .as_ref()
-                .ok_or_else(|| err(None, "search = \"random\" needs `samples`".into()))?
-                .get_ref();
-            random_samples(&defaults, &axes, &raw.grid, samples, raw.search_seed)
-                .map_err(|(k, m)| err(Some(k), m))?
-        }
-    };
-    let excludes: Vec<toml::Table> = raw
-        .exclude
-        .iter()
-        .map(|e| {
-            e.iter()
-                .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
-                .collect()
-        })
-        .collect();
+    /// A combined trial, validated; an error only the combination reveals (e.g. step_epochs
+    /// beyond epochs) points at the grid axis that sets the key, else at its default.
+    fn resolve(&self, table: toml::Table) -> Result<TrialSpec, SweepError> {
+        let locate = |key: &str| -> Option<std::ops::Range<usize>> {
+            let root = key.split('.').next().unwrap_or(key);
+            self.raw
+                .grid
+                .get_key_value(root)
+                .or_else(|| self.raw.defaults.get_key_value(root))
+                .map(|(k, _)| k.span())
+        };
+        let spec: TrialSpec = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| self.err(None, e.message().to_string()))?;
+        spec.validate().map_err(|e| match &e {
+            SpecError::Invalid { key, .. } => self.err(locate(key), e.to_string()),
+            SpecError::Parse(_) => self.err(None, e.to_string()),
+        })?;
+        Ok(spec)
+    }
 
-    let mut trials: Vec<PlannedTrial> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut push = |spec: TrialSpec, label: Option<String>, reported: Option<f64>| {
-        for r in 0..raw.repeats {
+    /// Stage 4: the grid's combinations (or random samples), less the excludes. Without grid
+    /// axes the defaults alone are a trial, unless includes list the trials.
+    fn grid_trials(&self) -> Result<Vec<TrialSpec>, SweepError> {
+        let axes: Vec<&Spanned<String>> = self.axes.iter().collect();
+        let combos = match self.raw.search {
+            Search::Grid => grid_combinations(&self.defaults, &axes, &self.raw.grid),
+            Search::Random => {
+                let samples = *self
+                    .raw
+                    .samples
+                    .as_ref()
+                    .ok_or_else(|| self.err(None, "search = \"random\" needs `samples`".into()))?
+                    .get_ref();
+                random_samples(
+                    &self.defaults,
+                    &axes,
+                    &self.raw.grid,
+                    samples,
+                    self.raw.search_seed,
+                )
+                .map_err(|(k, m)| self.err(Some(k), m))?
+            }
+        };
+        if self.axes.is_empty() && !self.raw.include.is_empty() {
+            return Ok(Vec::new());
+        }
+        let excludes: Vec<toml::Table> = self
+            .raw
+            .exclude
+            .iter()
+            .map(|e| {
+                e.iter()
+                    .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
+                    .collect()
+            })
+            .collect();
+        let mut specs = Vec::new();
+        for combo in combos {
+            let spec = self.resolve(combo)?;
+            if !excludes.iter().any(|ex| matches(&spec, ex)) {
+                specs.push(spec);
+            }
+        }
+        Ok(specs)
+    }
+
+    /// Stage 5: each include is the defaults plus its keys, with its label and reported value.
+    fn include_trials(&self) -> Result<Vec<Included>, SweepError> {
+        let mut out = Vec::new();
+        for inc in &self.raw.include {
+            let mut table = self.defaults.clone();
+            let (mut label, mut reported) = (None, None);
+            for (k, v) in inc {
+                match (k.get_ref().as_str(), v.get_ref()) {
+                    (LABEL, toml::Value::String(s)) => label = Some(s.clone()),
+                    (REPORTED, toml::Value::Float(f)) => reported = Some(*f),
+                    (REPORTED, toml::Value::Integer(i)) => reported = Some(*i as f64),
+                    (LABEL | REPORTED, _) => {
+                        let kind = if k.get_ref() == LABEL {
+                            "string"
+                        } else {
+                            "number"
+                        };
+                        return Err(self.err(
+                            Some(v.span()),
+                            format!("`include.{}` must be a {kind}", k.get_ref()),
+                        ));
+                    }
+                    _ => {
+                        table.insert(k.get_ref().clone(), v.get_ref().clone());
+                    }
+                }
+            }
+            let spec = self.resolve(table).map_err(|e| SweepError {
+                position: e.position.or(Some(line_col(self.text, inc_start(inc)))),
+                ..e
+            })?;
+            out.push((spec, label, reported));
+        }
+        Ok(out)
+    }
+
+    /// Stage 6: the axes (grid axes, then the fields includes set that really differ between
+    /// the trials, in the order they first appear, then `seed` when repeats make it vary) and
+    /// the dataset path.
+    fn finish(self, trials: Vec<PlannedTrial>) -> Sweep {
+        let mut axis_names: Vec<String> = self.axes.iter().map(|k| k.get_ref().clone()).collect();
+        let resolved: Vec<serde_json::Value> = trials
+            .iter()
+            .map(|t| serde_json::to_value(&t.spec).unwrap_or_default())
+            .collect();
+        let mut include_keys: Vec<(usize, String)> = self
+            .raw
+            .include
+            .iter()
+            .flat_map(|inc| inc.keys().map(|k| (k.span().start, k.get_ref().clone())))
+            .collect();
+        include_keys.sort();
+        for (_, k) in include_keys {
+            let varies = resolved.iter().any(|v| v.get(&k) != resolved[0].get(&k));
+            if k != LABEL && k != REPORTED && varies && !axis_names.contains(&k) {
+                axis_names.push(k);
+            }
+        }
+        if self.raw.repeats > 1 && !axis_names.iter().any(|a| a == "seed") {
+            axis_names.push("seed".into());
+        }
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        Sweep {
+            name: self.raw.name.into_inner(),
+            file: self.file.to_path_buf(),
+            data: self.raw.data.map(|d| {
+                if d == FETCH {
+                    PathBuf::from(FETCH)
+                } else {
+                    base.join(d)
+                }
+            }),
+            rank_by: self.raw.rank_by,
+            direction: self.raw.direction,
+            axes: axis_names,
+            trials,
+        }
+    }
+}
+
+/// The planned trials: each configuration `repeats` times with seeds seed, seed + 1, ...; the
+/// same configuration twice is one trial.
+struct Plan {
+    repeats: u32,
+    trials: Vec<PlannedTrial>,
+    seen: HashMap<String, usize>,
+}
+
+impl Plan {
+    fn new(repeats: u32) -> Plan {
+        Plan {
+            repeats,
+            trials: Vec::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, spec: TrialSpec, label: Option<String>, reported: Option<f64>) {
+        for r in 0..self.repeats {
             let spec = TrialSpec {
                 seed: spec.seed + r as u64,
                 ..spec.clone()
             };
             let id = trial_id(&spec);
-            match seen.get(&id) {
-                // The same configuration twice is one trial; an include that repeats a grid
-                // combination lends it its label and reported value.
+            match self.seen.get(&id) {
+                // An include that repeats a grid combination lends it its label and reported
+                // value.
                 Some(&i) => {
-                    let t = &mut trials[i];
+                    let t = &mut self.trials[i];
                     t.label = t.label.take().or_else(|| label.clone());
                     t.reported = t.reported.or(reported);
                 }
                 None => {
-                    seen.insert(id.clone(), trials.len());
-                    trials.push(PlannedTrial {
+                    self.seen.insert(id.clone(), self.trials.len());
+                    self.trials.push(PlannedTrial {
                         id,
                         spec,
                         label: label.clone(),
@@ -448,97 +633,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
                 }
             }
         }
-    };
-    // Without grid axes the defaults alone are a trial, unless includes list the trials.
-    let combos = if axes.is_empty() && !raw.include.is_empty() {
-        Vec::new()
-    } else {
-        combos
-    };
-    for combo in combos {
-        let spec = resolve(combo)?;
-        if !excludes.iter().any(|ex| matches(&spec, ex)) {
-            push(spec, None, None);
-        }
     }
-    for inc in &raw.include {
-        let mut table = defaults.clone();
-        let (mut label, mut reported) = (None, None);
-        for (k, v) in inc {
-            match (k.get_ref().as_str(), v.get_ref()) {
-                (LABEL, toml::Value::String(s)) => label = Some(s.clone()),
-                (REPORTED, toml::Value::Float(f)) => reported = Some(*f),
-                (REPORTED, toml::Value::Integer(i)) => reported = Some(*i as f64),
-                (LABEL | REPORTED, _) => {
-                    return Err(err(
-                        Some(v.span()),
-                        format!(
-                            "`include.{}` must be a {}",
-                            k.get_ref(),
-                            if k.get_ref() == LABEL {
-                                "string"
-                            } else {
-                                "number"
-                            }
-                        ),
-                    ));
-                }
-                _ => {
-                    table.insert(k.get_ref().clone(), v.get_ref().clone());
-                }
-            }
-        }
-        let spec = resolve(table).map_err(|e| SweepError {
-            position: e.position.or(Some(line_col(text, inc_start(inc)))),
-            ..e
-        })?;
-        push(spec, label, reported);
-    }
-    if trials.is_empty() {
-        return Err(err(
-            None,
-            "the sweep expands to no trials (every combination is excluded?)".into(),
-        ));
-    }
-
-    // Grid axes, then the fields includes set that really differ between the trials, in the
-    // order they first appear.
-    let mut axis_names: Vec<String> = axes.iter().map(|k| k.get_ref().clone()).collect();
-    let resolved: Vec<serde_json::Value> = trials
-        .iter()
-        .map(|t| serde_json::to_value(&t.spec).unwrap_or_default())
-        .collect();
-    let mut include_keys: Vec<(usize, String)> = raw
-        .include
-        .iter()
-        .flat_map(|inc| inc.keys().map(|k| (k.span().start, k.get_ref().clone())))
-        .collect();
-    include_keys.sort();
-    for (_, k) in include_keys {
-        let varies = resolved.iter().any(|v| v.get(&k) != resolved[0].get(&k));
-        if k != LABEL && k != REPORTED && varies && !axis_names.contains(&k) {
-            axis_names.push(k);
-        }
-    }
-    if raw.repeats > 1 && !axis_names.iter().any(|a| a == "seed") {
-        axis_names.push("seed".into());
-    }
-    let base = file.parent().unwrap_or(Path::new("."));
-    Ok(Sweep {
-        name: raw.name.into_inner(),
-        file: file.to_path_buf(),
-        data: raw.data.map(|d| {
-            if d == FETCH {
-                PathBuf::from(FETCH)
-            } else {
-                base.join(d)
-            }
-        }),
-        rank_by: raw.rank_by,
-        direction: raw.direction,
-        axes: axis_names,
-        trials,
-    })
 }
 
 fn inc_start(inc: &Entries) -> usize {
