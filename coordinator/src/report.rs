@@ -356,6 +356,10 @@ impl AxisEffect {
 pub struct AxisEffects {
     pub axis: String,
     pub values: Vec<AxisEffect>,
+    /// Whether every value of the axis comes with the same other settings (a full grid
+    /// over it). Otherwise the marginal means mix in what varies with the axis, and no
+    /// value is tested against another here: the matched pairs compare them all else equal.
+    pub balanced: bool,
 }
 
 pub struct Report {
@@ -723,16 +727,41 @@ impl Report {
                 })
                 .collect();
             effects.sort_by(|a, b| self.order(a.mean(), b.mean()));
-            let best = effects[0].values.clone();
-            for e in effects.iter_mut().skip(1) {
-                e.vs_best = Verdict::of(&best, &e.values);
+            let balanced = self.balanced(i, axis);
+            if balanced {
+                let best = effects[0].values.clone();
+                for e in effects.iter_mut().skip(1) {
+                    e.vs_best = Verdict::of(&best, &e.values);
+                }
             }
             out.push(AxisEffects {
                 axis: axis.clone(),
                 values: effects,
+                balanced,
             });
         }
         out
+    }
+
+    /// Whether every value of axis `i` appears with the same set of other settings (labels
+    /// and seeds aside).
+    fn balanced(&self, i: usize, axis: &str) -> bool {
+        let mut contexts: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
+            Default::default();
+        for r in &self.rows {
+            let mut rest = r.params.clone();
+            if let Some(o) = rest.as_object_mut() {
+                o.remove(axis);
+                o.remove(SEED);
+            }
+            contexts
+                .entry(r.axis_values[i].as_str())
+                .or_default()
+                .insert(rest.to_string());
+        }
+        let mut sets = contexts.values();
+        let first = sets.next();
+        sets.all(|s| Some(s) == first)
     }
 
     /// Binary cross-entropy trials, whose Keras-style binary accuracy is reported too.
@@ -1209,6 +1238,20 @@ mod tests {
             })
             .collect();
         let r = Report::from_results(&s, results);
+        // The colour axis is unbalanced (dense only in colour): no marginal verdict.
+        let fx = r.effects.iter().find(|e| e.axis == "color").unwrap();
+        assert!(!fx.balanced && fx.values.iter().all(|v| v.vs_best.is_none()));
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.contains("values come with different other settings")));
+        assert!(
+            !r.findings
+                .iter()
+                .any(|f| f.starts_with("color:") && f.contains("better (")),
+            "{:?}",
+            r.findings
+        );
         let color: Vec<&Matched> = r.matched.iter().filter(|m| m.axis == "color").collect();
         assert_eq!(color.len(), 1, "{:?}", r.matched);
         let m = color[0];

@@ -61,6 +61,15 @@ fn axes(report: &Report) -> Vec<String> {
         let Some(best) = fx.values.first().filter(|b| b.estimate.is_some()) else {
             continue;
         };
+        if !fx.balanced {
+            out.push(format!(
+                "{}: {} has the best mean ({}), but its values come with different other settings, so the means mix those in; see the all-else-equal comparisons.",
+                fx.axis,
+                best.value,
+                pct(best.mean())
+            ));
+            continue;
+        }
         let verdicts: Vec<String> = fx
             .values
             .iter()

@@ -154,7 +154,13 @@ impl AxisEffects {
                     pct(x.mean()),
                     interval_cell(x.estimate.as_ref()),
                     pct(x.best),
-                    x.vs_best.map_or("-".into(), |v| v.describe()),
+                    match (x.vs_best, self.balanced) {
+                        (Some(v), _) => v.describe(),
+                        (None, false) => {
+                            "not compared: other settings differ (see all else equal)".into()
+                        }
+                        (None, true) => "-".into(),
+                    },
                 ],
             })
             .collect();
