@@ -380,6 +380,17 @@ pub struct Report {
     pub findings: Vec<String>,
 }
 
+/// `params` without the fields `keys` (e.g. the seed, or the axis being compared).
+fn without(params: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
+    let mut rest = params.clone();
+    if let Some(o) = rest.as_object_mut() {
+        for k in keys {
+            o.remove(*k);
+        }
+    }
+    rest
+}
+
 fn axis_value(params: &serde_json::Value, axis: &str) -> String {
     match params.get(axis) {
         Some(serde_json::Value::String(s)) => s.clone(),
@@ -555,10 +566,7 @@ impl Report {
         let mut index: std::collections::HashMap<String, usize> = Default::default();
         // Rows are ranked, so a configuration appears where its best trial does.
         for r in &self.rows {
-            let mut params = r.params.clone();
-            if let Some(o) = params.as_object_mut() {
-                o.remove(SEED);
-            }
+            let params = without(&r.params, &[SEED]);
             let key = format!("{:?}\u{0}{params}", r.label);
             let axis_values: Vec<String> = r
                 .axis_values
@@ -634,10 +642,7 @@ impl Report {
             let mut groups: Vec<(String, Vec<&Config>)> = Vec::new();
             let mut index: std::collections::HashMap<String, usize> = Default::default();
             for c in self.configs.iter().filter(|c| c.estimate.is_some()) {
-                let mut rest = c.params.clone();
-                if let Some(o) = rest.as_object_mut() {
-                    o.remove(axis.as_str());
-                }
+                let rest = without(&c.params, &[axis]);
                 // Labels are names, not settings: "r1 seed-cnn color" and "r1 seed-cnn
                 // grayscale" still match on `color`.
                 let key = rest.to_string();
@@ -649,14 +654,7 @@ impl Report {
                     }
                 }
             }
-            let value = |c: &Config| {
-                c.params
-                    .get(axis.as_str())
-                    .map_or("-".to_string(), |v| match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        v => v.to_string(),
-                    })
-            };
+            let value = |c: &Config| axis_value(&c.params, axis);
             // Configurations are ranked, so each group's first member has the best mean.
             for (_, group) in groups.iter().filter(|g| g.1.len() > 1) {
                 let best = group[0];
@@ -749,11 +747,7 @@ impl Report {
         let mut contexts: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
             Default::default();
         for r in &self.rows {
-            let mut rest = r.params.clone();
-            if let Some(o) = rest.as_object_mut() {
-                o.remove(axis);
-                o.remove(SEED);
-            }
+            let rest = without(&r.params, &[axis, SEED]);
             contexts
                 .entry(r.axis_values[i].as_str())
                 .or_default()
