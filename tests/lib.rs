@@ -3,11 +3,14 @@
 //!
 //! - [`cluster`]: a submitted sweep with a coordinator and workers around it.
 //! - [`faults`]: a cuttable proxy, signals, resource limits and the exactly-once check.
+//! - [`webdriver`]: a minimal W3C WebDriver client driving headless Chromium (chromedriver).
 
 #[path = "support/cluster.rs"]
 pub mod cluster;
 #[path = "support/faults.rs"]
 pub mod faults;
+#[path = "support/webdriver.rs"]
+pub mod webdriver;
 
 pub use cluster::*;
 
@@ -161,6 +164,7 @@ pub fn serve(
     .arg(db)
     .args(extra)
     .env("SWEEP_TOKEN", token)
+    .env("SWEEP_ADMIN_TOKEN", cluster::ADMIN_TOKEN)
     .env("RUST_LOG", "info");
     Proc::spawn(&mut cmd, dir.join(log))
 }
@@ -220,6 +224,23 @@ pub fn coordinator(args: &[&str], db: &Path) -> (bool, String, String) {
         .args(args)
         .arg("--db")
         .arg(db)
+        .output()
+        .expect("coordinator");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs an admin command against the coordinator on 127.0.0.1:`port` (`--server`, with
+/// [`cluster::ADMIN_TOKEN`]) and returns (success, stdout, stderr).
+pub fn admin(args: &[&str], port: u16) -> (bool, String, String) {
+    let out = Command::new(bin("coordinator"))
+        .args(args)
+        .arg("--server")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env("SWEEP_ADMIN_TOKEN", cluster::ADMIN_TOKEN)
         .output()
         .expect("coordinator");
     (

@@ -10,13 +10,16 @@
 //! - [`tls`]: server TLS from PEM files; `tls init` (CA, certificates, token).
 //! - [`html`]: the self-contained report.html with SVG charts and computed findings.
 
+pub mod admin;
 pub mod core;
+pub mod dashboard;
 pub mod html;
 pub mod render;
 pub mod report;
 pub mod server;
 pub mod service;
 pub mod stats;
+pub mod status;
 pub mod store;
 pub mod sweep;
 pub mod tls;

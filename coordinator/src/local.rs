@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use coordinator::core::{Config, TrialState};
 use coordinator::report::Report;
-use coordinator::server::serve;
+use coordinator::server::{serve, Tokens};
 use coordinator::service::Handle;
 use coordinator::store::ServerLock;
 use coordinator::sweep::Sweep;
@@ -22,6 +22,10 @@ pub struct Options {
     pub worker_bin: Option<PathBuf>,
     pub config: Config,
     pub quiet: bool,
+    /// Serve the dashboard here.
+    pub http_listen: Option<String>,
+    /// The admin token (else a new one in OUT/admin-token).
+    pub admin_token: Option<String>,
 }
 
 /// GPUs visible to `nvidia-smi`, without linking CUDA: one local worker per GPU.
@@ -52,11 +56,12 @@ fn worker_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
     bail!("no `worker` binary next to {}; build it (cargo build --release -p worker) or pass --worker-bin", exe.display())
 }
 
-/// A random token for this run's workers, also written to OUT/worker-token (mode 0600) so
-/// that remote workers can join with `--token-file`.
-fn make_token(out: &Path) -> Result<String> {
+/// A random token for this run, written to OUT/`file` (mode 0600): `worker-token` so that
+/// remote workers can join with `--token-file`, `admin-token` for `watch`/`status`/`cancel`
+/// from another terminal.
+fn make_token(out: &Path, file: &str) -> Result<String> {
     let token = coordinator::tls::random_token();
-    let path = out.join("worker-token");
+    let path = out.join(file);
     coordinator::tls::write_private(&path, &token)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
@@ -144,16 +149,23 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     }
 
     if !handle.counts(&ids).is_done() {
-        let token = make_token(out)?;
+        let token = make_token(out, "worker-token")?;
+        let tokens = Tokens {
+            worker: token.clone(),
+            admin: Some(match opts.admin_token.clone() {
+                Some(t) => t,
+                None => make_token(out, "admin-token")?,
+            }),
+        };
         let listener = tokio::net::TcpListener::bind(&opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = {
-            let (handle, token) = (handle.clone(), token.clone());
+            let (handle, tokens) = (handle.clone(), tokens.clone());
             tokio::spawn(async move {
-                serve(handle, listener, &token, None, async {
+                serve(handle, listener, &tokens, None, async {
                     let _ = stop_rx.await;
                 })
                 .await
@@ -166,6 +178,14 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
             addr.ip().to_string()
         };
         let url = format!("http://{host}:{}", addr.port());
+        let dashboard = match &opts.http_listen {
+            Some(a) => Some(
+                coordinator::dashboard::spawn(a, handle.clone(), tokens.admin.as_deref())
+                    .await
+                    .with_context(|| format!("cannot listen on {a} for the dashboard"))?,
+            ),
+            None => None,
+        };
         if !opts.quiet {
             eprintln!(
                 "sweep `{}`: {} trials on {n_local} local workers; remote workers may join at {url} with --token-file {}",
@@ -173,6 +193,16 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
                 ids.len(),
                 out.join("worker-token").display()
             );
+            if opts.admin_token.is_none() {
+                eprintln!(
+                    "  from another terminal: coordinator watch {} --server {url} --token-file {}",
+                    sweep.name,
+                    out.join("admin-token").display()
+                );
+            }
+            if let Some(d) = dashboard {
+                eprintln!("  dashboard: http://{d}/#/sweep/{}", sweep.name);
+            }
         }
         let mut workers = Vec::new();
         if n_local > 0 {

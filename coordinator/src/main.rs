@@ -2,26 +2,36 @@
 //!
 //!   coordinator plan grid.toml [--force]
 //!   coordinator sweep grid.toml [--local-workers N] [--out DIR] [--listen ADDR] [--rerun]
+//!                    [--http-listen ADDR]
 //!   coordinator serve --listen ADDR --db PATH [--tls-cert F --tls-key F [--tls-client-ca F] | --plaintext]
+//!                    [--http-listen ADDR] [--admin-token-file F]
 //!   coordinator tls init --out DIR --host NAME...
-//!   coordinator submit grid.toml --db PATH [--rerun]
-//!   coordinator status [SWEEP] --db PATH
-//!   coordinator cancel SWEEP --db PATH
-//!   coordinator report SWEEP --db PATH [--out DIR]
+//!
+//! Admin commands go to a running coordinator (`--server URL`, admin token from
+//! $SWEEP_ADMIN_TOKEN or --token-file, TLS flags as workers have them), or to a database no
+//! coordinator holds (`--db PATH`):
+//!
+//!   coordinator submit grid.toml [--rerun] [--force]
+//!   coordinator status [SWEEP]
+//!   coordinator cancel SWEEP [--trial ID]
+//!   coordinator rerun SWEEP
+//!   coordinator report SWEEP [--out DIR]
+//!   coordinator watch SWEEP --server URL
 
 mod local;
+mod remote;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use coordinator::core::Config;
-use coordinator::report::Report;
-use coordinator::server::serve;
+use coordinator::server::{serve, Tokens};
 use coordinator::service::Handle;
 use coordinator::store::ServerLock;
 use coordinator::sweep::{self, Sweep, MAX_TRIALS};
 use coordinator::tls::ServerTls;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use sweep_proto::tls::ClientTls;
 
 #[derive(Parser)]
 #[command(
@@ -74,61 +84,158 @@ enum Command {
         /// Seconds without a heartbeat before a worker is declared lost.
         #[arg(long, default_value_t = 15.0)]
         heartbeat_timeout: f64,
+        /// Serve the live dashboard on this address (e.g. 127.0.0.1:8080).
+        #[arg(long)]
+        http_listen: Option<String>,
+        /// File holding the admin token for `watch`, `status`, `cancel` from another terminal
+        /// (default: $SWEEP_ADMIN_TOKEN, else a new one written to OUT/admin-token).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Run a long-lived coordinator for remote workers. The token comes from $SWEEP_TOKEN or
-    /// --token-file; sweeps are added with `submit` against the same database.
+    /// Run a long-lived coordinator for remote workers and admin commands. The worker token
+    /// comes from $SWEEP_TOKEN or --token-file, the admin token from $SWEEP_ADMIN_TOKEN or
+    /// --admin-token-file; sweeps are added with `submit --server`.
     Serve {
         #[arg(long, default_value = "0.0.0.0:50051")]
         listen: String,
         #[arg(long)]
         db: PathBuf,
+        /// File holding the worker token (default: $SWEEP_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// File holding the admin token (default: $SWEEP_ADMIN_TOKEN). Without one, the Admin
+        /// API refuses every call.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
         #[arg(long, default_value_t = 15.0)]
         heartbeat_timeout: f64,
         #[command(flatten)]
         tls: TlsArgs,
-        /// Serve /healthz and /readyz over HTTP on this address (e.g. 0.0.0.0:8080).
-        #[arg(long)]
-        health_listen: Option<String>,
+        /// Serve the live dashboard, /healthz and /readyz over HTTP on this address (e.g.
+        /// 127.0.0.1:8080). Off loopback, the dashboard needs the admin token.
+        #[arg(long, alias = "health-listen")]
+        http_listen: Option<String>,
     },
     /// Certificates for TLS/mTLS between the coordinator and its workers.
     Tls {
         #[command(subcommand)]
         command: TlsCommand,
     },
-    /// Add a sweep to a coordinator's database; a running `serve` picks it up.
+    /// Add a sweep to a running coordinator (`--server`), or to a database no coordinator
+    /// holds (`--db`; a `serve` started on it later runs it).
     Submit {
         sweep: PathBuf,
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Train finished trials again instead of reusing their results.
         #[arg(long)]
         rerun: bool,
+        /// Allow more than 1000 trials.
         #[arg(long)]
         force: bool,
     },
-    /// Trial counts per sweep.
+    /// Trial counts per sweep, or one sweep's trials (state, attempt, epoch, accuracy, worker).
     Status {
         sweep: Option<String>,
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
-    /// Cancel a sweep: queued trials are dropped, running ones stopped.
+    /// Cancel a sweep (queued trials are dropped, running ones stopped), or one trial of it.
     Cancel {
         sweep: String,
+        /// Only this trial (its id, as `status SWEEP` lists it).
         #[arg(long)]
-        db: PathBuf,
+        trial: Option<String>,
+        #[command(flatten)]
+        target: Target,
     },
-    /// Write report.md, results.json and results.csv for a sweep.
+    /// Queue the failed and cancelled trials of a sweep again (finished results are kept).
+    Rerun {
+        sweep: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Write report.md, results.json, results.csv and report.html for a sweep.
     Report {
         sweep: String,
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Output directory (default: out/<sweep>).
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Follow a sweep on a running coordinator: progress, running trials, results as they
+    /// come; ends when every trial has ended.
+    Watch {
+        sweep: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The coordinator's gRPC address, e.g. https://coord.lab:50051.
+        #[arg(long)]
+        server: String,
+        /// Print events as lines, without the progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+/// Where an admin command goes: a running coordinator, or a database nobody serves.
+#[derive(clap::Args)]
+struct Target {
+    /// The running coordinator's gRPC address (e.g. https://coord.lab:50051); needs the
+    /// admin token.
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    server: Option<String>,
+    /// A database no running coordinator holds (one that is served is refused: use --server).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// How the admin commands reach a coordinator: the token, and TLS as workers use it.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// File holding the admin token (default: $SWEEP_ADMIN_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA that signed the coordinator's certificate (https:// only).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate for a coordinator that requires mTLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name to check the coordinator's certificate against (default: the URL's host).
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// Allow an http:// coordinator that is not on loopback (the token crosses in clear).
+    #[arg(long)]
+    plaintext: bool,
+}
+
+impl ClientArgs {
+    async fn connect(self, server: &str) -> Result<remote::Client> {
+        let token = remote::admin_token(self.token_file.as_deref())?;
+        let tls = ClientTls {
+            ca: self.tls_ca,
+            cert: self.tls_cert,
+            key: self.tls_key,
+            domain: self.tls_domain,
+            plaintext: self.plaintext,
+        };
+        remote::connect(server, &tls, &token).await
+    }
+}
+
+/// A local database for an admin command, locked so that no coordinator serves it meanwhile.
+fn open_local(db: &Path, what: &str) -> Result<(ServerLock, Handle)> {
+    let lock = ServerLock::acquire(db, &format!("coordinator {what} --db (local)"))?;
+    Ok((lock, Handle::open(db, Config::default())?))
 }
 
 #[derive(clap::Args)]
@@ -219,6 +326,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The admin token from `file` or `$SWEEP_ADMIN_TOKEN`, if either is given.
+fn optional_admin_token(file: Option<&Path>) -> Result<Option<String>> {
+    if file.is_none() && std::env::var_os("SWEEP_ADMIN_TOKEN").is_none() {
+        return Ok(None);
+    }
+    remote::admin_token(file).map(Some)
+}
+
 /// Loads a sweep file and enforces the trial limit.
 fn load_sweep(path: &Path, force: bool) -> Result<Sweep> {
     let sweep = sweep::load(path)?;
@@ -257,6 +372,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             force,
             worker_bin,
             heartbeat_timeout,
+            http_listen,
+            admin_token_file,
             quiet,
         } => {
             let s = load_sweep(&sweep, force)?;
@@ -278,6 +395,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 worker_bin,
                 config: config(heartbeat_timeout)?,
                 quiet,
+                http_listen,
+                admin_token: optional_admin_token(admin_token_file.as_deref())?,
             };
             local::run_sweep(s, &out, opts).await
         }
@@ -285,13 +404,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             db,
             token_file,
+            admin_token_file,
             heartbeat_timeout,
             tls,
-            health_listen,
+            http_listen,
         } => {
             let tls = server_tls(tls, &listen)?;
-            let token =
-                sweep_proto::read_token(token_file.as_deref()).map_err(anyhow::Error::msg)?;
+            let tokens = Tokens {
+                worker: sweep_proto::read_token(token_file.as_deref())
+                    .map_err(anyhow::Error::msg)?,
+                admin: optional_admin_token(admin_token_file.as_deref())?,
+            };
+            if tokens.admin.as_deref() == Some(tokens.worker.as_str()) {
+                bail!("the admin token must differ from the worker token (workers must not be able to administer)");
+            }
+            if tokens.admin.is_none() {
+                eprintln!("coordinator: no admin token ($SWEEP_ADMIN_TOKEN or --admin-token-file): submit, status, cancel, report and watch over --server are refused");
+            }
             let _lock = ServerLock::acquire(&db, &format!("coordinator serve --listen {listen}"))?;
             let handle = Handle::open(&db, config(heartbeat_timeout)?)?;
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -307,18 +436,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 db.display()
             );
-            if let Some(addr) = health_listen {
-                let check = handle.clone();
+            if let Some(addr) = http_listen {
                 let bound =
-                    sweep_proto::health::spawn(&addr, std::sync::Arc::new(move || check.ready()))
+                    coordinator::dashboard::spawn(&addr, handle.clone(), tokens.admin.as_deref())
                         .await
-                        .with_context(|| format!("cannot listen on {addr} for health checks"))?;
-                eprintln!("coordinator: /healthz and /readyz on http://{bound}");
+                        .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
+                eprintln!("coordinator: dashboard, /healthz and /readyz on http://{bound}");
             }
             serve(
                 handle.clone(),
                 listener,
-                &token,
+                &tokens,
                 tls,
                 sweep_proto::signal::shutdown(),
             )
@@ -345,18 +473,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for f in &files {
                 println!("{}", f.display());
             }
-            println!("coordinator: --tls-cert {0}/server.pem --tls-key {0}/server-key.pem --tls-client-ca {0}/ca.pem --token-file {0}/token", out.display());
+            println!("coordinator: --tls-cert {0}/server.pem --tls-key {0}/server-key.pem --tls-client-ca {0}/ca.pem --token-file {0}/token --admin-token-file {0}/admin-token", out.display());
             println!("worker:      --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/token", out.display());
+            println!("admin:       --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/admin-token", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit {
             sweep,
-            db,
+            target,
             rerun,
             force,
         } => {
+            if let Some(server) = target.server {
+                let mut c = target.client.connect(&server).await?;
+                remote::submit(&mut c, &sweep, rerun, force).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let s = load_sweep(&sweep, force)?;
-            let handle = Handle::open(&db, Config::default())?;
+            let (_lock, handle) = open_local(&local_db(target.db)?, "submit")?;
             let stale = handle.submit(&s, rerun)?;
             println!("submitted sweep `{}`: {} trials", s.name, s.trials.len());
             if stale > 0 {
@@ -364,8 +498,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { sweep, db } => {
-            let handle = Handle::open(&db, Config::default())?;
+        Command::Status { sweep, target } => {
+            if let Some(server) = target.server {
+                let mut c = target.client.connect(&server).await?;
+                remote::status(&mut c, sweep.as_deref()).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let db = local_db(target.db)?;
+            let (_lock, handle) = open_local(&db, "status")?;
             let names = match sweep {
                 Some(n) => vec![n],
                 None => handle.store().sweep_names()?,
@@ -382,29 +522,72 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cancel { sweep, db } => {
-            let handle = Handle::open(&db, Config::default())?;
-            handle
-                .sweep(&sweep)?
-                .with_context(|| format!("no sweep named `{sweep}` in {}", db.display()))?;
-            let n = handle.cancel(&sweep)?.len();
-            println!("cancelled sweep `{sweep}`: {n} unfinished trials stopped");
+        Command::Cancel {
+            sweep,
+            trial,
+            target,
+        } => {
+            if let Some(server) = target.server {
+                let mut c = target.client.connect(&server).await?;
+                remote::cancel(&mut c, &sweep, trial.as_deref()).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (_lock, handle) = open_local(&local_db(target.db)?, "cancel")?;
+            let n = coordinator::admin::cancel(&handle, &sweep, trial.as_deref().unwrap_or(""))
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .len();
+            match trial {
+                Some(t) => println!("trial {t}: {n} cancelled"),
+                None => println!("cancelled sweep `{sweep}`: {n} unfinished trials stopped"),
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report { sweep, db, out } => {
-            let handle = Handle::open(&db, Config::default())?;
-            let stored = handle
-                .sweep(&sweep)?
-                .with_context(|| format!("no sweep named `{sweep}` in {}", db.display()))?;
-            let report = Report::build(&stored, &handle.lock().core);
-            let out = out.unwrap_or_else(|| Path::new("out").join(&sweep));
+        Command::Rerun { sweep, target } => {
+            if let Some(server) = target.server {
+                let mut c = target.client.connect(&server).await?;
+                remote::rerun(&mut c, &sweep).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (_lock, handle) = open_local(&local_db(target.db)?, "rerun")?;
+            let n = coordinator::admin::rerun(&handle, &sweep)
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .len();
+            println!("sweep `{sweep}`: {n} failed or cancelled trials queued again");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { sweep, target, out } => {
+            let out = out.unwrap_or_else(|| remote::default_out(&sweep));
+            if let Some(server) = target.server {
+                let mut c = target.client.connect(&server).await?;
+                remote::report(&mut c, &sweep, &out).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let db = local_db(target.db)?;
+            let (_lock, handle) = open_local(&db, "report")?;
+            let report = coordinator::admin::report(&handle, &sweep)
+                .map_err(|s| anyhow::anyhow!("{}: {}", db.display(), s.message()))?;
             coordinator::render::write(&report, &out)
                 .with_context(|| format!("cannot write the report to {}", out.display()))?;
             print!("{}", coordinator::render::terminal(&report));
             println!("report written to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Watch {
+            sweep,
+            client,
+            server,
+            quiet,
+        } => {
+            let mut c = client.connect(&server).await?;
+            remote::watch(&mut c, &sweep, quiet).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `--db` where `--server` is absent (clap makes one of them required).
+fn local_db(db: Option<PathBuf>) -> Result<PathBuf> {
+    db.context("give --server URL (a running coordinator) or --db PATH (a database nobody serves)")
 }
 
 fn plan_table(s: &Sweep) -> String {

@@ -391,7 +391,7 @@ fn without(params: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
     rest
 }
 
-fn axis_value(params: &serde_json::Value, axis: &str) -> String {
+pub(crate) fn axis_value(params: &serde_json::Value, axis: &str) -> String {
     match params.get(axis) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => "-".into(),

@@ -1,9 +1,11 @@
 //! The gRPC server: the service behind the token check (and TLS when configured), plus the
 //! periodic tick that expires silent workers.
 
+use crate::admin::{AdminCheck, AdminService};
 use crate::service::{Handle, TokenCheck};
 use crate::tls::ServerTls;
 use std::time::Duration;
+use sweep_proto::pb::admin_server::AdminServer;
 use sweep_proto::pb::coordinator_server::CoordinatorServer;
 use sweep_proto::tls::TlsError;
 use tonic::service::interceptor::InterceptedService;
@@ -22,11 +24,20 @@ pub enum ServeError {
     Transport(tonic::transport::Error),
 }
 
-/// Serves the gRPC API on `listener` until `shutdown`, expiring silent workers meanwhile.
+/// Who may call what: workers the `Coordinator` service with `worker`, people and tools the
+/// `Admin` service with `admin` (refused entirely without one).
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub worker: String,
+    pub admin: Option<String>,
+}
+
+/// Serves the gRPC API (workers' and admin) on `listener` until `shutdown`, expiring silent
+/// workers meanwhile. On shutdown, open `Watch` streams end so the server can stop.
 pub async fn serve(
     handle: Handle,
     listener: tokio::net::TcpListener,
-    token: &str,
+    tokens: &Tokens,
     tls: Option<ServerTls>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -53,9 +64,20 @@ pub async fn serve(
             }
         })
     };
+    let admin = InterceptedService::new(
+        AdminServer::new(AdminService::new(handle.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(64 * MAX_MESSAGE_BYTES),
+        AdminCheck::new(tokens.admin.as_deref(), &tokens.worker),
+    );
+    let stopper = handle.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopper.stop_streams();
+    };
     let svc = InterceptedService::new(
         CoordinatorServer::new(handle).max_decoding_message_size(MAX_MESSAGE_BYTES),
-        TokenCheck::new(token),
+        TokenCheck::new(&tokens.worker),
     );
     // Small request/response pairs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms to
     // every lease (measured with bench/load).
@@ -69,6 +91,7 @@ pub async fn serve(
     );
     let served = builder
         .add_service(svc)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     ticker.abort();

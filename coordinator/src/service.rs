@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
 use sweep_proto::{EpochMetrics, TrialResult};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 /// What a batch's requests wait for: `None` until it is written, then the outcome.
@@ -42,7 +42,7 @@ pub struct Shared {
 
 impl Shared {
     /// Milliseconds since this coordinator started: the core's clock.
-    fn now_ms(&self) -> u64 {
+    pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
@@ -82,6 +82,31 @@ pub struct Handle {
     store: Arc<Mutex<Store>>,
     /// Wakes the committer; when every handle is gone it stops.
     wake: mpsc::Sender<()>,
+    /// Trial events for `Admin.Watch`, sent once the change they describe is on disk.
+    events: broadcast::Sender<pb::TrialEvent>,
+    /// Set on shutdown: ends the never-ending streams (`Watch`) so the server can stop.
+    streams: Arc<watch::Sender<bool>>,
+}
+
+/// Events a slow watcher may fall behind by before it misses some (it then reads the state).
+const EVENT_BUFFER: usize = 4096;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An event about one trial, stamped now.
+pub fn event(kind: pb::EventKind, trial: &str, attempt: u32, worker: &str) -> pb::TrialEvent {
+    pb::TrialEvent {
+        kind: kind as i32,
+        trial_id: trial.to_string(),
+        attempt,
+        worker_id: worker.to_string(),
+        unix_ms: unix_ms(),
+        ..Default::default()
+    }
 }
 
 /// The committer thread: writes each batch in one transaction and publishes the outcome.
@@ -161,7 +186,14 @@ impl Handle {
                 .spawn(move || commit_batches(inner, store, woken))
                 .map_err(|e| StoreError::Thread(e.to_string()))?;
         }
-        Ok(Handle { inner, store, wake })
+        let events = broadcast::channel(EVENT_BUFFER).0;
+        Ok(Handle {
+            inner,
+            store,
+            wake,
+            events,
+            streams: Arc::new(watch::channel(false).0),
+        })
     }
 
     /// Folds the write-ahead log into the database file (on shutdown), after whatever is still
@@ -235,6 +267,10 @@ impl Handle {
                     .insert(t.id.clone(), data.display().to_string());
             }
         }
+        drop(s);
+        let mut e = event(pb::EventKind::Submitted, "", 0, "");
+        e.message = sweep.name.clone();
+        self.emit(e);
         Ok(stale)
     }
 
@@ -246,17 +282,79 @@ impl Handle {
         self.lock().core.counts(ids)
     }
 
+    /// Cancels sweep `name`: its queued and running trials that no other active sweep needs.
     pub fn cancel(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
-        let mut s = self.lock();
-        let mut store = self.store();
-        if store.sweep(name)?.is_none() {
-            return Ok(Vec::new());
-        }
-        // The database decides (one transaction, finished and shared trials spared); the core
-        // follows it.
-        let cancelled = store.cancel_sweep(name)?;
-        s.core.cancel(&cancelled);
+        let cancelled = {
+            let mut s = self.lock();
+            let mut store = self.store();
+            if store.sweep(name)?.is_none() {
+                return Ok(Vec::new());
+            }
+            // The database decides (one transaction, finished and shared trials spared); the
+            // core follows it.
+            let cancelled = store.cancel_sweep(name)?;
+            s.core.cancel(&cancelled);
+            cancelled
+        };
+        self.cancelled(&cancelled);
         Ok(cancelled)
+    }
+
+    /// Cancels one trial, if it is still queued or running (whichever sweeps hold it).
+    pub fn cancel_trial(&self, id: &str) -> Result<Vec<TrialId>, StoreError> {
+        let cancelled = {
+            let mut s = self.lock();
+            let cancelled = self.store().cancel_trial(id)?;
+            s.core.cancel(&cancelled);
+            cancelled
+        };
+        self.cancelled(&cancelled);
+        Ok(cancelled)
+    }
+
+    fn cancelled(&self, ids: &[TrialId]) {
+        for id in ids {
+            self.emit(event(pb::EventKind::Cancelled, id, 0, ""));
+        }
+    }
+
+    /// Queues the failed and cancelled trials of sweep `name` again (and makes the sweep
+    /// active again); returns them.
+    pub fn rerun(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
+        let mut s = self.lock();
+        let (ids, stored) = {
+            let mut store = self.store();
+            let ids = store.rerun_sweep(name)?;
+            (ids, store.load_trials()?)
+        };
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        for t in stored
+            .into_iter()
+            .filter(|t| wanted.contains(t.id.as_str()))
+        {
+            s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
+        }
+        Ok(ids)
+    }
+
+    /// Tells open streams to end (the server is stopping).
+    pub fn stop_streams(&self) {
+        self.streams.send_replace(true);
+    }
+
+    /// Becomes true when open streams must end.
+    pub fn streams_stop(&self) -> watch::Receiver<bool> {
+        self.streams.subscribe()
+    }
+
+    /// Live trial events (see `Admin.Watch`).
+    pub fn subscribe(&self) -> broadcast::Receiver<pb::TrialEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, e: pb::TrialEvent) {
+        // No receiver is not an error: nobody is watching.
+        let _ = self.events.send(e);
     }
 
     /// Picks up what other processes wrote to the database (`submit`, `cancel`): new trials
@@ -313,6 +411,20 @@ impl Handle {
         for (worker, requeued) in s.core.tick(now) {
             tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");
             for r in requeued {
+                let mut e = match &r {
+                    crate::core::Requeued::Retry { trial, .. } => {
+                        event(pb::EventKind::WorkerLost, trial, 0, &worker)
+                    }
+                    crate::core::Requeued::GaveUp { trial, reason, .. } => {
+                        let mut e = event(pb::EventKind::Failed, trial, 0, &worker);
+                        e.message = reason.clone();
+                        e
+                    }
+                };
+                if e.message.is_empty() {
+                    e.message = "worker stopped sending heartbeats; trial queued again".into();
+                }
+                self.emit(e);
                 s.enqueue(Write::Requeue(r));
             }
         }
@@ -448,6 +560,14 @@ impl Coordinator for Handle {
         if let Some(done) = done {
             self.committed(done).await?;
         }
+        for l in &leases {
+            self.emit(event(
+                pb::EventKind::Leased,
+                &l.trial_id,
+                l.attempt,
+                &r.worker_id,
+            ));
+        }
         Ok(Response::new(pb::LeaseResponse { leases }))
     }
 
@@ -507,9 +627,9 @@ impl Coordinator for Handle {
                 .progress(&r.worker_id, &trial, attempt, metrics.clone(), now)
             {
                 Ok(()) => s.enqueue(Write::Epoch {
-                    trial,
+                    trial: trial.clone(),
                     attempt,
-                    metrics,
+                    metrics: metrics.clone(),
                 }),
                 Err(Rejected::UnknownWorker(w)) => {
                     return Err(rejected(Rejected::UnknownWorker(w)))
@@ -518,6 +638,9 @@ impl Coordinator for Handle {
             }
         };
         self.committed(done).await?;
+        let mut e = event(pb::EventKind::Epoch, &trial, attempt, &r.worker_id);
+        e.metrics = Some((&metrics).into());
+        self.emit(e);
         Ok(ack(Ok(())))
     }
 
@@ -532,6 +655,17 @@ impl Coordinator for Handle {
                 .ok_or_else(|| Status::invalid_argument("missing result"))?,
         )
         .map_err(|e| Status::invalid_argument(format!("result.{e}")))?;
+        let mut finished = {
+            let kind = match result.status {
+                sweep_proto::TrialStatus::Failed => pb::EventKind::Failed,
+                _ => pb::EventKind::Finished,
+            };
+            let mut e = event(kind, &trial, attempt, &r.worker_id);
+            e.status = pb::TrialStatus::from(result.status) as i32;
+            e.test_accuracy = result.test_accuracy();
+            e.message = result.reason.clone().unwrap_or_default();
+            e
+        };
         let (done, repeat) = {
             let mut s = self.lock();
             let now = s.now_ms();
@@ -579,6 +713,7 @@ impl Coordinator for Handle {
                 reason: "already stored (a repeated report)".into(),
             }));
         }
+        self.emit(std::mem::take(&mut finished));
         Ok(ack(Ok(())))
     }
 }

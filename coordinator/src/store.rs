@@ -34,7 +34,7 @@ pub enum StoreError {
     Malformed { path: String, reason: String },
     #[error("database {path} does not exist but {leftover} does: refusing to create a fresh database over it (restore {path}, or remove {leftover} to start over)")]
     Leftover { path: String, leftover: String },
-    #[error("database {path} is in use by another coordinator ({holder}); stop it first, or use another --db")]
+    #[error("database {path} is in use by another coordinator ({holder}); stop it first or reach it with `--server URL`, or use another --db")]
     Locked { path: String, holder: String },
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -660,6 +660,62 @@ impl Store {
                        AND id IN (SELECT trial FROM sweep_trials WHERE sweep = ?1)
                        AND id NOT IN (SELECT st.trial FROM sweep_trials st JOIN sweeps s ON s.name = st.sweep
                                       WHERE s.name != ?1 AND s.cancelled = 0)
+                     RETURNING id",
+                )
+                .map_err(wrap)?;
+            let rows = stmt
+                .query_map(params![name], |r| r.get::<_, String>(0))
+                .map_err(wrap)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(wrap)?
+        };
+        tx.commit().map_err(wrap)?;
+        Ok(ids)
+    }
+
+    /// Cancels one trial if it is still queued or running; returns it if it was.
+    pub fn cancel_trial(&mut self, id: &str) -> Result<Vec<String>, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare(
+                "UPDATE trials SET state = 'cancelled' WHERE id = ?1 AND state IN ('queued', 'running')
+                 RETURNING id",
+            )
+            .map_err(wrap)?;
+        let rows = stmt
+            .query_map(params![id], |r| r.get::<_, String>(0))
+            .map_err(wrap)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(wrap)
+    }
+
+    /// Queues the failed and cancelled trials of sweep `name` again with their next attempt
+    /// (failed: lost their worker too often, or a worker reported `failed`; a diverged
+    /// trial would diverge again and is kept), and makes the sweep active again. One
+    /// transaction; returns the trials queued.
+    pub fn rerun_sweep(&mut self, name: &str) -> Result<Vec<String>, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        tx.execute(
+            "UPDATE sweeps SET cancelled = 0 WHERE name = ?1",
+            params![name],
+        )
+        .map_err(wrap)?;
+        let ids = {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL,
+                            result = NULL, result_sha = NULL
+                     WHERE id IN (SELECT trial FROM sweep_trials WHERE sweep = ?1)
+                       AND (state IN ('failed', 'cancelled')
+                            OR (state = 'finished' AND json_extract(result, '$.status') = 'failed'))
                      RETURNING id",
                 )
                 .map_err(wrap)?;

@@ -81,7 +81,7 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// The files `init` writes, in the order it writes them.
-pub const INIT_FILES: [&str; 7] = [
+pub const INIT_FILES: [&str; 8] = [
     "ca.pem",
     "ca-key.pem",
     "server.pem",
@@ -89,6 +89,7 @@ pub const INIT_FILES: [&str; 7] = [
     "worker.pem",
     "worker-key.pem",
     "token",
+    "admin-token",
 ];
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -98,7 +99,7 @@ fn validity(params: &mut CertificateParams, days: i64) {
 }
 
 /// Creates a CA, a server certificate for `hosts` (names or IP addresses), one worker client
-/// certificate and a token in `dir`. Refuses to overwrite unless `force`.
+/// certificate, a worker token and an admin token in `dir`. Refuses to overwrite unless `force`.
 pub fn init(
     dir: &Path,
     hosts: &[String],
@@ -167,6 +168,7 @@ pub fn init(
     write(&paths[4], &worker, false)?;
     write(&paths[5], &worker_key, true)?;
     write(&paths[6], &random_token(), true)?;
+    write(&paths[7], &random_token(), true)?;
     Ok(paths)
 }
 
@@ -194,7 +196,13 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for f in ["ca-key.pem", "server-key.pem", "worker-key.pem", "token"] {
+            for f in [
+                "ca-key.pem",
+                "server-key.pem",
+                "worker-key.pem",
+                "token",
+                "admin-token",
+            ] {
                 let mode = std::fs::metadata(dir.path().join(f))
                     .unwrap()
                     .permissions()

@@ -3,20 +3,22 @@
 //! lease, duplicate and malformed reports. Each must get a clear status and change nothing.
 
 use coordinator::core::{Config, TrialState};
-use coordinator::server::{serve, MAX_MESSAGE_BYTES};
+use coordinator::server::{serve, Tokens, MAX_MESSAGE_BYTES};
 use coordinator::service::Handle;
 use std::path::Path;
-use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
+use sweep_proto::pb::{self, admin_client::AdminClient, coordinator_client::CoordinatorClient};
 use sweep_proto::{TestMetrics, TrialResult, TrialStatus};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 const TOKEN: &str = "grpc-test-token";
+const ADMIN: &str = "grpc-admin-token";
 
 /// Adds (or leaves out) the authorization header.
 type AddAuth = Box<dyn FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Send>;
 type Client = CoordinatorClient<tonic::service::interceptor::InterceptedService<Channel, AddAuth>>;
+type AdminC = AdminClient<tonic::service::interceptor::InterceptedService<Channel, AddAuth>>;
 
 struct Server {
     _dir: tempfile::TempDir,
@@ -40,7 +42,11 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let h = handle.clone();
         let task = tokio::spawn(async move {
-            serve(h, listener, TOKEN, None, async {
+            let tokens = Tokens {
+                worker: TOKEN.into(),
+                admin: Some(ADMIN.into()),
+            };
+            serve(h, listener, &tokens, None, async {
                 let _ = rx.await;
             })
             .await
@@ -74,6 +80,21 @@ impl Server {
 
     async fn worker(&self) -> Client {
         self.client(Some(&format!("Bearer {TOKEN}"))).await
+    }
+
+    /// An `Admin` client with the admin token.
+    async fn admin(&self) -> AdminC {
+        let channel = Channel::from_shared(self.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let value: MetadataValue<_> = format!("Bearer {ADMIN}").parse().unwrap();
+        let add: AddAuth = Box::new(move |mut req: Request<()>| {
+            req.metadata_mut().insert("authorization", value.clone());
+            Ok(req)
+        });
+        AdminClient::with_interceptor(channel, add)
     }
 
     async fn stop(mut self) {
@@ -541,4 +562,177 @@ async fn a_lease_whose_reply_was_lost_goes_back_to_the_queue() {
         (TrialState::Queued { attempt: 2 }, 1)
     );
     server.stop().await;
+}
+
+/// Cancel through the Admin API, while a trial is leased: once the cancel is acknowledged,
+/// nothing of the sweep is leased again, the running lease is told to stop, and its late
+/// result is refused; the watch stream saw each step in order.
+#[tokio::test]
+async fn an_acknowledged_cancel_stops_leases_and_results_and_watch_sees_it() {
+    let s = Server::start().await;
+    let mut admin = s.admin().await;
+    let mut events = admin
+        .watch(pb::WatchRequest { sweep: "g".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = s.worker().await;
+    let w = register(&mut c, "w").await;
+    let lease = lease_one(&mut c, &w).await;
+    let cancelled = admin
+        .cancel(pb::CancelRequest {
+            sweep: "g".into(),
+            trial_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cancelled;
+    assert_eq!(cancelled.len(), 2, "{cancelled:?}");
+    let more = c
+        .lease(pb::LeaseRequest {
+            worker_id: w.clone(),
+            free_slots: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert!(more.is_empty(), "{more:?}");
+    let beat = c
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: w.clone(),
+            running: vec![pb::LeaseRef {
+                trial_id: lease.trial_id.clone(),
+                attempt: lease.attempt,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(beat.cancel.len(), 1, "the running lease is told to stop");
+    let ack = c
+        .report_result(report(&w, &lease.trial_id, lease.attempt, result_msg(0.5)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ack.accepted, "a result after the cancel is refused");
+    let kinds: Vec<i32> = {
+        let mut k = Vec::new();
+        for _ in 0..3 {
+            k.push(events.message().await.unwrap().unwrap().kind);
+        }
+        k
+    };
+    assert_eq!(
+        kinds,
+        [
+            pb::EventKind::Leased as i32,
+            pb::EventKind::Cancelled as i32,
+            pb::EventKind::Cancelled as i32
+        ]
+    );
+    let status = admin
+        .sweep_status(pb::SweepStatusRequest {
+            sweep: "g".into(),
+            curves: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status
+        .trials
+        .iter()
+        .all(|t| t.phase == pb::TrialPhase::Cancelled as i32));
+    // The open stream ends when the server stops, instead of holding the shutdown.
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.stop())
+        .await
+        .expect("the server stops with a watch open");
+}
+
+/// The Admin API checks what it is given: a bad sweep file is refused with its position and
+/// stores nothing; unknown sweeps and trials are NOT_FOUND; the worker token is refused.
+#[tokio::test]
+async fn admin_calls_check_their_input_and_role() {
+    let s = Server::start().await;
+    let mut admin = s.admin().await;
+    let err = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: "lab/bad.toml".into(),
+            sweep_toml: "name = \"bad\"\n[grid]\nlr = [\"fast\"]\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("lab/bad.toml:3"),
+        "{}",
+        err.message()
+    );
+    let list = admin
+        .list_sweeps(pb::ListSweepsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.sweeps.len(), 1, "only `g`: {list:?}");
+    let err = admin
+        .sweep_status(pb::SweepStatusRequest {
+            sweep: "nope".into(),
+            curves: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = admin
+        .cancel(pb::CancelRequest {
+            sweep: "g".into(),
+            trial_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let big = "#".repeat(2 * 1024 * 1024);
+    let err = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: "big.toml".into(),
+            sweep_toml: big,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::InvalidArgument | Code::OutOfRange),
+        "{err:?}"
+    );
+    // Submitting over gRPC queues the trials for workers like a local submit.
+    let r = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: "two.toml".into(),
+            sweep_toml: "name = \"two\"\n[grid]\nseed = [7, 8, 9]\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.name.as_str(), r.trials, r.reused), ("two", 3, 0));
+    assert_eq!(s.handle.lock().core.trials().count(), 5);
+    // A worker's token cannot administer.
+    let channel = Channel::from_shared(s.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
+    let add: AddAuth = Box::new(move |mut req: Request<()>| {
+        req.metadata_mut().insert("authorization", value.clone());
+        Ok(req)
+    });
+    let mut as_worker = AdminClient::with_interceptor(channel, add);
+    let err = as_worker
+        .list_sweeps(pb::ListSweepsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    s.stop().await;
 }

@@ -1,11 +1,13 @@
 //! A submitted sweep, a `coordinator serve` process and `worker` processes around it, and
 //! what the database says about its trials.
 
-use crate::{coordinator, free_port, serve, synthetic_cifar, worker, Proc};
+use crate::{admin, coordinator, free_port, serve, synthetic_cifar, worker, Proc};
 use coordinator::store::Store;
 use std::path::{Path, PathBuf};
 
 pub const TOKEN: &str = "test-token-0123456789";
+/// The admin token every test coordinator is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-9876543210";
 
 /// Slow enough to be killed mid-trial (a few seconds per epoch on 2 cores), fast enough for CI.
 pub const SLOW: &str = "[defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_images = 50\nepochs = 3\nbatch_size = 50\n\
@@ -94,12 +96,12 @@ impl Cluster {
         worker(self.dir.path(), port, Some(TOKEN), &self.data, name)
     }
 
-    /// The report's results.json rows, written by `coordinator report`.
+    /// The report's results.json rows, fetched by `coordinator report --server`.
     pub fn report_rows(&self) -> Vec<serde_json::Value> {
         let out = self.dir.path().join("report");
-        let (ok, _, err) = coordinator(
+        let (ok, _, err) = admin(
             &["report", &self.name, "--out", out.to_str().unwrap()],
-            &self.db,
+            self.port,
         );
         assert!(ok, "{err}");
         let text = std::fs::read_to_string(out.join("results.json")).unwrap();

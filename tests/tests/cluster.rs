@@ -284,7 +284,7 @@ fn cpu_workers_never_get_cuda_trials() {
             );
         }
     }
-    let (ok, out, _) = coordinator(&["status", "devices"], &db);
+    let (ok, out, _) = admin(&["status"], c.port);
     assert!(
         ok && out.contains("2 finished") && out.contains("1 queued"),
         "{out}"
@@ -300,7 +300,10 @@ fn cancel_stops_a_running_sweep() {
     assert!(wait_until(Duration::from_secs(60), || any_in(
         &db, "running"
     )));
-    let (ok, out, err) = coordinator(&["cancel", "cancel"], &db);
+    // A running coordinator's database is its own: a local cancel is refused, with the way.
+    let (ok, _, err) = coordinator(&["cancel", "cancel"], &db);
+    assert!(!ok && err.contains("--server"), "{err}");
+    let (ok, out, err) = admin(&["cancel", "cancel"], c.port);
     assert!(ok, "{err}");
     assert!(out.contains("3 unfinished trials stopped"), "{out}");
     // The worker hears about it at its next heartbeat and stops training.

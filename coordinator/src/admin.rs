@@ -1,0 +1,359 @@
+//! The `Admin` gRPC service: the control plane beside the workers' API. Every change goes
+//! through the coordinator process (one writer per database); store work runs on blocking
+//! threads, never on the async workers that serve RPCs.
+
+use crate::report::Report;
+use crate::service::Handle;
+use crate::status::{self, Phase, SweepSummary, SweepView};
+use crate::store::StoredSweep;
+use crate::sweep::{self, MAX_FILE_BYTES, MAX_TRIALS};
+use std::collections::HashSet;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use sweep_proto::pb::{self, admin_server::Admin};
+use tonic::{Request, Response, Status};
+
+/// Runs store work on a blocking thread and maps its error to `UNAVAILABLE`/`INTERNAL`.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
+}
+
+fn store_error(e: crate::store::StoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn no_sweep(name: &str) -> Status {
+    Status::not_found(format!("no sweep named `{name}`"))
+}
+
+/// The stored sweep `name`, or NOT_FOUND.
+fn stored(handle: &Handle, name: &str) -> Result<StoredSweep, Status> {
+    handle
+        .sweep(name)
+        .map_err(store_error)?
+        .ok_or_else(|| no_sweep(name))
+}
+
+pub fn counts_pb(c: &status::CountsView) -> pb::TrialCounts {
+    pb::TrialCounts {
+        queued: c.queued as u32,
+        running: c.running as u32,
+        finished: c.finished as u32,
+        failed: c.failed as u32,
+        cancelled: c.cancelled as u32,
+    }
+}
+
+fn summary_pb(s: &SweepSummary) -> pb::SweepSummary {
+    pb::SweepSummary {
+        name: s.name.clone(),
+        file: s.file.clone(),
+        cancelled: s.cancelled,
+        counts: Some(counts_pb(&s.counts)),
+    }
+}
+
+fn phase_pb(p: Phase) -> pb::TrialPhase {
+    match p {
+        Phase::Queued => pb::TrialPhase::Queued,
+        Phase::Running => pb::TrialPhase::Running,
+        Phase::Finished => pb::TrialPhase::Finished,
+        Phase::Failed => pb::TrialPhase::Failed,
+        Phase::Cancelled => pb::TrialPhase::Cancelled,
+    }
+}
+
+fn view_pb(v: &SweepView) -> pb::SweepStatusResponse {
+    pb::SweepStatusResponse {
+        sweep: Some(summary_pb(&v.sweep)),
+        axes: v.axes.clone(),
+        trials: v
+            .trials
+            .iter()
+            .map(|t| pb::TrialView {
+                trial_id: t.id.clone(),
+                label: t.label.clone().unwrap_or_default(),
+                params: t.params.clone(),
+                phase: phase_pb(t.phase) as i32,
+                attempt: t.attempt,
+                worker_id: t.worker.clone().unwrap_or_default(),
+                epoch: t.epoch,
+                epochs: t.epochs,
+                accuracy: t.accuracy,
+                test_accuracy: t.test_accuracy,
+                status: t.status.map_or(0, |s| pb::TrialStatus::from(s) as i32),
+                reason: t.reason.clone().unwrap_or_default(),
+                elapsed_seconds: t.elapsed_seconds,
+                eta_seconds: t.eta_seconds,
+                curve: t.metrics.iter().map(pb::EpochMetrics::from).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Every sweep with its counts.
+pub fn list(handle: &Handle) -> Result<Vec<SweepSummary>, Status> {
+    let names = handle.store().sweep_names().map_err(store_error)?;
+    let mut sweeps = Vec::new();
+    for name in names {
+        let s = stored(handle, &name)?;
+        sweeps.push(status::summary(&s, &handle.lock().core));
+    }
+    Ok(sweeps)
+}
+
+/// One sweep's trials now (reads the store: call on a blocking thread).
+pub fn view(handle: &Handle, name: &str, curves: bool) -> Result<SweepView, Status> {
+    let s = stored(handle, name)?;
+    let shared = handle.lock();
+    Ok(status::sweep_view(
+        &s,
+        &shared.core,
+        shared.now_ms(),
+        curves,
+    ))
+}
+
+/// The report of sweep `name` as it stands (reads the store: call on a blocking thread).
+pub fn report(handle: &Handle, name: &str) -> Result<Report, Status> {
+    let s = stored(handle, name)?;
+    Ok(Report::build(&s, &handle.lock().core))
+}
+
+/// Cancels a sweep, or one of its trials.
+pub fn cancel(handle: &Handle, name: &str, trial: &str) -> Result<Vec<String>, Status> {
+    let s = stored(handle, name)?;
+    if trial.is_empty() {
+        return handle.cancel(name).map_err(store_error);
+    }
+    if !s.trials.iter().any(|t| t.0 == trial) {
+        return Err(Status::not_found(format!(
+            "sweep `{name}` has no trial `{trial}`"
+        )));
+    }
+    handle.cancel_trial(trial).map_err(store_error)
+}
+
+pub fn rerun(handle: &Handle, name: &str) -> Result<Vec<String>, Status> {
+    stored(handle, name)?;
+    handle.rerun(name).map_err(store_error)
+}
+
+/// The `Admin` service over a [`Handle`].
+#[derive(Clone)]
+pub struct AdminService {
+    handle: Handle,
+}
+
+impl AdminService {
+    pub fn new(handle: Handle) -> AdminService {
+        AdminService { handle }
+    }
+}
+
+type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::TrialEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn submit_sweep(
+        &self,
+        req: Request<pb::SubmitSweepRequest>,
+    ) -> Result<Response<pb::SubmitSweepResponse>, Status> {
+        let r = req.into_inner();
+        if r.sweep_toml.len() as u64 > MAX_FILE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "{}: over {} KiB; a sweep file is a few KB of TOML",
+                r.file_name,
+                MAX_FILE_BYTES / 1024
+            )));
+        }
+        let file = if r.file_name.is_empty() {
+            "submitted.toml".to_string()
+        } else {
+            r.file_name
+        };
+        let sweep = sweep::parse(&r.sweep_toml, Path::new(&file))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if sweep.trials.len() > MAX_TRIALS && !r.force {
+            return Err(Status::invalid_argument(format!(
+                "{file}: the sweep expands to {} trials, over the limit of {MAX_TRIALS}; pass --force to run it anyway",
+                sweep.trials.len()
+            )));
+        }
+        let h = self.handle.clone();
+        blocking(move || {
+            let stale = h.submit(&sweep, r.rerun).map_err(store_error)?;
+            let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+            let finished = h.counts(&ids).finished;
+            tracing::info!(sweep = %sweep.name, trials = ids.len(), "sweep submitted");
+            Ok(pb::SubmitSweepResponse {
+                name: sweep.name.clone(),
+                trials: ids.len() as u32,
+                reused: finished as u32,
+                stale: stale as u32,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_sweeps(
+        &self,
+        _req: Request<pb::ListSweepsRequest>,
+    ) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        let h = self.handle.clone();
+        let sweeps = blocking(move || list(&h)).await?;
+        Ok(Response::new(pb::ListSweepsResponse {
+            sweeps: sweeps.iter().map(summary_pb).collect(),
+        }))
+    }
+
+    async fn sweep_status(
+        &self,
+        req: Request<pb::SweepStatusRequest>,
+    ) -> Result<Response<pb::SweepStatusResponse>, Status> {
+        let r = req.into_inner();
+        let h = self.handle.clone();
+        let v = blocking(move || view(&h, &r.sweep, r.curves)).await?;
+        Ok(Response::new(view_pb(&v)))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let r = req.into_inner();
+        let h = self.handle.clone();
+        let cancelled = blocking(move || cancel(&h, &r.sweep, &r.trial_id)).await?;
+        Ok(Response::new(pb::CancelResponse { cancelled }))
+    }
+
+    async fn rerun(
+        &self,
+        req: Request<pb::RerunRequest>,
+    ) -> Result<Response<pb::RerunResponse>, Status> {
+        let r = req.into_inner();
+        let h = self.handle.clone();
+        let queued = blocking(move || rerun(&h, &r.sweep)).await?;
+        Ok(Response::new(pb::RerunResponse { queued }))
+    }
+
+    async fn get_report(
+        &self,
+        req: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let r = req.into_inner();
+        let h = self.handle.clone();
+        let report = blocking(move || report(&h, &r.sweep)).await?;
+        Ok(Response::new(pb::ReportResponse {
+            files: crate::render::files(&report)
+                .into_iter()
+                .map(|(name, text)| pb::ReportFile {
+                    name: name.to_string(),
+                    content: text.into_bytes(),
+                })
+                .collect(),
+            summary: crate::render::terminal(&report),
+        }))
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let name = req.into_inner().sweep;
+        // Subscribed before the sweep is read, so nothing between the two is missed.
+        let mut events = self.handle.subscribe();
+        let mut stop = self.handle.streams_stop();
+        let filter: Option<Arc<HashSet<String>>> = if name.is_empty() {
+            None
+        } else {
+            let (h, n) = (self.handle.clone(), name.clone());
+            let s = blocking(move || stored(&h, &n)).await?;
+            Some(Arc::new(s.trials.into_iter().map(|t| t.0).collect()))
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let e = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tx.closed() => break,
+                    e = events.recv() => e,
+                };
+                let e = match e {
+                    Ok(e) => e,
+                    // Fell behind: the watcher reads the state again; carry on.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let wanted = match &filter {
+                    None => true,
+                    Some(ids) => {
+                        ids.contains(&e.trial_id)
+                            || (e.kind == pb::EventKind::Submitted as i32 && e.message == name)
+                    }
+                };
+                if wanted && tx.send(Ok(e)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Checks the admin token on every `Admin` call: the worker token is refused with the role it
+/// lacks, and a coordinator started without an admin token refuses every call.
+#[derive(Clone)]
+pub struct AdminCheck {
+    admin: Option<Arc<str>>,
+    worker: Arc<str>,
+}
+
+impl AdminCheck {
+    pub fn new(admin: Option<&str>, worker: &str) -> AdminCheck {
+        AdminCheck {
+            admin: admin.map(Arc::from),
+            worker: Arc::from(worker),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for AdminCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(admin) = &self.admin else {
+            return Err(Status::failed_precondition(
+                "this coordinator has no admin token: start it with $SWEEP_ADMIN_TOKEN or --admin-token-file",
+            ));
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        use crate::core::constant_time_eq as same;
+        match given {
+            Some(t) if same(t.as_bytes(), admin.as_bytes()) => Ok(req),
+            Some(t) if same(t.as_bytes(), self.worker.as_bytes()) => {
+                Err(Status::permission_denied(
+                    "this call needs the admin role: a worker token was given (use the admin token)",
+                ))
+            }
+            Some(_) => Err(Status::unauthenticated(
+                "wrong admin token (this call needs the admin role)",
+            )),
+            None => Err(Status::unauthenticated(
+                "missing admin token (authorization: Bearer ...); this call needs the admin role",
+            )),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The live dashboard over HTTP (`--http-listen`): one self-contained page (no CDN, no
+//! network fetch beyond this server) polling a small JSON API, beside `/healthz` and `/readyz`.
+//!
+//! - `GET /`: the page (`dashboard.html`, embedded); `#/sweep/NAME` shows one sweep.
+//! - `GET /api/sweeps`, `GET /api/sweeps/NAME`: the list and one sweep's trials with their
+//!   learning curves ([`crate::status`], the view model `status` and the Admin API share).
+//! - `GET /sweeps/NAME/report`: the report as it stands (report.html).
+//! - `POST /api/sweeps/NAME/cancel`, `POST /api/sweeps/NAME/rerun`: need the admin token.
+//!
+//! Reading needs no token when the listener is on loopback (only this machine's users reach
+//! it); on any other address every request needs `authorization: Bearer <admin token>`.
+
+use crate::admin;
+use crate::service::Handle;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+const PAGE: &str = include_str!("dashboard.html");
+
+#[derive(Clone)]
+struct Dash {
+    handle: Handle,
+    admin: Option<Arc<str>>,
+    /// Reads without a token (the listener is on loopback).
+    open_reads: bool,
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    json(status, serde_json::json!({ "error": message }).to_string())
+}
+
+fn from_status(s: tonic::Status) -> Response {
+    let code = match s.code() {
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(code, s.message())
+}
+
+impl Dash {
+    /// `None` when the request may go on, else the refusal.
+    fn refuse(&self, headers: &HeaderMap, write: bool) -> Option<Response> {
+        if !write && self.open_reads {
+            return None;
+        }
+        let Some(admin) = &self.admin else {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "this coordinator has no admin token: start it with $SWEEP_ADMIN_TOKEN or --admin-token-file",
+            ));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if crate::core::constant_time_eq(t.as_bytes(), admin.as_bytes()) => None,
+            Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong admin token")),
+            None => Some(error(
+                StatusCode::UNAUTHORIZED,
+                "this needs the admin token (authorization: Bearer ...)",
+            )),
+        }
+    }
+
+    /// Runs `f` on a blocking thread (it reads the store) and answers with its JSON.
+    async fn answer<T: serde::Serialize + Send + 'static>(
+        &self,
+        f: impl FnOnce(&Handle) -> Result<T, tonic::Status> + Send + 'static,
+    ) -> Response {
+        let h = self.handle.clone();
+        match tokio::task::spawn_blocking(move || f(&h)).await {
+            Ok(Ok(v)) => json(
+                StatusCode::OK,
+                serde_json::to_string(&v).unwrap_or_else(|_| "null".into()),
+            ),
+            Ok(Err(s)) => from_status(s),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    }
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+async fn sweeps(State(d): State<Dash>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.refuse(&headers, false) {
+        return r;
+    }
+    d.answer(|h| Ok(serde_json::json!({ "sweeps": admin::list(h)? })))
+        .await
+}
+
+async fn sweep(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.refuse(&headers, false) {
+        return r;
+    }
+    d.answer(move |h| admin::view(h, &name, true)).await
+}
+
+async fn report(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.refuse(&headers, false) {
+        return r;
+    }
+    let h = d.handle.clone();
+    match tokio::task::spawn_blocking(move || admin::report(&h, &name)).await {
+        Ok(Ok(report)) => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            crate::html::render(&report),
+        )
+            .into_response(),
+        Ok(Err(s)) => from_status(s),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn cancel(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.refuse(&headers, true) {
+        return r;
+    }
+    d.answer(move |h| Ok(serde_json::json!({ "trials": admin::cancel(h, &name, "")? })))
+        .await
+}
+
+async fn rerun(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.refuse(&headers, true) {
+        return r;
+    }
+    d.answer(move |h| Ok(serde_json::json!({ "trials": admin::rerun(h, &name)? })))
+        .await
+}
+
+/// The dashboard and the health endpoints on `listener`, for the rest of the process.
+pub async fn spawn(
+    addr: &str,
+    handle: Handle,
+    admin_token: Option<&str>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let check = handle.clone();
+    let dash = Dash {
+        handle,
+        admin: admin_token.map(Arc::from),
+        open_reads: local.ip().is_loopback(),
+    };
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/api/sweeps", get(sweeps))
+        .route("/api/sweeps/{name}", get(sweep))
+        .route("/api/sweeps/{name}/cancel", post(cancel))
+        .route("/api/sweeps/{name}/rerun", post(rerun))
+        .route("/sweeps/{name}/report", get(report))
+        .with_state(dash)
+        .merge(sweep_proto::health::router(Arc::new(move || check.ready())));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("dashboard failed: {e}");
+        }
+    });
+    Ok(local)
+}

@@ -1,0 +1,374 @@
+//! The admin commands against a running coordinator (`--server URL`): submit, status,
+//! cancel, rerun, report and watch, over the `Admin` gRPC service with the admin token.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use sweep_proto::pb::{self, admin_client::AdminClient};
+use sweep_proto::tls::ClientTls;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Largest answer accepted (a report of 1,000 trials with curves is a few MB).
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
+pub type Client = AdminClient<InterceptedService<Channel, Bearer>>;
+
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// The admin token from `file`, else `$SWEEP_ADMIN_TOKEN`; never from the command line.
+pub fn admin_token(file: Option<&Path>) -> Result<String> {
+    let token = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read token file {}", f.display()))?,
+        None => std::env::var("SWEEP_ADMIN_TOKEN").map_err(|_| {
+            anyhow::anyhow!("no admin token: set SWEEP_ADMIN_TOKEN or pass --token-file FILE (`coordinator tls init` writes admin-token; `coordinator sweep` writes OUT/admin-token)")
+        })?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!("the admin token is empty");
+    }
+    Ok(token)
+}
+
+pub async fn connect(server: &str, tls: &ClientTls, token: &str) -> Result<Client> {
+    let channel = sweep_proto::tls::endpoint(server, tls)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {server}"))?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .context("the admin token has characters a header cannot carry")?;
+    Ok(AdminClient::with_interceptor(channel, Bearer(value))
+        .max_decoding_message_size(MAX_ANSWER_BYTES))
+}
+
+/// A refused call as one line: the server's own message.
+fn refused(what: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+}
+
+pub async fn submit(c: &mut Client, file: &Path, rerun: bool, force: bool) -> Result<()> {
+    // Read and checked here first: errors name the file as the user wrote it.
+    let sweep = coordinator::sweep::load(file)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let r = c
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: name.display().to_string(),
+            sweep_toml: text,
+            rerun,
+            force,
+        })
+        .await
+        .map_err(|s| refused("submit", s))?
+        .into_inner();
+    println!(
+        "submitted sweep `{}`: {} trials ({} finished results reused)",
+        r.name, r.trials, r.reused
+    );
+    if r.stale > 0 {
+        println!(
+            "{} finished trials will run again: their results came from a trainer of other semantics",
+            r.stale
+        );
+    }
+    debug_assert_eq!(r.name, sweep.name);
+    Ok(())
+}
+
+fn counts_line(c: &pb::TrialCounts) -> String {
+    let total = c.queued + c.running + c.finished + c.failed + c.cancelled;
+    format!(
+        "{total} trials: {} finished, {} running, {} queued, {} failed, {} cancelled",
+        c.finished, c.running, c.queued, c.failed, c.cancelled
+    )
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+}
+
+fn phase_name(t: &pb::TrialView) -> String {
+    match pb::TrialPhase::try_from(t.phase).unwrap_or_default() {
+        pb::TrialPhase::Queued => "queued".into(),
+        pb::TrialPhase::Running => "running".into(),
+        pb::TrialPhase::Finished => match pb::TrialStatus::try_from(t.status).unwrap_or_default() {
+            pb::TrialStatus::Diverged => "diverged".into(),
+            pb::TrialStatus::Failed => "failed".into(),
+            _ => "completed".into(),
+        },
+        pb::TrialPhase::Failed => "failed".into(),
+        pb::TrialPhase::Cancelled => "cancelled".into(),
+        pb::TrialPhase::Unspecified => "?".into(),
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..8.min(id.len())]
+}
+
+/// `status`: every sweep's counts, or one sweep's trials.
+pub async fn status(c: &mut Client, sweep: Option<&str>) -> Result<()> {
+    let Some(name) = sweep else {
+        let list = c
+            .list_sweeps(pb::ListSweepsRequest {})
+            .await
+            .map_err(|s| refused("status", s))?
+            .into_inner();
+        if list.sweeps.is_empty() {
+            println!("no sweeps");
+        }
+        for s in list.sweeps {
+            println!(
+                "{}: {}{}",
+                s.name,
+                counts_line(&s.counts.unwrap_or_default()),
+                if s.cancelled { " (cancelled)" } else { "" }
+            );
+        }
+        return Ok(());
+    };
+    let v = sweep_status(c, name).await?;
+    let s = v.sweep.clone().unwrap_or_default();
+    println!(
+        "{}: {}{}",
+        s.name,
+        counts_line(&s.counts.unwrap_or_default()),
+        if s.cancelled { " (cancelled)" } else { "" }
+    );
+    println!("| trial | state | attempt | epoch | accuracy | test accuracy | worker | params |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for t in &v.trials {
+        println!(
+            "| {} | {} | {} | {}/{} | {} | {} | {} | {} |",
+            t.trial_id,
+            phase_name(t),
+            t.attempt,
+            t.epoch,
+            t.epochs,
+            percent(t.accuracy),
+            percent(t.test_accuracy),
+            if t.worker_id.is_empty() {
+                "-"
+            } else {
+                &t.worker_id
+            },
+            if t.label.is_empty() {
+                &t.params
+            } else {
+                &t.label
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn sweep_status(c: &mut Client, name: &str) -> Result<pb::SweepStatusResponse> {
+    Ok(c.sweep_status(pb::SweepStatusRequest {
+        sweep: name.to_string(),
+        curves: false,
+    })
+    .await
+    .map_err(|s| refused("status", s))?
+    .into_inner())
+}
+
+pub async fn cancel(c: &mut Client, sweep: &str, trial: Option<&str>) -> Result<()> {
+    let r = c
+        .cancel(pb::CancelRequest {
+            sweep: sweep.to_string(),
+            trial_id: trial.unwrap_or_default().to_string(),
+        })
+        .await
+        .map_err(|s| refused("cancel", s))?
+        .into_inner();
+    match trial {
+        Some(t) if r.cancelled.is_empty() => {
+            println!("trial {t} had already ended; nothing to cancel")
+        }
+        Some(t) => println!("cancelled trial {t} of sweep `{sweep}`"),
+        None => println!(
+            "cancelled sweep `{sweep}`: {} unfinished trials stopped",
+            r.cancelled.len()
+        ),
+    }
+    Ok(())
+}
+
+pub async fn rerun(c: &mut Client, sweep: &str) -> Result<()> {
+    let r = c
+        .rerun(pb::RerunRequest {
+            sweep: sweep.to_string(),
+        })
+        .await
+        .map_err(|s| refused("rerun", s))?
+        .into_inner();
+    println!(
+        "sweep `{sweep}`: {} failed or cancelled trials queued again",
+        r.queued.len()
+    );
+    Ok(())
+}
+
+pub async fn report(c: &mut Client, sweep: &str, out: &Path) -> Result<()> {
+    let r = c
+        .get_report(pb::ReportRequest {
+            sweep: sweep.to_string(),
+        })
+        .await
+        .map_err(|s| refused("report", s))?
+        .into_inner();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for f in &r.files {
+        // The server names the files; refuse anything that would leave `out`.
+        if f.name.contains('/') || f.name.contains('\\') || f.name.starts_with('.') {
+            bail!(
+                "the coordinator sent a report file with a bad name: {:?}",
+                f.name
+            );
+        }
+        let path = out.join(&f.name);
+        std::fs::write(&path, &f.content)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    print!("{}", r.summary);
+    println!("report written to {}", out.display());
+    Ok(())
+}
+
+/// Lines worth printing above the progress bar.
+fn event_line(e: &pb::TrialEvent) -> Option<String> {
+    let id = short(&e.trial_id);
+    Some(match pb::EventKind::try_from(e.kind).ok()? {
+        pb::EventKind::Finished => format!(
+            "{id} finished: {} test accuracy {} (attempt {}, {})",
+            match pb::TrialStatus::try_from(e.status).unwrap_or_default() {
+                pb::TrialStatus::Diverged => "diverged,",
+                _ => "completed,",
+            },
+            percent(e.test_accuracy),
+            e.attempt,
+            e.worker_id
+        ),
+        pb::EventKind::Failed => format!("{id} failed: {}", e.message),
+        pb::EventKind::Cancelled => format!("{id} cancelled"),
+        pb::EventKind::WorkerLost => format!("{id} lost its worker {}: {}", e.worker_id, e.message),
+        pb::EventKind::Submitted => format!("sweep `{}` submitted again", e.message),
+        _ => return None,
+    })
+}
+
+/// `watch`: a live view of a remote sweep until every trial has ended (or Ctrl-C).
+pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
+    // Subscribed first, then the state: nothing in between is missed.
+    let mut events = c
+        .watch(pb::WatchRequest {
+            sweep: name.to_string(),
+        })
+        .await
+        .map_err(|s| refused("watch", s))?
+        .into_inner();
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "[{elapsed_precise}] {bar:30} {pos}/{len} trials ({prefix})\n  {wide_msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let first = sweep_status(c, name).await?;
+    let counts = first.sweep.and_then(|s| s.counts).unwrap_or_default();
+    let line = format!("watching sweep `{name}`: {}", counts_line(&counts));
+    if quiet {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                bar.abandon();
+                return Ok(());
+            }
+            e = events.message() => match e {
+                Ok(Some(e)) => {
+                    if let Some(line) = event_line(&e) {
+                        if quiet { println!("{line}") } else { bar.println(line) }
+                    }
+                    continue;
+                }
+                Ok(None) => {
+                    bar.abandon();
+                    bail!("the coordinator closed the stream (it is stopping)");
+                }
+                Err(s) => {
+                    bar.abandon();
+                    return Err(refused("watch", s));
+                }
+            },
+            _ = every.tick() => {}
+        }
+        // The state once a second: events only add lines above the bar.
+        let v = sweep_status(c, name).await?;
+        let counts = v.sweep.and_then(|s| s.counts).unwrap_or_default();
+        let total =
+            counts.queued + counts.running + counts.finished + counts.failed + counts.cancelled;
+        bar.set_length(total as u64);
+        bar.set_position((counts.finished + counts.failed + counts.cancelled) as u64);
+        bar.set_prefix(format!(
+            "{} running, {} queued, {} failed",
+            counts.running, counts.queued, counts.failed
+        ));
+        let running: Vec<String> = v
+            .trials
+            .iter()
+            .filter(|t| t.phase == pb::TrialPhase::Running as i32)
+            .map(|t| {
+                let eta = t
+                    .eta_seconds
+                    .map(|s| {
+                        format!(
+                            " eta {}",
+                            indicatif::HumanDuration(Duration::from_secs_f64(s))
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "{} e{}/{} acc {}{eta}",
+                    short(&t.trial_id),
+                    t.epoch,
+                    t.epochs,
+                    percent(t.accuracy)
+                )
+            })
+            .collect();
+        bar.set_message(running.join(" | "));
+        if counts.queued == 0 && counts.running == 0 {
+            bar.finish_and_clear();
+            println!("{name}: {}", counts_line(&counts));
+            return Ok(());
+        }
+    }
+}
+
+/// Default report directory for a sweep.
+pub fn default_out(sweep: &str) -> PathBuf {
+    Path::new("out").join(sweep)
+}

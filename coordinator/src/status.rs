@@ -1,0 +1,243 @@
+//! A sweep's live state, the one view model behind `coordinator status`, `watch`, the
+//! dashboard's JSON and the Admin API's `SweepStatus` (which only converts it to protobuf).
+
+use crate::core::{Core, Counts, TrialState};
+use crate::store::StoredSweep;
+use serde::Serialize;
+use sweep_proto::{EpochMetrics, TrialStatus};
+
+/// Where a trial is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Queued,
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    pub fn of(state: &TrialState) -> Phase {
+        match state {
+            TrialState::Queued { .. } => Phase::Queued,
+            TrialState::Running { .. } => Phase::Running,
+            TrialState::Finished { .. } => Phase::Finished,
+            TrialState::Failed { .. } => Phase::Failed,
+            TrialState::Cancelled => Phase::Cancelled,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Running => "running",
+            Phase::Finished => "finished",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CountsView {
+    pub total: usize,
+    pub queued: usize,
+    pub running: usize,
+    pub finished: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+}
+
+impl From<Counts> for CountsView {
+    fn from(c: Counts) -> CountsView {
+        CountsView {
+            total: c.total(),
+            queued: c.queued,
+            running: c.running,
+            finished: c.finished,
+            failed: c.failed,
+            cancelled: c.cancelled,
+        }
+    }
+}
+
+/// One sweep in the list of sweeps.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepSummary {
+    pub name: String,
+    pub file: String,
+    pub cancelled: bool,
+    pub counts: CountsView,
+}
+
+/// One point of a learning curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+}
+
+impl From<&EpochMetrics> for Point {
+    fn from(m: &EpochMetrics) -> Point {
+        Point {
+            epoch: m.epoch,
+            train_loss: m.train_loss,
+            train_accuracy: m.train_accuracy,
+            val_loss: m.val_loss,
+            val_accuracy: m.val_accuracy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialView {
+    pub id: String,
+    pub label: Option<String>,
+    /// The sweep's axis values, `axis=value` separated by spaces.
+    pub params: String,
+    pub phase: Phase,
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub epoch: u32,
+    pub epochs: u32,
+    /// Latest validation accuracy (training accuracy without a validation split).
+    pub accuracy: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    /// Finished trials: completed, diverged or failed.
+    pub status: Option<TrialStatus>,
+    pub reason: Option<String>,
+    pub elapsed_seconds: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    /// Every epoch so far (empty unless asked for).
+    pub curve: Vec<Point>,
+    #[serde(skip)]
+    pub metrics: Vec<EpochMetrics>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepView {
+    pub sweep: SweepSummary,
+    pub axes: Vec<String>,
+    pub trials: Vec<TrialView>,
+}
+
+fn latest_accuracy(epochs: &[EpochMetrics]) -> Option<f64> {
+    epochs
+        .iter()
+        .max_by_key(|e| e.epoch)
+        .map(|e| e.val_accuracy.unwrap_or(e.train_accuracy))
+}
+
+/// A trial as the core holds it now; `now_ms` is the core's clock.
+fn trial_view(
+    id: &str,
+    label: Option<&str>,
+    axes: &[String],
+    core: &Core,
+    now_ms: u64,
+    curves: bool,
+) -> Option<TrialView> {
+    let t = core.trial(id)?;
+    let params = serde_json::to_value(&t.spec).unwrap_or_default();
+    let params = axes
+        .iter()
+        .map(|a| format!("{a}={}", crate::report::axis_value(&params, a)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut v = TrialView {
+        id: id.to_string(),
+        label: label.map(str::to_string),
+        params,
+        phase: Phase::of(&t.state),
+        attempt: 0,
+        worker: None,
+        epoch: 0,
+        epochs: t.spec.epochs,
+        accuracy: None,
+        test_accuracy: None,
+        status: None,
+        reason: None,
+        elapsed_seconds: None,
+        eta_seconds: None,
+        curve: Vec::new(),
+        metrics: Vec::new(),
+    };
+    let epochs: &[EpochMetrics] = match &t.state {
+        TrialState::Queued { attempt } => {
+            v.attempt = *attempt;
+            &[]
+        }
+        TrialState::Running {
+            attempt,
+            worker,
+            since_ms,
+            epochs,
+            ..
+        } => {
+            v.attempt = *attempt;
+            v.worker = Some(worker.clone());
+            let elapsed = now_ms.saturating_sub(*since_ms) as f64 / 1000.0;
+            v.elapsed_seconds = Some(elapsed);
+            let done = epochs.len() as f64;
+            if done > 0.0 {
+                let left = (t.spec.epochs as f64 - done).max(0.0);
+                v.eta_seconds = Some(elapsed / done * left);
+            }
+            epochs
+        }
+        TrialState::Finished {
+            attempt,
+            worker,
+            result,
+        } => {
+            v.attempt = *attempt;
+            v.worker = Some(worker.clone());
+            v.status = Some(result.status);
+            v.test_accuracy = result.test_accuracy();
+            v.reason = result.reason.clone();
+            &result.epochs
+        }
+        TrialState::Failed { attempts, reason } => {
+            v.attempt = *attempts;
+            v.reason = Some(reason.clone());
+            &[]
+        }
+        TrialState::Cancelled => &[],
+    };
+    v.epoch = epochs.iter().map(|e| e.epoch).max().unwrap_or(0);
+    v.accuracy = latest_accuracy(epochs);
+    if curves {
+        v.curve = epochs.iter().map(Point::from).collect();
+        v.metrics = epochs.to_vec();
+    }
+    Some(v)
+}
+
+pub fn summary(sweep: &StoredSweep, core: &Core) -> SweepSummary {
+    let ids: Vec<String> = sweep.trials.iter().map(|t| t.0.clone()).collect();
+    SweepSummary {
+        name: sweep.name.clone(),
+        file: sweep.file.clone(),
+        cancelled: sweep.cancelled,
+        counts: core.counts(&ids).into(),
+    }
+}
+
+/// Every trial of `sweep` in plan order, as the core holds it at `now_ms`.
+pub fn sweep_view(sweep: &StoredSweep, core: &Core, now_ms: u64, curves: bool) -> SweepView {
+    SweepView {
+        sweep: summary(sweep, core),
+        axes: sweep.axes.clone(),
+        trials: sweep
+            .trials
+            .iter()
+            .filter_map(|(id, label, _)| {
+                trial_view(id, label.as_deref(), &sweep.axes, core, now_ms, curves)
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,323 @@
+//! The control plane end to end, as a user at a second terminal drives it: a `coordinator
+//! serve` on mTLS, and `coordinator submit|status|watch|cancel|rerun|report --server` against
+//! it with the admin token. The worker token is refused on every admin call, and no command
+//! opens the database a running coordinator holds.
+
+use integration_tests::*;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+struct Admin {
+    dir: tempfile::TempDir,
+    certs: PathBuf,
+    data: PathBuf,
+    db: PathBuf,
+    port: u16,
+    http: u16,
+    server: Proc,
+}
+
+fn start() -> Admin {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(bin("coordinator"))
+        .args(["tls", "init", "--host", "localhost", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    synthetic_cifar(&data, 20, 10);
+    let db = dir.path().join("admin.db");
+    let (port, http) = (free_port(), free_port());
+    let mut cmd = Command::new(bin("coordinator"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(&db)
+        .arg("--tls-cert")
+        .arg(certs.join("server.pem"))
+        .arg("--tls-key")
+        .arg(certs.join("server-key.pem"))
+        .arg("--tls-client-ca")
+        .arg(certs.join("ca.pem"))
+        .arg("--token-file")
+        .arg(certs.join("token"))
+        .arg("--admin-token-file")
+        .arg(certs.join("admin-token"))
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .env_remove("SWEEP_TOKEN")
+        .env_remove("SWEEP_ADMIN_TOKEN")
+        .env("RUST_LOG", "info");
+    let server = Proc::spawn(&mut cmd, dir.path().join("server.log"));
+    assert!(
+        wait_until(Duration::from_secs(20), || http_status(http, "/readyz")
+            == Some(200)),
+        "coordinator never became ready: {}",
+        server.log_text()
+    );
+    Admin {
+        dir,
+        certs,
+        data,
+        db,
+        port,
+        http,
+        server,
+    }
+}
+
+impl Admin {
+    /// `coordinator ARGS --server https://localhost:PORT` with mTLS and the token in `token`.
+    fn command(&self, args: &[&str], token: &str) -> Command {
+        let mut cmd = Command::new(bin("coordinator"));
+        cmd.args(args)
+            .args(["--server", &format!("https://localhost:{}", self.port)])
+            .arg("--tls-ca")
+            .arg(self.certs.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(self.certs.join("worker.pem"))
+            .arg("--tls-key")
+            .arg(self.certs.join("worker-key.pem"))
+            .arg("--token-file")
+            .arg(self.certs.join(token))
+            .env_remove("SWEEP_ADMIN_TOKEN");
+        cmd
+    }
+
+    fn run(&self, args: &[&str], token: &str) -> Output {
+        self.command(args, token).output().unwrap()
+    }
+
+    /// An admin command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, "admin-token");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}\nserver: {}",
+            String::from_utf8_lossy(&out.stderr),
+            self.server.log_text()
+        );
+        text
+    }
+
+    fn sweep(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("name = \"{name}\"\ndata = \"data\"\n{body}")).unwrap();
+        path
+    }
+
+    fn worker(&self, name: &str) -> Proc {
+        let mut cmd = Command::new(bin("worker"));
+        cmd.args(["--coordinator", &format!("https://localhost:{}", self.port)])
+            .args(["--device", "cpu", "--name", name, "--data"])
+            .arg(&self.data)
+            .arg("--tls-ca")
+            .arg(self.certs.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(self.certs.join("worker.pem"))
+            .arg("--tls-key")
+            .arg(self.certs.join("worker-key.pem"))
+            .arg("--token-file")
+            .arg(self.certs.join("token"))
+            .env("RUST_LOG", "info");
+        Proc::spawn(&mut cmd, self.dir.path().join(format!("{name}.log")))
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const QUICK: &str = "[defaults]\nmodel = \"dense\"\nepochs = 2\ntrain_images = 80\n\
+                     test_images = 10\nbatch_size = 20\n[grid]\nseed = [1, 2]\n";
+
+#[test]
+fn remote_submit_watch_status_report_over_mtls() {
+    let _serial = serial();
+    let a = start();
+    let quick = a.sweep("quick", QUICK);
+    let quick = quick.to_str().unwrap();
+
+    // The database is the running coordinator's: local commands on it are refused.
+    let (ok, _, err) = coordinator(&["submit", quick], &a.db);
+    assert!(
+        !ok && err.contains("in use") && err.contains("--server"),
+        "{err}"
+    );
+
+    let out = a.ok(&["submit", quick]);
+    assert!(out.contains("submitted sweep `quick`: 2 trials"), "{out}");
+    // A second terminal follows it live while a worker trains.
+    let mut watch = Proc::spawn(
+        &mut a.command(&["watch", "quick", "--quiet"], "admin-token"),
+        a.dir.path().join("watch.log"),
+    );
+    // It says so once it is subscribed: from then on it misses nothing.
+    assert!(
+        wait_until(Duration::from_secs(30), || watch
+            .log_text()
+            .contains("watching sweep `quick`")),
+        "{}",
+        watch.log_text()
+    );
+    let _w = a.worker("w1");
+    let status = watch
+        .wait_exit(Duration::from_secs(120))
+        .expect("watch ends when every trial has ended");
+    let seen = watch.log_text();
+    assert!(status.success(), "{seen}");
+    assert_eq!(seen.matches(" finished: completed").count(), 2, "{seen}");
+    assert!(seen.contains("quick: 2 trials: 2 finished"), "{seen}");
+
+    let out = a.ok(&["status"]);
+    assert!(out.contains("quick: 2 trials: 2 finished"), "{out}");
+    let out = a.ok(&["status", "quick"]);
+    assert_eq!(out.matches("| completed | 1 | 2/2 |").count(), 2, "{out}");
+
+    let report = a.dir.path().join("report");
+    let out = a.ok(&["report", "quick", "--out", report.to_str().unwrap()]);
+    assert!(out.contains("report written to"), "{out}");
+    for f in ["report.md", "results.csv", "results.json", "report.html"] {
+        assert!(report.join(f).is_file(), "{f} missing");
+    }
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
+
+    // A bad sweep file is refused with its position, before anything is stored.
+    let bad = a.sweep("bad", "[defaults]\nlr = \"fast\"\n");
+    let out = a.run(&["submit", bad.to_str().unwrap()], "admin-token");
+    assert!(
+        !out.status.success() && text(&out).contains("bad.toml:4"),
+        "{}",
+        text(&out)
+    );
+    let out = a.ok(&["status"]);
+    assert!(!out.contains("bad"), "{out}");
+
+    // The dashboard's JSON on loopback, read without a token.
+    assert_eq!(http_status(a.http, "/api/sweeps"), Some(200));
+    assert_eq!(http_status(a.http, "/api/sweeps/quick"), Some(200));
+    assert_eq!(http_status(a.http, "/api/sweeps/nope"), Some(404));
+    assert_eq!(http_status(a.http, "/"), Some(200));
+}
+
+#[test]
+fn cancel_one_trial_then_the_sweep_then_rerun_them() {
+    let _serial = serial();
+    let a = start();
+    // No worker: every trial stays queued, so each step's count is exact.
+    let body = "[defaults]\nmodel = \"dense\"\nepochs = 1\n[grid]\nseed = [1, 2, 3]\n";
+    let slow = a.sweep("held", body);
+    a.ok(&["submit", slow.to_str().unwrap()]);
+    let out = a.ok(&["status", "held"]);
+    let first = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("| ").and_then(|l| l.split(" | ").next()))
+        .find(|id| id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .expect("a trial id in the status table");
+    let out = a.ok(&["cancel", "held", "--trial", &first]);
+    assert!(out.contains(&format!("cancelled trial {first}")), "{out}");
+    let out = a.ok(&["status", "held"]);
+    assert!(
+        out.contains("3 trials: 0 finished, 0 running, 2 queued, 0 failed, 1 cancelled"),
+        "{out}"
+    );
+    let out = a.ok(&["cancel", "held"]);
+    assert!(out.contains("2 unfinished trials stopped"), "{out}");
+    let out = a.ok(&["rerun", "held"]);
+    assert!(
+        out.contains("3 failed or cancelled trials queued again"),
+        "{out}"
+    );
+    let out = a.ok(&["status"]);
+    assert!(
+        out.contains("held: 3 trials: 0 finished, 0 running, 3 queued"),
+        "{out}"
+    );
+    assert!(!out.contains("(cancelled)"), "{out}");
+    let out = a.run(
+        &["cancel", "held", "--trial", "0000000000000000"],
+        "admin-token",
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("has no trial"),
+        "{}",
+        text(&out)
+    );
+    let out = a.run(&["cancel", "nope"], "admin-token");
+    assert!(
+        !out.status.success() && text(&out).contains("no sweep named `nope`"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn the_worker_token_is_refused_on_every_admin_call() {
+    let _serial = serial();
+    let a = start();
+    let quick = a.sweep("quick", QUICK);
+    let q = quick.to_str().unwrap();
+    let out_dir = a.dir.path().join("r");
+    let calls: [&[&str]; 7] = [
+        &["submit", q],
+        &["status"],
+        &["status", "quick"],
+        &["cancel", "quick"],
+        &["rerun", "quick"],
+        &["report", "quick", "--out", out_dir.to_str().unwrap()],
+        &["watch", "quick"],
+    ];
+    for args in calls {
+        let out = a.run(args, "token");
+        let t = text(&out);
+        assert!(!out.status.success(), "{args:?} with the worker token: {t}");
+        assert!(
+            t.contains("needs the admin role") && t.contains("PermissionDenied"),
+            "{args:?}: {t}"
+        );
+    }
+    // A wrong token is refused too, and nothing was submitted meanwhile.
+    let wrong = a.dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let out = a.run(&["status"], wrong.to_str().unwrap());
+    assert!(
+        !out.status.success() && text(&out).contains("wrong admin token"),
+        "{}",
+        text(&out)
+    );
+    let out = a.ok(&["status"]);
+    assert!(out.contains("no sweeps"), "{out}");
+    // The admin token is not a worker token either.
+    let mut w = {
+        let mut cmd = Command::new(bin("worker"));
+        cmd.args(["--coordinator", &format!("https://localhost:{}", a.port)])
+            .args(["--device", "cpu", "--data"])
+            .arg(&a.data)
+            .arg("--tls-ca")
+            .arg(a.certs.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(a.certs.join("worker.pem"))
+            .arg("--tls-key")
+            .arg(a.certs.join("worker-key.pem"))
+            .arg("--token-file")
+            .arg(a.certs.join("admin-token"));
+        Proc::spawn(&mut cmd, a.dir.path().join("intruder.log"))
+    };
+    let status = w
+        .wait_exit(Duration::from_secs(30))
+        .expect("refused worker exits");
+    assert!(!status.success(), "{}", w.log_text());
+}
