@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs libtorch, prepares real CIFAR-10 when a
 # local copy is available (../shared/data), checks that the coordinator does not link
-# libtorch, runs every test in the workspace and the Python protocol check
+# libtorch, installs Debian's chromium and chromium-driver for the dashboard's browser test,
+# runs every test in the workspace and the Python protocol check
 # (scripts/check-python-client.sh), then checks deploy/ (scripts/check-deploy.sh:
 # release build, rendered manifests against the Kubernetes schemas, checkov, flag lint) and
 # runs each cargo-fuzz target for FUZZ_SECONDS (default 60; scripts/fuzz.sh).
@@ -16,6 +17,18 @@ if [ -f "${SHARED_DATA:-../shared/data}/cifar10-jpeg.tar.xz" ]; then
     export CIFAR10_DATA="$PWD/data" REQUIRE_REAL_DATA=1
 elif [ -z "${CIFAR10_DATA:-}" ]; then
     echo "test: no real CIFAR-10 here; tests that need it will say they were skipped"
+fi
+
+# The dashboard's browser test drives Debian's chromium through chromedriver
+# (tests/tests/dashboard.rs); once they are here, it must run, not skip.
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+    echo "test: installing chromium and chromium-driver for the dashboard's browser test"
+    { apt-get install -y -qq chromium chromium-driver \
+        || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }; } >/dev/null 2>&1 \
+        || echo "test: could not install chromium (needs root and the Debian registry); the browser test will say it was skipped"
+fi
+if command -v chromedriver >/dev/null && command -v chromium >/dev/null; then
+    export REQUIRE_BROWSER=1
 fi
 
 # The coordinator must build and run on machines without libtorch.

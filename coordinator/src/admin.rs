@@ -93,6 +93,7 @@ fn view_pb(v: &SweepView) -> pb::SweepStatusResponse {
                 curve: t.metrics.iter().map(pb::EpochMetrics::from).collect(),
             })
             .collect(),
+        omitted: v.omitted as u32,
     }
 }
 
@@ -116,6 +117,7 @@ pub fn view(handle: &Handle, name: &str, curves: bool) -> Result<SweepView, Stat
         &shared.core,
         shared.now_ms(),
         curves,
+        status::MAX_VIEW_TRIALS,
     ))
 }
 

@@ -123,7 +123,14 @@ pub struct SweepView {
     pub sweep: SweepSummary,
     pub axes: Vec<String>,
     pub trials: Vec<TrialView>,
+    /// Trials left out to keep the view small (see [`MAX_VIEW_TRIALS`]).
+    pub omitted: usize,
 }
+
+/// Most trials one view lists: running trials first, then the others in plan order. A view is
+/// built under the scheduler's lock, and dashboards poll it every second: a sweep of 100,000
+/// trials must not hold every lease up for the time it takes to list them all.
+pub const MAX_VIEW_TRIALS: usize = 2000;
 
 fn latest_accuracy(epochs: &[EpochMetrics]) -> Option<f64> {
     epochs
@@ -227,17 +234,116 @@ pub fn summary(sweep: &StoredSweep, core: &Core) -> SweepSummary {
     }
 }
 
-/// Every trial of `sweep` in plan order, as the core holds it at `now_ms`.
-pub fn sweep_view(sweep: &StoredSweep, core: &Core, now_ms: u64, curves: bool) -> SweepView {
+/// The trials of `sweep` in plan order, as the core holds it at `now_ms`: all of them up to
+/// `limit`, else every running one and the first others in plan order.
+pub fn sweep_view(
+    sweep: &StoredSweep,
+    core: &Core,
+    now_ms: u64,
+    curves: bool,
+    limit: usize,
+) -> SweepView {
+    let running = |id: &str| {
+        core.trial(id)
+            .is_some_and(|t| matches!(t.state, TrialState::Running { .. }))
+    };
+    let keep: Vec<bool> = if sweep.trials.len() <= limit {
+        vec![true; sweep.trials.len()]
+    } else {
+        let mut room = limit.saturating_sub(sweep.trials.iter().filter(|t| running(&t.0)).count());
+        sweep
+            .trials
+            .iter()
+            .map(|t| {
+                running(&t.0)
+                    || (room > 0 && {
+                        room -= 1;
+                        true
+                    })
+            })
+            .collect()
+    };
+    let trials: Vec<TrialView> = sweep
+        .trials
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .filter_map(|((id, label, _), _)| {
+            trial_view(id, label.as_deref(), &sweep.axes, core, now_ms, curves)
+        })
+        .collect();
     SweepView {
         sweep: summary(sweep, core),
         axes: sweep.axes.clone(),
-        trials: sweep
-            .trials
-            .iter()
-            .filter_map(|(id, label, _)| {
-                trial_view(id, label.as_deref(), &sweep.axes, core, now_ms, curves)
-            })
-            .collect(),
+        omitted: sweep.trials.len() - trials.len(),
+        trials,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Config, DeviceKind, NewWorker};
+    use crate::sweep::{Direction, Metric};
+    use sweep_proto::TrialSpec;
+
+    /// Five queued trials, the last two leased.
+    fn setup() -> (StoredSweep, Core) {
+        let mut core = Core::new(Config::default());
+        let ids: Vec<String> = (0..5).map(|i| format!("t{i}")).collect();
+        for id in ids.iter().rev() {
+            // Queued in reverse, so the lease takes t4 and t3: late in plan order.
+            let spec = TrialSpec {
+                epochs: 4,
+                ..TrialSpec::default()
+            };
+            core.add_trial(id.clone(), spec, TrialState::Queued { attempt: 1 }, false);
+        }
+        let (w, _) = core.register(
+            NewWorker {
+                name: "w".into(),
+                device: DeviceKind::Cpu,
+                slots: 2,
+                nonce: 1,
+                secret: "s".into(),
+            },
+            None,
+            0,
+        );
+        assert_eq!(core.lease(&w, 2, 0).unwrap().len(), 2);
+        let sweep = StoredSweep {
+            name: "s".into(),
+            file: "s.toml".into(),
+            data: None,
+            rank_by: Metric::TestAccuracy,
+            direction: Direction::Max,
+            axes: vec!["seed".into()],
+            cancelled: false,
+            trials: ids.into_iter().map(|id| (id, None, None)).collect(),
+        };
+        (sweep, core)
+    }
+
+    #[test]
+    fn a_large_sweep_lists_its_running_trials_first_then_plan_order() {
+        let (sweep, core) = setup();
+        let all = sweep_view(&sweep, &core, 1000, false, 10);
+        assert_eq!(all.trials.len(), 5);
+        assert_eq!(all.omitted, 0);
+        assert_eq!(all.sweep.counts.running, 2);
+        let capped = sweep_view(&sweep, &core, 1000, false, 3);
+        let ids: Vec<&str> = capped.trials.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["t0", "t3", "t4"],
+            "running t3, t4 kept, then plan order"
+        );
+        assert_eq!(capped.omitted, 2);
+        assert_eq!(capped.sweep.counts.total, 5, "counts cover every trial");
+        let running = &capped.trials[1];
+        assert_eq!(running.phase, Phase::Running);
+        assert_eq!((running.epoch, running.epochs), (0, 4));
+        assert_eq!(running.elapsed_seconds, Some(1.0));
+        assert_eq!(running.eta_seconds, None, "no epoch yet, no estimate");
     }
 }

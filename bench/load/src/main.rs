@@ -9,6 +9,11 @@
 //!
 //!     cargo build --release -p coordinator -p load-bench
 //!     target/release/sweep-load --workers 10,100,1000 --trials 100000
+//!
+//! `--pollers 0,50` repeats each run with that many status pollers beside the workers, as
+//! dashboards and `coordinator status` would be: half call `Admin.SweepStatus` over gRPC, half
+//! fetch the dashboard's `/api/sweeps/NAME` (with curves) over HTTP, each once a second (one
+//! second after its previous answer, as the dashboard page does).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -33,12 +38,20 @@ struct Args {
     /// The coordinator binary.
     #[arg(long, default_value = "target/release/coordinator")]
     coordinator: PathBuf,
+    /// Status pollers beside the workers, one run per value.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pollers: Vec<usize>,
 }
 
 const TOKEN: &str = "load-bench-token";
+const ADMIN_TOKEN: &str = "load-bench-admin-token";
 
 struct Row {
     workers: usize,
+    pollers: usize,
+    polls: usize,
+    poll_p50_ms: f64,
+    poll_p99_ms: f64,
     trials: usize,
     submit_s: f64,
     wall_s: f64,
@@ -62,28 +75,34 @@ fn main() -> Result<()> {
         .build()?;
     let mut rows = Vec::new();
     for &n in &args.workers {
-        eprintln!("load: {n} workers, {} trials", args.trials);
-        let row = runtime.block_on(run(&args.coordinator, n, args.trials))?;
-        eprintln!(
-            "load: {:.0} trials/s, lease p50 {:.2} ms p99 {:.2} ms",
-            row.trials as f64 / row.wall_s,
-            row.p50_ms,
-            row.p99_ms
-        );
-        rows.push(row);
+        for &p in &args.pollers {
+            eprintln!("load: {n} workers, {p} pollers, {} trials", args.trials);
+            let row = runtime.block_on(run(&args.coordinator, n, args.trials, p))?;
+            eprintln!(
+                "load: {:.0} trials/s, lease p50 {:.2} ms p99 {:.2} ms",
+                row.trials as f64 / row.wall_s,
+                row.p50_ms,
+                row.p99_ms
+            );
+            rows.push(row);
+        }
     }
-    println!("| workers | trials | submit (s) | run (s) | trials/s | lease p50 (ms) | lease p99 (ms) | coordinator CPU (cores) | coordinator peak RSS (MB) | database (MB) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| workers | pollers | trials | submit (s) | run (s) | trials/s | lease p50 (ms) | lease p99 (ms) | polls | poll p50 (ms) | poll p99 (ms) | coordinator CPU (cores) | coordinator peak RSS (MB) | database (MB) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {:.1} |",
             r.workers,
+            r.pollers,
             r.trials,
             r.submit_s,
             r.wall_s,
             r.trials as f64 / r.wall_s,
             r.p50_ms,
             r.p99_ms,
+            r.polls,
+            r.poll_p50_ms,
+            r.poll_p99_ms,
             r.cpu_cores,
             r.peak_rss_mb,
             r.db_mb
@@ -102,7 +121,7 @@ impl Drop for Server {
     }
 }
 
-async fn run(bin: &Path, workers: usize, trials: usize) -> Result<Row> {
+async fn run(bin: &Path, workers: usize, trials: usize, pollers: usize) -> Result<Row> {
     let dir = tempfile::tempdir()?;
     let sweep = dir.path().join("load.toml");
     std::fs::write(
@@ -124,15 +143,20 @@ async fn run(bin: &Path, workers: usize, trials: usize) -> Result<Row> {
     }
     let submit_s = started.elapsed().as_secs_f64();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let free = || -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (port, http) = (free()?, free()?);
     let server = Server(
         Command::new(bin)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--heartbeat-timeout", "600", "--db"])
             .arg(&db)
             .env("SWEEP_TOKEN", TOKEN)
+            .env("SWEEP_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()?,
@@ -157,11 +181,34 @@ async fn run(bin: &Path, workers: usize, trials: usize) -> Result<Row> {
             simulated_worker(&url, i, trials, &done).await
         }));
     }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut polls = Vec::new();
+    for i in 0..pollers {
+        let (url, stop) = (url.clone(), stop.clone());
+        polls.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                grpc_poller(&url, &stop).await
+            } else {
+                http_poller(http, &stop).await
+            }
+        }));
+    }
     let mut latencies: Vec<u32> = Vec::with_capacity(trials + workers);
     for t in tasks {
         latencies.extend(t.await??);
     }
     let wall_s = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let mut poll_latencies: Vec<u32> = Vec::new();
+    for p in polls {
+        poll_latencies.extend(p.await??);
+    }
+    poll_latencies.sort_unstable();
+    let poll_pct = |p: f64| {
+        poll_latencies
+            .get(((poll_latencies.len().max(1) - 1) as f64 * p) as usize)
+            .map_or(0.0, |v| *v as f64 / 1000.0)
+    };
     let cpu_cores = (cpu_seconds(pid)? - cpu_before) / wall_s;
     let peak_rss_mb = status_kb(pid, "VmHWM:")? / 1024.0;
     drop(server);
@@ -178,6 +225,10 @@ async fn run(bin: &Path, workers: usize, trials: usize) -> Result<Row> {
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
     Ok(Row {
         workers,
+        pollers,
+        polls: poll_latencies.len(),
+        poll_p50_ms: poll_pct(0.50),
+        poll_p99_ms: poll_pct(0.99),
         trials,
         submit_s,
         wall_s,
@@ -274,6 +325,56 @@ async fn simulated_worker(
             done.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+/// `Admin.SweepStatus` once a second until `stop`; returns latencies in microseconds.
+async fn grpc_poller(url: &str, stop: &std::sync::atomic::AtomicBool) -> Result<Vec<u32>> {
+    let channel = Endpoint::from_shared(url.to_string())?.connect().await?;
+    let auth: MetadataValue<_> = format!("Bearer {ADMIN_TOKEN}").parse()?;
+    let add: AddAuth = Box::new(move |mut req: Request<()>| {
+        req.metadata_mut().insert("authorization", auth.clone());
+        Ok(req)
+    });
+    let mut client = pb::admin_client::AdminClient::with_interceptor(channel, add)
+        .max_decoding_message_size(256 * 1024 * 1024);
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let asked = Instant::now();
+        client
+            .sweep_status(pb::SweepStatusRequest {
+                sweep: "load".into(),
+                curves: false,
+            })
+            .await?;
+        latencies.push(asked.elapsed().as_micros() as u32);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(latencies)
+}
+
+/// The dashboard's `GET /api/sweeps/load` once a second until `stop`.
+async fn http_poller(port: u16, stop: &std::sync::atomic::AtomicBool) -> Result<Vec<u32>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let asked = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(
+            b"GET /api/sweeps/load HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await?;
+        if !body.starts_with(b"HTTP/1.1 200") {
+            bail!(
+                "dashboard answered {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            );
+        }
+        latencies.push(asked.elapsed().as_micros() as u32);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(latencies)
 }
 
 /// utime + stime of a process, in seconds.
