@@ -5,9 +5,15 @@ There is no Docker engine (and no hadolint) where CI runs, so the Dockerfiles ar
 every stage pinned, the final stage non-root, every `COPY --from` naming an earlier stage, the
 packages built being workspace members and the entrypoint a binary that was copied in.
 
-Then every command-line flag that the Kubernetes manifests, the Dockerfiles and the systemd
-units pass to `coordinator` or `worker` is looked up in that binary's own `--help`, so renaming
-a flag cannot leave a deployment that fails at start.
+Then every command-line flag that the Kubernetes manifests (Deployments and Jobs, such as the
+sweep-submit Job's `coordinator submit`), the Dockerfiles and the systemd units pass to
+`coordinator` or `worker` is looked up in that binary's (or subcommand's) own `--help`, so
+renaming a flag cannot leave a deployment that fails at start.
+
+In the manifests, every absolute path a container is given must lie under one of its
+volumeMounts, and a path into a Secret or ConfigMap volume must name a key that the object of
+that name has in one of the rendered files (so a Job applied on its own still finds what the
+base defines, by its exact name).
 
     deploy/lint.py BIN_DIR RENDERED.yaml...
 """
@@ -76,15 +82,57 @@ def check_dockerfile(path, uses):
         fail(where, f"ENTRYPOINT {entry} is not a binary copied into the final stage")
 
 
-def manifest_uses(path, uses):
-    for doc in yaml.safe_load_all(Path(path).read_text()):
-        if not doc or doc.get("kind") not in ("Deployment", "Job", "StatefulSet"):
+def load_rendered(paths):
+    """Every object of the rendered files, and their Secrets' and ConfigMaps' keys by name."""
+    docs, keys = [], {}
+    for path in paths:
+        for doc in yaml.safe_load_all(Path(path).read_text()):
+            if not doc:
+                continue
+            docs.append((path, doc))
+            if doc.get("kind") in ("Secret", "ConfigMap"):
+                meta = doc["metadata"]
+                names = set(doc.get("data") or {}) | set(doc.get("stringData") or {})
+                ident = (doc["kind"], meta.get("namespace"), meta["name"])
+                keys[ident] = keys.get(ident, set()) | names
+    return docs, keys
+
+
+def check_paths(where, spec, container, keys, namespace):
+    """Absolute paths in the args must be mounted, and keys of Secret/ConfigMap volumes exist."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = [(m["mountPath"].rstrip("/"), volumes.get(m["name"])) for m in container.get("volumeMounts", [])]
+    for a in container.get("args", []):
+        value = a.split("=", 1)[1] if a.startswith("--") and "=" in a else a
+        if not value.startswith("/"):
             continue
+        under = [(mp, v) for mp, v in mounts if value.startswith(mp + "/")]
+        if not under:
+            fail(where, f"{container['name']}: {value} is under no volumeMount")
+            continue
+        mp, vol = max(under, key=lambda m: len(m[0]))
+        for kind, field, name_field in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+            if not vol or field not in vol or vol[field].get("optional"):
+                continue
+            name = vol[field][name_field]
+            ident = (kind, namespace, name)
+            if ident not in keys:
+                fail(where, f"{container['name']}: {value}: no rendered {kind} {name} in namespace {namespace}")
+            elif value[len(mp) + 1:].split("/")[0] not in keys[ident]:
+                fail(where, f"{container['name']}: {value}: {kind} {name} has no key {value[len(mp) + 1:]}")
+
+
+def manifest_uses(docs, keys, uses):
+    for path, doc in docs:
+        if doc.get("kind") not in ("Deployment", "Job", "StatefulSet"):
+            continue
+        where = f"{path}: {doc['kind']}/{doc['metadata']['name']}"
         spec = doc["spec"]["template"]["spec"]
         for c in spec.get("containers", []):
             name = c["name"]
             if name in BINARIES:
-                uses.append((f"{path}: {doc['kind']}/{doc['metadata']['name']}", name, c.get("args", [])))
+                uses.append((where, name, c.get("args", [])))
+            check_paths(where, spec, c, keys, doc["metadata"].get("namespace"))
 
 
 def systemd_uses(path, uses):
@@ -119,8 +167,7 @@ def main():
     uses = []
     for df in sorted((ROOT / "deploy/docker").glob("*.Dockerfile")):
         check_dockerfile(df, uses)
-    for r in rendered:
-        manifest_uses(r, uses)
+    manifest_uses(*load_rendered(rendered), uses)
     for unit in sorted((ROOT / "deploy/systemd").glob("*.service")):
         systemd_uses(unit, uses)
     check_flags(bin_dir, uses)

@@ -244,13 +244,18 @@ impl Handle {
 
     /// Records a sweep and queues its new (or, with `rerun`, all) trials, and those whose
     /// results came from a trainer of other semantics; returns how many of those there were.
+    ///
+    /// The database is written and read before the scheduling state is locked (a sweep of
+    /// 100,000 trials takes seconds to store), so leases and results go on meanwhile; the new
+    /// trials are not in the core yet, and one the database re-queued replaces the core's only
+    /// where the core holds it ended (never a running lease).
     pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
-        let mut s = self.lock();
         let (stale, stored) = {
             let mut store = self.store();
             let stale = store.add_sweep(sweep, rerun)?;
             (stale, store.load_trials()?)
         };
+        let mut s = self.lock();
         let wanted: HashMap<&str, ()> = sweep.trials.iter().map(|t| (t.id.as_str(), ())).collect();
         for t in stored
             .into_iter()

@@ -17,9 +17,9 @@ RUN groupadd --system --gid 10001 sweep \
 COPY --from=build /usr/local/bin/coordinator /usr/local/bin/coordinator
 USER 10001:10001
 WORKDIR /data
-# gRPC for workers; /healthz and /readyz for probes.
+# gRPC for workers and admin commands; the dashboard, /healthz and /readyz over HTTP.
 EXPOSE 50051 8080
 # Kubernetes probes and systemd supervise health (the image has no HTTP client for a HEALTHCHECK).
 HEALTHCHECK NONE
 ENTRYPOINT ["/usr/local/bin/coordinator"]
-CMD ["serve", "--listen", "0.0.0.0:50051", "--db", "/data/sweep.db", "--health-listen", "0.0.0.0:8080", "--token-file", "/etc/sweep/token/token", "--tls-cert", "/etc/sweep/tls/server.pem", "--tls-key", "/etc/sweep/tls/server-key.pem", "--tls-client-ca", "/etc/sweep/tls/ca.pem"]
+CMD ["serve", "--listen", "0.0.0.0:50051", "--db", "/data/sweep.db", "--http-listen", "0.0.0.0:8080", "--token-file", "/etc/sweep/token/token", "--admin-token-file", "/etc/sweep/admin-token/admin-token", "--tls-cert", "/etc/sweep/tls/server.pem", "--tls-key", "/etc/sweep/tls/server-key.pem", "--tls-client-ca", "/etc/sweep/tls/ca.pem"]

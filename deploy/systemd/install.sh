@@ -5,7 +5,8 @@
 #   deploy/systemd/install.sh worker      BIN_DIR CERT_DIR
 #
 # BIN_DIR holds the release binaries (cargo build --release: target/release); CERT_DIR is the
-# output of `coordinator tls init` (only the files each role needs are copied). Idempotent.
+# output of `coordinator tls init` (only the files each role needs are copied: the admin token
+# and the server key go to the coordinator only). Idempotent.
 set -euo pipefail
 role=${1:-}; bin_dir=${2:-}; cert_dir=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,6 +14,8 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 [[ $role == coordinator || $role == worker ]] || die "first argument: coordinator or worker"
 [[ -x $bin_dir/$role ]] || die "no executable $bin_dir/$role (build with: cargo build --release -p $role)"
 [[ -d $cert_dir ]] || die "no certificate directory $cert_dir (make one with: coordinator tls init)"
+[[ $role == worker || -f $cert_dir/admin-token ]] ||
+    die "no $cert_dir/admin-token (\`coordinator tls init\` writes it; a directory from an older version lacks it)"
 [[ $(id -u) == 0 ]] || die "run as root"
 
 id sweep >/dev/null 2>&1 || useradd --system --home-dir /var/lib/sweep --shell /usr/sbin/nologin sweep
@@ -26,10 +29,13 @@ install -m 0644 "$cert_dir/ca.pem" /etc/sweep/tls/ca.pem
 if [[ $role == coordinator ]]; then
     install -m 0644 "$cert_dir/server.pem" /etc/sweep/tls/server.pem
     install -m 0640 -o root -g sweep "$cert_dir/server-key.pem" /etc/sweep/tls/server-key.pem
+    install -m 0640 -o root -g sweep "$cert_dir/admin-token" /etc/sweep/admin-token
     install -m 0644 "$here/sweep-coordinator.service" /etc/systemd/system/
     systemctl daemon-reload
     systemctl enable --now sweep-coordinator
-    echo "coordinator running; submit sweeps with: sudo -u sweep coordinator submit FILE --db /var/lib/sweep/sweep.db"
+    echo "coordinator running; dashboard on http://127.0.0.1:8080 here. Submit sweeps from any machine with:"
+    echo "  coordinator submit FILE --server https://$(hostname):50051 --tls-ca CERT_DIR/ca.pem \\"
+    echo "      --tls-cert CERT_DIR/worker.pem --tls-key CERT_DIR/worker-key.pem --token-file CERT_DIR/admin-token"
 else
     install -m 0644 "$cert_dir/worker.pem" /etc/sweep/tls/worker.pem
     install -m 0640 -o root -g sweep "$cert_dir/worker-key.pem" /etc/sweep/tls/worker-key.pem
