@@ -8,7 +8,9 @@
 //! - `POST /api/sweeps/NAME/cancel`, `POST /api/sweeps/NAME/rerun`: need the admin token.
 //!
 //! Reading needs no token when the listener is on loopback (only this machine's users reach
-//! it); on any other address every request needs `authorization: Bearer <admin token>`.
+//! it) and the request names a loopback host (not a rebound DNS name); on any other address
+//! every request needs `authorization: Bearer <admin token>`. Actions always need it, in a
+//! header that another site's form or link cannot send.
 
 use crate::admin;
 use crate::service::Handle;
@@ -57,7 +59,7 @@ fn from_status(s: tonic::Status) -> Response {
 impl Dash {
     /// `None` when the request may go on, else the refusal.
     fn refuse(&self, headers: &HeaderMap, write: bool) -> Option<Response> {
-        if !write && self.open_reads {
+        if !write && self.open_reads && loopback_host(headers) {
             return None;
         }
         let Some(admin) = &self.admin else {
@@ -95,6 +97,20 @@ impl Dash {
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
     }
+}
+
+/// The request names this machine (`Host: localhost:PORT`, `127.0.0.1:PORT`, `[::1]:PORT`):
+/// a page on another site that rebinds its own name to 127.0.0.1 sends its own name here, so
+/// open reads on loopback are not open to it.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    sweep_proto::tls::is_loopback(name)
 }
 
 async fn page() -> Response {
@@ -184,4 +200,31 @@ pub async fn spawn(
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, h.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn only_loopback_host_names_read_without_a_token() {
+        for h in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost",
+        ] {
+            assert!(loopback_host(&host(h)), "{h}");
+        }
+        for h in ["evil.example:8080", "192.168.1.4:8080", "[fe80::1]:80"] {
+            assert!(!loopback_host(&host(h)), "{h}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()));
+    }
 }

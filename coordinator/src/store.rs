@@ -941,6 +941,57 @@ mod tests {
         );
     }
 
+    /// `rerun` queues a sweep's failed and cancelled trials again (a worker's `failed` result
+    /// included, a diverged one not), with their next attempt, and makes the sweep active;
+    /// `cancel_trial` stops one trial and never an ended one.
+    #[test]
+    fn rerun_queues_failed_and_cancelled_trials_and_cancel_trial_spares_ended_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let a = sweep::parse(
+            "name = \"a\"\n[grid]\nseed = [1, 2, 3, 4, 5]\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        store.add_sweep(&a, false).unwrap();
+        let ids: Vec<String> = a.trials.iter().map(|t| t.id.clone()).collect();
+        // 1 completed, 2 failed by its worker, 3 diverged, 4 cancelled, 5 queued.
+        let mut failed = result(0.0);
+        failed.status = TrialStatus::Failed;
+        failed.reason = Some("out of memory".into());
+        failed.test = None;
+        let mut diverged = result(0.0);
+        diverged.status = TrialStatus::Diverged;
+        diverged.test = None;
+        for (id, r) in ids.iter().zip([result(0.5), failed, diverged]) {
+            record_lease(&mut store, id, 1, "w");
+            record_result(&mut store, id, 1, "w", r);
+        }
+        assert_eq!(store.cancel_trial(&ids[3]).unwrap(), [ids[3].clone()]);
+        assert!(
+            store.cancel_trial(&ids[0]).unwrap().is_empty(),
+            "finished: kept"
+        );
+        assert!(
+            store.cancel_trial(&ids[3]).unwrap().is_empty(),
+            "already cancelled"
+        );
+        store.cancel_sweep("a").unwrap();
+        assert!(store.sweep("a").unwrap().unwrap().cancelled);
+        let queued: HashSet<String> = store.rerun_sweep("a").unwrap().into_iter().collect();
+        assert_eq!(
+            queued,
+            [&ids[1], &ids[3], &ids[4]].into_iter().cloned().collect()
+        );
+        assert!(!store.sweep("a").unwrap().unwrap().cancelled);
+        let trials = store.load_trials().unwrap();
+        let state = |id: &str| trials.iter().find(|t| t.id == id).unwrap().state.clone();
+        assert_eq!(state(&ids[1]), TrialState::Queued { attempt: 2 });
+        assert_eq!(state(&ids[4]), TrialState::Queued { attempt: 2 });
+        assert!(matches!(state(&ids[0]), TrialState::Finished { .. }));
+        assert!(matches!(state(&ids[2]), TrialState::Finished { .. }));
+    }
+
     /// Cancel races (issue 14): a cancel never changes a finished trial, keeps a trial another
     /// active sweep holds, is not undone by a lease written after it, and stops 3,000 trials
     /// in one transaction.
