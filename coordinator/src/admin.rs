@@ -97,23 +97,31 @@ fn view_pb(v: &SweepView) -> pb::SweepStatusResponse {
     }
 }
 
-/// Every sweep with its counts.
+/// Sweep `name` as views read it (kept in memory), or NOT_FOUND.
+fn meta(handle: &Handle, name: &str) -> Result<Arc<status::SweepMeta>, Status> {
+    handle
+        .sweep_meta(name)
+        .map_err(store_error)?
+        .ok_or_else(|| no_sweep(name))
+}
+
+/// Every sweep with its counts (may read the store: call on a blocking thread).
 pub fn list(handle: &Handle) -> Result<Vec<SweepSummary>, Status> {
-    let names = handle.store().sweep_names().map_err(store_error)?;
+    let names = handle.sweep_names().map_err(store_error)?;
     let mut sweeps = Vec::new();
     for name in names {
-        let s = stored(handle, &name)?;
-        sweeps.push(status::summary(&s, &handle.lock().core));
+        let m = meta(handle, &name)?;
+        sweeps.push(status::summary(&m.stored, &handle.lock().core));
     }
     Ok(sweeps)
 }
 
-/// One sweep's trials now (reads the store: call on a blocking thread).
+/// One sweep's trials now (may read the store: call on a blocking thread).
 pub fn view(handle: &Handle, name: &str, curves: bool) -> Result<SweepView, Status> {
-    let s = stored(handle, name)?;
+    let m = meta(handle, name)?;
     let shared = handle.lock();
     Ok(status::sweep_view(
-        &s,
+        &m,
         &shared.core,
         shared.now_ms(),
         curves,

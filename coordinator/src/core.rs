@@ -680,9 +680,9 @@ impl Core {
     }
 
     /// Counts of the given trials by state: (queued, running, finished, failed, cancelled).
-    pub fn counts(&self, ids: &[TrialId]) -> Counts {
+    pub fn counts<'a>(&self, ids: impl IntoIterator<Item = &'a TrialId>) -> Counts {
         let mut c = Counts::default();
-        for t in ids.iter().filter_map(|id| self.trials.get(id)) {
+        for t in ids.into_iter().filter_map(|id| self.trials.get(id)) {
             match t.state {
                 TrialState::Queued { .. } => c.queued += 1,
                 TrialState::Running { .. } => c.running += 1,

@@ -12,6 +12,7 @@
 use crate::core::{
     Config, Core, Counts, DeviceKind, Finished, NewWorker, Rejected, TrialId, TrialState, MAX_SLOTS,
 };
+use crate::status::SweepMeta;
 use crate::store::{Store, StoreError, StoredSweep, Write};
 use crate::sweep::Sweep;
 use std::collections::HashMap;
@@ -86,6 +87,18 @@ pub struct Handle {
     events: broadcast::Sender<pb::TrialEvent>,
     /// Set on shutdown: ends the never-ending streams (`Watch`) so the server can stop.
     streams: Arc<watch::Sender<bool>>,
+    /// Sweeps as views read them, filled on first read and dropped whenever a sweep's row
+    /// changes (submit, cancel, rerun, another process's write). Status polls then never
+    /// take the database's lock, which the committer needs for every batch: with 50 pollers
+    /// reading a 20,000-trial sweep from SQLite, throughput fell from 5,528 to 57 trials/s
+    /// (`sweep-load --workers 100 --trials 20000 --pollers 0,50`).
+    views: Arc<Mutex<Views>>,
+}
+
+#[derive(Default)]
+struct Views {
+    names: Option<Vec<String>>,
+    sweeps: HashMap<String, Arc<SweepMeta>>,
 }
 
 /// Events a slow watcher may fall behind by before it misses some (it then reads the state).
@@ -193,6 +206,7 @@ impl Handle {
             wake,
             events,
             streams: Arc::new(watch::channel(false).0),
+            views: Arc::default(),
         })
     }
 
@@ -273,6 +287,7 @@ impl Handle {
             }
         }
         drop(s);
+        self.forget_views();
         let mut e = event(pb::EventKind::Submitted, "", 0, "");
         e.message = sweep.name.clone();
         self.emit(e);
@@ -281,6 +296,59 @@ impl Handle {
 
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
         self.store().sweep(name)
+    }
+
+    fn views(&self) -> MutexGuard<'_, Views> {
+        self.views.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget_views(&self) {
+        *self.views() = Views::default();
+    }
+
+    /// Every sweep's name, from memory after the first read.
+    pub fn sweep_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut views = self.views();
+        if let Some(n) = &views.names {
+            return Ok(n.clone());
+        }
+        let names = self.store().sweep_names()?;
+        views.names = Some(names.clone());
+        Ok(names)
+    }
+
+    /// Sweep `name` as views read it, from memory after the first read (which reads the
+    /// database: call from a blocking thread). The first read holds the views' lock, so
+    /// pollers arriving together build it once, not once each. Lock order: views, then the
+    /// database, then the core; nothing takes the views' lock while holding the others.
+    pub fn sweep_meta(&self, name: &str) -> Result<Option<Arc<SweepMeta>>, StoreError> {
+        let mut views = self.views();
+        if let Some(m) = views.sweeps.get(name) {
+            return Ok(Some(m.clone()));
+        }
+        let Some(stored) = self.sweep(name)? else {
+            return Ok(None);
+        };
+        // Specs copied under the core's lock, their axis values computed outside it.
+        let specs: Vec<Option<sweep_proto::TrialSpec>> = {
+            let s = self.lock();
+            stored
+                .trials
+                .iter()
+                .map(|(id, _, _)| s.core.trial(id).map(|t| t.spec.clone()))
+                .collect()
+        };
+        let params = specs
+            .iter()
+            .map(|spec| {
+                spec.as_ref()
+                    .map(|sp| crate::status::params_of(sp, &stored.axes))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let meta = Arc::new(SweepMeta { stored, params });
+        views.sweeps.insert(name.to_string(), meta.clone());
+        Ok(Some(meta))
     }
 
     pub fn counts(&self, ids: &[TrialId]) -> Counts {
@@ -301,6 +369,7 @@ impl Handle {
             s.core.cancel(&cancelled);
             cancelled
         };
+        self.forget_views();
         self.cancelled(&cancelled);
         Ok(cancelled)
     }
@@ -384,6 +453,7 @@ impl Handle {
             }
             (version, store.load_trials()?, hints)
         };
+        self.forget_views();
         let mut s = self.lock();
         s.data_version = version;
         for t in trials {

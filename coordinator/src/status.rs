@@ -139,26 +139,39 @@ fn latest_accuracy(epochs: &[EpochMetrics]) -> Option<f64> {
         .map(|e| e.val_accuracy.unwrap_or(e.train_accuracy))
 }
 
+/// A trial's values of the sweep's axes, `axis=value` separated by spaces.
+pub fn params_of(spec: &sweep_proto::TrialSpec, axes: &[String]) -> String {
+    let params = serde_json::to_value(spec).unwrap_or_default();
+    axes.iter()
+        .map(|a| format!("{a}={}", crate::report::axis_value(&params, a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A sweep as views read it, kept in memory by the service (see `Handle::sweep_meta`): its
+/// stored row and trials, and each trial's axis values, so that a view polled every second
+/// reads neither the database nor a trial's JSON.
+#[derive(Debug)]
+pub struct SweepMeta {
+    pub stored: StoredSweep,
+    /// [`params_of`] for each of `stored.trials`.
+    pub params: Vec<String>,
+}
+
 /// A trial as the core holds it now; `now_ms` is the core's clock.
 fn trial_view(
     id: &str,
     label: Option<&str>,
-    axes: &[String],
+    params: &str,
     core: &Core,
     now_ms: u64,
     curves: bool,
 ) -> Option<TrialView> {
     let t = core.trial(id)?;
-    let params = serde_json::to_value(&t.spec).unwrap_or_default();
-    let params = axes
-        .iter()
-        .map(|a| format!("{a}={}", crate::report::axis_value(&params, a)))
-        .collect::<Vec<_>>()
-        .join(" ");
     let mut v = TrialView {
         id: id.to_string(),
         label: label.map(str::to_string),
-        params,
+        params: params.to_string(),
         phase: Phase::of(&t.state),
         attempt: 0,
         worker: None,
@@ -225,24 +238,24 @@ fn trial_view(
 }
 
 pub fn summary(sweep: &StoredSweep, core: &Core) -> SweepSummary {
-    let ids: Vec<String> = sweep.trials.iter().map(|t| t.0.clone()).collect();
     SweepSummary {
         name: sweep.name.clone(),
         file: sweep.file.clone(),
         cancelled: sweep.cancelled,
-        counts: core.counts(&ids).into(),
+        counts: core.counts(sweep.trials.iter().map(|t| &t.0)).into(),
     }
 }
 
 /// The trials of `sweep` in plan order, as the core holds it at `now_ms`: all of them up to
 /// `limit`, else every running one and the first others in plan order.
 pub fn sweep_view(
-    sweep: &StoredSweep,
+    meta: &SweepMeta,
     core: &Core,
     now_ms: u64,
     curves: bool,
     limit: usize,
 ) -> SweepView {
+    let sweep = &meta.stored;
     let running = |id: &str| {
         core.trial(id)
             .is_some_and(|t| matches!(t.state, TrialState::Running { .. }))
@@ -266,10 +279,11 @@ pub fn sweep_view(
     let trials: Vec<TrialView> = sweep
         .trials
         .iter()
+        .zip(&meta.params)
         .zip(&keep)
         .filter(|(_, k)| **k)
-        .filter_map(|((id, label, _), _)| {
-            trial_view(id, label.as_deref(), &sweep.axes, core, now_ms, curves)
+        .filter_map(|(((id, label, _), params), _)| {
+            trial_view(id, label.as_deref(), params, core, now_ms, curves)
         })
         .collect();
     SweepView {
@@ -288,7 +302,7 @@ mod tests {
     use sweep_proto::TrialSpec;
 
     /// Five queued trials, the last two leased.
-    fn setup() -> (StoredSweep, Core) {
+    fn setup() -> (SweepMeta, Core) {
         let mut core = Core::new(Config::default());
         let ids: Vec<String> = (0..5).map(|i| format!("t{i}")).collect();
         for id in ids.iter().rev() {
@@ -321,7 +335,14 @@ mod tests {
             cancelled: false,
             trials: ids.into_iter().map(|id| (id, None, None)).collect(),
         };
-        (sweep, core)
+        let params = vec!["seed=1".to_string(); 5];
+        (
+            SweepMeta {
+                stored: sweep,
+                params,
+            },
+            core,
+        )
     }
 
     #[test]
