@@ -270,9 +270,9 @@ impl Verdict {
     /// "better (Welch's t-test p = 0.003)", "within noise (p = 0.41)", ...
     pub fn describe(&self) -> String {
         match self {
-            Verdict::Better { p } => format!("better (Welch's t-test p = {})", p_value(*p)),
+            Verdict::Better { p } => format!("better (Welch's t-test {})", p_value(*p)),
             Verdict::WithinNoise { p: Some(p) } => {
-                format!("within noise (Welch's t-test p = {})", p_value(*p))
+                format!("within noise (Welch's t-test {})", p_value(*p))
             }
             Verdict::WithinNoise { p: None } => {
                 "within noise (single runs, inside the sampling error)".into()
@@ -288,11 +288,12 @@ impl Verdict {
     }
 }
 
+/// "p = 0.028", or "p < 0.001" below that.
 fn p_value(p: f64) -> String {
     if p < 0.001 {
-        "< 0.001".into()
+        "p < 0.001".into()
     } else {
-        format!("{p:.3}")
+        format!("p = {p:.3}")
     }
 }
 
