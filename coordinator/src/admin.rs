@@ -116,17 +116,13 @@ pub fn list(handle: &Handle) -> Result<Vec<SweepSummary>, Status> {
     Ok(sweeps)
 }
 
-/// One sweep's trials now (may read the store: call on a blocking thread).
-pub fn view(handle: &Handle, name: &str, curves: bool) -> Result<SweepView, Status> {
-    let m = meta(handle, name)?;
-    let shared = handle.lock();
-    Ok(status::sweep_view(
-        &m,
-        &shared.core,
-        shared.now_ms(),
-        curves,
-        status::MAX_VIEW_TRIALS,
-    ))
+/// One sweep's trials as of at most half a second ago (may read the store: call on a
+/// blocking thread).
+pub fn view(handle: &Handle, name: &str, curves: bool) -> Result<Arc<SweepView>, Status> {
+    handle
+        .sweep_view(name, curves)
+        .map_err(store_error)?
+        .ok_or_else(|| no_sweep(name))
 }
 
 /// The report of sweep `name` as it stands (reads the store: call on a blocking thread).

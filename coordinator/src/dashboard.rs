@@ -43,6 +43,10 @@ fn json(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+fn to_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     json(status, serde_json::json!({ "error": message }).to_string())
 }
@@ -82,17 +86,15 @@ impl Dash {
         }
     }
 
-    /// Runs `f` on a blocking thread (it reads the store) and answers with its JSON.
-    async fn answer<T: serde::Serialize + Send + 'static>(
+    /// Runs `f` on a blocking thread (it may read the store, and serialising a large view
+    /// takes a while) and answers with the JSON text it makes.
+    async fn answer(
         &self,
-        f: impl FnOnce(&Handle) -> Result<T, tonic::Status> + Send + 'static,
+        f: impl FnOnce(&Handle) -> Result<String, tonic::Status> + Send + 'static,
     ) -> Response {
         let h = self.handle.clone();
         match tokio::task::spawn_blocking(move || f(&h)).await {
-            Ok(Ok(v)) => json(
-                StatusCode::OK,
-                serde_json::to_string(&v).unwrap_or_else(|_| "null".into()),
-            ),
+            Ok(Ok(text)) => json(StatusCode::OK, text),
             Ok(Err(s)) => from_status(s),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
@@ -128,7 +130,7 @@ async fn sweeps(State(d): State<Dash>, headers: HeaderMap) -> Response {
     if let Some(r) = d.refuse(&headers, false) {
         return r;
     }
-    d.answer(|h| Ok(serde_json::json!({ "sweeps": admin::list(h)? })))
+    d.answer(|h| Ok(to_json(&serde_json::json!({ "sweeps": admin::list(h)? }))))
         .await
 }
 
@@ -136,7 +138,8 @@ async fn sweep(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderM
     if let Some(r) = d.refuse(&headers, false) {
         return r;
     }
-    d.answer(move |h| admin::view(h, &name, true)).await
+    d.answer(move |h| Ok(to_json(&*admin::view(h, &name, true)?)))
+        .await
 }
 
 async fn report(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderMap) -> Response {
@@ -159,7 +162,7 @@ async fn cancel(State(d): State<Dash>, Path(name): Path<String>, headers: Header
     if let Some(r) = d.refuse(&headers, true) {
         return r;
     }
-    d.answer(move |h| Ok(serde_json::json!({ "trials": admin::cancel(h, &name, "")? })))
+    d.answer(move |h| Ok(to_json(&serde_json::json!({ "trials": admin::cancel(h, &name, "")? }))))
         .await
 }
 
@@ -167,7 +170,7 @@ async fn rerun(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderM
     if let Some(r) = d.refuse(&headers, true) {
         return r;
     }
-    d.answer(move |h| Ok(serde_json::json!({ "trials": admin::rerun(h, &name)? })))
+    d.answer(move |h| Ok(to_json(&serde_json::json!({ "trials": admin::rerun(h, &name)? }))))
         .await
 }
 

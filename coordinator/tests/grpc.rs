@@ -736,3 +736,20 @@ async fn admin_calls_check_their_input_and_role() {
     assert_eq!(err.code(), Code::PermissionDenied);
     s.stop().await;
 }
+
+/// Pollers share one view for half a second; a change made here (cancel) shows at once.
+#[tokio::test]
+async fn views_are_shared_between_polls_and_rebuilt_after_a_change() {
+    let s = Server::start().await;
+    let a = s.handle.sweep_view("g", false).unwrap().unwrap();
+    let b = s.handle.sweep_view("g", false).unwrap().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "one build for both polls");
+    assert_eq!(a.sweep.counts.queued, 2);
+    s.handle.cancel("g").unwrap();
+    let c = s.handle.sweep_view("g", false).unwrap().unwrap();
+    assert_eq!(c.sweep.counts.cancelled, 2, "the cancel shows at once");
+    tokio::time::sleep(coordinator::service::VIEW_MAX_AGE).await;
+    let d = s.handle.sweep_view("g", false).unwrap().unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&c, &d), "rebuilt once stale");
+    s.stop().await;
+}
