@@ -162,16 +162,24 @@ async fn cancel(State(d): State<Dash>, Path(name): Path<String>, headers: Header
     if let Some(r) = d.refuse(&headers, true) {
         return r;
     }
-    d.answer(move |h| Ok(to_json(&serde_json::json!({ "trials": admin::cancel(h, &name, "")? }))))
-        .await
+    d.answer(move |h| {
+        Ok(to_json(
+            &serde_json::json!({ "trials": admin::cancel(h, &name, "")? }),
+        ))
+    })
+    .await
 }
 
 async fn rerun(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderMap) -> Response {
     if let Some(r) = d.refuse(&headers, true) {
         return r;
     }
-    d.answer(move |h| Ok(to_json(&serde_json::json!({ "trials": admin::rerun(h, &name)? }))))
-        .await
+    d.answer(move |h| {
+        Ok(to_json(
+            &serde_json::json!({ "trials": admin::rerun(h, &name)? }),
+        ))
+    })
+    .await
 }
 
 /// The dashboard and the health endpoints on `listener`, for the rest of the process.
