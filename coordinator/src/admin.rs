@@ -255,16 +255,24 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ReportResponse>, Status> {
         let r = req.into_inner();
         let h = self.handle.clone();
-        let report = blocking(move || report(&h, &r.sweep)).await?;
+        // Rendering draws every trial's curves: on the blocking thread too.
+        let (files, summary) = blocking(move || {
+            let report = report(&h, &r.sweep)?;
+            Ok((
+                crate::render::files(&report),
+                crate::render::terminal(&report),
+            ))
+        })
+        .await?;
         Ok(Response::new(pb::ReportResponse {
-            files: crate::render::files(&report)
+            files: files
                 .into_iter()
                 .map(|(name, text)| pb::ReportFile {
                     name: name.to_string(),
                     content: text.into_bytes(),
                 })
                 .collect(),
-            summary: crate::render::terminal(&report),
+            summary,
         }))
     }
 
@@ -306,8 +314,13 @@ impl Admin for AdminService {
                             || (e.kind == pb::EventKind::Submitted as i32 && e.message == name)
                     }
                 };
-                if wanted && tx.send(Ok(e)).await.is_err() {
-                    break;
+                if !wanted {
+                    continue;
+                }
+                // A client that stops reading must not hold the server's shutdown.
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    sent = tx.send(Ok(e)) => if sent.is_err() { break },
                 }
             }
         });

@@ -147,12 +147,15 @@ async fn report(State(d): State<Dash>, Path(name): Path<String>, headers: Header
         return r;
     }
     let h = d.handle.clone();
-    match tokio::task::spawn_blocking(move || admin::report(&h, &name)).await {
-        Ok(Ok(report)) => (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            crate::html::render(&report),
-        )
-            .into_response(),
+    // Rendering draws every trial's curves: on the blocking thread too.
+    match tokio::task::spawn_blocking(move || {
+        admin::report(&h, &name).map(|r| crate::html::render(&r))
+    })
+    .await
+    {
+        Ok(Ok(html)) => {
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+        }
         Ok(Err(s)) => from_status(s),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }

@@ -10,6 +10,9 @@ use sweep_proto::tls::ClientTls;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// The files a report consists of; a server naming any other is refused.
+const REPORT_FILES: [&str; 4] = ["report.md", "results.csv", "results.json", "report.html"];
+
 /// Largest answer accepted (a report of 1,000 trials with curves is a few MB).
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 
@@ -116,7 +119,7 @@ fn phase_name(t: &pb::TrialView) -> String {
 }
 
 fn short(id: &str) -> &str {
-    &id[..8.min(id.len())]
+    id.get(..8).unwrap_or(id)
 }
 
 /// `status`: every sweep's counts, or one sweep's trials.
@@ -232,8 +235,8 @@ pub async fn report(c: &mut Client, sweep: &str, out: &Path) -> Result<()> {
         .into_inner();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for f in &r.files {
-        // The server names the files; refuse anything that would leave `out`.
-        if f.name.contains('/') || f.name.contains('\\') || f.name.starts_with('.') {
+        // The server names the files: only the report's own names are written.
+        if !REPORT_FILES.contains(&f.name.as_str()) {
             bail!(
                 "the coordinator sent a report file with a bad name: {:?}",
                 f.name
@@ -343,12 +346,8 @@ pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
             .map(|t| {
                 let eta = t
                     .eta_seconds
-                    .map(|s| {
-                        format!(
-                            " eta {}",
-                            indicatif::HumanDuration(Duration::from_secs_f64(s))
-                        )
-                    })
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .map(|d| format!(" eta {}", indicatif::HumanDuration(d)))
                     .unwrap_or_default();
                 format!(
                     "{} e{}/{} acc {}{eta}",

@@ -93,6 +93,10 @@ pub struct Handle {
     /// reading a 20,000-trial sweep from SQLite, throughput fell from 5,528 to 57 trials/s
     /// (`sweep-load --workers 100 --trials 20000 --pollers 0,50`).
     views: Arc<Mutex<Views>>,
+    /// Taken first by every admin change (submit, cancel, rerun), so that they happen one at
+    /// a time: submit and rerun write the database before they lock the core, and must not
+    /// interleave with a cancel that would then be undone in the core.
+    admin: Arc<Mutex<()>>,
 }
 
 #[derive(Default)]
@@ -212,6 +216,7 @@ impl Handle {
             events,
             streams: Arc::new(watch::channel(false).0),
             views: Arc::default(),
+            admin: Arc::default(),
         })
     }
 
@@ -269,6 +274,7 @@ impl Handle {
     /// trials are not in the core yet, and one the database re-queued replaces the core's only
     /// where the core holds it ended (never a running lease).
     pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
+        let _admin = self.admin_change();
         let (stale, stored) = {
             let mut store = self.store();
             let stale = store.add_sweep(sweep, rerun)?;
@@ -402,6 +408,7 @@ impl Handle {
 
     /// Cancels sweep `name`: its queued and running trials that no other active sweep needs.
     pub fn cancel(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
+        let _admin = self.admin_change();
         let cancelled = {
             let mut s = self.lock();
             let mut store = self.store();
@@ -409,10 +416,10 @@ impl Handle {
                 return Ok(Vec::new());
             }
             // The database decides (one transaction, finished and shared trials spared); the
-            // core follows it.
-            let cancelled = store.cancel_sweep(name)?;
-            s.core.cancel(&cancelled);
-            cancelled
+            // core follows it. What is reported is what the core stopped: a trial whose result
+            // waits in the open batch ends finished, not cancelled.
+            let in_db = store.cancel_sweep(name)?;
+            s.core.cancel(&in_db)
         };
         self.forget_views();
         self.cancelled(&cancelled);
@@ -421,14 +428,19 @@ impl Handle {
 
     /// Cancels one trial, if it is still queued or running (whichever sweeps hold it).
     pub fn cancel_trial(&self, id: &str) -> Result<Vec<TrialId>, StoreError> {
+        let _admin = self.admin_change();
         let cancelled = {
             let mut s = self.lock();
-            let cancelled = self.store().cancel_trial(id)?;
-            s.core.cancel(&cancelled);
-            cancelled
+            let in_db = self.store().cancel_trial(id)?;
+            s.core.cancel(&in_db)
         };
+        self.forget_views();
         self.cancelled(&cancelled);
         Ok(cancelled)
+    }
+
+    fn admin_change(&self) -> MutexGuard<'_, ()> {
+        self.admin.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cancelled(&self, ids: &[TrialId]) {
@@ -439,20 +451,31 @@ impl Handle {
 
     /// Queues the failed and cancelled trials of sweep `name` again (and makes the sweep
     /// active again); returns them.
+    ///
+    /// The database is written and read before the core is locked (as in [`Handle::submit`]);
+    /// the trials it re-queued have ended in the core, so no lease races it.
     pub fn rerun(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
-        let mut s = self.lock();
+        let _admin = self.admin_change();
         let (ids, stored) = {
             let mut store = self.store();
             let ids = store.rerun_sweep(name)?;
             (ids, store.load_trials()?)
         };
         let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-        for t in stored
-            .into_iter()
-            .filter(|t| wanted.contains(t.id.as_str()))
         {
-            s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
+            let mut s = self.lock();
+            for t in stored
+                .into_iter()
+                .filter(|t| wanted.contains(t.id.as_str()))
+            {
+                s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
+            }
         }
+        self.forget_views();
+        // Watchers hear of it as of a submit: the sweep has work again.
+        let mut e = event(pb::EventKind::Submitted, "", 0, "");
+        e.message = name.to_string();
+        self.emit(e);
         Ok(ids)
     }
 
@@ -498,7 +521,6 @@ impl Handle {
             }
             (version, store.load_trials()?, hints)
         };
-        self.forget_views();
         let mut s = self.lock();
         s.data_version = version;
         for t in trials {
@@ -519,6 +541,9 @@ impl Handle {
         for (id, data) in hints {
             s.data_hints.entry(id).or_insert(data);
         }
+        drop(s);
+        // After the core has the new state, so no view is built from the old one.
+        self.forget_views();
         Ok(())
     }
 

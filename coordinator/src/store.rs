@@ -781,7 +781,9 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             lost,
         }) => {
             conn.prepare_cached(
-                "UPDATE trials SET state = 'queued', attempt = ?2, lost = ?3 WHERE id = ?1",
+                // Not over a cancel committed since the core re-queued it (the core has
+                // followed the cancel by then).
+                "UPDATE trials SET state = 'queued', attempt = ?2, lost = ?3 WHERE id = ?1 AND state != 'cancelled'",
             )?
             .execute(params![trial, next_attempt, lost])?;
         }
@@ -791,7 +793,7 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             lost,
         }) => {
             conn.prepare_cached(
-                "UPDATE trials SET state = 'failed', reason = ?2, lost = ?3 WHERE id = ?1",
+                "UPDATE trials SET state = 'failed', reason = ?2, lost = ?3 WHERE id = ?1 AND state != 'cancelled'",
             )?
             .execute(params![trial, reason, lost])?;
         }

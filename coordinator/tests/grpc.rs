@@ -748,8 +748,18 @@ async fn views_are_shared_between_polls_and_rebuilt_after_a_change() {
     s.handle.cancel("g").unwrap();
     let c = s.handle.sweep_view("g", false).unwrap().unwrap();
     assert_eq!(c.sweep.counts.cancelled, 2, "the cancel shows at once");
+    assert!(c.sweep.cancelled);
     tokio::time::sleep(coordinator::service::VIEW_MAX_AGE).await;
     let d = s.handle.sweep_view("g", false).unwrap().unwrap();
     assert!(!std::sync::Arc::ptr_eq(&c, &d), "rebuilt once stale");
+    // A rerun, and a one-trial cancel, show at once too.
+    assert_eq!(s.handle.rerun("g").unwrap().len(), 2);
+    let e = s.handle.sweep_view("g", false).unwrap().unwrap();
+    assert_eq!(e.sweep.counts.queued, 2);
+    assert!(!e.sweep.cancelled, "the sweep is active again");
+    let one = e.trials[0].id.clone();
+    assert_eq!(s.handle.cancel_trial(&one).unwrap(), [one.clone()]);
+    let f = s.handle.sweep_view("g", false).unwrap().unwrap();
+    assert_eq!((f.sweep.counts.queued, f.sweep.counts.cancelled), (1, 1));
     s.stop().await;
 }
