@@ -758,7 +758,7 @@ async fn views_are_shared_between_polls_and_rebuilt_after_a_change() {
     assert_eq!(e.sweep.counts.queued, 2);
     assert!(!e.sweep.cancelled, "the sweep is active again");
     let one = e.trials[0].id.clone();
-    assert_eq!(s.handle.cancel_trial(&one).unwrap(), [one.clone()]);
+    assert_eq!(s.handle.cancel_trial(&one).unwrap(), [one]);
     let f = s.handle.sweep_view("g", false).unwrap().unwrap();
     assert_eq!((f.sweep.counts.queued, f.sweep.counts.cancelled), (1, 1));
     s.stop().await;
