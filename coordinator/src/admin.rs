@@ -286,13 +286,20 @@ impl Admin for AdminService {
         // Subscribed before the sweep is read, so nothing between the two is missed.
         let mut events = self.handle.subscribe();
         let mut stop = self.handle.streams_stop();
-        let filter: Option<Arc<HashSet<String>>> = if name.is_empty() {
+        let members = |h: Handle, n: String| async move {
+            blocking(move || stored(&h, &n)).await.map(|s| {
+                s.trials
+                    .into_iter()
+                    .map(|t| t.0)
+                    .collect::<HashSet<String>>()
+            })
+        };
+        let mut filter: Option<HashSet<String>> = if name.is_empty() {
             None
         } else {
-            let (h, n) = (self.handle.clone(), name.clone());
-            let s = blocking(move || stored(&h, &n)).await?;
-            Some(Arc::new(s.trials.into_iter().map(|t| t.0).collect()))
+            Some(members(self.handle.clone(), name.clone()).await?)
         };
+        let handle = self.handle.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             loop {
@@ -307,12 +314,16 @@ impl Admin for AdminService {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };
+                let resubmitted = e.kind == pb::EventKind::Submitted as i32 && e.message == name;
+                if resubmitted && filter.is_some() {
+                    // The sweep may hold other trials now (an edited grid submitted again).
+                    if let Ok(ids) = members(handle.clone(), name.clone()).await {
+                        filter = Some(ids);
+                    }
+                }
                 let wanted = match &filter {
                     None => true,
-                    Some(ids) => {
-                        ids.contains(&e.trial_id)
-                            || (e.kind == pb::EventKind::Submitted as i32 && e.message == name)
-                    }
+                    Some(ids) => ids.contains(&e.trial_id) || resubmitted,
                 };
                 if !wanted {
                     continue;

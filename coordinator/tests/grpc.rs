@@ -763,3 +763,65 @@ async fn views_are_shared_between_polls_and_rebuilt_after_a_change() {
     assert_eq!((f.sweep.counts.queued, f.sweep.counts.cancelled), (1, 1));
     s.stop().await;
 }
+
+/// A watch on a sweep follows it when it is submitted again with more trials.
+#[tokio::test]
+async fn a_watch_follows_trials_added_by_a_resubmit() {
+    let s = Server::start().await;
+    let mut admin = s.admin().await;
+    let mut events = admin
+        .watch(pb::WatchRequest { sweep: "g".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let r = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: "g.toml".into(),
+            sweep_toml: "name = \"g\"\n[grid]\nseed = [3]\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.trials, 1);
+    let first = events.message().await.unwrap().unwrap();
+    assert_eq!(first.kind, pb::EventKind::Submitted as i32);
+    // Only the new trial (seed 3) belongs to `g` now; of the three leases, its is seen.
+    let mut c = s.worker().await;
+    let w = c
+        .register(pb::RegisterRequest {
+            name: "w".into(),
+            device: pb::DeviceKind::Cpu as i32,
+            slots: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let leases = c
+        .lease(pb::LeaseRequest {
+            worker_id: w,
+            free_slots: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert_eq!(leases.len(), 3);
+    let e = tokio::time::timeout(std::time::Duration::from_secs(5), events.message())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    let seed3 = leases
+        .iter()
+        .find(|l| l.spec_toml.contains("seed = 3"))
+        .expect("seed 3 leased");
+    assert_eq!(
+        (e.kind, e.trial_id.as_str()),
+        (pb::EventKind::Leased as i32, seed3.trial_id.as_str()),
+        "the first lease event is the new trial's, not the old ones'"
+    );
+    s.stop().await;
+}
