@@ -2,6 +2,7 @@
 //! cancel, rerun, report and watch, over the `Admin` gRPC service with the admin token.
 
 use anyhow::{bail, Context, Result};
+use coordinator::core::Counts;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,18 +31,13 @@ impl tonic::service::Interceptor for Bearer {
 
 /// The admin token from `file`, else `$SWEEP_ADMIN_TOKEN`; never from the command line.
 pub fn admin_token(file: Option<&Path>) -> Result<String> {
-    let token = match file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read token file {}", f.display()))?,
-        None => std::env::var("SWEEP_ADMIN_TOKEN").map_err(|_| {
-            anyhow::anyhow!("no admin token: set SWEEP_ADMIN_TOKEN or pass --token-file FILE (`coordinator tls init` writes admin-token; `coordinator sweep` writes OUT/admin-token)")
-        })?,
-    };
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        bail!("the admin token is empty");
-    }
-    Ok(token)
+    sweep_proto::convert::read_token_as(
+        file,
+        "SWEEP_ADMIN_TOKEN",
+        "admin token",
+        " (`coordinator tls init` writes admin-token; `coordinator sweep` writes OUT/admin-token)",
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 pub async fn connect(server: &str, tls: &ClientTls, token: &str) -> Result<Client> {
@@ -91,12 +87,17 @@ pub async fn submit(c: &mut Client, file: &Path, rerun: bool, force: bool) -> Re
     Ok(())
 }
 
-fn counts_line(c: &pb::TrialCounts) -> String {
-    let total = c.queued + c.running + c.finished + c.failed + c.cancelled;
-    format!(
-        "{total} trials: {} finished, {} running, {} queued, {} failed, {} cancelled",
-        c.finished, c.running, c.queued, c.failed, c.cancelled
-    )
+/// The wire counts as the core's `Counts`, which print ("N trials: ... finished, ...") and
+/// total as the local commands do.
+fn counts_of(c: Option<pb::TrialCounts>) -> Counts {
+    let c = c.unwrap_or_default();
+    Counts {
+        queued: c.queued as usize,
+        running: c.running as usize,
+        finished: c.finished as usize,
+        failed: c.failed as usize,
+        cancelled: c.cancelled as usize,
+    }
 }
 
 fn percent(v: Option<f64>) -> String {
@@ -137,7 +138,7 @@ pub async fn status(c: &mut Client, sweep: Option<&str>) -> Result<()> {
             println!(
                 "{}: {}{}",
                 s.name,
-                counts_line(&s.counts.unwrap_or_default()),
+                counts_of(s.counts),
                 if s.cancelled { " (cancelled)" } else { "" }
             );
         }
@@ -148,7 +149,7 @@ pub async fn status(c: &mut Client, sweep: Option<&str>) -> Result<()> {
     println!(
         "{}: {}{}",
         s.name,
-        counts_line(&s.counts.unwrap_or_default()),
+        counts_of(s.counts),
         if s.cancelled { " (cancelled)" } else { "" }
     );
     println!("| trial | state | attempt | epoch | accuracy | test accuracy | worker | params |");
@@ -294,8 +295,10 @@ pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
         bar.set_style(style.progress_chars("=> "));
     }
     let first = sweep_status(c, name).await?;
-    let counts = first.sweep.and_then(|s| s.counts).unwrap_or_default();
-    let line = format!("watching sweep `{name}`: {}", counts_line(&counts));
+    let line = format!(
+        "watching sweep `{name}`: {}",
+        counts_of(first.sweep.and_then(|s| s.counts))
+    );
     if quiet {
         println!("{line}");
     } else {
@@ -330,10 +333,8 @@ pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
         }
         // The state once a second: events only add lines above the bar.
         let v = sweep_status(c, name).await?;
-        let counts = v.sweep.and_then(|s| s.counts).unwrap_or_default();
-        let total =
-            counts.queued + counts.running + counts.finished + counts.failed + counts.cancelled;
-        bar.set_length(total as u64);
+        let counts = counts_of(v.sweep.and_then(|s| s.counts));
+        bar.set_length(counts.total() as u64);
         bar.set_position((counts.finished + counts.failed + counts.cancelled) as u64);
         bar.set_prefix(format!(
             "{} running, {} queued, {} failed",
@@ -359,9 +360,9 @@ pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
             })
             .collect();
         bar.set_message(running.join(" | "));
-        if counts.queued == 0 && counts.running == 0 {
+        if counts.is_done() {
             bar.finish_and_clear();
-            println!("{name}: {}", counts_line(&counts));
+            println!("{name}: {counts}");
             return Ok(());
         }
     }

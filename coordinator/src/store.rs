@@ -641,55 +641,30 @@ impl Store {
     /// A finished, failed or already cancelled trial is never changed, whatever the caller's
     /// view of it was, so a cancel racing a result cannot overwrite it.
     pub fn cancel_sweep(&mut self, name: &str) -> Result<Vec<String>, StoreError> {
-        let path = self.path.clone();
-        let wrap = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(wrap)?;
-        tx.execute(
-            "UPDATE sweeps SET cancelled = 1 WHERE name = ?1",
-            params![name],
+        self.flag_sweep_and_update(
+            name,
+            true,
+            "UPDATE trials SET state = 'cancelled'
+             WHERE state IN ('queued', 'running')
+               AND id IN (SELECT trial FROM sweep_trials WHERE sweep = ?1)
+               AND id NOT IN (SELECT st.trial FROM sweep_trials st JOIN sweeps s ON s.name = st.sweep
+                              WHERE s.name != ?1 AND s.cancelled = 0)
+             RETURNING id",
         )
-        .map_err(wrap)?;
-        let ids = {
-            let mut stmt = tx
-                .prepare(
-                    "UPDATE trials SET state = 'cancelled'
-                     WHERE state IN ('queued', 'running')
-                       AND id IN (SELECT trial FROM sweep_trials WHERE sweep = ?1)
-                       AND id NOT IN (SELECT st.trial FROM sweep_trials st JOIN sweeps s ON s.name = st.sweep
-                                      WHERE s.name != ?1 AND s.cancelled = 0)
-                     RETURNING id",
-                )
-                .map_err(wrap)?;
-            let rows = stmt
-                .query_map(params![name], |r| r.get::<_, String>(0))
-                .map_err(wrap)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(wrap)?
-        };
-        tx.commit().map_err(wrap)?;
-        Ok(ids)
     }
 
     /// Cancels one trial if it is still queued or running; returns it if it was.
     pub fn cancel_trial(&mut self, id: &str) -> Result<Vec<String>, StoreError> {
-        let path = self.path.clone();
-        let wrap = |source| StoreError::Sqlite {
-            path: path.clone(),
+        returned_ids(
+            &self.conn,
+            "UPDATE trials SET state = 'cancelled' WHERE id = ?1 AND state IN ('queued', 'running')
+             RETURNING id",
+            id,
+        )
+        .map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
             source,
-        };
-        let mut stmt = self
-            .conn
-            .prepare(
-                "UPDATE trials SET state = 'cancelled' WHERE id = ?1 AND state IN ('queued', 'running')
-                 RETURNING id",
-            )
-            .map_err(wrap)?;
-        let rows = stmt
-            .query_map(params![id], |r| r.get::<_, String>(0))
-            .map_err(wrap)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(wrap)
+        })
     }
 
     /// Queues the failed and cancelled trials of sweep `name` again with their next attempt
@@ -697,6 +672,26 @@ impl Store {
     /// trial would diverge again and is kept), and makes the sweep active again. One
     /// transaction; returns the trials queued.
     pub fn rerun_sweep(&mut self, name: &str) -> Result<Vec<String>, StoreError> {
+        self.flag_sweep_and_update(
+            name,
+            false,
+            "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL,
+                    result = NULL, result_sha = NULL
+             WHERE id IN (SELECT trial FROM sweep_trials WHERE sweep = ?1)
+               AND (state IN ('failed', 'cancelled')
+                    OR (state = 'finished' AND json_extract(result, '$.status') = 'failed'))
+             RETURNING id",
+        )
+    }
+
+    /// In one transaction: sets sweep `name`'s `cancelled` flag, then runs `update` (an UPDATE
+    /// of trials with the sweep's name as ?1, `RETURNING id`) and returns the ids it changed.
+    fn flag_sweep_and_update(
+        &mut self,
+        name: &str,
+        cancelled: bool,
+        update: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let path = self.path.clone();
         let wrap = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -704,29 +699,21 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(wrap)?;
         tx.execute(
-            "UPDATE sweeps SET cancelled = 0 WHERE name = ?1",
-            params![name],
+            "UPDATE sweeps SET cancelled = ?2 WHERE name = ?1",
+            params![name, cancelled],
         )
         .map_err(wrap)?;
-        let ids = {
-            let mut stmt = tx
-                .prepare(
-                    "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL,
-                            result = NULL, result_sha = NULL
-                     WHERE id IN (SELECT trial FROM sweep_trials WHERE sweep = ?1)
-                       AND (state IN ('failed', 'cancelled')
-                            OR (state = 'finished' AND json_extract(result, '$.status') = 'failed'))
-                     RETURNING id",
-                )
-                .map_err(wrap)?;
-            let rows = stmt
-                .query_map(params![name], |r| r.get::<_, String>(0))
-                .map_err(wrap)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(wrap)?
-        };
+        let ids = returned_ids(&tx, update, name).map_err(wrap)?;
         tx.commit().map_err(wrap)?;
         Ok(ids)
     }
+}
+
+/// The ids an `UPDATE ... RETURNING id` with one parameter changed.
+fn returned_ids(conn: &Connection, sql: &str, arg: &str) -> Result<Vec<String>, rusqlite::Error> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params![arg], |r| r.get::<_, String>(0))?;
+    rows.collect()
 }
 
 /// One write; statements are prepared once per connection (half the cost of a write is SQL

@@ -61,8 +61,9 @@ impl Server {
         }
     }
 
-    /// A client sending `authorization: <header>` (or nothing).
-    async fn client(&self, header: Option<&str>) -> Client {
+    /// A channel to the server and an interceptor sending `authorization: <header>` (or
+    /// nothing).
+    async fn connect(&self, header: Option<&str>) -> (Channel, AddAuth) {
         let channel = Channel::from_shared(self.url.clone())
             .unwrap()
             .connect()
@@ -75,6 +76,12 @@ impl Server {
             }
             Ok(req)
         });
+        (channel, add)
+    }
+
+    /// A worker-API client sending `authorization: <header>` (or nothing).
+    async fn client(&self, header: Option<&str>) -> Client {
+        let (channel, add) = self.connect(header).await;
         CoordinatorClient::with_interceptor(channel, add)
     }
 
@@ -84,16 +91,12 @@ impl Server {
 
     /// An `Admin` client with the admin token.
     async fn admin(&self) -> AdminC {
-        let channel = Channel::from_shared(self.url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let value: MetadataValue<_> = format!("Bearer {ADMIN}").parse().unwrap();
-        let add: AddAuth = Box::new(move |mut req: Request<()>| {
-            req.metadata_mut().insert("authorization", value.clone());
-            Ok(req)
-        });
+        self.admin_as(ADMIN).await
+    }
+
+    /// An `Admin` client sending `token`.
+    async fn admin_as(&self, token: &str) -> AdminC {
+        let (channel, add) = self.connect(Some(&format!("Bearer {token}"))).await;
         AdminClient::with_interceptor(channel, add)
     }
 
@@ -718,17 +721,7 @@ async fn admin_calls_check_their_input_and_role() {
     assert_eq!((r.name.as_str(), r.trials, r.reused), ("two", 3, 0));
     assert_eq!(s.handle.lock().core.trials().count(), 5);
     // A worker's token cannot administer.
-    let channel = Channel::from_shared(s.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    let add: AddAuth = Box::new(move |mut req: Request<()>| {
-        req.metadata_mut().insert("authorization", value.clone());
-        Ok(req)
-    });
-    let mut as_worker = AdminClient::with_interceptor(channel, add);
+    let mut as_worker = s.admin_as(TOKEN).await;
     let err = as_worker
         .list_sweeps(pb::ListSweepsRequest {})
         .await

@@ -158,16 +158,26 @@ impl TryFrom<pb::TrialResult> for TrialResult {
 /// Reads the shared worker token from `file`, or else from `$SWEEP_TOKEN`. Never from the
 /// command line, where `ps` would show it to every user of the machine.
 pub fn read_token(file: Option<&std::path::Path>) -> Result<String, String> {
+    read_token_as(file, "SWEEP_TOKEN", "worker token", "")
+}
+
+/// Reads a token (`what`: "worker token", "admin token") from `file`, or else from `$env`;
+/// `hint` follows the message when neither is given. Trimmed; an empty token is refused.
+pub fn read_token_as(
+    file: Option<&std::path::Path>,
+    env: &str,
+    what: &str,
+    hint: &str,
+) -> Result<String, String> {
     let token = match file {
         Some(f) => std::fs::read_to_string(f)
             .map_err(|e| format!("cannot read token file {}: {e}", f.display()))?,
-        None => std::env::var("SWEEP_TOKEN").map_err(|_| {
-            "no worker token: set SWEEP_TOKEN or pass --token-file FILE".to_string()
-        })?,
+        None => std::env::var(env)
+            .map_err(|_| format!("no {what}: set {env} or pass --token-file FILE{hint}"))?,
     };
     let token = token.trim().to_string();
     if token.is_empty() {
-        return Err("the worker token is empty".into());
+        return Err(format!("the {what} is empty"));
     }
     Ok(token)
 }

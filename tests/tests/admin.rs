@@ -76,16 +76,22 @@ impl Admin {
         let mut cmd = Command::new(bin("coordinator"));
         cmd.args(args)
             .args(["--server", &format!("https://localhost:{}", self.port)])
-            .arg("--tls-ca")
+            .env_remove("SWEEP_ADMIN_TOKEN");
+        self.client_flags(&mut cmd, token);
+        cmd
+    }
+
+    /// What every client of this coordinator passes: its CA, the client certificate (mTLS)
+    /// and the token file `token` (a name in the certificate directory, or a path).
+    fn client_flags(&self, cmd: &mut Command, token: &str) {
+        cmd.arg("--tls-ca")
             .arg(self.certs.join("ca.pem"))
             .arg("--tls-cert")
             .arg(self.certs.join("worker.pem"))
             .arg("--tls-key")
             .arg(self.certs.join("worker-key.pem"))
             .arg("--token-file")
-            .arg(self.certs.join(token))
-            .env_remove("SWEEP_ADMIN_TOKEN");
-        cmd
+            .arg(self.certs.join(token));
     }
 
     fn run(&self, args: &[&str], token: &str) -> Output {
@@ -111,20 +117,15 @@ impl Admin {
         path
     }
 
-    fn worker(&self, name: &str) -> Proc {
+    /// A worker named `name` presenting the token file `token`.
+    fn worker(&self, name: &str, token: &str) -> Proc {
         let mut cmd = Command::new(bin("worker"));
         cmd.args(["--coordinator", &format!("https://localhost:{}", self.port)])
             .args(["--device", "cpu", "--name", name, "--data"])
             .arg(&self.data)
-            .arg("--tls-ca")
-            .arg(self.certs.join("ca.pem"))
-            .arg("--tls-cert")
-            .arg(self.certs.join("worker.pem"))
-            .arg("--tls-key")
-            .arg(self.certs.join("worker-key.pem"))
-            .arg("--token-file")
-            .arg(self.certs.join("token"))
+            .env_remove("SWEEP_TOKEN")
             .env("RUST_LOG", "info");
+        self.client_flags(&mut cmd, token);
         Proc::spawn(&mut cmd, self.dir.path().join(format!("{name}.log")))
     }
 }
@@ -169,7 +170,7 @@ fn remote_submit_watch_status_report_over_mtls() {
         "{}",
         watch.log_text()
     );
-    let _w = a.worker("w1");
+    let _w = a.worker("w1", "token");
     let status = watch
         .wait_exit(Duration::from_secs(120))
         .expect("watch ends when every trial has ended");
@@ -301,21 +302,7 @@ fn the_worker_token_is_refused_on_every_admin_call() {
     let out = a.ok(&["status"]);
     assert!(out.contains("no sweeps"), "{out}");
     // The admin token is not a worker token either.
-    let mut w = {
-        let mut cmd = Command::new(bin("worker"));
-        cmd.args(["--coordinator", &format!("https://localhost:{}", a.port)])
-            .args(["--device", "cpu", "--data"])
-            .arg(&a.data)
-            .arg("--tls-ca")
-            .arg(a.certs.join("ca.pem"))
-            .arg("--tls-cert")
-            .arg(a.certs.join("worker.pem"))
-            .arg("--tls-key")
-            .arg(a.certs.join("worker-key.pem"))
-            .arg("--token-file")
-            .arg(a.certs.join("admin-token"));
-        Proc::spawn(&mut cmd, a.dir.path().join("intruder.log"))
-    };
+    let mut w = a.worker("intruder", "admin-token");
     let status = w
         .wait_exit(Duration::from_secs(30))
         .expect("refused worker exits");
