@@ -142,6 +142,34 @@ pub fn synthetic_cifar(root: &Path, per_batch: usize, test: usize) {
     write("test_batch.bin", test);
 }
 
+/// Like [`synthetic_cifar`], but learnable: every pixel of an image of class k is 20k plus
+/// noise below 40, so a model that trains at all tells the classes apart within an epoch, and
+/// one that does not (a learning rate near zero) stays at chance.
+pub fn learnable_cifar(root: &Path, per_batch: usize, test: usize) {
+    let dir = root.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 24) as u8
+    };
+    let mut write = |name: &str, n: usize| {
+        let mut bytes = Vec::with_capacity(n * 3073);
+        for i in 0..n {
+            let label = (i % 10) as u8;
+            bytes.push(label);
+            bytes.extend((0..3072).map(|_| label * 20 + next() % 40));
+        }
+        std::fs::write(dir.join(name), bytes).expect("write batch");
+    };
+    for b in 1..=5 {
+        write(&format!("data_batch_{b}.bin"), per_batch);
+    }
+    write("test_batch.bin", test);
+}
+
 /// A coordinator `serve` process on 127.0.0.1:`port`.
 pub fn serve(
     dir: &Path,

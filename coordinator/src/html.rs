@@ -132,6 +132,71 @@ fn bars_chart(
     })
 }
 
+/// Per rung, the trials that reached it (bar) and the part stopped there (red).
+fn rungs_chart(early: &crate::report::EarlySummary) -> String {
+    let rungs = &early.rungs;
+    let most = rungs.iter().map(|r| r.reached).max().unwrap_or(0);
+    if rungs.is_empty() || most == 0 {
+        return "<p class=\"note\">no trial has reached a rung yet</p>".into();
+    }
+    svg(640, 320, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "trials at each rung (red: stopped there)",
+                ("sans-serif", 15),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .build_cartesian_2d((0..rungs.len()).into_segmented(), 0usize..most + 1)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc("after epoch")
+            .y_desc("trials")
+            .x_labels(rungs.len())
+            .label_style(("sans-serif", 13))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => rungs
+                    .get(*i)
+                    .map(|r| r.epoch.to_string())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+            .draw()
+            .map_err(e)?;
+        let bar = |i: usize, height: usize, color: ShapeStyle| {
+            let mut b = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0),
+                    (SegmentValue::Exact(i + 1), height),
+                ],
+                color,
+            );
+            b.set_margin(0, 0, 8, 8);
+            b
+        };
+        chart
+            .draw_series(
+                rungs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| bar(i, r.reached, BLUE.mix(0.5).filled())),
+            )
+            .map_err(e)?;
+        chart
+            .draw_series(
+                rungs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| bar(i, r.stopped, RED.mix(0.7).filled())),
+            )
+            .map_err(e)?;
+        Ok(())
+    })
+}
+
 /// The configurations' estimates, best first, with their 95% intervals.
 fn ranking_chart(report: &Report) -> String {
     let bars: Vec<(String, Option<&Estimate>)> = report
@@ -378,6 +443,16 @@ pub fn render(report: &Report) -> String {
     if !report.matched.is_empty() {
         h += "<h2 id=\"matched\">All else equal</h2><p>Configurations that differ in one axis only.</p>";
         h += &html_table(&crate::report::matched_grid(&report.matched), "matched");
+    }
+
+    if let Some(early) = &report.early_stopping {
+        let _ = write!(
+            h,
+            "<h2 id=\"early-stopping\">Early stopping</h2><p>{}</p>",
+            esc(&early.describe())
+        );
+        h += &html_table(&early.grid(), "rung");
+        h += &rungs_chart(early);
     }
 
     if let Some(best) = report.rows.iter().find(|r| r.confusion.is_some()) {

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod core;
 pub mod dashboard;
+pub mod early_stop;
 pub mod html;
 pub mod render;
 pub mod report;

@@ -111,6 +111,7 @@ fn phase_name(t: &pb::TrialView) -> String {
         pb::TrialPhase::Finished => match pb::TrialStatus::try_from(t.status).unwrap_or_default() {
             pb::TrialStatus::Diverged => "diverged".into(),
             pb::TrialStatus::Failed => "failed".into(),
+            pb::TrialStatus::Stopped => "stopped".into(),
             _ => "completed".into(),
         },
         pb::TrialPhase::Failed => "failed".into(),

@@ -68,6 +68,14 @@ pub fn markdown(report: &Report) -> String {
             md_table(&crate::report::matched_grid(&report.matched))
         );
     }
+    if let Some(early) = &report.early_stopping {
+        let _ = write!(
+            out,
+            "\n## Early stopping\n\n{}\n\n{}",
+            early.describe(),
+            md_table(&early.grid())
+        );
+    }
     let bce = report.bce_rows();
     if !bce.is_empty() {
         out += "\n## Binary cross-entropy: what Keras showed vs true accuracy\n\n";

@@ -80,7 +80,7 @@ impl Row {
     /// (from the epochs before it diverged) does not rank, and neither does a value that no
     /// accuracy can be (an old database may hold one): both would top the ranking.
     pub fn metric(&self, m: Metric) -> Option<f64> {
-        if self.status != "completed" {
+        if self.status != "completed" && self.status != STOPPED {
             return None;
         }
         let v = match m {
@@ -107,6 +107,86 @@ impl Row {
         }
     }
 }
+
+/// What early stopping did to a sweep: how many trials it stopped where, and the epochs the
+/// sweep's ended trials trained against what they would have trained without it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EarlySummary {
+    pub rule: String,
+    pub stopped: usize,
+    /// Trials that ended (completed, stopped or diverged), whose epochs are counted.
+    pub ended: usize,
+    pub epochs_run: u64,
+    /// The same trials' `epochs`: what a sweep without early stopping trains.
+    pub epochs_full: u64,
+    pub rungs: Vec<Rung>,
+}
+
+/// One epoch at which the rule judged trials.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rung {
+    pub epoch: u32,
+    /// Trials that trained at least this many epochs.
+    pub reached: usize,
+    /// Trials stopped right after this epoch.
+    pub stopped: usize,
+}
+
+impl EarlySummary {
+    fn of(rule: &crate::early_stop::EarlyStopping, rows: &[Row]) -> EarlySummary {
+        let full = |r: &Row| r.params.get("epochs").and_then(|e| e.as_u64()).unwrap_or(0);
+        let ended: Vec<&Row> = rows
+            .iter()
+            .filter(|r| matches!(r.status.as_str(), "completed" | "diverged" | STOPPED))
+            .collect();
+        let longest = rows.iter().map(full).max().unwrap_or(0) as u32;
+        let stopped_at = |r: &&Row| (r.status == STOPPED).then_some(r.epochs.len() as u32);
+        let rungs = rule
+            .rungs(longest)
+            .into_iter()
+            .map(|epoch| Rung {
+                epoch,
+                reached: rows
+                    .iter()
+                    .filter(|r| r.epochs.len() as u32 >= epoch)
+                    .count(),
+                stopped: ended
+                    .iter()
+                    .filter(|r| stopped_at(r) == Some(epoch))
+                    .count(),
+            })
+            .filter(|r| r.reached > 0 || rule.method == crate::early_stop::Method::Asha)
+            .collect();
+        EarlySummary {
+            rule: rule.describe(),
+            stopped: ended.iter().filter(|r| r.status == STOPPED).count(),
+            ended: ended.len(),
+            epochs_run: ended.iter().map(|r| r.epochs.len() as u64).sum(),
+            epochs_full: ended.iter().map(|r| full(r)).sum(),
+            rungs,
+        }
+    }
+
+    /// "stopped 20 of 27 ended trials; they trained 70 of 243 epochs (29%)".
+    pub fn describe(&self) -> String {
+        let share = if self.epochs_full > 0 {
+            format!(
+                " ({:.0}%)",
+                100.0 * self.epochs_run as f64 / self.epochs_full as f64
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "Early stopping ({}) stopped {} of {} ended trials; they trained {} of the {} epochs \
+             a full run of the same trials takes{share}.",
+            self.rule, self.stopped, self.ended, self.epochs_run, self.epochs_full
+        )
+    }
+}
+
+/// A trial the sweep's early-stopping rule ended: it ranks with the epochs it ran.
+pub const STOPPED: &str = "stopped";
 
 /// The axis that makes repeats: its values are seeds, never an effect.
 pub const SEED: &str = "seed";
@@ -379,6 +459,8 @@ pub struct Report {
     pub matched: Vec<Matched>,
     /// Plain-language findings, each computed from the results above.
     pub findings: Vec<String>,
+    /// Only for a sweep with `[early_stopping]`.
+    pub early_stopping: Option<EarlySummary>,
 }
 
 /// `params` without the fields `keys` (e.g. the seed, or the axis being compared).
@@ -405,6 +487,7 @@ fn status_name(s: TrialStatus) -> &'static str {
         TrialStatus::Completed => "completed",
         TrialStatus::Diverged => "diverged",
         TrialStatus::Failed => "failed",
+        TrialStatus::Stopped => STOPPED,
     }
 }
 
@@ -502,7 +585,12 @@ impl Report {
             effects: Vec::new(),
             matched: Vec::new(),
             findings: Vec::new(),
+            early_stopping: None,
         };
+        report.early_stopping = sweep
+            .early_stopping
+            .as_ref()
+            .map(|rule| EarlySummary::of(rule, &report.rows));
         report.summarise();
         report
     }
@@ -835,6 +923,7 @@ impl Report {
             direction: sweep.direction,
             axes: sweep.axes.clone(),
             cancelled: false,
+            early_stopping: None,
             trials: sweep
                 .trials
                 .iter()

@@ -12,6 +12,7 @@
 use crate::core::{
     Config, Core, Counts, DeviceKind, Finished, NewWorker, Rejected, TrialId, TrialState, MAX_SLOTS,
 };
+use crate::early_stop::{Decision, EarlyStopping, Stopper};
 use crate::status::SweepMeta;
 use crate::store::{Store, StoreError, StoredSweep, Write};
 use crate::sweep::Sweep;
@@ -31,6 +32,11 @@ pub struct Shared {
     pub core: Core,
     /// Dataset directory to suggest to workers, per trial (from the sweep that queued it).
     data_hints: HashMap<TrialId, String>,
+    /// Early stopping: each sweep with an `[early_stopping]` rule and the values its trials
+    /// reported, and per trial the sweep whose rule judges it (the last one submitted with
+    /// it). Rebuilt from the results on restart.
+    stoppers: HashMap<String, Stopper>,
+    judged_by: HashMap<TrialId, String>,
     started: Instant,
     data_version: i64,
     /// The last write error, until a write succeeds again: the coordinator is not ready and
@@ -51,6 +57,39 @@ impl Shared {
     fn enqueue(&mut self, w: Write) -> watch::Receiver<Outcome> {
         self.batch.push(w);
         self.batch_done.subscribe()
+    }
+
+    /// Installs (or, with `None`, removes) a sweep's early-stopping rule over `trials`,
+    /// remembering the epochs they already have.
+    fn set_stopper(&mut self, sweep: &str, rule: Option<EarlyStopping>, trials: &[&str]) {
+        self.stoppers.remove(sweep);
+        self.judged_by.retain(|_, s| s != sweep);
+        let Some(rule) = rule else { return };
+        let mut stopper = Stopper::new(rule);
+        for id in trials {
+            let epochs = match self.core.trial(id).map(|t| &t.state) {
+                Some(TrialState::Running { epochs, .. }) => epochs.as_slice(),
+                Some(TrialState::Finished { result, .. }) => result.epochs.as_slice(),
+                _ => &[],
+            };
+            stopper.remember(id, epochs);
+            self.judged_by.insert(id.to_string(), sweep.to_string());
+        }
+        self.stoppers.insert(sweep.to_string(), stopper);
+    }
+
+    /// The early-stopping verdict on an epoch just reported (`None`: go on).
+    fn judge(&mut self, trial: &str, attempt: u32, m: &EpochMetrics) -> Option<String> {
+        let sweep = self.judged_by.get(trial)?;
+        let epochs = self.core.trial(trial)?.spec.epochs;
+        match self
+            .stoppers
+            .get_mut(sweep)?
+            .report(trial, attempt, epochs, m)
+        {
+            Decision::Stop(why) => Some(why),
+            Decision::Continue => None,
+        }
     }
 
     /// Takes back from the core the changes of a batch the database refused.
@@ -179,6 +218,7 @@ impl Handle {
         }
         core.remember_worker_ids(store.worker_ids()?);
         let mut data_hints = HashMap::new();
+        let mut rules = Vec::new();
         for name in store.sweep_names()? {
             if let Some(s) = store.sweep(&name)? {
                 if let Some(data) = &s.data {
@@ -186,18 +226,28 @@ impl Handle {
                         data_hints.insert(id.clone(), data.clone());
                     }
                 }
+                if s.early_stopping.is_some() {
+                    let ids: Vec<String> = s.trials.into_iter().map(|t| t.0).collect();
+                    rules.push((name, s.early_stopping, ids));
+                }
             }
         }
         let data_version = store.data_version()?;
-        let shared = Shared {
+        let mut shared = Shared {
             core,
             data_hints,
+            stoppers: HashMap::new(),
+            judged_by: HashMap::new(),
             started: Instant::now(),
             data_version,
             storage_error: None,
             batch: Vec::new(),
             batch_done: watch::channel(None).0,
         };
+        for (name, rule, ids) in rules {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            shared.set_stopper(&name, rule, &ids);
+        }
         let inner = Arc::new(Mutex::new(shared));
         let store = Arc::new(Mutex::new(store));
         let (wake, woken) = mpsc::channel();
@@ -297,6 +347,8 @@ impl Handle {
                     .insert(t.id.clone(), data.display().to_string());
             }
         }
+        let ids: Vec<&str> = sweep.trials.iter().map(|t| t.id.as_str()).collect();
+        s.set_stopper(&sweep.name, sweep.early_stopping, &ids);
         drop(s);
         self.forget_views();
         let mut e = event(pb::EventKind::Submitted, "", 0, "");
@@ -505,21 +557,26 @@ impl Handle {
     /// that read.
     fn sync_from_store(&self) -> Result<(), StoreError> {
         let seen = self.lock().data_version;
-        let (version, trials, hints) = {
+        let (version, trials, hints, rules) = {
             let store = self.store();
             let version = store.data_version()?;
             if version == seen {
                 return Ok(());
             }
             let mut hints = Vec::new();
+            let mut rules = Vec::new();
             for name in store.sweep_names()? {
                 if let Some(sweep) = store.sweep(&name)? {
+                    let ids: Vec<String> = sweep.trials.iter().map(|t| t.0.clone()).collect();
                     if let Some(data) = sweep.data {
-                        hints.extend(sweep.trials.into_iter().map(|t| (t.0, data.clone())));
+                        hints.extend(ids.iter().map(|id| (id.clone(), data.clone())));
+                    }
+                    if sweep.early_stopping.is_some() {
+                        rules.push((name, sweep.early_stopping, ids));
                     }
                 }
             }
-            (version, store.load_trials()?, hints)
+            (version, store.load_trials()?, hints, rules)
         };
         let mut s = self.lock();
         s.data_version = version;
@@ -540,6 +597,12 @@ impl Handle {
         }
         for (id, data) in hints {
             s.data_hints.entry(id).or_insert(data);
+        }
+        for (name, rule, ids) in rules {
+            if !s.stoppers.contains_key(&name) {
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                s.set_stopper(&name, rule, &ids);
+            }
         }
         drop(s);
         // After the core has the new state, so no view is built from the old one.
@@ -605,11 +668,12 @@ fn ack(outcome: Result<(), Rejected>) -> Response<pb::Ack> {
     Response::new(match outcome {
         Ok(()) => pb::Ack {
             accepted: true,
-            reason: String::new(),
+            ..Default::default()
         },
         Err(e) => pb::Ack {
             accepted: false,
             reason: e.to_string(),
+            ..Default::default()
         },
     })
 }
@@ -694,11 +758,13 @@ impl Coordinator for Handle {
                 }));
                 tracing::debug!(trial = %g.trial, attempt = g.attempt, worker = %r.worker_id, "leased");
                 let data_hint = s.data_hints.get(&g.trial).cloned().unwrap_or_default();
+                let early_stopping = s.judged_by.contains_key(&g.trial);
                 leases.push(pb::Lease {
                     trial_id: g.trial,
                     attempt: g.attempt,
                     spec_toml: g.spec_toml.to_string(),
                     data_hint,
+                    early_stopping,
                 });
             }
         }
@@ -764,18 +830,25 @@ impl Coordinator for Handle {
         metrics
             .validate("metrics")
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let done = {
+        let (done, stop) = {
             let mut s = self.lock();
             let now = s.now_ms();
             match s
                 .core
                 .progress(&r.worker_id, &trial, attempt, metrics.clone(), now)
             {
-                Ok(()) => s.enqueue(Write::Epoch {
-                    trial: trial.clone(),
-                    attempt,
-                    metrics: metrics.clone(),
-                }),
+                Ok(()) => {
+                    let stop = s.judge(&trial, attempt, &metrics);
+                    if let Some(why) = &stop {
+                        tracing::info!(%trial, attempt, epoch = metrics.epoch, "early stop: {why}");
+                    }
+                    let done = s.enqueue(Write::Epoch {
+                        trial: trial.clone(),
+                        attempt,
+                        metrics: metrics.clone(),
+                    });
+                    (done, stop)
+                }
                 Err(Rejected::UnknownWorker(w)) => {
                     return Err(rejected(Rejected::UnknownWorker(w)))
                 }
@@ -786,7 +859,12 @@ impl Coordinator for Handle {
         let mut e = event(pb::EventKind::Epoch, &trial, attempt, &r.worker_id);
         e.metrics = Some((&metrics).into());
         self.emit(e);
-        Ok(ack(Ok(())))
+        let mut answer = ack(Ok(()));
+        if let Some(why) = stop {
+            answer.get_mut().stop = true;
+            answer.get_mut().reason = why;
+        }
+        Ok(answer)
     }
 
     async fn report_result(
@@ -856,6 +934,7 @@ impl Coordinator for Handle {
             return Ok(Response::new(pb::Ack {
                 accepted: true,
                 reason: "already stored (a repeated report)".into(),
+                stop: false,
             }));
         }
         self.emit(std::mem::take(&mut finished));

@@ -333,6 +333,7 @@ mod tests {
             direction: Direction::Max,
             axes: vec!["seed".into()],
             cancelled: false,
+            early_stopping: None,
             trials: ids.into_iter().map(|id| (id, None, None)).collect(),
         };
         let params = vec!["seed=1".to_string(); 5];

@@ -10,6 +10,7 @@
 //! main file, so a stopped coordinator's database is one self-contained file.
 
 use crate::core::{Counts, Requeued, TrialState};
+use crate::early_stop::EarlyStopping;
 use crate::sweep::{Direction, Metric, Sweep};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -51,7 +52,8 @@ pub struct Store {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY, file TEXT NOT NULL, data TEXT, rank_by TEXT NOT NULL,
-    direction TEXT NOT NULL, axes TEXT NOT NULL, cancelled INTEGER NOT NULL DEFAULT 0);
+    direction TEXT NOT NULL, axes TEXT NOT NULL, cancelled INTEGER NOT NULL DEFAULT 0,
+    early_stopping TEXT);
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL,
     worker TEXT, reason TEXT, result TEXT, lost INTEGER NOT NULL DEFAULT 0, result_sha TEXT);
@@ -76,6 +78,8 @@ pub struct StoredSweep {
     pub direction: Direction,
     pub axes: Vec<String>,
     pub cancelled: bool,
+    /// The sweep's `[early_stopping]` rule, if it has one.
+    pub early_stopping: Option<EarlyStopping>,
     /// (trial id, label, reported)
     pub trials: Vec<(String, Option<String>, Option<f64>)>,
 }
@@ -158,7 +162,7 @@ impl StoredState {
 }
 
 /// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Hex SHA-256 of a stored result's JSON.
 fn checksum(json: &str) -> String {
@@ -308,7 +312,16 @@ impl Store {
             .prepare("SELECT name FROM pragma_table_info('trials')")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(|e| self.err(e))?;
+        let sweep_columns: Vec<String> = self
+            .conn
+            .prepare("SELECT name FROM pragma_table_info('sweeps')")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))?;
         let r: Result<(), rusqlite::Error> = (|| {
+            if !sweep_columns.iter().any(|c| c == "early_stopping") {
+                self.conn
+                    .execute_batch("ALTER TABLE sweeps ADD COLUMN early_stopping TEXT;")?;
+            }
             if !columns.iter().any(|c| c == "lost") {
                 self.conn.execute_batch(
                     "ALTER TABLE trials ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
@@ -376,8 +389,8 @@ impl Store {
         let r: Result<usize, rusqlite::Error> = (|| {
             let mut stale = 0;
             tx.execute(
-                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
-                 ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0",
+                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)
+                 ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0, early_stopping = ?7",
                 params![
                     sweep.name,
                     sweep.file.display().to_string(),
@@ -385,6 +398,10 @@ impl Store {
                     enum_str(&sweep.rank_by),
                     enum_str(&sweep.direction),
                     serde_json::to_string(&sweep.axes).unwrap_or_default(),
+                    sweep
+                        .early_stopping
+                        .as_ref()
+                        .and_then(|e| serde_json::to_string(e).ok()),
                 ],
             )?;
             tx.execute(
@@ -410,6 +427,15 @@ impl Store {
                     &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1 AND {requeue}"),
                     params![t.id],
                 )?;
+                // A trial stopped early by another sweep's rule has not run its epochs: a sweep
+                // without early stopping trains it in full.
+                if sweep.early_stopping.is_none() {
+                    tx.execute(
+                        "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
+                         WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'",
+                        params![t.id],
+                    )?;
+                }
                 // Results without provenance are semantics 1.
                 stale += tx.execute(
                     "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
@@ -433,7 +459,7 @@ impl Store {
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
         let row = self
             .conn
-            .query_row("SELECT name, file, data, rank_by, direction, axes, cancelled FROM sweeps WHERE name = ?1", params![name], |r| {
+            .query_row("SELECT name, file, data, rank_by, direction, axes, cancelled, early_stopping FROM sweeps WHERE name = ?1", params![name], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -442,11 +468,12 @@ impl Store {
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((name, file, data, rank_by, direction, axes, cancelled)) = row else {
+        let Some((name, file, data, rank_by, direction, axes, cancelled, early)) = row else {
             return Ok(None);
         };
         let mut stmt = self
@@ -466,6 +493,7 @@ impl Store {
                 .unwrap_or_default(),
             axes: serde_json::from_str(&axes).unwrap_or_default(),
             cancelled: cancelled != 0,
+            early_stopping: early.and_then(|e| serde_json::from_str(&e).ok()),
             trials,
         }))
     }

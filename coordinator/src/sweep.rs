@@ -19,6 +19,12 @@
 //! model = "dense"
 //! color = "grayscale"
 //!
+//! [early_stopping]              # optional: stop hopeless trials (docs/SWEEP.md)
+//! method = "asha"               # or "median"
+//! metric = "val_accuracy"       # or "val_loss"; needs validation_split > 0
+//! grace_epochs = 1
+//! reduction_factor = 3          # ASHA only; min_trials = 3 for the median rule
+//!
 //! [[include]]                   # extra trials on top of the defaults
 //! label = "resnet, 1 epoch"     # optional: label and reported accuracy are not trial fields
 //! reported = 0.6289
@@ -29,6 +35,7 @@
 //! trial-field entry is checked through `TrialSpec` itself, so an error names the file, line,
 //! column and key exactly as a worker would reject the value.
 
+use crate::early_stop::{self, EarlyStopping, Method, StopMetric};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -124,6 +131,19 @@ struct RawSweep {
     include: Vec<Entries>,
     #[serde(default)]
     exclude: Vec<Entries>,
+    early_stopping: Option<Spanned<RawEarly>>,
+}
+
+/// `[early_stopping]` as written; numbers are read wide so that a negative one is refused
+/// with its key and place, not as a type error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEarly {
+    method: Method,
+    metric: Option<Spanned<StopMetric>>,
+    grace_epochs: Option<Spanned<i64>>,
+    reduction_factor: Option<Spanned<i64>>,
+    min_trials: Option<Spanned<i64>>,
 }
 
 /// One trial of a plan.
@@ -149,6 +169,8 @@ pub struct Sweep {
     /// Trial fields that vary across the plan, in file order.
     pub axes: Vec<String>,
     pub trials: Vec<PlannedTrial>,
+    /// `[early_stopping]`, checked against the trials.
+    pub early_stopping: Option<EarlyStopping>,
 }
 
 /// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
@@ -271,7 +293,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
             "the sweep expands to no trials (every combination is excluded?)".into(),
         ));
     }
-    Ok(p.finish(plan.trials))
+    let early_stopping = p.early_stopping(&plan.trials)?;
+    let mut sweep = p.finish(plan.trials);
+    sweep.early_stopping = early_stopping;
+    Ok(sweep)
 }
 
 /// An include's trial, label and reported value.
@@ -546,7 +571,104 @@ impl<'a> Parser<'a> {
         Ok(out)
     }
 
-    /// Stage 6: the axes (grid axes, then the fields includes set that really differ between
+    /// Stage 6: `[early_stopping]`, checked against the planned trials: values in range,
+    /// keys that belong to the method, a validation split to judge on in every trial, and a
+    /// grace period shorter than the longest trial (else nothing could ever be stopped).
+    fn early_stopping(&self, trials: &[PlannedTrial]) -> Result<Option<EarlyStopping>, SweepError> {
+        let Some(raw) = &self.raw.early_stopping else {
+            return Ok(None);
+        };
+        let section = raw.span();
+        let raw = raw.get_ref();
+        let number = |v: &Option<Spanned<i64>>,
+                      key: &str,
+                      min: i64,
+                      max: i64,
+                      default: u32|
+         -> Result<u32, SweepError> {
+            match v {
+                None => Ok(default),
+                Some(n) if (min..=max).contains(n.get_ref()) => Ok(*n.get_ref() as u32),
+                Some(n) => Err(self.err(
+                    Some(n.span()),
+                    format!(
+                        "`early_stopping.{key}` = {} must be between {min} and {max}",
+                        n.get_ref()
+                    ),
+                )),
+            }
+        };
+        let only_for = |v: &Option<Spanned<i64>>, key: &str, method: &str| match v {
+            Some(n) => Err(self.err(
+                Some(n.span()),
+                format!("`early_stopping.{key}` is only for method = \"{method}\""),
+            )),
+            None => Ok(()),
+        };
+        match raw.method {
+            Method::Asha => only_for(&raw.min_trials, "min_trials", "median")?,
+            Method::Median => only_for(&raw.reduction_factor, "reduction_factor", "asha")?,
+        }
+        let rule = EarlyStopping {
+            method: raw.method,
+            metric: raw
+                .metric
+                .as_ref()
+                .map(|m| *m.get_ref())
+                .unwrap_or_default(),
+            grace_epochs: number(
+                &raw.grace_epochs,
+                "grace_epochs",
+                1,
+                sweep_proto::MAX_EPOCH as i64,
+                early_stop::DEFAULT_GRACE,
+            )?,
+            reduction_factor: number(
+                &raw.reduction_factor,
+                "reduction_factor",
+                2,
+                100,
+                early_stop::DEFAULT_REDUCTION,
+            )?,
+            min_trials: number(
+                &raw.min_trials,
+                "min_trials",
+                1,
+                HARD_MAX_TRIALS as i64,
+                early_stop::DEFAULT_MIN_TRIALS,
+            )?,
+        };
+        if let Some(t) = trials.iter().find(|t| t.spec.validation_split <= 0.0) {
+            return Err(self.err(
+                Some(raw.metric.as_ref().map_or(section.clone(), |m| m.span())),
+                format!(
+                    "`early_stopping` judges trials on {}, which needs a validation split; \
+                     trial {} has validation_split = 0 (set it in [defaults])",
+                    rule.metric.name(),
+                    t.id
+                ),
+            ));
+        }
+        let longest = trials.iter().map(|t| t.spec.epochs).max().unwrap_or(0);
+        if rule.rungs(longest).is_empty() {
+            let at = raw
+                .grace_epochs
+                .as_ref()
+                .map(|g| g.span())
+                .unwrap_or(section);
+            return Err(self.err(
+                Some(at),
+                format!(
+                    "`early_stopping.grace_epochs` = {} is not below the longest trial's {longest} \
+                     epoch(s): no trial could be stopped",
+                    rule.grace_epochs
+                ),
+            ));
+        }
+        Ok(Some(rule))
+    }
+
+    /// Stage 7: the axes (grid axes, then the fields includes set that really differ between
     /// the trials, in the order they first appear, then `seed` when repeats make it vary) and
     /// the dataset path.
     fn finish(self, trials: Vec<PlannedTrial>) -> Sweep {
@@ -586,6 +708,7 @@ impl<'a> Parser<'a> {
             direction: self.raw.direction,
             axes: axis_names,
             trials,
+            early_stopping: None,
         }
     }
 }

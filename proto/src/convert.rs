@@ -44,6 +44,7 @@ impl From<TrialStatus> for pb::TrialStatus {
             TrialStatus::Completed => pb::TrialStatus::Completed,
             TrialStatus::Diverged => pb::TrialStatus::Diverged,
             TrialStatus::Failed => pb::TrialStatus::Failed,
+            TrialStatus::Stopped => pb::TrialStatus::Stopped,
         }
     }
 }
@@ -101,7 +102,13 @@ impl TryFrom<pb::TrialResult> for TrialResult {
             Ok(pb::TrialStatus::Completed) => TrialStatus::Completed,
             Ok(pb::TrialStatus::Diverged) => TrialStatus::Diverged,
             Ok(pb::TrialStatus::Failed) => TrialStatus::Failed,
-            _ => return Err(invalid("status", "must be COMPLETED, DIVERGED or FAILED")),
+            Ok(pb::TrialStatus::Stopped) => TrialStatus::Stopped,
+            _ => {
+                return Err(invalid(
+                    "status",
+                    "must be COMPLETED, DIVERGED, FAILED or STOPPED",
+                ))
+            }
         };
         let test = match r.test {
             None => None,

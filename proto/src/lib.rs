@@ -31,7 +31,7 @@ pub mod trial;
 
 pub use convert::read_token;
 pub use result::{
-    EpochMetrics, InvalidResult, Provenance, TestMetrics, TrialResult, TrialStatus,
+    EpochMetrics, InvalidResult, Provenance, TestMetrics, TrialResult, TrialStatus, MAX_EPOCH,
     TRAINER_SEMANTICS,
 };
 pub use trial::{

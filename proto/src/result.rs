@@ -12,6 +12,16 @@ pub enum TrialStatus {
     Diverged,
     /// Could not run (bad data, out of memory, ...); `reason` says why.
     Failed,
+    /// Stopped early by the sweep's early-stopping rule after the epochs it has, then
+    /// evaluated on the test set like a completed trial; `reason` names the rule.
+    Stopped,
+}
+
+impl TrialStatus {
+    /// Ended with test metrics (completed, or stopped early and then evaluated).
+    pub fn has_test(self) -> bool {
+        matches!(self, TrialStatus::Completed | TrialStatus::Stopped)
+    }
 }
 
 /// Metrics of one finished epoch. Accuracies are fractions in [0, 1].
@@ -238,10 +248,13 @@ impl TrialResult {
             e.validate(&format!("epochs[{i}]"))?;
         }
         match (self.status, &self.test) {
-            (TrialStatus::Completed, None) => {
-                return Err(bad("test", "a completed trial needs its test metrics"))
+            (status, None) if status.has_test() => {
+                return Err(bad(
+                    "test",
+                    format!("a {status:?} trial needs its test metrics"),
+                ))
             }
-            (TrialStatus::Completed, Some(t)) => t.validate()?,
+            (status, Some(t)) if status.has_test() => t.validate()?,
             (status, Some(_)) => {
                 return Err(bad(
                     "test",
@@ -269,6 +282,9 @@ impl TrialResult {
         }
         if self.status == TrialStatus::Failed && self.reason.as_deref().is_none_or(str::is_empty) {
             return Err(bad("reason", "a failed trial says why"));
+        }
+        if self.status == TrialStatus::Stopped && self.epochs.is_empty() {
+            return Err(bad("epochs", "a stopped trial keeps the epochs it trained"));
         }
         opt("best_val_accuracy", self.best_val_accuracy, fraction)?;
         amount("seconds", self.seconds)?;

@@ -142,6 +142,89 @@ fn sweep_command_runs_to_the_end_and_resumes() {
     assert_eq!(again, results);
 }
 
+/// ASHA on a real worker: one trial that learns, then two whose learning rate is near zero.
+/// The first reaches the rung alone and goes on; each hopeless one is behind it at the rung
+/// (top 1 of 2, then of 3) and is stopped there, tested, and ranked with its one epoch. A
+/// sweep of the same trials without early stopping trains the stopped ones in full.
+#[test]
+fn asha_stops_hopeless_trials_at_the_rung_and_they_still_rank() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    learnable_cifar(&dir.path().join("data"), 200, 100);
+    let body =
+        "[defaults]\nmodel = \"dense\"\nepochs = 3\nbatch_size = 32\nvalidation_split = 0.2\n\
+                [grid]\nlr = [0.001, 1e-9, 2e-9]\n";
+    let sweep = write_sweep(
+        dir.path(),
+        "asha",
+        &format!(
+            "{body}[early_stopping]\nmethod = \"asha\"\ngrace_epochs = 1\nreduction_factor = 3\n"
+        ),
+    );
+    let out = dir.path().join("out");
+    // One worker: trials run in plan order, so who reaches the rung first is fixed.
+    let run = sweep_command(&sweep, &out, 1).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows = results.as_array().unwrap();
+    let by_lr = |lr: f64| {
+        rows.iter()
+            .find(|r| r["params"]["lr"].as_f64() == Some(lr))
+            .unwrap_or_else(|| panic!("no row with lr {lr}: {results}"))
+    };
+    let good = by_lr(0.001);
+    assert_eq!(good["status"], "completed", "{good}");
+    assert_eq!(good["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(good["rank"], 1, "{good}");
+    for lr in [1e-9, 2e-9] {
+        let r = by_lr(lr);
+        assert_eq!(r["status"], "stopped", "{r}");
+        assert_eq!(r["epochs"].as_array().unwrap().len(), 1, "{r}");
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("ASHA rung at epoch 1"),
+            "{r}"
+        );
+        assert!(
+            r["test_accuracy"].is_number() && r["rank"].is_number(),
+            "{r}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Early stopping"), "{md}");
+    assert!(
+        md.contains("stopped 2 of 3 ended trials; they trained 5 of the 9 epochs"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("id=\"early-stopping\"") && html.contains("<svg"),
+        "the rungs chart"
+    );
+
+    // Without early stopping the stopped trials are not reused: they train in full.
+    let full = write_sweep(dir.path(), "asha", body);
+    let run = sweep_command(&full, &out, 1).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    for r in results.as_array().unwrap() {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["epochs"].as_array().unwrap().len(), 3, "{r}");
+    }
+}
+
 #[test]
 fn killed_worker_trial_finishes_elsewhere() {
     let _serial = serial();

@@ -8,7 +8,7 @@
 
 use crate::data::{self, Dataset};
 use crate::device;
-use crate::train::{self, failed, Event};
+use crate::train::{self, failed, Control, Event};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,7 +83,13 @@ fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 type Key = (String, u32);
 
 enum Msg {
-    Progress(Key, EpochMetrics),
+    /// An epoch's metrics; with a reply channel, the trainer waits for the coordinator's
+    /// early-stopping verdict (`Some(why)`: stop after this epoch).
+    Progress(
+        Key,
+        EpochMetrics,
+        Option<std::sync::mpsc::SyncSender<Option<String>>>,
+    ),
     Done(Key, Box<TrialResult>),
 }
 
@@ -99,7 +105,7 @@ fn train_lease(
     lease: &pb::Lease,
     opts_data: Option<PathBuf>,
     device: Device,
-    stop: &AtomicBool,
+    control: &Control,
     tx: &mpsc::UnboundedSender<Msg>,
 ) -> TrialResult {
     let key = (lease.trial_id.clone(), lease.attempt);
@@ -133,12 +139,30 @@ fn train_lease(
         Ok(d) => d,
         Err(e) => return failed(e.to_string(), device),
     };
-    train::run_until(&spec, &dataset, device, stop, &mut |e| {
-        if let Event::Epoch(m) = e {
-            let _ = tx.send(Msg::Progress(key.clone(), m.clone()));
+    train::run_until(&spec, &dataset, device, control, &mut |e| {
+        let Event::Epoch(m) = e else { return };
+        if !lease.early_stopping {
+            let _ = tx.send(Msg::Progress(key.clone(), m.clone(), None));
+            return;
+        }
+        // Early stopping: the verdict on this epoch decides whether there is a next one. A
+        // coordinator that does not answer in time does not hold training up: the verdict,
+        // when it comes, stops the trial after a later epoch instead.
+        let (reply, verdict) = std::sync::mpsc::sync_channel(1);
+        if tx
+            .send(Msg::Progress(key.clone(), m.clone(), Some(reply)))
+            .is_ok()
+        {
+            if let Ok(Some(why)) = verdict.recv_timeout(VERDICT_WAIT) {
+                control.stop_after_epoch(why);
+            }
         }
     })
 }
+
+/// How long a trial under early stopping waits, after each epoch, for the coordinator's
+/// verdict on it before it trains on regardless.
+const VERDICT_WAIT: Duration = Duration::from_secs(10);
 
 /// Exponential backoff between reconnection attempts: 200 ms doubling up to 10 s, back to the
 /// start once a session is healthy again.
@@ -185,7 +209,7 @@ type Client = CoordinatorClient<
 struct Trials {
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
-    running: HashMap<Key, Arc<AtomicBool>>,
+    running: HashMap<Key, Arc<Control>>,
     pending: Vec<(Key, Box<TrialResult>)>,
     /// The last session's id and secret: offered back on reconnect so that a short network
     /// cut does not cost the leases this worker holds.
@@ -242,7 +266,7 @@ impl Session<'_> {
         for c in hb.cancel {
             if let Some(flag) = trials.running.get(&(c.trial_id.clone(), c.attempt)) {
                 tracing::info!(trial = %c.trial_id, "stopping: the coordinator cancelled this lease");
-                flag.store(true, Ordering::Relaxed);
+                flag.cancel.store(true, Ordering::Relaxed);
             }
         }
         let free = self.opts.slots.saturating_sub(trials.running.len() as u32);
@@ -261,11 +285,11 @@ impl Session<'_> {
         for lease in leases {
             let key = (lease.trial_id.clone(), lease.attempt);
             tracing::info!(trial = %key.0, attempt = key.1, "training");
-            let stop = Arc::new(AtomicBool::new(false));
-            trials.running.insert(key.clone(), stop.clone());
+            let control = Arc::new(Control::default());
+            trials.running.insert(key.clone(), control.clone());
             let (tx, data, device) = (trials.tx.clone(), self.opts.data.clone(), self.opts.device);
             std::thread::spawn(move || {
-                let result = train_lease(&lease, data, device, &stop, &tx);
+                let result = train_lease(&lease, data, device, &control, &tx);
                 let _ = tx.send(Msg::Done(key, Box::new(result)));
             });
         }
@@ -291,13 +315,23 @@ impl Session<'_> {
                     backoff.reset();
                 }
                 Some(msg) = trials.rx.recv() => match msg {
-                    Msg::Progress(key, m) => {
+                    Msg::Progress(key, m, reply) => {
                         let report = pb::ProgressReport {
                             worker_id: self.id.clone(),
                             lease: Some(lease_ref(&key)),
                             metrics: Some(pb::EpochMetrics::from(&m)),
                         };
-                        self.client.report_progress(report).await?;
+                        // On error the reply is dropped: the trainer goes on without a verdict.
+                        let ack = self.client.report_progress(report).await?.into_inner();
+                        if ack.stop {
+                            tracing::info!(trial = %key.0, attempt = key.1, epoch = m.epoch, "stopping early: {}", ack.reason);
+                            if let Some(control) = trials.running.get(&key) {
+                                control.stop_after_epoch(ack.reason.clone());
+                            }
+                        }
+                        if let Some(reply) = reply {
+                            let _ = reply.try_send(ack.stop.then_some(ack.reason));
+                        }
                     }
                     Msg::Done(key, result) => {
                         trials.running.remove(&key);
@@ -487,7 +521,7 @@ pub async fn run(
         tokio::select! { _ = &mut shutdown => break, _ = tokio::time::sleep(delay) => {} }
     }
     for flag in trials.running.values() {
-        flag.store(true, Ordering::Relaxed);
+        flag.cancel.store(true, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -375,7 +375,7 @@ fn train_cmd(
     println!("{text}");
     eprintln!("{}", summary_line(&result));
     Ok(match result.status {
-        TrialStatus::Completed => ExitCode::SUCCESS,
+        TrialStatus::Completed | TrialStatus::Stopped => ExitCode::SUCCESS,
         TrialStatus::Diverged => ExitCode::from(3),
         TrialStatus::Failed => ExitCode::FAILURE,
     })
@@ -387,7 +387,7 @@ fn pct(v: f64) -> String {
 
 fn summary_line(r: &TrialResult) -> String {
     match (&r.status, &r.test) {
-        (TrialStatus::Completed, Some(t)) => {
+        (TrialStatus::Completed | TrialStatus::Stopped, Some(t)) => {
             let binary = t
                 .binary_accuracy
                 .map(|b| format!(" (Keras binary accuracy {})", pct(b)))

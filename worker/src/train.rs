@@ -8,6 +8,7 @@ use crate::metrics::{self, Confusion, Tally};
 use crate::pipeline::{Pipeline, Split};
 use crate::{amp, models, optim, schedule};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 use sweep_proto::{EpochMetrics, TestMetrics, TrialResult, TrialSpec, TrialStatus};
 use tch::nn::{self, ModuleT};
@@ -38,6 +39,28 @@ pub enum Event<'a> {
     Testing,
 }
 
+/// How the outside ends a running trial early.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Abandon it now (its lease is gone): checked before every step; ends as failed.
+    pub cancel: AtomicBool,
+    /// Early stopping: end it after the current epoch, evaluate it on the test set and report
+    /// it stopped with this reason.
+    stop: Mutex<Option<String>>,
+}
+
+impl Control {
+    pub fn stop_after_epoch(&self, why: String) {
+        if let Ok(mut s) = self.stop.lock() {
+            s.get_or_insert(why);
+        }
+    }
+
+    fn stop_reason(&self) -> Option<String> {
+        self.stop.lock().ok().and_then(|s| s.clone())
+    }
+}
+
 /// Runs `spec` on `data`. Never panics: libtorch errors (including out-of-memory) and bad
 /// configurations end as a `Failed` result with the reason.
 pub fn run(
@@ -46,21 +69,22 @@ pub fn run(
     device: Device,
     observe: &mut dyn FnMut(Event),
 ) -> TrialResult {
-    run_until(spec, data, device, &AtomicBool::new(false), observe)
+    run_until(spec, data, device, &Control::default(), observe)
 }
 
-/// Like [`run`], but stops (as `Failed`, reason "cancelled ...") once `stop` is set; it is
-/// checked before every step.
+/// Like [`run`], under `control`: cancelled (as `Failed`, reason "cancelled ...") once its
+/// `cancel` is set, checked before every step; stopped early (as `Stopped`, tested) at the end
+/// of an epoch after which `stop_after_epoch` was called.
 pub fn run_until(
     spec: &TrialSpec,
     data: &Dataset,
     device: Device,
-    stop: &AtomicBool,
+    control: &Control,
     observe: &mut dyn FnMut(Event),
 ) -> TrialResult {
     let started = Instant::now();
     let wall = std::time::SystemTime::now();
-    let outcome = crate::trial_panic::catch(|| train(spec, data, device, stop, observe));
+    let outcome = crate::trial_panic::catch(|| train(spec, data, device, control, observe));
     let mut result = match outcome {
         Ok(Ok(result)) => result,
         // Provenance is recorded once, below, with the data.
@@ -94,7 +118,7 @@ fn train(
     spec: &TrialSpec,
     data: &Dataset,
     device: Device,
-    stop: &AtomicBool,
+    control: &Control,
     observe: &mut dyn FnMut(Event),
 ) -> Result<TrialResult, String> {
     spec.validate().map_err(|e| e.to_string())?;
@@ -138,12 +162,13 @@ fn train(
 
     let mut epochs = Vec::new();
     let mut diverged = None;
+    let mut stopped = None;
     'epochs: for epoch in 0..spec.epochs {
         let t0 = Instant::now();
         let mut tally = Tally::new(spec.loss, device);
         let perm = Tensor::randperm(n, (Kind::Int64, device));
         for step in 0..steps {
-            if stop.load(Ordering::Relaxed) {
+            if control.cancel.load(Ordering::Relaxed) {
                 return Err(format!("cancelled during epoch {}", epoch + 1));
             }
             let start = step * bs;
@@ -218,6 +243,12 @@ fn train(
         };
         observe(Event::Epoch(&m));
         epochs.push(m);
+        // The observer may have heard, for this epoch, that the trial goes no further.
+        stopped = control.stop_reason();
+        if stopped.is_some() && epoch + 1 < spec.epochs {
+            break;
+        }
+        stopped = None;
     }
     let best_val_accuracy = epochs
         .iter()
@@ -243,6 +274,10 @@ fn train(
         result.reason = Some(reason);
         result.diverged_epoch = Some(epoch);
         return Ok(result);
+    }
+    if let Some(why) = stopped {
+        result.status = TrialStatus::Stopped;
+        result.reason = Some(why);
     }
     observe(Event::Testing);
     let mut confusion = Confusion::new(device);

@@ -16,6 +16,7 @@ pub(super) fn findings(report: &Report) -> Vec<String> {
     out.extend(matched(report));
     out.extend(published(&ranked));
     out.extend(trials(report));
+    out.extend(report.early_stopping.as_ref().map(|e| e.describe()));
     out
 }
 
@@ -196,7 +197,7 @@ fn trials(report: &Report) -> Vec<String> {
     let failed: Vec<&Row> = report
         .rows
         .iter()
-        .filter(|r| r.status != "completed" && !unfinished(r))
+        .filter(|r| r.status != "completed" && r.status != super::STOPPED && !unfinished(r))
         .collect();
     if !failed.is_empty() {
         out.push(format!(

@@ -1,6 +1,6 @@
 //! The report's tables as formatted cells, the same for every renderer.
 
-use super::{pct, AxisEffects, Estimate, Matched, Report, Row, SEED};
+use super::{pct, AxisEffects, EarlySummary, Estimate, Matched, Report, Row, SEED};
 
 /// How the report's intervals and verdicts are computed, as every format states it.
 pub const METHOD: &str = "Intervals are 95%: for a configuration with several runs (seeds), \
@@ -136,6 +136,34 @@ impl Report {
             .collect();
         table(
             &["trial", "Keras binary accuracy", "true top-1 accuracy"],
+            rows,
+        )
+    }
+}
+
+impl EarlySummary {
+    /// Each rung: how many trials reached it, how many stopped there.
+    pub fn grid(&self) -> Table {
+        let rows = self
+            .rungs
+            .iter()
+            .map(|r| TableRow {
+                id: None,
+                cells: vec![
+                    r.epoch.to_string(),
+                    r.reached.to_string(),
+                    r.stopped.to_string(),
+                    r.reached.saturating_sub(r.stopped).to_string(),
+                ],
+            })
+            .collect();
+        table(
+            &[
+                "after epoch",
+                "trials that reached it",
+                "stopped there",
+                "went on",
+            ],
             rows,
         )
     }

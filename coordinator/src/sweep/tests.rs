@@ -272,3 +272,93 @@ fn includes_alone_list_the_trials_and_label_repeated_combinations() {
         (Some("b"), Some(0.5))
     );
 }
+
+#[test]
+fn early_stopping_section_is_read_and_checked_against_the_trials() {
+    let head = "name = \"t\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n";
+    let s = plan(&format!(
+        "{head}[early_stopping]\nmethod = \"asha\"\nmetric = \"val_loss\"\ngrace_epochs = 1\nreduction_factor = 3\n"
+    ))
+    .unwrap();
+    let rule = s.early_stopping.unwrap();
+    assert_eq!(rule.method, Method::Asha);
+    assert_eq!(rule.metric, StopMetric::ValLoss);
+    assert_eq!(rule.rungs(9), vec![1, 3]);
+    let median = plan(&format!(
+        "{head}[early_stopping]\nmethod = \"median\"\nmin_trials = 2\n"
+    ))
+    .unwrap()
+    .early_stopping
+    .unwrap();
+    assert_eq!(
+        (median.metric, median.min_trials, median.grace_epochs),
+        (StopMetric::ValAccuracy, 2, 1)
+    );
+    assert!(plan(head).unwrap().early_stopping.is_none());
+
+    type Case<'a> = (&'a str, &'a str, (usize, usize));
+    let cases: &[Case] = &[
+        (
+            "method = \"hyperband\"\n",
+            "unknown variant `hyperband`",
+            (6, 10),
+        ),
+        (
+            "method = \"asha\"\ngrace_epochs = 0\n",
+            "`early_stopping.grace_epochs` = 0 must be between 1",
+            (7, 16),
+        ),
+        (
+            "method = \"asha\"\ngrace_epochs = -3\n",
+            "= -3 must be between 1",
+            (7, 16),
+        ),
+        (
+            "method = \"asha\"\nreduction_factor = 1\n",
+            "`early_stopping.reduction_factor` = 1",
+            (7, 20),
+        ),
+        (
+            "method = \"asha\"\nmin_trials = 2\n",
+            "`early_stopping.min_trials` is only for method = \"median\"",
+            (7, 14),
+        ),
+        (
+            "method = \"median\"\nreduction_factor = 2\n",
+            "only for method = \"asha\"",
+            (7, 20),
+        ),
+        (
+            "method = \"median\"\nmin_trials = 0\n",
+            "`early_stopping.min_trials` = 0",
+            (7, 14),
+        ),
+        (
+            "method = \"asha\"\ngrace_epochs = 9\n",
+            "not below the longest trial's 9 epoch(s)",
+            (7, 16),
+        ),
+        (
+            "method = \"asha\"\nmetric = \"accuracy\"\n",
+            "unknown variant `accuracy`",
+            (7, 10),
+        ),
+        (
+            "method = \"asha\"\npatience = 3\n",
+            "unknown field `patience`",
+            (7, 1),
+        ),
+        ("grace_epochs = 1\n", "missing field `method`", (5, 1)),
+    ];
+    for (section, message, at) in cases {
+        let text = format!("{head}[early_stopping]\n{section}");
+        let e = plan(&text).expect_err(section);
+        assert!(e.message.contains(message), "{section}: {e}");
+        assert_eq!(e.position, Some(*at), "{section}: {e}");
+    }
+    // Judging on validation metrics needs a validation split in every trial.
+    let e = plan("name = \"t\"\n[defaults]\nepochs = 9\n[early_stopping]\nmethod = \"asha\"\nmetric = \"val_accuracy\"\n")
+        .unwrap_err();
+    assert!(e.message.contains("validation_split = 0"), "{e}");
+    assert_eq!(e.position, Some((6, 10)));
+}
