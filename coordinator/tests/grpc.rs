@@ -31,12 +31,20 @@ struct Server {
 impl Server {
     /// A coordinator with one two-trial sweep queued.
     async fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::on(
+            tempfile::tempdir().unwrap(),
+            Some("name = \"g\"\n[grid]\nseed = [1, 2]\n"),
+        )
+        .await
+    }
+
+    /// A coordinator on `dir`'s database (kept across restarts), submitting `sweep` first.
+    async fn on(dir: tempfile::TempDir, sweep: Option<&str>) -> Server {
         let handle = Handle::open(&dir.path().join("g.db"), Config::default()).unwrap();
-        let sweep =
-            coordinator::sweep::parse("name = \"g\"\n[grid]\nseed = [1, 2]\n", Path::new("g.toml"))
-                .unwrap();
-        handle.submit(&sweep, false).unwrap();
+        if let Some(text) = sweep {
+            let sweep = coordinator::sweep::parse(text, Path::new("g.toml")).unwrap();
+            handle.submit(&sweep, false).unwrap();
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -102,7 +110,16 @@ impl Server {
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+
+    /// Stops the server and hands back its directory, database included.
+    async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = (&mut self.task).await;
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        drop(self);
+        dir
     }
 }
 
@@ -817,4 +834,113 @@ async fn a_watch_follows_trials_added_by_a_resubmit() {
         "the first lease event is the new trial's, not the old ones'"
     );
     s.stop().await;
+}
+
+fn epoch_msg(epoch: u32, val_accuracy: f64) -> pb::EpochMetrics {
+    pb::EpochMetrics {
+        epoch,
+        train_loss: 1.0,
+        train_accuracy: 0.5,
+        val_loss: Some(1.0),
+        val_accuracy: Some(val_accuracy),
+        lr: 0.001,
+        seconds: 1.0,
+        images_per_sec: 10.0,
+        ..Default::default()
+    }
+}
+
+fn progress(worker: &str, lease: &pb::Lease, m: pb::EpochMetrics) -> pb::ProgressReport {
+    pb::ProgressReport {
+        worker_id: worker.into(),
+        lease: Some(pb::LeaseRef {
+            trial_id: lease.trial_id.clone(),
+            attempt: lease.attempt,
+        }),
+        metrics: Some(m),
+    }
+}
+
+/// ASHA through the protocol: leases say the trial is judged, the progress answer says stop
+/// (again, if the worker trained on), a STOPPED result is stored with its epochs, and a
+/// restarted coordinator judges new trials against the results it stored before.
+#[tokio::test]
+async fn early_stopping_is_answered_on_progress_and_survives_a_restart() {
+    let sweep =
+        "name = \"e\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n[grid]\nseed = [1, 2, 3]\n\
+                 [early_stopping]\nmethod = \"asha\"\ngrace_epochs = 1\nreduction_factor = 3\n";
+    let server = Server::on(tempfile::tempdir().unwrap(), Some(sweep)).await;
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w").await;
+    let first = lease_one(&mut c, &w).await;
+    assert!(first.early_stopping, "the lease says the trial is judged");
+    let ack = c
+        .report_progress(progress(&w, &first, epoch_msg(1, 0.9)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        ack.accepted && !ack.stop,
+        "the first at the rung goes on: {ack:?}"
+    );
+    // A worker may also end a trial as stopped; the result keeps its epochs.
+    let mut stopped = result_msg(0.9);
+    stopped.status = pb::TrialStatus::Stopped as i32;
+    stopped.reason = Some("stopped by hand".into());
+    stopped.epochs = vec![epoch_msg(1, 0.9)];
+    let ack = c
+        .report_result(report(&w, &first.trial_id, first.attempt, stopped.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ack.accepted, "{ack:?}");
+    // Without its epochs a stopped result is refused, naming the field.
+    stopped.epochs.clear();
+    let err = c
+        .report_result(report(&w, &first.trial_id, first.attempt, stopped))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("epochs"), "{err:?}");
+
+    let dir = server.stop_keeping_data().await;
+    let server = Server::on(dir, None).await;
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w2").await;
+    let second = lease_one(&mut c, &w).await;
+    assert!(second.early_stopping);
+    let ack = c
+        .report_progress(progress(&w, &second, epoch_msg(1, 0.5)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        ack.accepted && ack.stop,
+        "behind the stored trial at the rung: {ack:?}"
+    );
+    assert!(
+        ack.reason.contains("ASHA rung at epoch 1"),
+        "{}",
+        ack.reason
+    );
+    // The answer was lost and the worker trained on: it is told again.
+    let ack = c
+        .report_progress(progress(&w, &second, epoch_msg(2, 0.95)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ack.stop, "{ack:?}");
+    let stored = server
+        .handle
+        .lock()
+        .core
+        .trial(&first.trial_id)
+        .map(|t| t.state.clone());
+    match stored {
+        Some(TrialState::Finished { result, .. }) => {
+            assert_eq!(result.status, TrialStatus::Stopped);
+            assert_eq!(result.epochs.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
 }

@@ -41,6 +41,11 @@ struct Cli {
     /// results are no longer bit-for-bit reproducible).
     #[arg(long, default_value_t = 1)]
     slots: u32,
+    /// CPU threads libtorch uses for each trial (default: libtorch's, one per core). Several
+    /// workers on one machine should share the cores: `coordinator sweep` gives each of its
+    /// local workers cores / workers.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
     /// Name shown by the coordinator (default: the host name).
     #[arg(long)]
     name: Option<String>,
@@ -261,6 +266,9 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
             host
         }
     });
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n as i32);
+    }
     let connected = Arc::new(AtomicBool::new(false));
     let opts = worker::client::Options {
         url,
