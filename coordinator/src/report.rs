@@ -982,6 +982,7 @@ mod tests {
             seconds: 3.0,
             notes: Vec::new(),
             diverged_epoch: (status == TrialStatus::Diverged).then_some(4),
+            resumed_from_epoch: None,
             provenance: Some(Provenance {
                 libtorch_version: "2.11.0".into(),
                 ..Provenance::default()

@@ -861,6 +861,7 @@ mod tests {
             seconds: 2.0,
             notes: Vec::new(),
             diverged_epoch: None,
+            resumed_from_epoch: None,
             provenance: Some(sweep_proto::Provenance {
                 semantics: TRAINER_SEMANTICS,
                 ..Default::default()

@@ -170,6 +170,7 @@ fn result_msg(acc: f64) -> pb::TrialResult {
         seconds: 1.0,
         notes: Vec::new(),
         diverged_epoch: None,
+        resumed_from_epoch: None,
         provenance: None,
     })
 }

@@ -71,6 +71,7 @@ impl From<&TrialResult> for pb::TrialResult {
             seconds: r.seconds,
             notes: r.notes.clone(),
             diverged_epoch: r.diverged_epoch,
+            resumed_from_epoch: r.resumed_from_epoch,
             provenance: r.provenance.as_ref().map(|p| pb::Provenance {
                 semantics: p.semantics,
                 worker_version: p.worker_version.clone(),
@@ -146,6 +147,7 @@ impl TryFrom<pb::TrialResult> for TrialResult {
             seconds: r.seconds,
             notes: r.notes,
             diverged_epoch: r.diverged_epoch,
+            resumed_from_epoch: r.resumed_from_epoch,
             provenance: r.provenance.map(|p| Provenance {
                 semantics: p.semantics,
                 worker_version: p.worker_version,
@@ -242,6 +244,7 @@ mod tests {
             seconds: 2.0,
             notes: vec![],
             diverged_epoch: None,
+            resumed_from_epoch: None,
             provenance: Some(Provenance {
                 semantics: crate::TRAINER_SEMANTICS,
                 worker_version: "0.1.0".into(),

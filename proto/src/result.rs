@@ -81,6 +81,10 @@ pub struct TrialResult {
     /// metrics of that epoch cannot be represented and are not in `epochs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diverged_epoch: Option<u32>,
+    /// The attempt started from a checkpoint written after this many epochs (a previous
+    /// attempt trained them); its `epochs` still list every epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from_epoch: Option<u32>,
     /// Absent in results from before it was recorded (semantics 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
@@ -95,8 +99,11 @@ pub struct TrialResult {
 /// output as Keras ran it for the study (it was a sigmoid per class, now
 /// `"sigmoid-binary-cross-entropy"`). 4: every layer starts as the trial's `semantics` defines
 /// (under `pytorch`, conv and linear layers now draw from U(+-1/sqrt(fan_in)) as PyTorch's do,
-/// not tch's He-uniform), and `semantics = "keras"` exists.
-pub const TRAINER_SEMANTICS: u32 = 4;
+/// not tch's He-uniform), and `semantics = "keras"` exists. 5: PyTorch's optimisers are computed
+/// by the worker (their state goes into checkpoints; libtorch fuses some multiply-adds, so the
+/// last bits differ) and every epoch seeds the generator from the trial seed and the epoch
+/// number, so that a trial resumed from a checkpoint ends exactly as an uninterrupted one.
+pub const TRAINER_SEMANTICS: u32 = 5;
 
 /// Where and how a result was produced, so a number can be traced and compared.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -280,6 +287,17 @@ impl TrialResult {
             (_, Some(_)) => return Err(bad("diverged_epoch", "only for a diverged trial")),
             (_, None) => {}
         }
+        if let Some(e) = self.resumed_from_epoch {
+            if e == 0 || e as usize > self.epochs.len() {
+                return Err(bad(
+                    "resumed_from_epoch",
+                    format!(
+                        "{e} is not one of the {} epochs reported",
+                        self.epochs.len()
+                    ),
+                ));
+            }
+        }
         if self.status == TrialStatus::Failed && self.reason.as_deref().is_none_or(str::is_empty) {
             return Err(bad("reason", "a failed trial says why"));
         }
@@ -338,6 +356,7 @@ impl TrialResult {
             seconds: 0.0,
             notes: Vec::new(),
             diverged_epoch: None,
+            resumed_from_epoch: None,
             provenance: None,
         }
     }

@@ -13,6 +13,7 @@
 pub mod amp;
 pub mod augment;
 pub mod bench;
+pub mod checkpoint;
 pub mod client;
 pub mod tls_probe;
 pub use cifar10 as data;

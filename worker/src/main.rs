@@ -467,6 +467,7 @@ impl Progress {
                 self.bar.finish_and_clear();
                 eprintln!("{}", epoch_line(m, self.epochs));
             }
+            Event::Checkpoint { .. } => {}
             Event::Testing => eprintln!("evaluating on the test set"),
         }
     }

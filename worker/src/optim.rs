@@ -8,40 +8,270 @@
 //! wd * sum(w^2) over every convolution kernel ([`l2_penalty`]), so no decay in the optimiser.
 
 use sweep_proto::{Optimizer, Semantics, TrialSpec};
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 /// Keras' `backend.epsilon()`, Adam's default epsilon.
 pub const KERAS_EPSILON: f64 = 1e-7;
 
-/// The trial's optimiser.
+/// The trial's optimiser. PyTorch's SGD, Adam, AMSGrad and AdamW are written out here (as
+/// libtorch's C++ optimisers compute them) rather than taken from libtorch, whose state tch
+/// cannot read: a checkpoint must carry the momentum and moment buffers for a resumed trial to
+/// train on exactly as an uninterrupted one (`optimizers_follow_libtorch` checks the match).
 pub enum Optim {
-    Torch(nn::Optimizer),
+    Sgd(Sgd),
+    Adam(Adam),
     Keras(KerasAdam),
 }
 
 impl Optim {
     pub fn set_lr(&mut self, lr: f64) {
         match self {
-            Optim::Torch(opt) => opt.set_lr(lr),
+            Optim::Sgd(opt) => opt.lr = lr,
+            Optim::Adam(opt) => opt.lr = lr,
             Optim::Keras(opt) => opt.lr = lr,
         }
     }
 
     /// Zeroes the gradients, back-propagates `loss` and takes one step.
     pub fn backward_step(&mut self, loss: &Tensor) {
-        match self {
-            Optim::Torch(opt) => opt.backward_step(loss),
-            Optim::Keras(opt) => {
-                opt.zero_grad();
-                loss.backward();
-                opt.step();
+        let vars = match self {
+            Optim::Sgd(opt) => &opt.vars,
+            Optim::Adam(opt) => &opt.vars,
+            Optim::Keras(opt) => &opt.vars,
+        };
+        zero_grad(vars);
+        loss.backward();
+        tch::no_grad(|| match self {
+            Optim::Sgd(opt) => opt.step(),
+            Optim::Adam(opt) => opt.step(),
+            Optim::Keras(opt) => opt.step(),
+        });
+    }
+
+    /// The state a checkpoint needs, as named tensors plus the step count.
+    pub fn state(&self) -> (Vec<(String, Tensor)>, u64) {
+        let mut named = Vec::new();
+        let mut add = |what: &str, list: &[Tensor]| {
+            for (i, t) in list.iter().enumerate() {
+                named.push((format!("{what}.{i}"), t.shallow_clone()));
             }
+        };
+        let step = match self {
+            Optim::Sgd(opt) => {
+                let defined: Vec<Tensor> = opt
+                    .buf
+                    .iter()
+                    .flatten()
+                    .map(Tensor::shallow_clone)
+                    .collect();
+                if defined.len() == opt.vars.len() {
+                    add("buf", &defined);
+                }
+                opt.steps
+            }
+            Optim::Adam(opt) => {
+                add("m", &opt.m);
+                add("v", &opt.v);
+                if let Some(v_max) = &opt.v_max {
+                    add("v_max", v_max);
+                }
+                opt.step
+            }
+            Optim::Keras(opt) => {
+                add("m", &opt.m);
+                add("v", &opt.v);
+                if let Some(v_max) = &opt.v_max {
+                    add("v_max", v_max);
+                }
+                opt.step as u64
+            }
+        };
+        (named, step)
+    }
+
+    /// Restores what [`Optim::state`] saved into this (freshly built) optimiser.
+    pub fn load_state(
+        &mut self,
+        named: &std::collections::HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<(), String> {
+        let fill = |what: &str, list: &mut [Tensor]| -> Result<(), String> {
+            for (i, t) in list.iter_mut().enumerate() {
+                let saved = named
+                    .get(&format!("{what}.{i}"))
+                    .ok_or_else(|| format!("the checkpoint has no optimizer state {what}.{i}"))?;
+                if saved.size() != t.size() {
+                    return Err(format!(
+                        "optimizer state {what}.{i} has shape {:?}, the model needs {:?}",
+                        saved.size(),
+                        t.size()
+                    ));
+                }
+                tch::no_grad(|| t.copy_(saved));
+            }
+            Ok(())
+        };
+        match self {
+            Optim::Sgd(opt) => {
+                opt.steps = step;
+                if step > 0 && opt.momentum != 0.0 {
+                    let mut bufs: Vec<Tensor> = opt.vars.iter().map(Tensor::zeros_like).collect();
+                    fill("buf", &mut bufs)?;
+                    opt.buf = bufs.into_iter().map(Some).collect();
+                }
+            }
+            Optim::Adam(opt) => {
+                opt.step = step;
+                fill("m", &mut opt.m)?;
+                fill("v", &mut opt.v)?;
+                if let Some(v_max) = &mut opt.v_max {
+                    fill("v_max", v_max)?;
+                }
+            }
+            Optim::Keras(opt) => {
+                opt.step = step as i32;
+                fill("m", &mut opt.m)?;
+                fill("v", &mut opt.v)?;
+                if let Some(v_max) = &mut opt.v_max {
+                    fill("v_max", v_max)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn zero_grad(vars: &[Tensor]) {
+    for var in vars {
+        let mut grad = var.grad();
+        if grad.defined() {
+            let _ = grad.detach_();
+            let _ = grad.zero_();
+        }
+    }
+}
+
+/// PyTorch's SGD (dampening 0): d = g + wd w; b = d at the first step, then momentum b + d;
+/// with Nesterov d + momentum b, else b; w -= lr d.
+pub struct Sgd {
+    vars: Vec<Tensor>,
+    buf: Vec<Option<Tensor>>,
+    steps: u64,
+    pub lr: f64,
+    momentum: f64,
+    wd: f64,
+    nesterov: bool,
+}
+
+impl Sgd {
+    fn step(&mut self) {
+        self.steps += 1;
+        for (var, buf) in self.vars.iter_mut().zip(self.buf.iter_mut()) {
+            let grad = var.grad();
+            if !grad.defined() {
+                continue;
+            }
+            let mut d = if self.wd != 0.0 {
+                &grad + &*var * self.wd
+            } else {
+                grad
+            };
+            if self.momentum != 0.0 {
+                let b = match buf {
+                    Some(b) => {
+                        let _ = b.g_mul_scalar_(self.momentum);
+                        let _ = b.g_add_(&d);
+                        b.shallow_clone()
+                    }
+                    None => buf.insert(d.copy()).shallow_clone(),
+                };
+                d = if self.nesterov {
+                    &d + &b * self.momentum
+                } else {
+                    b
+                };
+            }
+            let _ = var.g_sub_(&(d * self.lr));
+        }
+    }
+}
+
+/// PyTorch's Adam, AMSGrad and AdamW (b1 0.9, b2 0.999, eps 1e-8), step t = 1, 2, ...:
+///
+/// ```text
+/// AdamW: w *= 1 - lr wd                  Adam: g += wd w
+/// m = b1 m + (1 - b1) g                  v = b2 v + (1 - b2) g^2      (AMSGrad: v^ = max(v^, v))
+/// w -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+/// ```
+pub struct Adam {
+    vars: Vec<Tensor>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    v_max: Option<Vec<Tensor>>,
+    step: u64,
+    pub lr: f64,
+    wd: f64,
+    decoupled: bool,
+}
+
+impl Adam {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.999;
+    const EPS: f64 = 1e-8;
+
+    fn new(vars: Vec<Tensor>, lr: f64, wd: f64, amsgrad: bool, decoupled: bool) -> Adam {
+        let zeros = |vars: &[Tensor]| vars.iter().map(Tensor::zeros_like).collect::<Vec<_>>();
+        Adam {
+            m: zeros(&vars),
+            v: zeros(&vars),
+            v_max: amsgrad.then(|| zeros(&vars)),
+            vars,
+            step: 0,
+            lr,
+            wd,
+            decoupled,
+        }
+    }
+
+    fn step(&mut self) {
+        self.step += 1;
+        let (b1, b2) = (Self::BETA1, Self::BETA2);
+        let bc1 = 1.0 - b1.powf(self.step as f64);
+        let bc2 = 1.0 - b2.powf(self.step as f64);
+        for i in 0..self.vars.len() {
+            let var = &mut self.vars[i];
+            let mut grad = var.grad();
+            if !grad.defined() {
+                continue;
+            }
+            if self.decoupled {
+                let _ = var.g_mul_scalar_(1.0 - self.lr * self.wd);
+            } else if self.wd != 0.0 {
+                grad = &grad + &*var * self.wd;
+            }
+            let m = &mut self.m[i];
+            let _ = m.g_mul_scalar_(b1);
+            let _ = m.g_add_(&(&grad * (1.0 - b1)));
+            let v = &mut self.v[i];
+            let _ = v.g_mul_scalar_(b2);
+            let _ = v.g_add_(&(&grad * &grad * (1.0 - b2)));
+            let second = match &mut self.v_max {
+                Some(v_max) => {
+                    let bigger = v_max[i].maximum(&self.v[i]);
+                    v_max[i].copy_(&bigger);
+                    v_max[i].shallow_clone()
+                }
+                None => self.v[i].shallow_clone(),
+            };
+            let denom = second.sqrt() / bc2.sqrt() + Self::EPS;
+            let _ = self.vars[i].g_sub_(&(&self.m[i] / denom * (self.lr / bc1)));
         }
     }
 }
 
 pub fn build(vs: &nn::VarStore, spec: &TrialSpec) -> Result<Optim, tch::TchError> {
+    let vars = vs.trainable_variables();
     if spec.semantics == Semantics::Keras {
         let amsgrad = match spec.optimizer {
             Optimizer::Adam => false,
@@ -53,39 +283,23 @@ pub fn build(vs: &nn::VarStore, spec: &TrialSpec) -> Result<Optim, tch::TchError
                 )))
             }
         };
-        return Ok(Optim::Keras(KerasAdam::new(
-            vs.trainable_variables(),
-            spec.lr,
-            amsgrad,
-        )));
+        return Ok(Optim::Keras(KerasAdam::new(vars, spec.lr, amsgrad)));
     }
     let wd = spec.weight_decay;
-    let opt = match spec.optimizer {
-        Optimizer::Sgd => nn::Sgd {
+    Ok(match spec.optimizer {
+        Optimizer::Sgd => Optim::Sgd(Sgd {
+            buf: vars.iter().map(|_| None).collect(),
+            vars,
+            steps: 0,
+            lr: spec.lr,
             momentum: spec.momentum,
-            dampening: 0.0,
             wd,
             nesterov: spec.nesterov,
-        }
-        .build(vs, spec.lr),
-        Optimizer::Adam => nn::Adam {
-            wd,
-            ..Default::default()
-        }
-        .build(vs, spec.lr),
-        Optimizer::Amsgrad => nn::Adam {
-            wd,
-            amsgrad: true,
-            ..Default::default()
-        }
-        .build(vs, spec.lr),
-        Optimizer::Adamw => nn::AdamW {
-            wd,
-            ..Default::default()
-        }
-        .build(vs, spec.lr),
-    }?;
-    Ok(Optim::Torch(opt))
+        }),
+        Optimizer::Adam => Optim::Adam(Adam::new(vars, spec.lr, wd, false, false)),
+        Optimizer::Amsgrad => Optim::Adam(Adam::new(vars, spec.lr, wd, true, false)),
+        Optimizer::Adamw => Optim::Adam(Adam::new(vars, spec.lr, wd, false, true)),
+    })
 }
 
 /// Keras' `l2(wd)` on every convolution kernel (the 4-D trainable variables): wd * sum(w^2),
@@ -141,16 +355,6 @@ impl KerasAdam {
             beta1: 0.9,
             beta2: 0.999,
             eps: KERAS_EPSILON,
-        }
-    }
-
-    pub fn zero_grad(&mut self) {
-        for var in &self.vars {
-            let mut grad = var.grad();
-            if grad.defined() {
-                let _ = grad.detach_();
-                let _ = grad.zero_();
-            }
         }
     }
 
@@ -251,6 +455,132 @@ mod tests {
         let expect = keras_reference(0.0, &|_| 1e-7, 0.001, false, 1);
         assert!((ours - expect).abs() < 1e-8, "{ours} vs {expect}");
         assert!(ours < 0.0 && ours > -0.04 * 0.001, "a small step: {ours}");
+    }
+
+    /// Ours against libtorch's own optimisers (what trials used before checkpoints), from the
+    /// same start on the same batches: the same weights up to float rounding (libtorch fuses
+    /// some multiply-adds), for every optimiser and the options that change the update.
+    #[test]
+    fn optimizers_follow_libtorch() {
+        use tch::nn::{Module, OptimizerConfig};
+        let _lock = crate::test_rng_lock();
+        let cases: Vec<(&str, TrialSpec)> = vec![
+            (
+                "sgd",
+                TrialSpec {
+                    optimizer: Optimizer::Sgd,
+                    momentum: 0.0,
+                    lr: 0.1,
+                    ..TrialSpec::default()
+                },
+            ),
+            (
+                "sgd momentum wd",
+                TrialSpec {
+                    optimizer: Optimizer::Sgd,
+                    momentum: 0.9,
+                    weight_decay: 0.01,
+                    lr: 0.05,
+                    ..TrialSpec::default()
+                },
+            ),
+            (
+                "sgd nesterov",
+                TrialSpec {
+                    optimizer: Optimizer::Sgd,
+                    momentum: 0.9,
+                    nesterov: true,
+                    lr: 0.05,
+                    ..TrialSpec::default()
+                },
+            ),
+            (
+                "adam wd",
+                TrialSpec {
+                    optimizer: Optimizer::Adam,
+                    weight_decay: 0.01,
+                    lr: 0.01,
+                    ..TrialSpec::default()
+                },
+            ),
+            (
+                "amsgrad",
+                TrialSpec {
+                    optimizer: Optimizer::Amsgrad,
+                    lr: 0.01,
+                    ..TrialSpec::default()
+                },
+            ),
+            (
+                "adamw",
+                TrialSpec {
+                    optimizer: Optimizer::Adamw,
+                    weight_decay: 0.1,
+                    lr: 0.01,
+                    ..TrialSpec::default()
+                },
+            ),
+        ];
+        tch::manual_seed(7);
+        let x = Tensor::randn([64, 20], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(5, [64], (Kind::Int64, Device::Cpu));
+        for (name, spec) in cases {
+            let net = |vs: &nn::VarStore| {
+                let p = vs.root();
+                nn::seq()
+                    .add(nn::linear(&p / "a", 20, 16, Default::default()))
+                    .add_fn(|t| t.relu())
+                    .add(nn::linear(&p / "b", 16, 5, Default::default()))
+            };
+            let (theirs_vs, ours_vs) = (
+                nn::VarStore::new(Device::Cpu),
+                nn::VarStore::new(Device::Cpu),
+            );
+            let (theirs_net, ours_net) = (net(&theirs_vs), net(&ours_vs));
+            let mut ours_vs = ours_vs;
+            ours_vs.copy(&theirs_vs).unwrap();
+            let wd = spec.weight_decay;
+            let mut theirs = match spec.optimizer {
+                Optimizer::Sgd => nn::Sgd {
+                    momentum: spec.momentum,
+                    dampening: 0.0,
+                    wd,
+                    nesterov: spec.nesterov,
+                }
+                .build(&theirs_vs, spec.lr),
+                Optimizer::Adam => nn::Adam {
+                    wd,
+                    ..Default::default()
+                }
+                .build(&theirs_vs, spec.lr),
+                Optimizer::Amsgrad => nn::Adam {
+                    wd,
+                    amsgrad: true,
+                    ..Default::default()
+                }
+                .build(&theirs_vs, spec.lr),
+                Optimizer::Adamw => nn::AdamW {
+                    wd,
+                    ..Default::default()
+                }
+                .build(&theirs_vs, spec.lr),
+            }
+            .unwrap();
+            let mut ours = build(&ours_vs, &spec).unwrap();
+            for _ in 0..30 {
+                theirs.backward_step(&theirs_net.forward(&x).cross_entropy_for_logits(&y));
+                ours.backward_step(&ours_net.forward(&x).cross_entropy_for_logits(&y));
+            }
+            for (k, theirs) in theirs_vs.variables() {
+                let ours = &ours_vs.variables()[&k];
+                let gap = (ours - &theirs).abs().max().double_value(&[]);
+                assert!(gap < 1e-5, "{name}: {k} differs by {gap}");
+                assert!(
+                    gap < (theirs.abs().max().double_value(&[])),
+                    "{name}: {k} moved"
+                );
+            }
+        }
     }
 
     /// l2(wd) adds wd * sum(w^2) of the convolution kernels only: biases, batch-norm and dense

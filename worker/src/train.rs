@@ -6,7 +6,7 @@
 use crate::data::Dataset;
 use crate::metrics::{self, Confusion, Tally};
 use crate::pipeline::{Pipeline, Split};
-use crate::{amp, models, optim, schedule};
+use crate::{amp, checkpoint, models, optim, schedule};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -36,14 +36,35 @@ pub enum Event<'a> {
         loss: Option<f64>,
     },
     Epoch(&'a EpochMetrics),
+    /// A checkpoint after `epoch` epochs, to keep for a later attempt.
+    Checkpoint {
+        epoch: u32,
+        bytes: &'a [u8],
+    },
     Testing,
 }
 
-/// How the outside ends a running trial early.
-#[derive(Debug, Default)]
+/// The seed of libtorch's generator at the start of epoch `epoch` (0-based) of a trial: every
+/// epoch's shuffling, augmentation and dropout depend only on the trial seed and the epoch,
+/// so a trial resumed from a checkpoint draws what an uninterrupted one would.
+pub fn epoch_seed(seed: u64, epoch: u32) -> i64 {
+    // splitmix64 of the pair: neighbouring seeds and epochs give unrelated streams.
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// How the outside steers a running trial: where it starts, when it saves, when it ends early.
+#[derive(Default)]
 pub struct Control {
     /// Abandon it now (its lease is gone): checked before every step; ends as failed.
     pub cancel: AtomicBool,
+    /// A checkpoint (see [`crate::checkpoint`]) to start from. One that cannot be used (corrupt,
+    /// another trial's) is noted in the result and the trial starts from scratch.
+    pub resume: Option<Vec<u8>>,
+    /// When to hand out checkpoints ([`Event::Checkpoint`]); the default never does.
+    pub checkpoints: checkpoint::Policy,
     /// Early stopping: end it after the current epoch, evaluate it on the test set and report
     /// it stopped with this reason.
     stop: Mutex<Option<String>>,
@@ -161,9 +182,24 @@ fn train(
     });
 
     let mut epochs = Vec::new();
+    let mut notes: Vec<String> = precision_note.into_iter().collect();
+    let mut resumed_from_epoch = None;
+    if let Some(bytes) = &control.resume {
+        match resume(bytes, spec, &vs, &mut opt) {
+            Ok(done) => {
+                resumed_from_epoch = Some(done.len() as u32);
+                epochs = done;
+            }
+            Err(e) => notes.push(format!(
+                "a checkpoint was not used ({e}); trained from the first epoch"
+            )),
+        }
+    }
     let mut diverged = None;
     let mut stopped = None;
-    'epochs: for epoch in 0..spec.epochs {
+    let mut last_checkpoint = (epochs.len() as u32, Instant::now());
+    'epochs: for epoch in epochs.len() as u32..spec.epochs {
+        tch::manual_seed(epoch_seed(spec.seed, epoch));
         let t0 = Instant::now();
         let mut tally = Tally::new(spec.loss, device);
         let perm = Tensor::randperm(n, (Kind::Int64, device));
@@ -249,6 +285,30 @@ fn train(
             break;
         }
         stopped = None;
+        let (since, at) = last_checkpoint;
+        if epoch + 1 < spec.epochs
+            && control
+                .checkpoints
+                .due(epoch + 1 - since, at.elapsed().as_secs_f64())
+        {
+            let (state, step) = opt.state();
+            let header = checkpoint::Header {
+                semantics: sweep_proto::TRAINER_SEMANTICS,
+                spec_sha256: checkpoint::spec_sha256(spec),
+                epoch: epoch + 1,
+                optimizer_step: step,
+                epochs: epochs.clone(),
+            };
+            // A checkpoint that cannot be written costs only the resume: training goes on.
+            match checkpoint::encode(&header, &vs, &state) {
+                Ok(bytes) => observe(Event::Checkpoint {
+                    epoch: epoch + 1,
+                    bytes: &bytes,
+                }),
+                Err(e) => tracing::warn!("no checkpoint after epoch {}: {e}", epoch + 1),
+            }
+            last_checkpoint = (epoch + 1, Instant::now());
+        }
     }
     let best_val_accuracy = epochs
         .iter()
@@ -265,8 +325,9 @@ fn train(
         parameters,
         device: device_name(device),
         seconds: 0.0,
-        notes: precision_note.into_iter().collect(),
+        notes,
         diverged_epoch: None,
+        resumed_from_epoch,
         provenance: None,
     };
     if let Some((epoch, reason)) = diverged {
@@ -293,6 +354,20 @@ fn train(
         images: pipe.test.len() as u64,
     });
     Ok(result)
+}
+
+/// Restores a checkpoint into the freshly built model and optimiser; returns the metrics of
+/// the epochs it had trained.
+fn resume(
+    bytes: &[u8],
+    spec: &TrialSpec,
+    vs: &nn::VarStore,
+    opt: &mut optim::Optim,
+) -> Result<Vec<EpochMetrics>, String> {
+    let restored = checkpoint::decode(bytes, spec)?;
+    checkpoint::load_model(vs, &restored.model)?;
+    opt.load_state(&restored.optimizer, restored.header.optimizer_step)?;
+    Ok(restored.header.epochs)
 }
 
 /// The batch in the memory layout the trial asked for.
@@ -373,6 +448,125 @@ mod tests {
             assert_eq!(t.confusion.iter().flatten().sum::<u64>(), 30);
             assert_eq!(t.per_class_accuracy.len(), 10);
             assert_eq!(t.binary_accuracy, None);
+        }
+    }
+
+    /// What a trial computes (times left out): equal for a resumed and an uninterrupted run.
+    fn numbers(r: &TrialResult) -> serde_json::Value {
+        let epochs: Vec<_> = r
+            .epochs
+            .iter()
+            .map(|e| {
+                (
+                    e.epoch,
+                    e.train_loss,
+                    e.train_accuracy,
+                    e.val_loss,
+                    e.val_accuracy,
+                    e.lr,
+                )
+            })
+            .collect();
+        serde_json::json!({"status": r.status, "epochs": epochs, "test": r.test, "best": r.best_val_accuracy})
+    }
+
+    /// A trial resumed from its checkpoint after epoch 1 or 2 (model, batch-norm statistics,
+    /// SGD momentum, schedule position, generator) ends bit for bit as the uninterrupted run,
+    /// with augmentation and dropout drawing random numbers; a corrupt or foreign checkpoint is
+    /// noted and the trial trains from the start, to the same numbers again.
+    #[test]
+    fn a_resumed_trial_ends_exactly_as_an_uninterrupted_one() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        for (model, optimizer) in [
+            (Model::SeedCnn, sweep_proto::Optimizer::Sgd),
+            (Model::ResNet(20), sweep_proto::Optimizer::Adam),
+        ] {
+            let spec = TrialSpec {
+                epochs: 3,
+                optimizer,
+                momentum: 0.9,
+                schedule: sweep_proto::Schedule::Cosine,
+                augment: sweep_proto::Augment {
+                    flip: true,
+                    pad_crop: 2,
+                    ..Default::default()
+                },
+                seed: 5,
+                ..quick(model)
+            };
+            let control = Control {
+                checkpoints: checkpoint::Policy {
+                    every_epochs: 1,
+                    every_seconds: 0,
+                },
+                ..Control::default()
+            };
+            let mut saved = Vec::new();
+            let full = run_until(&spec, &data, Device::Cpu, &control, &mut |e| {
+                if let Event::Checkpoint { epoch, bytes } = e {
+                    saved.push((epoch, bytes.to_vec()));
+                }
+            });
+            assert_eq!(full.status, TrialStatus::Completed, "{:?}", full.reason);
+            assert_eq!(
+                saved.iter().map(|s| s.0).collect::<Vec<_>>(),
+                vec![1, 2],
+                "none after the last epoch"
+            );
+            for (epoch, bytes) in &saved {
+                // Whatever the generator did in between (another trial, say).
+                tch::manual_seed(999);
+                let control = Control {
+                    resume: Some(bytes.clone()),
+                    ..Control::default()
+                };
+                let resumed = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
+                assert_eq!(
+                    resumed.resumed_from_epoch,
+                    Some(*epoch),
+                    "{:?}",
+                    resumed.notes
+                );
+                assert_eq!(
+                    numbers(&resumed),
+                    numbers(&full),
+                    "{model}: resumed after epoch {epoch}"
+                );
+            }
+            if model != Model::SeedCnn {
+                continue;
+            }
+            let mut corrupt = saved[0].1.clone();
+            let last = corrupt.len() - 1;
+            corrupt.truncate(last);
+            let other = TrialSpec {
+                seed: 6,
+                ..spec.clone()
+            };
+            for (bad, what) in [
+                (corrupt, "tensors"),
+                (b"garbage".to_vec(), "not a checkpoint"),
+            ] {
+                let control = Control {
+                    resume: Some(bad),
+                    ..Control::default()
+                };
+                let r = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
+                assert_eq!(r.resumed_from_epoch, None);
+                assert!(r.notes.iter().any(|n| n.contains(what)), "{:?}", r.notes);
+                assert_eq!(numbers(&r), numbers(&full));
+            }
+            let control = Control {
+                resume: Some(saved[0].1.clone()),
+                ..Control::default()
+            };
+            let r = run_until(&other, &data, Device::Cpu, &control, &mut |_| {});
+            assert!(
+                r.notes.iter().any(|n| n.contains("another trial")),
+                "{:?}",
+                r.notes
+            );
         }
     }
 

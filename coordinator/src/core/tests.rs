@@ -38,6 +38,7 @@ fn result() -> TrialResult {
         seconds: 1.0,
         notes: Vec::new(),
         diverged_epoch: None,
+        resumed_from_epoch: None,
         provenance: None,
     }
 }
