@@ -2,9 +2,10 @@
 # Early stopping against the full grid, on this machine with real CIFAR-10 (data/):
 #   bench/asha.sh [LOCAL_WORKERS]
 # Runs bench/asha/grid.toml (27 configurations, 9 epochs each) in full, then the same trials
-# with ASHA (grace 1 epoch, reduction factor 3: rungs after epochs 1 and 3), each in its own
-# output directory and database so that nothing is reused between them, and prints epochs
-# trained and the best test accuracy of each with its 95% sampling interval.
+# with ASHA, reduction factor 3, grace 1 epoch (rungs after epochs 1 and 3) and grace 2 (rungs
+# after 2 and 6), each in its own output directory and database so that nothing is reused
+# between them, and prints epochs trained and the best test accuracy of each with its 95%
+# sampling interval.
 # Env: COORDINATOR, WORKER (default target/release/...), OUT (default out/asha-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +15,15 @@ OUT=${OUT:-out/asha-bench}
 WORKERS=${1:-2}
 [ -d data/cifar-10-batches-bin ] || { echo "data/ has no CIFAR-10: run scripts/prepare-data.sh" >&2; exit 1; }
 mkdir -p "$OUT"
-sed 's/^name = "asha-bench"/name = "asha-bench-asha"/' bench/asha/grid.toml > bench/asha/.asha.toml
-printf '\n[early_stopping]\nmethod = "asha"\nmetric = "val_accuracy"\ngrace_epochs = 1\nreduction_factor = 3\n' >> bench/asha/.asha.toml
-trap 'rm -f bench/asha/.asha.toml' EXIT
+for grace in 1 2; do
+    sed "s/^name = \"asha-bench\"/name = \"asha-bench-grace$grace\"/" bench/asha/grid.toml > bench/asha/.asha-grace$grace.toml
+    printf '\n[early_stopping]\nmethod = "asha"\nmetric = "val_accuracy"\ngrace_epochs = %s\nreduction_factor = 3\n' "$grace" >> bench/asha/.asha-grace$grace.toml
+done
+trap 'rm -f bench/asha/.asha-grace*.toml' EXIT
 
-for run in full asha; do
+for run in full asha-grace1 asha-grace2; do
     file=bench/asha/grid.toml
-    [ "$run" = asha ] && file=bench/asha/.asha.toml
+    [ "$run" != full ] && file=bench/asha/.$run.toml
     rm -rf "${OUT:?}/$run"
     start=$(date +%s)
     SWEEP_WORKER_BIN=$WORKER "$COORDINATOR" sweep --quiet --local-workers "$WORKERS" --out "$OUT/$run" "$file" > "$OUT/$run.log" 2>&1
@@ -34,7 +37,7 @@ rows = {}
 print("| run | trials | stopped | epochs trained | share of full | best test accuracy (95% sampling interval) | best trial | wall time |")
 print("|---|---|---|---|---|---|---|---|")
 full_epochs = None
-for run in ["full", "asha"]:
+for run in ["full", "asha-grace1", "asha-grace2"]:
     r = json.load(open(f"{out}/{run}/results.json"))
     rows[run] = r
     epochs = sum(len(t["epochs"]) for t in r)
@@ -50,15 +53,15 @@ for run in ["full", "asha"]:
           f"{100 * p:.2f}% ({100 * (p - half):.2f}-{100 * (p + half):.2f}) | {name} | {secs} s |")
 # Where the full grid's best trials ended under ASHA.
 full = sorted(rows["full"], key=lambda t: -(t.get("test_accuracy") or 0))
-asha = {t["id"]: t for t in rows["asha"]}
+g1 = {t["id"]: t for t in rows["asha-grace1"]}
+g2 = {t["id"]: t for t in rows["asha-grace2"]}
 print()
-print("The full grid's five best trials under ASHA:")
+print("The full grid's five best trials under ASHA (status, epochs, test accuracy):")
 print()
-print("| trial | full: test accuracy | ASHA: status, epochs, test accuracy |")
-print("|---|---|---|")
+print("| trial | full | ASHA grace 1 | ASHA grace 2 |")
+print("|---|---|---|---|")
+cell = lambda a: f"{a.get('status')}, {len(a.get('epochs', []))}, {100 * (a.get('test_accuracy') or 0):.2f}%"
 for t in full[:5]:
-    a = asha.get(t["id"], {})
     name = ", ".join(f"{k}={t['params'][k]}" for k in ["lr", "optimizer", "schedule"])
-    print(f"| {name} | {100 * t['test_accuracy']:.2f}% | {a.get('status')}, {len(a.get('epochs', []))}, "
-          f"{100 * (a.get('test_accuracy') or 0):.2f}% |")
+    print(f"| {name} | {100 * t['test_accuracy']:.2f}% | {cell(g1.get(t['id'], {}))} | {cell(g2.get(t['id'], {}))} |")
 PY

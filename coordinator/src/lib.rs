@@ -11,6 +11,7 @@
 //! - [`html`]: the self-contained report.html with SVG charts and computed findings.
 
 pub mod admin;
+pub mod checkpoints;
 pub mod core;
 pub mod dashboard;
 pub mod early_stop;

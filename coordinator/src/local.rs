@@ -67,16 +67,26 @@ fn make_token(out: &Path, file: &str) -> Result<String> {
     Ok(token)
 }
 
-fn spawn_worker(
-    bin: &Path,
-    url: &str,
-    token: &str,
-    device: &str,
-    data: Option<&Path>,
-    n: u32,
+/// How the local workers are started: all alike but for their number.
+struct LocalWorkers<'a> {
+    bin: PathBuf,
+    url: &'a str,
+    token: &'a str,
+    device: &'a str,
+    data: Option<&'a Path>,
+    /// libtorch threads each (the machine's cores shared out).
     threads: u32,
-    out: &Path,
-) -> Result<Child> {
+}
+
+fn spawn_worker(w: &LocalWorkers, n: u32, out: &Path) -> Result<Child> {
+    let LocalWorkers {
+        bin,
+        url,
+        token,
+        device,
+        data,
+        threads,
+    } = w;
     let log_path = out.join(format!("worker-{n}.log"));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -208,27 +218,24 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
             }
         }
         let mut workers = Vec::new();
-        if n_local > 0 {
-            let bin = worker_binary(opts.worker_bin.clone())?;
-            // The local workers share this machine's cores: libtorch alone would give each one
-            // a thread per core, and two workers on 2 cores then trained a dense-model epoch in
-            // 16-25 s instead of 2.5 s (bench/asha.sh, before this split).
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-            let threads = (cores / n_local).max(1);
+        // The local workers share this machine's cores: libtorch alone would give each one a
+        // thread per core, and two workers on 2 cores then trained a dense-model epoch in
+        // 16-25 s instead of 2.5 s (bench/asha.sh, before this split).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        if let Some(threads) = cores.checked_div(n_local) {
+            let local = LocalWorkers {
+                bin: worker_binary(opts.worker_bin.clone())?,
+                url: &url,
+                token: &token,
+                device: &opts.device,
+                data: sweep
+                    .data
+                    .as_deref()
+                    .filter(|d| *d != Path::new(coordinator::sweep::FETCH)),
+                threads: threads.max(1),
+            };
             for n in 1..=n_local {
-                workers.push(spawn_worker(
-                    &bin,
-                    &url,
-                    &token,
-                    &opts.device,
-                    sweep
-                        .data
-                        .as_deref()
-                        .filter(|d| *d != Path::new(coordinator::sweep::FETCH)),
-                    n,
-                    threads,
-                    out,
-                )?);
+                workers.push(spawn_worker(&local, n, out)?);
             }
         }
         let outcome = watch(&handle, &ids, &mut workers, out, opts.quiet).await;

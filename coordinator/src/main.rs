@@ -117,6 +117,10 @@ enum Command {
         /// 127.0.0.1:8080). Off loopback, the dashboard needs the admin token.
         #[arg(long, alias = "health-listen")]
         http_listen: Option<String>,
+        /// Where running trials' checkpoints are kept (default: DB.checkpoints beside the
+        /// database; in Kubernetes, on the same volume).
+        #[arg(long)]
+        checkpoint_dir: Option<PathBuf>,
     },
     /// Certificates for TLS/mTLS between the coordinator and its workers.
     Tls {
@@ -408,6 +412,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             heartbeat_timeout,
             tls,
             http_listen,
+            checkpoint_dir,
         } => {
             let tls = server_tls(tls, &listen)?;
             let tokens = Tokens {
@@ -422,19 +427,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("coordinator: no admin token ($SWEEP_ADMIN_TOKEN or --admin-token-file): submit, status, cancel, report and watch over --server are refused");
             }
             let _lock = ServerLock::acquire(&db, &format!("coordinator serve --listen {listen}"))?;
-            let handle = Handle::open(&db, config(heartbeat_timeout)?)?;
+            let handle = match &checkpoint_dir {
+                Some(dir) => Handle::open_with(&db, config(heartbeat_timeout)?, dir)?,
+                None => Handle::open(&db, config(heartbeat_timeout)?)?,
+            };
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             eprintln!(
-                "coordinator: serving workers on {} over {} (database {})",
+                "coordinator: serving workers on {} over {} (database {}, checkpoints in {})",
                 listener.local_addr()?,
                 match &tls {
                     Some(t) if t.client_ca.is_some() => "mTLS",
                     Some(_) => "TLS",
                     None => "plaintext",
                 },
-                db.display()
+                db.display(),
+                handle.checkpoint_dir().display()
             );
             if let Some(addr) = http_listen {
                 let bound =

@@ -51,6 +51,9 @@ pub struct Row {
     pub seconds: Option<f64>,
     pub worker: Option<String>,
     pub attempt: u32,
+    /// The attempt resumed from a checkpoint written after this many epochs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from_epoch: Option<u32>,
     /// Test-set `confusion[true][predicted]`, for completed trials.
     pub confusion: Option<Vec<Vec<u64>>>,
     /// Where and how the result was produced (versions, device, threads, times, data
@@ -514,6 +517,7 @@ impl Report {
                 seconds: None,
                 worker: None,
                 attempt: 0,
+                resumed_from_epoch: None,
                 confusion: None,
                 provenance: None,
                 rank: None,
@@ -550,6 +554,7 @@ impl Report {
                     row.epochs = result.epochs.clone();
                     row.seconds = Some(result.seconds);
                     row.provenance = result.provenance.clone();
+                    row.resumed_from_epoch = result.resumed_from_epoch;
                     row.metric_images = match sweep.rank_by {
                         Metric::TestAccuracy => result.test.as_ref().map(|t| t.images),
                         Metric::BestValAccuracy => Some(result.val_images),
@@ -924,6 +929,7 @@ impl Report {
             axes: sweep.axes.clone(),
             cancelled: false,
             early_stopping: None,
+            checkpoints: Default::default(),
             trials: sweep
                 .trials
                 .iter()

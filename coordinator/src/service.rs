@@ -9,6 +9,7 @@
 //! answered. If the transaction fails, every change in the batch is taken back from the core
 //! before anyone hears of it, so the core never holds a result the disk lacks.
 
+use crate::checkpoints::{self, Checkpoints, Meta, Policy as CheckpointPolicy};
 use crate::core::{
     Config, Core, Counts, DeviceKind, Finished, NewWorker, Rejected, TrialId, TrialState, MAX_SLOTS,
 };
@@ -23,7 +24,7 @@ use std::time::Instant;
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
 use sweep_proto::{EpochMetrics, TrialResult};
 use tokio::sync::{broadcast, watch};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 /// What a batch's requests wait for: `None` until it is written, then the outcome.
 type Outcome = Option<Result<(), String>>;
@@ -37,6 +38,8 @@ pub struct Shared {
     /// it). Rebuilt from the results on restart.
     stoppers: HashMap<String, Stopper>,
     judged_by: HashMap<TrialId, String>,
+    /// When each trial saves checkpoints (from the sweep that queued it last).
+    policies: HashMap<TrialId, CheckpointPolicy>,
     started: Instant,
     data_version: i64,
     /// The last write error, until a write succeeds again: the coordinator is not ready and
@@ -136,6 +139,8 @@ pub struct Handle {
     /// a time: submit and rerun write the database before they lock the core, and must not
     /// interleave with a cancel that would then be undone in the core.
     admin: Arc<Mutex<()>>,
+    /// Running trials' checkpoints, beside the database (see [`crate::checkpoints`]).
+    checkpoints: Arc<Checkpoints>,
 }
 
 #[derive(Default)]
@@ -209,8 +214,25 @@ fn commit_batches(inner: Arc<Mutex<Shared>>, store: Arc<Mutex<Store>>, wake: mps
 }
 
 impl Handle {
-    /// Opens (or creates) the database and restores every trial into the core.
+    /// Opens (or creates) the database and restores every trial into the core; checkpoints
+    /// go to `DB.checkpoints/` beside it.
     pub fn open(db: &Path, config: Config) -> Result<Handle, StoreError> {
+        let mut dir = db.as_os_str().to_owned();
+        dir.push(".checkpoints");
+        Handle::open_with(db, config, Path::new(&dir))
+    }
+
+    /// [`Handle::open`] with the checkpoints in `checkpoint_dir`.
+    pub fn open_with(
+        db: &Path,
+        config: Config,
+        checkpoint_dir: &Path,
+    ) -> Result<Handle, StoreError> {
+        let checkpoints =
+            Checkpoints::open(checkpoint_dir).map_err(|e| StoreError::Checkpoints {
+                path: checkpoint_dir.display().to_string(),
+                source: e,
+            })?;
         let store = Store::open(db)?;
         let mut core = Core::new(config);
         for t in store.load_trials()? {
@@ -219,8 +241,12 @@ impl Handle {
         core.remember_worker_ids(store.worker_ids()?);
         let mut data_hints = HashMap::new();
         let mut rules = Vec::new();
+        let mut policies = HashMap::new();
         for name in store.sweep_names()? {
             if let Some(s) = store.sweep(&name)? {
+                for (id, _, _) in &s.trials {
+                    policies.insert(id.clone(), s.checkpoints);
+                }
                 if let Some(data) = &s.data {
                     for (id, _, _) in &s.trials {
                         data_hints.insert(id.clone(), data.clone());
@@ -238,6 +264,7 @@ impl Handle {
             data_hints,
             stoppers: HashMap::new(),
             judged_by: HashMap::new(),
+            policies,
             started: Instant::now(),
             data_version,
             storage_error: None,
@@ -267,6 +294,7 @@ impl Handle {
             streams: Arc::new(watch::channel(false).0),
             views: Arc::default(),
             admin: Arc::default(),
+            checkpoints: Arc::new(checkpoints),
         })
     }
 
@@ -349,6 +377,9 @@ impl Handle {
         }
         let ids: Vec<&str> = sweep.trials.iter().map(|t| t.id.as_str()).collect();
         s.set_stopper(&sweep.name, sweep.early_stopping, &ids);
+        for id in ids {
+            s.policies.insert(id.to_string(), sweep.checkpoints);
+        }
         drop(s);
         self.forget_views();
         let mut e = event(pb::EventKind::Submitted, "", 0, "");
@@ -639,7 +670,45 @@ impl Handle {
         if !s.batch.is_empty() {
             let _ = self.wake.send(());
         }
+        drop(s);
+        // Checkpoints of trials that ended (finished, failed, cancelled) are of no more use.
+        let removed = self.checkpoints.retain(|t| {
+            self.lock()
+                .core
+                .trial(t)
+                .is_some_and(|c| !c.state.is_terminal())
+        });
+        if removed > 0 {
+            tracing::debug!(removed, "checkpoints of ended trials removed");
+        }
         Ok(())
+    }
+
+    /// Where this coordinator keeps checkpoints.
+    pub fn checkpoint_dir(&self) -> &Path {
+        self.checkpoints.dir()
+    }
+
+    /// The trial and attempt of a request, if `worker` holds that lease now.
+    fn holds(&self, worker: &str, lease: Option<pb::LeaseRef>) -> Result<(String, u32), Status> {
+        let (trial, attempt) = lease_ref(lease)?;
+        if !checkpoints::valid_id(&trial) {
+            return Err(Status::invalid_argument(format!(
+                "lease.trial_id {trial:?} is not a trial id"
+            )));
+        }
+        let s = self.lock();
+        match s.core.trial(&trial).map(|t| &t.state) {
+            Some(TrialState::Running {
+                attempt: a,
+                worker: w,
+                ..
+            }) if *a == attempt && w == worker => Ok((trial, attempt)),
+            None => Err(Status::not_found(format!("unknown trial {trial}"))),
+            _ => Err(Status::failed_precondition(format!(
+                "trial {trial} attempt {attempt} is not leased to {worker}"
+            ))),
+        }
     }
 
     /// Readiness: the database answers and the last write went through. (Liveness is only
@@ -688,8 +757,150 @@ pub fn heartbeat_interval_ms(config: &Config) -> u32 {
     (config.heartbeat_timeout_ms / 3).clamp(100, 10_000) as u32
 }
 
+/// Chunks a checkpoint is sent in.
+const CHUNK_BYTES: usize = 1 << 20;
+
+type ChunkStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Coordinator for Handle {
+    type LoadCheckpointStream = ChunkStream;
+
+    async fn save_checkpoint(
+        &self,
+        req: Request<tonic::Streaming<pb::CheckpointChunk>>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        use sha2::{Digest, Sha256};
+        use tokio::io::AsyncWriteExt;
+        let mut chunks = req.into_inner();
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty checkpoint stream"))?;
+        let (trial, attempt) = match self.holds(&first.worker_id, first.lease.clone()) {
+            Ok(lease) => lease,
+            Err(e) if e.code() == Code::FailedPrecondition => {
+                return Ok(ack(Err(Rejected::StaleLease {
+                    trial: first.lease.map(|l| l.trial_id).unwrap_or_default(),
+                    attempt: 0,
+                })))
+            }
+            Err(e) => return Err(e),
+        };
+        if first.size > checkpoints::MAX_CHECKPOINT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "size: {} bytes is over the limit of {} MiB",
+                first.size,
+                checkpoints::MAX_CHECKPOINT_BYTES >> 20
+            )));
+        }
+        if first.epoch == 0 || first.sha256.len() != 64 {
+            return Err(Status::invalid_argument(
+                "the first chunk names the epoch (>= 1) and the SHA-256 (64 hex digits)",
+            ));
+        }
+        let path = self.checkpoints.upload_path(&trial, attempt);
+        let fail = |path: &Path, status: Status| {
+            let _ = std::fs::remove_file(path);
+            Err(status)
+        };
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot store the checkpoint: {e}")))?;
+        let (mut hasher, mut size) = (Sha256::new(), 0u64);
+        let mut next = Some(first.data);
+        loop {
+            let data = match next.take() {
+                Some(d) => d,
+                None => match chunks.message().await {
+                    Ok(Some(c)) => c.data,
+                    Ok(None) => break,
+                    Err(e) => return fail(&path, e),
+                },
+            };
+            size += data.len() as u64;
+            if size > first.size {
+                return fail(
+                    &path,
+                    Status::invalid_argument(format!(
+                        "more than the {} bytes announced",
+                        first.size
+                    )),
+                );
+            }
+            hasher.update(&data);
+            if let Err(e) = file.write_all(&data).await {
+                return fail(
+                    &path,
+                    Status::unavailable(format!("cannot store the checkpoint: {e}")),
+                );
+            }
+        }
+        drop(file);
+        let sha: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if size != first.size || sha != first.sha256 {
+            return fail(&path, Status::data_loss(format!(
+                "checkpoint of trial {trial} arrived as {size} bytes with SHA-256 {sha}; announced {} bytes, {}",
+                first.size, first.sha256
+            )));
+        }
+        let meta = Meta {
+            epoch: first.epoch,
+            attempt,
+            size,
+            sha256: sha,
+        };
+        let store = self.checkpoints.clone();
+        let t = trial.clone();
+        let kept = tokio::task::spawn_blocking(move || store.commit(&t, &path, meta))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(format!("cannot store the checkpoint: {e}")))?;
+        tracing::info!(%trial, attempt, epoch = first.epoch, size, kept, "checkpoint");
+        Ok(ack(Ok(())))
+    }
+
+    async fn load_checkpoint(
+        &self,
+        req: Request<pb::LoadCheckpointRequest>,
+    ) -> Result<Response<Self::LoadCheckpointStream>, Status> {
+        let r = req.into_inner();
+        let (trial, attempt) = self.holds(&r.worker_id, r.lease)?;
+        let store = self.checkpoints.clone();
+        let t = trial.clone();
+        let (meta, bytes) = tokio::task::spawn_blocking(move || store.read(&t))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                tracing::warn!(%trial, attempt, "{e}");
+                Status::data_loss(format!("{e}; train from the first epoch"))
+            })?;
+        tracing::info!(%trial, attempt, epoch = meta.epoch, "resuming from a checkpoint");
+        let mut chunks: Vec<Result<pb::CheckpointChunk, Status>> = bytes
+            .chunks(CHUNK_BYTES)
+            .map(|c| {
+                Ok(pb::CheckpointChunk {
+                    data: c.to_vec(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(Ok(pb::CheckpointChunk::default()));
+        }
+        if let Some(Ok(first)) = chunks.first_mut() {
+            first.epoch = meta.epoch;
+            first.size = meta.size;
+            first.sha256 = meta.sha256;
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
     async fn register(
         &self,
         req: Request<pb::RegisterRequest>,
@@ -759,12 +970,17 @@ impl Coordinator for Handle {
                 tracing::debug!(trial = %g.trial, attempt = g.attempt, worker = %r.worker_id, "leased");
                 let data_hint = s.data_hints.get(&g.trial).cloned().unwrap_or_default();
                 let early_stopping = s.judged_by.contains_key(&g.trial);
+                let policy = s.policies.get(&g.trial).copied().unwrap_or_default();
+                let checkpoint_epoch = self.checkpoints.latest(&g.trial).map_or(0, |m| m.epoch);
                 leases.push(pb::Lease {
                     trial_id: g.trial,
                     attempt: g.attempt,
                     spec_toml: g.spec_toml.to_string(),
                     data_hint,
                     early_stopping,
+                    checkpoint_epoch,
+                    checkpoint_every_epochs: policy.every_epochs,
+                    checkpoint_every_seconds: policy.every_seconds,
                 });
             }
         }

@@ -334,6 +334,7 @@ mod tests {
             axes: vec!["seed".into()],
             cancelled: false,
             early_stopping: None,
+            checkpoints: Default::default(),
             trials: ids.into_iter().map(|id| (id, None, None)).collect(),
         };
         let params = vec!["seed=1".to_string(); 5];

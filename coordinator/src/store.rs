@@ -42,6 +42,11 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("checkpoint directory {path}: {source}")]
+    Checkpoints {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct Store {
@@ -53,7 +58,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY, file TEXT NOT NULL, data TEXT, rank_by TEXT NOT NULL,
     direction TEXT NOT NULL, axes TEXT NOT NULL, cancelled INTEGER NOT NULL DEFAULT 0,
-    early_stopping TEXT);
+    early_stopping TEXT, checkpoints TEXT);
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL,
     worker TEXT, reason TEXT, result TEXT, lost INTEGER NOT NULL DEFAULT 0, result_sha TEXT);
@@ -80,6 +85,8 @@ pub struct StoredSweep {
     pub cancelled: bool,
     /// The sweep's `[early_stopping]` rule, if it has one.
     pub early_stopping: Option<EarlyStopping>,
+    /// The sweep's `[checkpoints]` (the default where it was stored without one).
+    pub checkpoints: crate::checkpoints::Policy,
     /// (trial id, label, reported)
     pub trials: Vec<(String, Option<String>, Option<f64>)>,
 }
@@ -162,7 +169,7 @@ impl StoredState {
 }
 
 /// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Hex SHA-256 of a stored result's JSON.
 fn checksum(json: &str) -> String {
@@ -318,9 +325,11 @@ impl Store {
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(|e| self.err(e))?;
         let r: Result<(), rusqlite::Error> = (|| {
-            if !sweep_columns.iter().any(|c| c == "early_stopping") {
-                self.conn
-                    .execute_batch("ALTER TABLE sweeps ADD COLUMN early_stopping TEXT;")?;
+            for column in ["early_stopping", "checkpoints"] {
+                if !sweep_columns.iter().any(|c| c == column) {
+                    self.conn
+                        .execute_batch(&format!("ALTER TABLE sweeps ADD COLUMN {column} TEXT;"))?;
+                }
             }
             if !columns.iter().any(|c| c == "lost") {
                 self.conn.execute_batch(
@@ -389,8 +398,8 @@ impl Store {
         let r: Result<usize, rusqlite::Error> = (|| {
             let mut stale = 0;
             tx.execute(
-                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)
-                 ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0, early_stopping = ?7",
+                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)
+                 ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0, early_stopping = ?7, checkpoints = ?8",
                 params![
                     sweep.name,
                     sweep.file.display().to_string(),
@@ -402,6 +411,7 @@ impl Store {
                         .early_stopping
                         .as_ref()
                         .and_then(|e| serde_json::to_string(e).ok()),
+                    serde_json::to_string(&sweep.checkpoints).ok(),
                 ],
             )?;
             tx.execute(
@@ -459,7 +469,7 @@ impl Store {
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
         let row = self
             .conn
-            .query_row("SELECT name, file, data, rank_by, direction, axes, cancelled, early_stopping FROM sweeps WHERE name = ?1", params![name], |r| {
+            .query_row("SELECT name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints FROM sweeps WHERE name = ?1", params![name], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -469,11 +479,13 @@ impl Store {
                     r.get::<_, String>(5)?,
                     r.get::<_, i64>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             })
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((name, file, data, rank_by, direction, axes, cancelled, early)) = row else {
+        let Some((name, file, data, rank_by, direction, axes, cancelled, early, checkpoints)) = row
+        else {
             return Ok(None);
         };
         let mut stmt = self
@@ -494,6 +506,9 @@ impl Store {
             axes: serde_json::from_str(&axes).unwrap_or_default(),
             cancelled: cancelled != 0,
             early_stopping: early.and_then(|e| serde_json::from_str(&e).ok()),
+            checkpoints: checkpoints
+                .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or_default(),
             trials,
         }))
     }

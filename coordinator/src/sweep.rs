@@ -25,6 +25,9 @@
 //! grace_epochs = 1
 //! reduction_factor = 3          # ASHA only; min_trials = 3 for the median rule
 //!
+//! [checkpoints]                 # optional: when running trials save (default: 300 s)
+//! every_epochs = 1
+//!
 //! [[include]]                   # extra trials on top of the defaults
 //! label = "resnet, 1 epoch"     # optional: label and reported accuracy are not trial fields
 //! reported = 0.6289
@@ -132,6 +135,15 @@ struct RawSweep {
     #[serde(default)]
     exclude: Vec<Entries>,
     early_stopping: Option<Spanned<RawEarly>>,
+    checkpoints: Option<RawCheckpoints>,
+}
+
+/// `[checkpoints]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoints {
+    every_epochs: Option<Spanned<i64>>,
+    every_seconds: Option<Spanned<i64>>,
 }
 
 /// `[early_stopping]` as written; numbers are read wide so that a negative one is refused
@@ -171,6 +183,8 @@ pub struct Sweep {
     pub trials: Vec<PlannedTrial>,
     /// `[early_stopping]`, checked against the trials.
     pub early_stopping: Option<EarlyStopping>,
+    /// `[checkpoints]`, or the default.
+    pub checkpoints: crate::checkpoints::Policy,
 }
 
 /// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
@@ -294,8 +308,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
         ));
     }
     let early_stopping = p.early_stopping(&plan.trials)?;
+    let checkpoints = p.checkpoints()?;
     let mut sweep = p.finish(plan.trials);
     sweep.early_stopping = early_stopping;
+    sweep.checkpoints = checkpoints;
     Ok(sweep)
 }
 
@@ -668,6 +684,43 @@ impl<'a> Parser<'a> {
         Ok(Some(rule))
     }
 
+    /// `[checkpoints]`: each key a number of epochs or seconds in range (0 turns it off).
+    fn checkpoints(&self) -> Result<crate::checkpoints::Policy, SweepError> {
+        let mut policy = crate::checkpoints::Policy::default();
+        let Some(raw) = &self.raw.checkpoints else {
+            return Ok(policy);
+        };
+        let read =
+            |v: &Option<Spanned<i64>>, key: &str, max: i64| -> Result<Option<u32>, SweepError> {
+                match v {
+                    None => Ok(None),
+                    Some(n) if (0..=max).contains(n.get_ref()) => Ok(Some(*n.get_ref() as u32)),
+                    Some(n) => Err(self.err(
+                        Some(n.span()),
+                        format!(
+                            "`checkpoints.{key}` = {} must be between 0 (off) and {max}",
+                            n.get_ref()
+                        ),
+                    )),
+                }
+            };
+        if let Some(n) = read(
+            &raw.every_epochs,
+            "every_epochs",
+            sweep_proto::MAX_EPOCH as i64,
+        )? {
+            policy.every_epochs = n;
+            // Setting only the epochs means only the epochs.
+            if raw.every_seconds.is_none() {
+                policy.every_seconds = 0;
+            }
+        }
+        if let Some(n) = read(&raw.every_seconds, "every_seconds", 7 * 24 * 3600)? {
+            policy.every_seconds = n;
+        }
+        Ok(policy)
+    }
+
     /// Stage 7: the axes (grid axes, then the fields includes set that really differ between
     /// the trials, in the order they first appear, then `seed` when repeats make it vary) and
     /// the dataset path.
@@ -709,6 +762,7 @@ impl<'a> Parser<'a> {
             axes: axis_names,
             trials,
             early_stopping: None,
+            checkpoints: Default::default(),
         }
     }
 }

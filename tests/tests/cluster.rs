@@ -268,6 +268,156 @@ fn killed_worker_trial_finishes_elsewhere() {
     faults::assert_every_result_counted_once(&c, 3, &[&victim, &rescuer]);
 }
 
+/// What a trial computed (times and attempt details left out).
+fn numbers(r: &serde_json::Value) -> serde_json::Value {
+    let epochs: Vec<serde_json::Value> = r["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            serde_json::json!([
+                e["epoch"],
+                e["train_loss"],
+                e["train_accuracy"],
+                e["val_loss"],
+                e["val_accuracy"],
+                e["lr"]
+            ])
+        })
+        .collect();
+    serde_json::json!({"status": r["status"], "epochs": epochs, "test": r["test"]})
+}
+
+/// A worker killed with SIGKILL after its trial saved a checkpoint: the next attempt, on
+/// another worker, resumes from it (or, with the checkpoint damaged on the coordinator's disk,
+/// starts over with a note) and ends with exactly the numbers of an uninterrupted run of the
+/// same trial by `worker train`. The checkpoint is removed once the trial has ended.
+fn kill_after_a_checkpoint(damage: bool) {
+    let _serial = serial();
+    let body = "[defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_images = 50\nepochs = 4\n\
+                batch_size = 50\nvalidation_split = 0.1\nschedule = \"cosine\"\n[checkpoints]\nevery_epochs = 1\n";
+    let c = Cluster::start("resume", body, 100, 3.0);
+    let db = c.db.clone();
+    let dir = std::path::PathBuf::from(format!("{}.checkpoints", db.display()));
+    let mut victim = c.worker("victim");
+    let saved = |epoch: u64| {
+        std::fs::read_dir(&dir).ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let meta: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                (name.ends_with(".json") && meta["epoch"].as_u64()? >= epoch).then(|| {
+                    (
+                        name.trim_end_matches(".json").to_string(),
+                        meta["epoch"].as_u64().unwrap(),
+                    )
+                })
+            })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || saved(2).is_some()),
+        "no checkpoint after epoch 2: {}",
+        victim.log_text()
+    );
+    victim.kill();
+    let (trial, epoch) = saved(2).unwrap();
+    assert!(epoch < 4, "killed mid-trial: {epoch}");
+    assert_eq!(states(&db)[0].1, "running");
+    if damage {
+        let file = dir.join(format!("{trial}.ckpt"));
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&file, bytes).unwrap();
+    }
+
+    let rescuer = c.worker("rescuer");
+    assert!(
+        wait_until(Duration::from_secs(180), || all_finished(&db, 1)),
+        "{:?} {}",
+        states(&db),
+        rescuer.log_text()
+    );
+    let rows = c.report_rows();
+    let r = &rows[0];
+    assert_eq!(r["attempt"], 2, "{r}");
+    assert!(r["worker"].as_str().unwrap().starts_with("rescuer"), "{r}");
+    let notes = r["provenance"].to_string() + &rescuer.log_text();
+    if damage {
+        assert!(
+            r.get("resumed_from_epoch").is_none_or(|v| v.is_null()),
+            "{r}"
+        );
+        assert!(
+            rescuer.log_text().contains("failed its checksum"),
+            "{notes}"
+        );
+    } else {
+        assert_eq!(r["resumed_from_epoch"].as_u64(), Some(epoch), "{r}");
+    }
+
+    // The same trial, uninterrupted, by `worker train`.
+    let spec = Store::open(&db)
+        .unwrap()
+        .load_trials()
+        .unwrap()
+        .remove(0)
+        .spec;
+    let file = c.dir.path().join("trial.toml");
+    std::fs::write(&file, spec.to_toml()).unwrap();
+    let json = c.dir.path().join("alone.json");
+    let alone = std::process::Command::new(bin("worker"))
+        .args(["train", "--quiet", "--device", "cpu", "--data"])
+        .arg(&c.data)
+        .arg("--json")
+        .arg(&json)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        alone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
+    let alone: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let stored: serde_json::Value = {
+        let trials = Store::open(&db).unwrap().load_trials().unwrap();
+        match &trials[0].state {
+            coordinator::core::TrialState::Finished { result, .. } => {
+                serde_json::to_value(result).unwrap()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        numbers(&stored),
+        numbers(&alone),
+        "resumed vs uninterrupted"
+    );
+    if damage {
+        let notes = stored["notes"].to_string();
+        assert!(
+            notes.contains("was not used") && notes.contains("failed its checksum"),
+            "{notes}"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || saved(1).is_none()),
+        "the ended trial's checkpoint is removed"
+    );
+}
+
+#[test]
+fn a_killed_trial_resumes_from_its_checkpoint_and_ends_as_if_uninterrupted() {
+    kill_after_a_checkpoint(false);
+}
+
+#[test]
+fn a_damaged_checkpoint_is_caught_by_its_checksum_and_the_trial_starts_over() {
+    kill_after_a_checkpoint(true);
+}
+
 #[test]
 fn coordinator_restart_mid_sweep_loses_nothing() {
     let _serial = serial();

@@ -6,6 +6,7 @@
 //! that were training keep going, and their results are delivered once it is back (the
 //! coordinator ignores them if it has given the lease to someone else meanwhile).
 
+use crate::checkpoint;
 use crate::data::{self, Dataset};
 use crate::device;
 use crate::train::{self, failed, Control, Event};
@@ -90,6 +91,8 @@ enum Msg {
         EpochMetrics,
         Option<std::sync::mpsc::SyncSender<Option<String>>>,
     ),
+    /// A checkpoint after this many epochs, to send to the coordinator.
+    Checkpoint(Key, u32, Vec<u8>),
     Done(Key, Box<TrialResult>),
 }
 
@@ -140,6 +143,10 @@ fn train_lease(
         Err(e) => return failed(e.to_string(), device),
     };
     train::run_until(&spec, &dataset, device, control, &mut |e| {
+        if let Event::Checkpoint { epoch, bytes } = e {
+            let _ = tx.send(Msg::Checkpoint(key.clone(), epoch, bytes.to_vec()));
+            return;
+        }
         let Event::Epoch(m) = e else { return };
         if !lease.early_stopping {
             let _ = tx.send(Msg::Progress(key.clone(), m.clone(), None));
@@ -159,6 +166,11 @@ fn train_lease(
         }
     })
 }
+
+/// Chunks a checkpoint is sent in (the coordinator takes messages up to 4 MiB).
+const CHUNK_BYTES: usize = 1 << 20;
+/// Largest checkpoint accepted from the coordinator (its own limit).
+const MAX_CHECKPOINT_BYTES: u64 = 512 << 20;
 
 /// How long a trial under early stopping waits, after each epoch, for the coordinator's
 /// verdict on it before it trains on regardless.
@@ -285,7 +297,29 @@ impl Session<'_> {
         for lease in leases {
             let key = (lease.trial_id.clone(), lease.attempt);
             tracing::info!(trial = %key.0, attempt = key.1, "training");
-            let control = Arc::new(Control::default());
+            let mut control = Control {
+                checkpoints: checkpoint::Policy {
+                    every_epochs: lease.checkpoint_every_epochs,
+                    every_seconds: lease.checkpoint_every_seconds,
+                },
+                ..Control::default()
+            };
+            if lease.checkpoint_epoch > 0 {
+                match self.load_checkpoint(&key).await {
+                    Ok(bytes) => {
+                        tracing::info!(trial = %key.0, attempt = key.1, epoch = lease.checkpoint_epoch, "resuming from a checkpoint");
+                        control.resume = Some(bytes);
+                    }
+                    Err(why) => {
+                        tracing::warn!(trial = %key.0, attempt = key.1, "checkpoint not used: {why}");
+                        control.resume_note = Some(format!(
+                            "the checkpoint after epoch {} was not used ({why}); trained from the first epoch",
+                            lease.checkpoint_epoch
+                        ));
+                    }
+                }
+            }
+            let control = Arc::new(control);
             trials.running.insert(key.clone(), control.clone());
             let (tx, data, device) = (trials.tx.clone(), self.opts.data.clone(), self.opts.device);
             std::thread::spawn(move || {
@@ -294,6 +328,78 @@ impl Session<'_> {
             });
         }
         Ok(())
+    }
+
+    /// The coordinator's checkpoint of a leased trial, checked against its SHA-256.
+    async fn load_checkpoint(&mut self, key: &Key) -> Result<Vec<u8>, String> {
+        let mut chunks = self
+            .client
+            .load_checkpoint(pb::LoadCheckpointRequest {
+                worker_id: self.id.clone(),
+                lease: Some(lease_ref(key)),
+            })
+            .await
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
+        let mut bytes = Vec::new();
+        let (mut size, mut sha) = (0u64, String::new());
+        while let Some(c) = chunks
+            .message()
+            .await
+            .map_err(|e| e.message().to_string())?
+        {
+            if bytes.is_empty() && size == 0 {
+                (size, sha) = (c.size, c.sha256);
+                if size > MAX_CHECKPOINT_BYTES {
+                    return Err(format!("{size} bytes is more than a checkpoint can be"));
+                }
+            }
+            if bytes.len() as u64 + c.data.len() as u64 > size {
+                return Err(format!("more than the {size} bytes announced"));
+            }
+            bytes.extend_from_slice(&c.data);
+        }
+        let got = checkpoint::sha256_hex(&bytes);
+        if bytes.len() as u64 != size || got != sha {
+            return Err(format!(
+                "it arrived as {} bytes with SHA-256 {got}, not {size} bytes with {sha}",
+                bytes.len()
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Sends a checkpoint in chunks; a failure costs only the resume, so it is logged.
+    async fn save_checkpoint(&mut self, key: &Key, epoch: u32, bytes: Vec<u8>) {
+        let (size, sha256) = (bytes.len() as u64, checkpoint::sha256_hex(&bytes));
+        let mut chunks: Vec<pb::CheckpointChunk> = bytes
+            .chunks(CHUNK_BYTES)
+            .map(|c| pb::CheckpointChunk {
+                data: c.to_vec(),
+                ..Default::default()
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(pb::CheckpointChunk::default());
+        }
+        chunks[0].worker_id = self.id.clone();
+        chunks[0].lease = Some(lease_ref(key));
+        (chunks[0].epoch, chunks[0].size, chunks[0].sha256) = (epoch, size, sha256);
+        match self
+            .client
+            .save_checkpoint(tokio_stream::iter(chunks))
+            .await
+        {
+            Ok(ack) if ack.get_ref().accepted => {
+                tracing::info!(trial = %key.0, attempt = key.1, epoch, size, "checkpoint saved")
+            }
+            Ok(ack) => {
+                tracing::info!(trial = %key.0, attempt = key.1, epoch, "checkpoint not kept: {}", ack.get_ref().reason)
+            }
+            Err(e) => {
+                tracing::warn!(trial = %key.0, attempt = key.1, epoch, "checkpoint not saved: {}", e.message())
+            }
+        }
     }
 
     /// Serves the session until `shutdown` (Ok) or the connection breaks (Err).
@@ -332,6 +438,9 @@ impl Session<'_> {
                         if let Some(reply) = reply {
                             let _ = reply.try_send(ack.stop.then_some(ack.reason));
                         }
+                    }
+                    Msg::Checkpoint(key, epoch, bytes) => {
+                        self.save_checkpoint(&key, epoch, bytes).await;
                     }
                     Msg::Done(key, result) => {
                         trials.running.remove(&key);

@@ -63,11 +63,13 @@ pub struct Control {
     /// A checkpoint (see [`crate::checkpoint`]) to start from. One that cannot be used (corrupt,
     /// another trial's) is noted in the result and the trial starts from scratch.
     pub resume: Option<Vec<u8>>,
+    /// Why a checkpoint that existed could not be fetched: noted in the result.
+    pub resume_note: Option<String>,
     /// When to hand out checkpoints ([`Event::Checkpoint`]); the default never does.
     pub checkpoints: checkpoint::Policy,
     /// Early stopping: end it after the current epoch, evaluate it on the test set and report
     /// it stopped with this reason.
-    stop: Mutex<Option<String>>,
+    pub(crate) stop: Mutex<Option<String>>,
 }
 
 impl Control {
@@ -184,6 +186,7 @@ fn train(
     let mut epochs = Vec::new();
     let mut notes: Vec<String> = precision_note.into_iter().collect();
     let mut resumed_from_epoch = None;
+    notes.extend(control.resume_note.clone());
     if let Some(bytes) = &control.resume {
         match resume(bytes, spec, &vs, &mut opt) {
             Ok(done) => {

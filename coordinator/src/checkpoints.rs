@@ -1,0 +1,237 @@
+//! Running trials' checkpoints on the coordinator's disk, beside the database.
+//!
+//! One file per trial, the latest: `TRIAL.ckpt`, with `TRIAL.json` holding its epoch, size and
+//! SHA-256. A checkpoint arrives as chunks into `TRIAL.ATTEMPT.tmp`, is checked against the
+//! size and checksum its sender announced, synced, and only then renamed over the previous one
+//! (then the sidecar, the same way), so a crash leaves either the old checkpoint or the new one,
+//! never half of one. Reading checks the checksum again: a file damaged on disk is dropped and
+//! the trial starts over instead of training from garbage. Checkpoints of ended trials are
+//! removed ([`Checkpoints::retain`]).
+//!
+//! The index of what is stored lives in memory (filled from the sidecars at start), so a lease
+//! learns whether its trial has a checkpoint without touching the disk. File work is blocking:
+//! callers run it on a blocking thread.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A sweep's `[checkpoints]`: when its running trials save one. After `every_epochs` epochs
+/// since the last, or after an epoch that ends `every_seconds` or more after it (0: off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub every_epochs: u32,
+    pub every_seconds: u32,
+}
+
+/// By default a trial saves after any epoch that ends 5 minutes or more after its last
+/// checkpoint: long trials lose at most about that much to a lost worker, short ones never
+/// pay for saving.
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            every_epochs: 0,
+            every_seconds: 300,
+        }
+    }
+}
+
+/// Largest checkpoint accepted (a ResNet-110 with Adam's moments is about 20 MB).
+pub const MAX_CHECKPOINT_BYTES: u64 = 512 << 20;
+
+/// What the sidecar says about a trial's stored checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub epoch: u32,
+    /// The attempt that wrote it.
+    pub attempt: u32,
+    pub size: u64,
+    pub sha256: String,
+}
+
+pub struct Checkpoints {
+    dir: PathBuf,
+    index: Mutex<HashMap<String, Meta>>,
+}
+
+/// Trial ids are 16 hex digits; only such names become file names here.
+pub fn valid_id(trial: &str) -> bool {
+    !trial.is_empty() && trial.len() <= 64 && trial.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::sweep::sha256_hex(bytes)
+}
+
+impl Checkpoints {
+    /// Opens (creating) `dir`, reads the sidecars and removes unfinished uploads.
+    pub fn open(dir: &Path) -> std::io::Result<Checkpoints> {
+        std::fs::create_dir_all(dir)?;
+        let mut index = HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+            } else if let Some(trial) = name.strip_suffix(".json").filter(|t| valid_id(t)) {
+                let meta = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Meta>(&b).ok());
+                if let Some(meta) = meta {
+                    index.insert(trial.to_string(), meta);
+                }
+            }
+        }
+        Ok(Checkpoints {
+            dir: dir.to_path_buf(),
+            index: Mutex::new(index),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meta>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stored checkpoint's description, from memory.
+    pub fn latest(&self, trial: &str) -> Option<Meta> {
+        self.index().get(trial).cloned()
+    }
+
+    /// Where an upload of `trial` by `attempt` is written before it is checked.
+    pub fn upload_path(&self, trial: &str, attempt: u32) -> PathBuf {
+        self.dir.join(format!("{trial}.{attempt}.tmp"))
+    }
+
+    fn file(&self, trial: &str) -> PathBuf {
+        self.dir.join(format!("{trial}.ckpt"))
+    }
+
+    fn sidecar(&self, trial: &str) -> PathBuf {
+        self.dir.join(format!("{trial}.json"))
+    }
+
+    /// Makes a checked upload the trial's checkpoint, unless a later epoch is already stored.
+    /// Blocking.
+    pub fn commit(&self, trial: &str, upload: &Path, meta: Meta) -> std::io::Result<bool> {
+        if self.latest(trial).is_some_and(|m| m.epoch > meta.epoch) {
+            let _ = std::fs::remove_file(upload);
+            return Ok(false);
+        }
+        std::fs::File::open(upload)?.sync_all()?;
+        std::fs::rename(upload, self.file(trial))?;
+        let side = self.dir.join(format!("{trial}.json.tmp"));
+        let mut f = std::fs::File::create(&side)?;
+        f.write_all(&serde_json::to_vec(&meta).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(&side, self.sidecar(trial))?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        self.index().insert(trial.to_string(), meta);
+        Ok(true)
+    }
+
+    /// The stored checkpoint's bytes, checked against its sidecar. A damaged one is removed
+    /// and the error says so. Blocking.
+    pub fn read(&self, trial: &str) -> Result<(Meta, Vec<u8>), String> {
+        let meta = self
+            .latest(trial)
+            .ok_or_else(|| format!("no checkpoint of trial {trial}"))?;
+        let bytes = std::fs::read(self.file(trial)).map_err(|e| {
+            self.remove(trial);
+            format!("checkpoint of trial {trial} cannot be read ({e}); dropped it")
+        })?;
+        if bytes.len() as u64 != meta.size || sha256_hex(&bytes) != meta.sha256 {
+            self.remove(trial);
+            return Err(format!(
+                "checkpoint of trial {trial} after epoch {} failed its checksum ({} bytes, {} expected); dropped it",
+                meta.epoch,
+                bytes.len(),
+                meta.size
+            ));
+        }
+        Ok((meta, bytes))
+    }
+
+    /// Forgets and deletes a trial's checkpoint. Blocking.
+    pub fn remove(&self, trial: &str) {
+        self.index().remove(trial);
+        let _ = std::fs::remove_file(self.file(trial));
+        let _ = std::fs::remove_file(self.sidecar(trial));
+    }
+
+    /// Deletes the checkpoints of every trial `keep` says no to (ended trials); returns how
+    /// many. Blocking.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> usize {
+        // The index is not held while `keep` runs: it may take other locks.
+        let stored: Vec<String> = self.index().keys().cloned().collect();
+        let gone: Vec<String> = stored.into_iter().filter(|t| !keep(t)).collect();
+        for t in &gone {
+            self.remove(t);
+        }
+        gone.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(c: &Checkpoints, trial: &str, attempt: u32, bytes: &[u8]) -> (PathBuf, Meta) {
+        let path = c.upload_path(trial, attempt);
+        std::fs::write(&path, bytes).unwrap();
+        let meta = Meta {
+            epoch: bytes[0] as u32,
+            attempt,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        };
+        (path, meta)
+    }
+
+    #[test]
+    fn the_latest_checkpoint_survives_a_restart_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        let (p, m) = upload(&c, "ab12", 1, &[2, 9, 9]);
+        assert!(c.commit("ab12", &p, m.clone()).unwrap());
+        // An older epoch (a slow upload from a lost attempt) does not replace it.
+        let (p, old) = upload(&c, "ab12", 1, &[1, 7]);
+        assert!(!c.commit("ab12", &p, old).unwrap());
+        assert!(!p.exists());
+        // A crash mid-upload leaves a .tmp, removed on the next start.
+        std::fs::write(c.upload_path("ab12", 2), b"half").unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        assert!(!c.upload_path("ab12", 2).exists());
+        assert_eq!(c.latest("ab12"), Some(m.clone()));
+        assert_eq!(c.read("ab12").unwrap(), (m, vec![2, 9, 9]));
+        // A flipped byte on disk: refused, dropped, and the trial has no checkpoint any more.
+        std::fs::write(dir.path().join("ab12.ckpt"), [2, 9, 8]).unwrap();
+        let err = c.read("ab12").unwrap_err();
+        assert!(err.contains("failed its checksum"), "{err}");
+        assert_eq!(c.latest("ab12"), None);
+        assert!(!dir.path().join("ab12.json").exists());
+    }
+
+    #[test]
+    fn ended_trials_lose_their_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path()).unwrap();
+        for t in ["aa", "bb"] {
+            let (p, m) = upload(&c, t, 1, &[1, 2]);
+            c.commit(t, &p, m).unwrap();
+        }
+        assert_eq!(c.retain(|t| t == "bb"), 1);
+        assert_eq!(
+            (c.latest("aa").is_none(), c.latest("bb").is_some()),
+            (true, true)
+        );
+        assert!(!valid_id("../etc") && !valid_id("") && valid_id("0123abcd"));
+    }
+}
