@@ -49,7 +49,7 @@ pub fn spec_sha256(spec: &TrialSpec) -> String {
 }
 
 /// A CPU copy of a tensor for the safetensors writer.
-struct Bytes {
+pub(crate) struct Bytes {
     dtype: Dtype,
     shape: Vec<usize>,
     data: Vec<u8>,
@@ -70,7 +70,7 @@ impl View for &Bytes {
     }
 }
 
-fn to_bytes(t: &Tensor) -> Result<Bytes, String> {
+pub(crate) fn to_bytes(t: &Tensor) -> Result<Bytes, String> {
     let t = t.to_device(tch::Device::Cpu).contiguous();
     let dtype = match t.kind() {
         Kind::Float => Dtype::F32,

@@ -110,9 +110,35 @@ enum Command {
         /// Also write the result JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write the trained model here (model.safetensors and model.json) for `worker eval`,
+        /// `worker predict` or PyTorch.
+        #[arg(long)]
+        save_model: Option<PathBuf>,
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Evaluate an exported model (a directory from `--save-model` or `coordinator export`)
+    /// on the test set and print JSON: test_accuracy, test_loss, images, per_class_accuracy.
+    Eval {
+        model: PathBuf,
+        /// Dataset directory (default: $CIFAR10_DATA, then ./data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+    },
+    /// Classify PNG or JPEG images with an exported model; prints JSON: per image the top
+    /// classes with their probabilities. Images are resized to 32x32.
+    Predict {
+        model: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// How many classes to list per image.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
     },
     /// Inspect or download the dataset.
     Data {
@@ -190,8 +216,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data,
             device,
             json,
+            save_model,
             quiet,
-        } => train_cmd(&trial, data.as_deref(), device, json.as_deref(), quiet),
+        } => train_cmd(
+            &trial,
+            data.as_deref(),
+            device,
+            json.as_deref(),
+            save_model.as_deref(),
+            quiet,
+        ),
+        Command::Eval {
+            model,
+            data,
+            device,
+        } => {
+            let device = device::choose(device).map_err(anyhow::Error::msg)?;
+            let dir = find_or_offer_fetch(data.as_deref())?;
+            let out = worker::predict::eval(&model, &dir, device).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Predict {
+            model,
+            images,
+            top,
+            device,
+        } => {
+            let device = device::choose(device).map_err(anyhow::Error::msg)?;
+            let out = worker::predict::predict(&model, &images, top, device)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Data {
             command: DataCommand::Check { data },
         } => {
@@ -346,6 +403,7 @@ fn train_cmd(
     data: Option<&Path>,
     device: DeviceArg,
     json: Option<&Path>,
+    save_model: Option<&Path>,
     quiet: bool,
 ) -> Result<ExitCode> {
     let text = std::fs::read_to_string(trial)
@@ -370,7 +428,18 @@ fn train_cmd(
         spec.epochs
     );
     let mut progress = Progress::new(spec.epochs, quiet);
-    let result = train::run(&spec, &dataset, device, &mut |e| progress.on_event(e));
+    let mut control = train::Control::default();
+    control.export_model = save_model.is_some();
+    let mut saved = Ok(());
+    let result = train::run_until(&spec, &dataset, device, &control, &mut |e| {
+        if let (Event::Model(bytes), Some(dir)) = (&e, save_model) {
+            saved = worker::export::write_dir(dir, bytes).map(|_| ());
+        }
+        progress.on_event(e)
+    });
+    if let (Err(e), Some(dir)) = (&saved, save_model) {
+        eprintln!("the model was not saved to {}: {e}", dir.display());
+    }
     progress.finish();
     let text = serde_json::to_string_pretty(&result)?;
     if let Some(path) = json {
@@ -467,7 +536,7 @@ impl Progress {
                 self.bar.finish_and_clear();
                 eprintln!("{}", epoch_line(m, self.epochs));
             }
-            Event::Checkpoint { .. } => {}
+            Event::Checkpoint { .. } | Event::Model(_) => {}
             Event::Testing => eprintln!("evaluating on the test set"),
         }
     }

@@ -123,11 +123,16 @@ impl Pipeline {
     }
 
     fn normalize(&self, x: &Tensor) -> Tensor {
-        match self.normalization {
-            Normalization::None => x.shallow_clone(),
-            Normalization::Scale => x / 255.0,
-            Normalization::Standard => (x - &self.mean) / &self.std,
-        }
+        normalize(x, self.normalization, &self.mean, &self.std)
+    }
+}
+
+/// Float images on the 0..255 scale normalised as a trial says (`mean`, `std`: `[1, C, 1, 1]`).
+pub fn normalize(x: &Tensor, how: Normalization, mean: &Tensor, std: &Tensor) -> Tensor {
+    match how {
+        Normalization::None => x.shallow_clone(),
+        Normalization::Scale => x / 255.0,
+        Normalization::Standard => (x - mean) / std,
     }
 }
 
@@ -142,8 +147,19 @@ fn images_to_tensor(
     for &i in idx {
         flat.extend_from_slice(batch.image(i));
     }
-    let n = idx.len() as i64;
-    let rows = Tensor::f_from_slice(&flat)?;
+    rows_to_tensor(&flat, idx.len(), layout, color)
+}
+
+/// `n` CIFAR-10 rows (3,072 bytes each, R, G and B planes) as the `[n, C, 32, 32]` uint8
+/// images a trial with `layout` and `color` trains on.
+pub fn rows_to_tensor(
+    flat: &[u8],
+    n: usize,
+    layout: Layout,
+    color: ColorMode,
+) -> Result<Tensor, tch::TchError> {
+    let n = n as i64;
+    let rows = Tensor::f_from_slice(flat)?;
     let x = match layout {
         Layout::Standard => rows.f_view([n, 3, 32, 32])?,
         // The study's `reshape(32, 32, 3)`: consecutive bytes of the R plane become one

@@ -41,6 +41,8 @@ pub enum Event<'a> {
         epoch: u32,
         bytes: &'a [u8],
     },
+    /// The trained model's file ([`crate::export`]), after the test set.
+    Model(&'a [u8]),
     Testing,
 }
 
@@ -67,6 +69,8 @@ pub struct Control {
     pub resume_note: Option<String>,
     /// When to hand out checkpoints ([`Event::Checkpoint`]); the default never does.
     pub checkpoints: checkpoint::Policy,
+    /// Hand out the trained model ([`Event::Model`]) of a trial that ends with test metrics.
+    pub export_model: bool,
     /// Early stopping: end it after the current epoch, evaluate it on the test set and report
     /// it stopped with this reason.
     pub(crate) stop: Mutex<Option<String>>,
@@ -356,6 +360,27 @@ fn train(
         confusion: matrix,
         images: pipe.test.len() as u64,
     });
+    if control.export_model {
+        let info = crate::export::ModelInfo {
+            format: 1,
+            trial_id: crate::export::trial_id(spec),
+            trial: spec.clone(),
+            classes: data.classes.clone(),
+            input: [spec.input_channels(), 32, 32],
+            mean: crate::export::channel_values(&pipe.mean),
+            std: crate::export::channel_values(&pipe.std),
+            test_accuracy: Some(accuracy),
+            test_images: Some(pipe.test.len() as u64),
+            semantics: sweep_proto::TRAINER_SEMANTICS,
+        };
+        // A model that cannot be written costs only the export: the result stands.
+        match crate::export::encode(&vs, &info) {
+            Ok(bytes) => observe(Event::Model(&bytes)),
+            Err(e) => result
+                .notes
+                .push(format!("the trained model was not exported: {e}")),
+        }
+    }
     Ok(result)
 }
 
