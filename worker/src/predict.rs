@@ -170,8 +170,10 @@ mod tests {
             batch_size: 16,
             ..TrialSpec::default()
         };
-        let mut control = Control::default();
-        control.export_model = true;
+        let control = Control {
+            export_model: true,
+            ..Control::default()
+        };
         let mut file = None;
         let r = run_until(&spec, &data, Device::Cpu, &control, &mut |e| {
             if let Event::Model(bytes) = e {
@@ -199,7 +201,7 @@ mod tests {
         });
         img.save(&png).unwrap();
         assert_eq!(image_row(&png).unwrap(), row);
-        let p = predict(&out, &[png.clone()], 3, Device::Cpu).unwrap();
+        let p = predict(&out, std::slice::from_ref(&png), 3, Device::Cpu).unwrap();
         let m = export::load(&out, Device::Cpu).unwrap();
         let logits = m.model.forward_t(&m.inputs(row, 1).unwrap(), false);
         let best = logits.argmax(-1, false).int64_value(&[0]) as usize;
