@@ -131,6 +131,42 @@ pub fn report(handle: &Handle, name: &str) -> Result<Report, Status> {
     Ok(Report::build(&s, &handle.lock().core))
 }
 
+/// The kept model of a sweep's trial (`trial` empty: of its best-ranked trial that has one):
+/// (trial id, its description, the file's bytes). Blocking.
+pub fn model_of(
+    handle: &Handle,
+    name: &str,
+    trial: &str,
+) -> Result<(String, crate::checkpoints::Meta, Vec<u8>), Status> {
+    let s = stored(handle, name)?;
+    let trial = if trial.is_empty() {
+        let report = Report::build(&s, &handle.lock().core);
+        report
+            .rows
+            .iter()
+            .filter(|r| r.rank.is_some())
+            .find(|r| handle.has_model(&r.id))
+            .map(|r| r.id.clone())
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "sweep `{name}` has no kept model yet (keep_models = \"none\", or no trial has finished with one)"
+                ))
+            })?
+    } else if s.trials.iter().any(|t| t.0 == trial) {
+        trial.to_string()
+    } else {
+        return Err(Status::not_found(format!("sweep `{name}` has no trial {trial}")));
+    };
+    if !handle.has_model(&trial) {
+        return Err(Status::not_found(format!(
+            "trial {trial} of sweep `{name}` has no kept model (keep_models keeps the best {} by default; it may not have finished)",
+            crate::sweep::DEFAULT_KEEP_BEST
+        )));
+    }
+    let (meta, bytes) = handle.model(&trial).map_err(Status::data_loss)?;
+    Ok((trial, meta, bytes))
+}
+
 /// Cancels a sweep, or one of its trials.
 pub fn cancel(handle: &Handle, name: &str, trial: &str) -> Result<Vec<String>, Status> {
     let s = stored(handle, name)?;
@@ -274,6 +310,43 @@ impl Admin for AdminService {
                 .collect(),
             summary,
         }))
+    }
+
+    type ExportModelStream = Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>,
+    >;
+
+    async fn export_model(
+        &self,
+        req: Request<pb::ExportModelRequest>,
+    ) -> Result<Response<Self::ExportModelStream>, Status> {
+        let r = req.into_inner();
+        let h = self.handle.clone();
+        let (trial, bytes) = blocking(move || {
+            let (trial, meta, bytes) = model_of(&h, &r.sweep, &r.trial_id)?;
+            tracing::info!(sweep = %r.sweep, %trial, size = meta.size, "model exported");
+            Ok((trial, bytes))
+        })
+        .await?;
+        let mut chunks: Vec<Result<pb::CheckpointChunk, Status>> = bytes
+            .chunks(1 << 20)
+            .map(|c| {
+                Ok(pb::CheckpointChunk {
+                    data: c.to_vec(),
+                    kind: pb::ArtifactKind::Model as i32,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        if let Some(Ok(first)) = chunks.first_mut() {
+            first.lease = Some(pb::LeaseRef {
+                trial_id: trial,
+                attempt: 0,
+            });
+            first.size = bytes.len() as u64;
+            first.sha256 = crate::checkpoints::sha256_hex(&bytes);
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     type WatchStream = EventStream;

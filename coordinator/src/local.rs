@@ -244,6 +244,11 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         }
         let _ = stop_tx.send(());
         let _ = server.await;
+        // The last models may have come after the last tick: keep only what the sweep keeps.
+        let h = handle.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.prune_models()).await {
+            tracing::warn!("{}: pruning trained models: {e}", db.display());
+        }
         if let Err(e) = handle.checkpoint().await {
             tracing::warn!("{}: final checkpoint failed: {e}", db.display());
         }

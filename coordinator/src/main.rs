@@ -170,6 +170,22 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Fetch a trained model the sweep kept (keep_models): model.safetensors and model.json,
+    /// for `worker eval`, `worker predict` or PyTorch.
+    Export {
+        sweep: String,
+        /// This trial's model (default: the best-ranked trial that has one).
+        #[arg(long, conflicts_with = "best")]
+        trial: Option<String>,
+        /// The best-ranked trial's model (the default).
+        #[arg(long)]
+        best: bool,
+        #[command(flatten)]
+        target: Target,
+        /// Output directory (default: out/<sweep>/model).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Follow a sweep on a running coordinator: progress, running trials, results as they
     /// come; ends when every trial has ended.
     Watch {
@@ -579,6 +595,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("cannot write the report to {}", out.display()))?;
             print!("{}", coordinator::render::terminal(&report));
             println!("report written to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            sweep,
+            trial,
+            best: _,
+            target,
+            out,
+        } => {
+            let out = out.unwrap_or_else(|| remote::default_out(&sweep).join("model"));
+            let trial = trial.unwrap_or_default();
+            if let Some(server) = target.server {
+                let mut c = target.client.connect(&server).await?;
+                remote::export(&mut c, &sweep, &trial, &out).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let db = local_db(target.db)?;
+            let (_lock, handle) = open_local(&db, "export")?;
+            let (id, _, bytes) = coordinator::admin::model_of(&handle, &sweep, &trial)
+                .map_err(|s| anyhow::anyhow!("{}: {}", db.display(), s.message()))?;
+            remote::write_model(&bytes, &out, &id)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch {

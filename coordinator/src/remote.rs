@@ -227,6 +227,75 @@ pub async fn rerun(c: &mut Client, sweep: &str) -> Result<()> {
     Ok(())
 }
 
+/// A model file's description: the JSON the worker put in its safetensors header
+/// (`__metadata__["sweep_model"]`), read without loading the tensors.
+pub fn model_info(bytes: &[u8]) -> Result<serde_json::Value> {
+    let len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .ok_or_else(|| anyhow::anyhow!("not a safetensors file: shorter than its header"))?;
+    let header = bytes
+        .get(8..8usize.saturating_add(len as usize))
+        .ok_or_else(|| anyhow::anyhow!("not a safetensors file: header length {len}"))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(header).context("not a safetensors file")?;
+    let info = header["__metadata__"]["sweep_model"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("not a model of this project (no sweep_model metadata)"))?;
+    serde_json::from_str(info).context("the model's metadata")
+}
+
+/// Writes a model file as `OUT/model.safetensors` and `OUT/model.json`, and says so.
+pub fn write_model(bytes: &[u8], out: &Path, trial: &str) -> Result<()> {
+    let info = model_info(bytes)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (name, content) in [
+        ("model.safetensors", bytes.to_vec()),
+        (
+            "model.json",
+            (serde_json::to_string_pretty(&info)? + "\n").into_bytes(),
+        ),
+    ] {
+        let path = out.join(name);
+        std::fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let accuracy = info["test_accuracy"]
+        .as_f64()
+        .map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
+    println!(
+        "model of trial {trial} ({}, test accuracy {accuracy}) written to {}",
+        info["trial"]["model"].as_str().unwrap_or("?"),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Fetches a kept model (`trial` empty: the best-ranked trial's) into `out`.
+pub async fn export(c: &mut Client, sweep: &str, trial: &str, out: &Path) -> Result<()> {
+    let mut chunks = c
+        .export_model(pb::ExportModelRequest {
+            sweep: sweep.to_string(),
+            trial_id: trial.to_string(),
+        })
+        .await
+        .map_err(|s| refused("export", s))?
+        .into_inner();
+    let (mut bytes, mut size, mut sha, mut id) = (Vec::new(), 0u64, String::new(), String::new());
+    while let Some(c) = chunks.message().await.map_err(|s| refused("export", s))? {
+        if let Some(l) = &c.lease {
+            (size, sha, id) = (c.size, c.sha256.clone(), l.trial_id.clone());
+        }
+        if bytes.len() as u64 + c.data.len() as u64 > size {
+            bail!("the coordinator sent more than the {size} bytes it announced");
+        }
+        bytes.extend_from_slice(&c.data);
+    }
+    if bytes.len() as u64 != size || coordinator::sweep::sha256_hex(&bytes) != sha {
+        bail!("the model arrived damaged ({} of {size} bytes, checksum mismatch); try again", bytes.len());
+    }
+    write_model(&bytes, out, &id)
+}
+
 pub async fn report(c: &mut Client, sweep: &str, out: &Path) -> Result<()> {
     let r = c
         .get_report(pb::ReportRequest {

@@ -930,6 +930,7 @@ impl Report {
             cancelled: false,
             early_stopping: None,
             checkpoints: Default::default(),
+            keep_models: Default::default(),
             trials: sweep
                 .trials
                 .iter()

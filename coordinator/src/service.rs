@@ -16,7 +16,7 @@ use crate::core::{
 use crate::early_stop::{Decision, EarlyStopping, Stopper};
 use crate::status::SweepMeta;
 use crate::store::{Store, StoreError, StoredSweep, Write};
-use crate::sweep::Sweep;
+use crate::sweep::{KeepModels, Sweep};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -40,6 +40,8 @@ pub struct Shared {
     judged_by: HashMap<TrialId, String>,
     /// When each trial saves checkpoints (from the sweep that queued it last).
     policies: HashMap<TrialId, CheckpointPolicy>,
+    /// Trials whose sweep keeps trained models (keep_models is not "none").
+    keep_model: HashMap<TrialId, bool>,
     started: Instant,
     data_version: i64,
     /// The last write error, until a write succeeds again: the coordinator is not ready and
@@ -141,6 +143,10 @@ pub struct Handle {
     admin: Arc<Mutex<()>>,
     /// Running trials' checkpoints, beside the database (see [`crate::checkpoints`]).
     checkpoints: Arc<Checkpoints>,
+    /// Finished trials' trained models (`CHECKPOINT_DIR/models`), as keep_models says.
+    models: Arc<Checkpoints>,
+    /// Set when a model arrives: the next tick prunes models to what the sweeps keep.
+    models_changed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -228,11 +234,14 @@ impl Handle {
         config: Config,
         checkpoint_dir: &Path,
     ) -> Result<Handle, StoreError> {
-        let checkpoints =
-            Checkpoints::open(checkpoint_dir).map_err(|e| StoreError::Checkpoints {
-                path: checkpoint_dir.display().to_string(),
+        let open = |dir: &Path| {
+            Checkpoints::open(dir).map_err(|e| StoreError::Checkpoints {
+                path: dir.display().to_string(),
                 source: e,
-            })?;
+            })
+        };
+        let checkpoints = open(checkpoint_dir)?;
+        let models = open(&checkpoint_dir.join("models"))?;
         let store = Store::open(db)?;
         let mut core = Core::new(config);
         for t in store.load_trials()? {
@@ -242,10 +251,12 @@ impl Handle {
         let mut data_hints = HashMap::new();
         let mut rules = Vec::new();
         let mut policies = HashMap::new();
+        let mut keep_model = HashMap::new();
         for name in store.sweep_names()? {
             if let Some(s) = store.sweep(&name)? {
                 for (id, _, _) in &s.trials {
                     policies.insert(id.clone(), s.checkpoints);
+                    keep_model.insert(id.clone(), s.keep_models != KeepModels::None);
                 }
                 if let Some(data) = &s.data {
                     for (id, _, _) in &s.trials {
@@ -265,6 +276,7 @@ impl Handle {
             stoppers: HashMap::new(),
             judged_by: HashMap::new(),
             policies,
+            keep_model,
             started: Instant::now(),
             data_version,
             storage_error: None,
@@ -295,6 +307,8 @@ impl Handle {
             views: Arc::default(),
             admin: Arc::default(),
             checkpoints: Arc::new(checkpoints),
+            models: Arc::new(models),
+            models_changed: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -379,6 +393,8 @@ impl Handle {
         s.set_stopper(&sweep.name, sweep.early_stopping, &ids);
         for id in ids {
             s.policies.insert(id.to_string(), sweep.checkpoints);
+            s.keep_model
+                .insert(id.to_string(), sweep.keep_models != KeepModels::None);
         }
         drop(s);
         self.forget_views();
@@ -681,7 +697,82 @@ impl Handle {
         if removed > 0 {
             tracing::debug!(removed, "checkpoints of ended trials removed");
         }
+        if self
+            .models_changed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.prune_models()?;
+        }
         Ok(())
+    }
+
+    /// Deletes the trained models no sweep keeps: for keep_models = "best" the best
+    /// `keep_best` of its ranked trials, "all" every one, "none" nothing. Blocking.
+    pub fn prune_models(&self) -> Result<(), StoreError> {
+        let mut sweeps = Vec::new();
+        {
+            let store = self.store();
+            for name in store.sweep_names()? {
+                sweeps.extend(store.sweep(&name)?);
+            }
+        }
+        let mut kept: std::collections::HashSet<String> = Default::default();
+        {
+            let s = self.lock();
+            for sweep in &sweeps {
+                let n = match sweep.keep_models {
+                    KeepModels::None => 0,
+                    KeepModels::All => usize::MAX,
+                    KeepModels::Best(n) => n as usize,
+                };
+                let mut ranked: Vec<(f64, &String)> = sweep
+                    .trials
+                    .iter()
+                    .filter_map(|(id, _, _)| match s.core.trial(id).map(|t| &t.state) {
+                        Some(TrialState::Finished { result, .. }) if result.status.has_test() => {
+                            let v = match sweep.rank_by {
+                                crate::sweep::Metric::TestAccuracy => result.test_accuracy(),
+                                crate::sweep::Metric::BestValAccuracy => result.best_val_accuracy,
+                            }?;
+                            Some((v, id))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                ranked.sort_by(|a, b| match sweep.direction {
+                    crate::sweep::Direction::Max => b.0.total_cmp(&a.0),
+                    crate::sweep::Direction::Min => a.0.total_cmp(&b.0),
+                });
+                kept.extend(ranked.into_iter().take(n).map(|(_, id)| id.clone()));
+                // A model arrives just before its trial's result: until the result is in, the
+                // trial cannot be ranked and its model stays.
+                if n > 0 {
+                    kept.extend(
+                        sweep
+                            .trials
+                            .iter()
+                            .filter(|(id, _, _)| {
+                                s.core.trial(id).is_some_and(|t| !t.state.is_terminal())
+                            })
+                            .map(|(id, _, _)| id.clone()),
+                    );
+                }
+            }
+        }
+        let removed = self.models.retain(|t| kept.contains(t));
+        if removed > 0 {
+            tracing::info!(removed, "trained models no sweep keeps removed");
+        }
+        Ok(())
+    }
+
+    /// A kept model's bytes (checked against its checksum). Blocking.
+    pub fn model(&self, trial: &str) -> Result<(Meta, Vec<u8>), String> {
+        self.models.read(trial)
+    }
+
+    pub fn has_model(&self, trial: &str) -> bool {
+        self.models.latest(trial).is_some()
     }
 
     /// Where this coordinator keeps checkpoints.
@@ -800,7 +891,9 @@ impl Coordinator for Handle {
                 "the first chunk names the epoch (>= 1) and the SHA-256 (64 hex digits)",
             ));
         }
-        let path = self.checkpoints.upload_path(&trial, attempt);
+        let model = first.kind == pb::ArtifactKind::Model as i32;
+        let target = if model { &self.models } else { &self.checkpoints };
+        let path = target.upload_path(&trial, attempt);
         let fail = |path: &Path, status: Status| {
             let _ = std::fs::remove_file(path);
             Err(status)
@@ -855,13 +948,17 @@ impl Coordinator for Handle {
             size,
             sha256: sha,
         };
-        let store = self.checkpoints.clone();
+        let store = target.clone();
         let t = trial.clone();
         let kept = tokio::task::spawn_blocking(move || store.commit(&t, &path, meta))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::unavailable(format!("cannot store the checkpoint: {e}")))?;
-        tracing::info!(%trial, attempt, epoch = first.epoch, size, kept, "checkpoint");
+        if model {
+            self.models_changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::info!(%trial, attempt, epoch = first.epoch, size, kept, model, "checkpoint");
         Ok(ack(Ok(())))
     }
 
@@ -972,6 +1069,7 @@ impl Coordinator for Handle {
                 let early_stopping = s.judged_by.contains_key(&g.trial);
                 let policy = s.policies.get(&g.trial).copied().unwrap_or_default();
                 let checkpoint_epoch = self.checkpoints.latest(&g.trial).map_or(0, |m| m.epoch);
+                let keep_model = s.keep_model.get(&g.trial).copied().unwrap_or(true);
                 leases.push(pb::Lease {
                     trial_id: g.trial,
                     attempt: g.attempt,
@@ -981,6 +1079,7 @@ impl Coordinator for Handle {
                     checkpoint_epoch,
                     checkpoint_every_epochs: policy.every_epochs,
                     checkpoint_every_seconds: policy.every_seconds,
+                    keep_model,
                 });
             }
         }

@@ -335,6 +335,7 @@ mod tests {
             cancelled: false,
             early_stopping: None,
             checkpoints: Default::default(),
+            keep_models: Default::default(),
             trials: ids.into_iter().map(|id| (id, None, None)).collect(),
         };
         let params = vec!["seed=1".to_string(); 5];

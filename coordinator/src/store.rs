@@ -58,7 +58,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY, file TEXT NOT NULL, data TEXT, rank_by TEXT NOT NULL,
     direction TEXT NOT NULL, axes TEXT NOT NULL, cancelled INTEGER NOT NULL DEFAULT 0,
-    early_stopping TEXT, checkpoints TEXT);
+    early_stopping TEXT, checkpoints TEXT, keep_models TEXT);
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL,
     worker TEXT, reason TEXT, result TEXT, lost INTEGER NOT NULL DEFAULT 0, result_sha TEXT);
@@ -87,6 +87,8 @@ pub struct StoredSweep {
     pub early_stopping: Option<EarlyStopping>,
     /// The sweep's `[checkpoints]` (the default where it was stored without one).
     pub checkpoints: crate::checkpoints::Policy,
+    /// Which trained models the sweep keeps.
+    pub keep_models: crate::sweep::KeepModels,
     /// (trial id, label, reported)
     pub trials: Vec<(String, Option<String>, Option<f64>)>,
 }
@@ -169,7 +171,7 @@ impl StoredState {
 }
 
 /// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Hex SHA-256 of a stored result's JSON.
 fn checksum(json: &str) -> String {
@@ -325,7 +327,7 @@ impl Store {
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(|e| self.err(e))?;
         let r: Result<(), rusqlite::Error> = (|| {
-            for column in ["early_stopping", "checkpoints"] {
+            for column in ["early_stopping", "checkpoints", "keep_models"] {
                 if !sweep_columns.iter().any(|c| c == column) {
                     self.conn
                         .execute_batch(&format!("ALTER TABLE sweeps ADD COLUMN {column} TEXT;"))?;
@@ -398,8 +400,8 @@ impl Store {
         let r: Result<usize, rusqlite::Error> = (|| {
             let mut stale = 0;
             tx.execute(
-                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)
-                 ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0, early_stopping = ?7, checkpoints = ?8",
+                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9)
+                 ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0, early_stopping = ?7, checkpoints = ?8, keep_models = ?9",
                 params![
                     sweep.name,
                     sweep.file.display().to_string(),
@@ -412,6 +414,7 @@ impl Store {
                         .as_ref()
                         .and_then(|e| serde_json::to_string(e).ok()),
                     serde_json::to_string(&sweep.checkpoints).ok(),
+                    serde_json::to_string(&sweep.keep_models).ok(),
                 ],
             )?;
             tx.execute(
@@ -469,7 +472,7 @@ impl Store {
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
         let row = self
             .conn
-            .query_row("SELECT name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints FROM sweeps WHERE name = ?1", params![name], |r| {
+            .query_row("SELECT name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models FROM sweeps WHERE name = ?1", params![name], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -480,11 +483,13 @@ impl Store {
                     r.get::<_, i64>(6)?,
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
                 ))
             })
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((name, file, data, rank_by, direction, axes, cancelled, early, checkpoints)) = row
+        let Some((name, file, data, rank_by, direction, axes, cancelled, early, checkpoints, keep)) =
+            row
         else {
             return Ok(None);
         };
@@ -508,6 +513,9 @@ impl Store {
             early_stopping: early.and_then(|e| serde_json::from_str(&e).ok()),
             checkpoints: checkpoints
                 .and_then(|c| serde_json::from_str(&c).ok())
+                .unwrap_or_default(),
+            keep_models: keep
+                .and_then(|k| serde_json::from_str(&k).ok())
                 .unwrap_or_default(),
             trials,
         }))

@@ -6,6 +6,7 @@
 //! rank_by = "test_accuracy"     # or "best_val_accuracy"
 //! direction = "max"
 //! repeats = 1                   # the same config with N seeds (seed, seed+1, ...)
+//! keep_models = "best"          # trained models kept: "best" (keep_best = 3), "all", "none"
 //! search = "grid"               # or "random", with samples = N and search_seed
 //!
 //! [defaults]                    # any trial field (docs/TRIAL.md)
@@ -96,6 +97,35 @@ pub enum Direction {
     Min,
 }
 
+/// Which trained models a sweep keeps (`keep_models`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Keep {
+    #[default]
+    Best,
+    All,
+    None,
+}
+
+/// What a sweep keeps of its finished trials' trained models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepModels {
+    /// The best `n` by the sweep's ranking.
+    Best(u32),
+    All,
+    None,
+}
+
+/// Models kept by default: the three best.
+pub const DEFAULT_KEEP_BEST: u32 = 3;
+
+impl Default for KeepModels {
+    fn default() -> KeepModels {
+        KeepModels::Best(DEFAULT_KEEP_BEST)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Search {
@@ -121,6 +151,9 @@ struct RawSweep {
     direction: Direction,
     #[serde(default = "one")]
     repeats: u32,
+    #[serde(default)]
+    keep_models: Keep,
+    keep_best: Option<Spanned<i64>>,
     #[serde(default)]
     search: Search,
     samples: Option<Spanned<u32>>,
@@ -185,6 +218,8 @@ pub struct Sweep {
     pub early_stopping: Option<EarlyStopping>,
     /// `[checkpoints]`, or the default.
     pub checkpoints: crate::checkpoints::Policy,
+    /// `keep_models` (and `keep_best`).
+    pub keep_models: KeepModels,
 }
 
 /// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
@@ -309,7 +344,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
     }
     let early_stopping = p.early_stopping(&plan.trials)?;
     let checkpoints = p.checkpoints()?;
+    let keep_models = p.keep_models()?;
     let mut sweep = p.finish(plan.trials);
+    sweep.keep_models = keep_models;
     sweep.early_stopping = early_stopping;
     sweep.checkpoints = checkpoints;
     Ok(sweep)
@@ -684,6 +721,26 @@ impl<'a> Parser<'a> {
         Ok(Some(rule))
     }
 
+    /// `keep_models` and `keep_best` (only with "best", 1 to 1000).
+    fn keep_models(&self) -> Result<KeepModels, SweepError> {
+        match (self.raw.keep_models, &self.raw.keep_best) {
+            (Keep::Best, None) => Ok(KeepModels::default()),
+            (Keep::Best, Some(n)) if (1..=1000).contains(n.get_ref()) => {
+                Ok(KeepModels::Best(*n.get_ref() as u32))
+            }
+            (Keep::Best, Some(n)) => Err(self.err(
+                Some(n.span()),
+                format!("`keep_best` = {} must be between 1 and 1000", n.get_ref()),
+            )),
+            (_, Some(n)) => Err(self.err(
+                Some(n.span()),
+                "`keep_best` is only for keep_models = \"best\"".into(),
+            )),
+            (Keep::All, None) => Ok(KeepModels::All),
+            (Keep::None, None) => Ok(KeepModels::None),
+        }
+    }
+
     /// `[checkpoints]`: each key a number of epochs or seconds in range (0 turns it off).
     fn checkpoints(&self) -> Result<crate::checkpoints::Policy, SweepError> {
         let mut policy = crate::checkpoints::Policy::default();
@@ -763,6 +820,7 @@ impl<'a> Parser<'a> {
             trials,
             early_stopping: None,
             checkpoints: Default::default(),
+            keep_models: Default::default(),
         }
     }
 }

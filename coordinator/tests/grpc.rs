@@ -945,3 +945,91 @@ async fn early_stopping_is_answered_on_progress_and_survives_a_restart() {
     }
     server.stop().await;
 }
+
+fn chunks(
+    worker: &str,
+    lease: &pb::Lease,
+    kind: pb::ArtifactKind,
+    epoch: u32,
+    bytes: &[u8],
+) -> Vec<pb::CheckpointChunk> {
+    let mut out: Vec<pb::CheckpointChunk> = bytes
+        .chunks(1000)
+        .map(|c| pb::CheckpointChunk {
+            data: c.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    out[0].worker_id = worker.into();
+    out[0].lease = Some(pb::LeaseRef {
+        trial_id: lease.trial_id.clone(),
+        attempt: lease.attempt,
+    });
+    out[0].epoch = epoch;
+    out[0].size = bytes.len() as u64;
+    out[0].sha256 = coordinator::sweep::sha256_hex(bytes);
+    out[0].kind = kind as i32;
+    out
+}
+
+/// Artifacts over the protocol: a checkpoint whose bytes do not match the announced checksum
+/// is refused and not kept; a good one is offered to the next attempt; a model sent before
+/// the result is kept and exported through the Admin API (the best-ranked trial's by
+/// default), byte for byte.
+#[tokio::test]
+async fn checkpoints_and_models_travel_checked_and_the_best_model_is_exported() {
+    let server = Server::on(
+        tempfile::tempdir().unwrap(),
+        Some("name = \"m\"\nkeep_models = \"all\"\n[grid]\nseed = [1, 2]\n"),
+    )
+    .await;
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w").await;
+    let lease = lease_one(&mut c, &w).await;
+    assert!(lease.keep_model && lease.checkpoint_epoch == 0, "{lease:?}");
+
+    let mut bad = chunks(&w, &lease, pb::ArtifactKind::Checkpoint, 1, &[7u8; 3000]);
+    bad[1].data[5] ^= 1;
+    let err = c.save_checkpoint(tokio_stream::iter(bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    let good = chunks(&w, &lease, pb::ArtifactKind::Checkpoint, 1, &[7u8; 3000]);
+    assert!(c.save_checkpoint(tokio_stream::iter(good)).await.unwrap().into_inner().accepted);
+
+    let model: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+    let sent = chunks(&w, &lease, pb::ArtifactKind::Model, 10, &model);
+    assert!(c.save_checkpoint(tokio_stream::iter(sent)).await.unwrap().into_inner().accepted);
+    c.report_result(report(&w, &lease.trial_id, lease.attempt, result_msg(0.9)))
+        .await
+        .unwrap();
+
+    let mut admin = server.admin().await;
+    for trial in ["", lease.trial_id.as_str()] {
+        let mut stream = admin
+            .export_model(pb::ExportModelRequest {
+                sweep: "m".into(),
+                trial_id: trial.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = Vec::new();
+        let mut first = None;
+        while let Some(chunk) = stream.message().await.unwrap() {
+            first.get_or_insert(chunk.clone());
+            got.extend(chunk.data);
+        }
+        let first = first.unwrap();
+        assert_eq!(first.lease.unwrap().trial_id, lease.trial_id);
+        assert_eq!(first.sha256, coordinator::sweep::sha256_hex(&model));
+        assert_eq!(got, model);
+    }
+    let err = admin
+        .export_model(pb::ExportModelRequest {
+            sweep: "m".into(),
+            trial_id: "0123456789abcdef".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    server.stop().await;
+}

@@ -268,6 +268,67 @@ fn killed_worker_trial_finishes_elsewhere() {
     faults::assert_every_result_counted_once(&c, 3, &[&victim, &rescuer]);
 }
 
+/// keep_models: the sweep keeps the best trial's trained model only; `coordinator export`
+/// fetches it (by --db here, by --server in tests/tests/admin.rs), and `worker eval` on the
+/// exported files alone reproduces the test accuracy the sweep reported for it.
+#[test]
+fn the_best_model_is_kept_exported_and_evaluates_to_its_reported_accuracy() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    learnable_cifar(&data, 100, 60);
+    let sweep = write_sweep(
+        dir.path(),
+        "models",
+        "keep_best = 1\n[defaults]\nmodel = \"dense\"\nepochs = 2\nbatch_size = 32\n\
+         normalization = \"standard\"\n[grid]\nlr = [0.001, 1e-9, 0.0003]\n",
+    );
+    let out = dir.path().join("out");
+    let run = sweep_command(&sweep, &out, 1).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let best = &rows[0];
+    assert_eq!(best["rank"], 1);
+    let models = out.join("sweep.db.checkpoints").join("models");
+    let kept: Vec<String> = std::fs::read_dir(&models)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".ckpt"))
+        .collect();
+    assert_eq!(kept, vec![format!("{}.ckpt", best["id"].as_str().unwrap())], "only the best is kept");
+
+    let exported = dir.path().join("exported");
+    let (ok, stdout, err) = coordinator(
+        &["export", "models", "--best", "--out", exported.to_str().unwrap()],
+        &out.join("sweep.db"),
+    );
+    assert!(ok, "{err}");
+    assert!(stdout.contains(best["id"].as_str().unwrap()), "{stdout}");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(exported.join("model.json")).unwrap()).unwrap();
+    assert_eq!(info["trial"]["lr"], best["params"]["lr"]);
+    assert_eq!(info["classes"].as_array().unwrap().len(), 10);
+    let eval = std::process::Command::new(bin("worker"))
+        .args(["eval", "--device", "cpu", "--data"])
+        .arg(&data)
+        .arg(&exported)
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(eval["test_accuracy"], best["test_accuracy"], "{eval}");
+
+    // A trial whose model was not kept, and a sweep without models: clear errors.
+    let other = rows[1]["id"].as_str().unwrap();
+    let (ok, _, err) = coordinator(
+        &["export", "models", "--trial", other, "--out", exported.to_str().unwrap()],
+        &out.join("sweep.db"),
+    );
+    assert!(!ok && err.contains("has no kept model"), "{err}");
+}
+
 /// What a trial computed (times and attempt details left out).
 fn numbers(r: &serde_json::Value) -> serde_json::Value {
     let epochs: Vec<serde_json::Value> = r["epochs"]

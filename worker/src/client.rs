@@ -91,8 +91,8 @@ enum Msg {
         EpochMetrics,
         Option<std::sync::mpsc::SyncSender<Option<String>>>,
     ),
-    /// A checkpoint after this many epochs, to send to the coordinator.
-    Checkpoint(Key, u32, Vec<u8>),
+    /// A checkpoint after this many epochs, or the trained model, to send to the coordinator.
+    Upload(Key, pb::ArtifactKind, u32, Vec<u8>),
     Done(Key, Box<TrialResult>),
 }
 
@@ -144,7 +144,15 @@ fn train_lease(
     };
     train::run_until(&spec, &dataset, device, control, &mut |e| {
         if let Event::Checkpoint { epoch, bytes } = e {
-            let _ = tx.send(Msg::Checkpoint(key.clone(), epoch, bytes.to_vec()));
+            let kind = pb::ArtifactKind::Checkpoint;
+            let _ = tx.send(Msg::Upload(key.clone(), kind, epoch, bytes.to_vec()));
+            return;
+        }
+        if let Event::Model(bytes) = e {
+            // Sent before the result (the channel keeps the order): a finished trial's model
+            // is on the coordinator when its result is.
+            let kind = pb::ArtifactKind::Model;
+            let _ = tx.send(Msg::Upload(key.clone(), kind, spec.epochs, bytes.to_vec()));
             return;
         }
         let Event::Epoch(m) = e else { return };
@@ -302,6 +310,7 @@ impl Session<'_> {
                     every_epochs: lease.checkpoint_every_epochs,
                     every_seconds: lease.checkpoint_every_seconds,
                 },
+                export_model: lease.keep_model,
                 ..Control::default()
             };
             if lease.checkpoint_epoch > 0 {
@@ -369,8 +378,9 @@ impl Session<'_> {
         Ok(bytes)
     }
 
-    /// Sends a checkpoint in chunks; a failure costs only the resume, so it is logged.
-    async fn save_checkpoint(&mut self, key: &Key, epoch: u32, bytes: Vec<u8>) {
+    /// Sends a checkpoint or a model in chunks; a failure costs only the resume or the
+    /// export, so it is logged.
+    async fn save_checkpoint(&mut self, key: &Key, kind: pb::ArtifactKind, epoch: u32, bytes: Vec<u8>) {
         let (size, sha256) = (bytes.len() as u64, checkpoint::sha256_hex(&bytes));
         let mut chunks: Vec<pb::CheckpointChunk> = bytes
             .chunks(CHUNK_BYTES)
@@ -385,19 +395,20 @@ impl Session<'_> {
         chunks[0].worker_id = self.id.clone();
         chunks[0].lease = Some(lease_ref(key));
         (chunks[0].epoch, chunks[0].size, chunks[0].sha256) = (epoch, size, sha256);
+        chunks[0].kind = kind as i32;
         match self
             .client
             .save_checkpoint(tokio_stream::iter(chunks))
             .await
         {
             Ok(ack) if ack.get_ref().accepted => {
-                tracing::info!(trial = %key.0, attempt = key.1, epoch, size, "checkpoint saved")
+                tracing::info!(trial = %key.0, attempt = key.1, epoch, size, ?kind, "saved on the coordinator")
             }
             Ok(ack) => {
-                tracing::info!(trial = %key.0, attempt = key.1, epoch, "checkpoint not kept: {}", ack.get_ref().reason)
+                tracing::info!(trial = %key.0, attempt = key.1, epoch, ?kind, "not kept: {}", ack.get_ref().reason)
             }
             Err(e) => {
-                tracing::warn!(trial = %key.0, attempt = key.1, epoch, "checkpoint not saved: {}", e.message())
+                tracing::warn!(trial = %key.0, attempt = key.1, epoch, ?kind, "not saved: {}", e.message())
             }
         }
     }
@@ -439,8 +450,8 @@ impl Session<'_> {
                             let _ = reply.try_send(ack.stop.then_some(ack.reason));
                         }
                     }
-                    Msg::Checkpoint(key, epoch, bytes) => {
-                        self.save_checkpoint(&key, epoch, bytes).await;
+                    Msg::Upload(key, kind, epoch, bytes) => {
+                        self.save_checkpoint(&key, kind, epoch, bytes).await;
                     }
                     Msg::Done(key, result) => {
                         trials.running.remove(&key);
