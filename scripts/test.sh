@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh clone: installs libtorch, prepares real CIFAR-10 when a
 # local copy is available (../shared/data), checks that the coordinator does not link
 # libtorch, installs Debian's chromium and chromium-driver for the dashboard's browser test,
-# runs every test in the workspace and the Python protocol check
-# (scripts/check-python-client.sh), then checks deploy/ (scripts/check-deploy.sh:
+# runs every test in the workspace, the Python protocol check (scripts/check-python-client.sh)
+# and the PyTorch check of an exported model (scripts/check-pytorch-export.sh), then checks deploy/ (scripts/check-deploy.sh:
 # release build, rendered manifests against the Kubernetes schemas, checkov, flag lint) and
 # runs each cargo-fuzz target for FUZZ_SECONDS (default 60; scripts/fuzz.sh).
 # SKIP_DEPLOY_CHECK=1 or SKIP_FUZZ=1 leaves those steps out.
@@ -41,6 +41,9 @@ cargo test --workspace "$@"
 
 # A worker written in Python from the .proto alone, against a real coordinator.
 scripts/check-python-client.sh
+
+# An exported model loaded into the same architecture in PyTorch scores what the worker said.
+scripts/check-pytorch-export.sh
 
 if [ -z "${SKIP_DEPLOY_CHECK:-}" ]; then
     scripts/check-deploy.sh
