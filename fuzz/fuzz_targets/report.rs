@@ -31,8 +31,12 @@ impl Bytes<'_> {
 }
 
 fn result(b: &mut Bytes) -> TrialResult {
-    let status = [TrialStatus::Completed, TrialStatus::Diverged, TrialStatus::Failed]
-        [b.small(2) as usize];
+    let status = [
+        TrialStatus::Completed,
+        TrialStatus::Diverged,
+        TrialStatus::Failed,
+        TrialStatus::Stopped,
+    ][b.small(3) as usize];
     let epochs = (0..b.small(12))
         .map(|_| EpochMetrics {
             epoch: b.u64() as u32,
@@ -73,6 +77,7 @@ fn result(b: &mut Bytes) -> TrialResult {
         seconds: b.f64(),
         notes: Vec::new(),
         diverged_epoch: None,
+        resumed_from_epoch: (b.small(1) == 1).then(|| b.u64() as u32),
         provenance: None,
     }
 }
