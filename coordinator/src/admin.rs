@@ -155,7 +155,9 @@ pub fn model_of(
     } else if s.trials.iter().any(|t| t.0 == trial) {
         trial.to_string()
     } else {
-        return Err(Status::not_found(format!("sweep `{name}` has no trial {trial}")));
+        return Err(Status::not_found(format!(
+            "sweep `{name}` has no trial {trial}"
+        )));
     };
     if !handle.has_model(&trial) {
         return Err(Status::not_found(format!(
@@ -312,9 +314,8 @@ impl Admin for AdminService {
         }))
     }
 
-    type ExportModelStream = Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>,
-    >;
+    type ExportModelStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
 
     async fn export_model(
         &self,

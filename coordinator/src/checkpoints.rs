@@ -3,8 +3,9 @@
 //! One file per trial, the latest: `TRIAL.ckpt`, with `TRIAL.json` holding its epoch, size and
 //! SHA-256. A checkpoint arrives as chunks into `TRIAL.ATTEMPT.tmp`, is checked against the
 //! size and checksum its sender announced, synced, and only then renamed over the previous one
-//! (then the sidecar, the same way), so a crash leaves either the old checkpoint or the new one,
-//! never half of one. Reading checks the checksum again: a file damaged on disk is dropped and
+//! (then the sidecar, the same way), so a crash never leaves half a file; a crash between the
+//! two renames leaves a checkpoint that does not match its sidecar, which the next read
+//! refuses (the trial then starts over: a lost checkpoint, never a wrong one). Reading checks the checksum again: a file damaged on disk is dropped and
 //! the trial starts over instead of training from garbage. Checkpoints of ended trials are
 //! removed ([`Checkpoints::retain`]).
 //!

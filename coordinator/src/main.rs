@@ -185,6 +185,10 @@ enum Command {
         /// Output directory (default: out/<sweep>/model).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// With --db: the checkpoint directory `serve --checkpoint-dir` was given (models are
+        /// kept in its models/; default DB.checkpoints).
+        #[arg(long, requires = "db")]
+        checkpoint_dir: Option<PathBuf>,
     },
     /// Follow a sweep on a running coordinator: progress, running trials, results as they
     /// come; ends when every trial has ended.
@@ -603,6 +607,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             best: _,
             target,
             out,
+            checkpoint_dir,
         } => {
             let out = out.unwrap_or_else(|| remote::default_out(&sweep).join("model"));
             let trial = trial.unwrap_or_default();
@@ -612,7 +617,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let db = local_db(target.db)?;
-            let (_lock, handle) = open_local(&db, "export")?;
+            let (_lock, handle) = match checkpoint_dir {
+                Some(dir) => {
+                    let lock = ServerLock::acquire(&db, "coordinator export")?;
+                    (lock, Handle::open_with(&db, Config::default(), &dir)?)
+                }
+                None => open_local(&db, "export")?,
+            };
             let (id, _, bytes) = coordinator::admin::model_of(&handle, &sweep, &trial)
                 .map_err(|s| anyhow::anyhow!("{}: {}", db.display(), s.message()))?;
             remote::write_model(&bytes, &out, &id)?;

@@ -257,7 +257,8 @@ pub fn write_model(bytes: &[u8], out: &Path, trial: &str) -> Result<()> {
         ),
     ] {
         let path = out.join(name);
-        std::fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, content)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let accuracy = info["test_accuracy"]
         .as_f64()
@@ -291,7 +292,10 @@ pub async fn export(c: &mut Client, sweep: &str, trial: &str, out: &Path) -> Res
         bytes.extend_from_slice(&c.data);
     }
     if bytes.len() as u64 != size || coordinator::sweep::sha256_hex(&bytes) != sha {
-        bail!("the model arrived damaged ({} of {size} bytes, checksum mismatch); try again", bytes.len());
+        bail!(
+            "the model arrived damaged ({} of {size} bytes, checksum mismatch); try again",
+            bytes.len()
+        );
     }
     write_model(&bytes, out, &id)
 }

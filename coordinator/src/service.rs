@@ -69,6 +69,10 @@ impl Shared {
     fn set_stopper(&mut self, sweep: &str, rule: Option<EarlyStopping>, trials: &[&str]) {
         self.stoppers.remove(sweep);
         self.judged_by.retain(|_, s| s != sweep);
+        // The sweep submitted last decides for its trials, rule or no rule.
+        for id in trials {
+            self.judged_by.remove(*id);
+        }
         let Some(rule) = rule else { return };
         let mut stopper = Stopper::new(rule);
         for id in trials {
@@ -87,12 +91,11 @@ impl Shared {
     fn judge(&mut self, trial: &str, attempt: u32, m: &EpochMetrics) -> Option<String> {
         let sweep = self.judged_by.get(trial)?;
         let epochs = self.core.trial(trial)?.spec.epochs;
-        match self
-            .stoppers
-            .get_mut(sweep)?
-            .report(trial, attempt, epochs, m)
-        {
-            Decision::Stop(why) => Some(why),
+        let stopper = self.stoppers.get_mut(sweep)?;
+        match stopper.report(trial, attempt, epochs, m) {
+            // The rule leads the reason: a later sweep reuses the stopped result only under
+            // the same rule (see `Store::add_sweep`).
+            Decision::Stop(why) => Some(format!("{}: {why}", stopper.rule.describe())),
             Decision::Continue => None,
         }
     }
@@ -892,7 +895,11 @@ impl Coordinator for Handle {
             ));
         }
         let model = first.kind == pb::ArtifactKind::Model as i32;
-        let target = if model { &self.models } else { &self.checkpoints };
+        let target = if model {
+            &self.models
+        } else {
+            &self.checkpoints
+        };
         let path = target.upload_path(&trial, attempt);
         let fail = |path: &Path, status: Status| {
             let _ = std::fs::remove_file(path);
@@ -948,6 +955,15 @@ impl Coordinator for Handle {
             size,
             sha256: sha,
         };
+        // The lease may have gone while the chunks came (a worker paused mid-upload and
+        // presumed dead): its checkpoint must not replace the new attempt's.
+        if self.holds(&first.worker_id, first.lease.clone()).is_err() {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Ok(ack(Err(Rejected::StaleLease {
+                trial: trial.clone(),
+                attempt,
+            })));
+        }
         let store = target.clone();
         let t = trial.clone();
         let kept = tokio::task::spawn_blocking(move || store.commit(&t, &path, meta))
@@ -959,6 +975,13 @@ impl Coordinator for Handle {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         tracing::info!(%trial, attempt, epoch = first.epoch, size, kept, model, "checkpoint");
+        if !kept {
+            return Ok(Response::new(pb::Ack {
+                accepted: false,
+                reason: "a checkpoint of a later epoch is stored".into(),
+                stop: false,
+            }));
+        }
         Ok(ack(Ok(())))
     }
 
@@ -1253,6 +1276,11 @@ impl Coordinator for Handle {
             }));
         }
         self.emit(std::mem::take(&mut finished));
+        // Its model (sent just before) can be ranked now: the next tick prunes.
+        if self.models.latest(&trial).is_some() {
+            self.models_changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(ack(Ok(())))
     }
 }

@@ -440,15 +440,16 @@ impl Store {
                     &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1 AND {requeue}"),
                     params![t.id],
                 )?;
-                // A trial stopped early by another sweep's rule has not run its epochs: a sweep
-                // without early stopping trains it in full.
-                if sweep.early_stopping.is_none() {
-                    tx.execute(
-                        "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
-                         WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'",
-                        params![t.id],
-                    )?;
-                }
+                // A trial stopped early has not run its epochs: a sweep without early stopping
+                // trains it in full, and one with another rule judges it anew. The stop's
+                // reason starts with the rule that gave it.
+                let rule = sweep.early_stopping.map(|e| e.describe());
+                tx.execute(
+                    "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
+                     WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'
+                       AND (?2 IS NULL OR substr(IFNULL(json_extract(result, '$.reason'), ''), 1, length(?2)) != ?2)",
+                    params![t.id, rule],
+                )?;
                 // Results without provenance are semantics 1.
                 stale += tx.execute(
                     "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
@@ -984,6 +985,68 @@ mod tests {
 
     /// `rerun` queues a sweep's failed and cancelled trials again (a worker's `failed` result
     /// included, a diverged one not), with their next attempt, and makes the sweep active;
+    /// A stopped result is reused only under the rule that stopped it: the same sweep again
+    /// keeps it; with another grace period, or without early stopping, it trains again.
+    #[test]
+    fn stopped_trials_are_reused_only_under_the_same_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let text = |grace: &str| {
+            format!(
+                "name = \"e\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n[grid]\nseed = [1]\n{grace}"
+            )
+        };
+        let plan = |t: &str| sweep::parse(t, Path::new("e.toml")).unwrap();
+        let asha1 = plan(&text(
+            "[early_stopping]\nmethod = \"asha\"\ngrace_epochs = 1\n",
+        ));
+        let asha3 = plan(&text(
+            "[early_stopping]\nmethod = \"asha\"\ngrace_epochs = 3\n",
+        ));
+        let none = plan(&text(""));
+        let id = asha1.trials[0].id.clone();
+        let state = |store: &Store| {
+            store
+                .load_trials()
+                .unwrap()
+                .into_iter()
+                .find(|t| t.id == id)
+                .unwrap()
+                .state
+        };
+        for (again, kept) in [(&asha1, true), (&asha3, false), (&none, false)] {
+            // Queued afresh (`--rerun`), then stopped under grace 1.
+            store.add_sweep(&asha1, true).unwrap();
+            let attempt = match state(&store) {
+                TrialState::Queued { attempt } => attempt,
+                other => panic!("{other:?}"),
+            };
+            let mut stopped = result(0.4);
+            stopped.status = TrialStatus::Stopped;
+            stopped.reason = Some(format!(
+                "{}: ASHA rung at epoch 1: ...",
+                asha1.early_stopping.unwrap().describe()
+            ));
+            stopped.epochs = vec![stopped.epochs.first().cloned().unwrap_or(EpochMetrics {
+                epoch: 1,
+                train_loss: 1.0,
+                train_accuracy: 0.5,
+                val_loss: Some(1.0),
+                val_accuracy: Some(0.4),
+                train_binary_accuracy: None,
+                val_binary_accuracy: None,
+                lr: 0.001,
+                seconds: 1.0,
+                images_per_sec: 1.0,
+            })];
+            record_lease(&mut store, &id, attempt, "w");
+            record_result(&mut store, &id, attempt, "w", stopped);
+            store.add_sweep(again, false).unwrap();
+            let reused = matches!(state(&store), TrialState::Finished { .. });
+            assert_eq!(reused, kept, "{:?}", again.early_stopping);
+        }
+    }
+
     /// `cancel_trial` stops one trial and never an ended one.
     #[test]
     fn rerun_queues_failed_and_cancelled_trials_and_cancel_trial_spares_ended_ones() {

@@ -943,6 +943,30 @@ async fn early_stopping_is_answered_on_progress_and_survives_a_restart() {
         }
         other => panic!("{other:?}"),
     }
+    // The same trials in a sweep without early stopping: not judged any more, and the
+    // stopped trial trains again in full.
+    let plain = "name = \"plain\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n[grid]\nseed = [1, 2, 3]\n";
+    let plain = coordinator::sweep::parse(plain, Path::new("plain.toml")).unwrap();
+    server.handle.submit(&plain, false).unwrap();
+    let state = server
+        .handle
+        .lock()
+        .core
+        .trial(&first.trial_id)
+        .map(|t| t.state.clone());
+    assert!(
+        matches!(state, Some(TrialState::Queued { attempt: 2 })),
+        "{state:?}"
+    );
+    let w3 = register(&mut c, "w3").await;
+    let next = lease_one(&mut c, &w3).await;
+    assert!(!next.early_stopping, "{next:?}");
+    let ack = c
+        .report_progress(progress(&w3, &next, epoch_msg(1, 0.0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ack.stop, "{ack:?}");
     server.stop().await;
 }
 
@@ -990,14 +1014,29 @@ async fn checkpoints_and_models_travel_checked_and_the_best_model_is_exported() 
 
     let mut bad = chunks(&w, &lease, pb::ArtifactKind::Checkpoint, 1, &[7u8; 3000]);
     bad[1].data[5] ^= 1;
-    let err = c.save_checkpoint(tokio_stream::iter(bad)).await.unwrap_err();
+    let err = c
+        .save_checkpoint(tokio_stream::iter(bad))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     let good = chunks(&w, &lease, pb::ArtifactKind::Checkpoint, 1, &[7u8; 3000]);
-    assert!(c.save_checkpoint(tokio_stream::iter(good)).await.unwrap().into_inner().accepted);
+    assert!(
+        c.save_checkpoint(tokio_stream::iter(good))
+            .await
+            .unwrap()
+            .into_inner()
+            .accepted
+    );
 
     let model: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
     let sent = chunks(&w, &lease, pb::ArtifactKind::Model, 10, &model);
-    assert!(c.save_checkpoint(tokio_stream::iter(sent)).await.unwrap().into_inner().accepted);
+    assert!(
+        c.save_checkpoint(tokio_stream::iter(sent))
+            .await
+            .unwrap()
+            .into_inner()
+            .accepted
+    );
     c.report_result(report(&w, &lease.trial_id, lease.attempt, result_msg(0.9)))
         .await
         .unwrap();

@@ -285,7 +285,11 @@ fn the_best_model_is_kept_exported_and_evaluates_to_its_reported_accuracy() {
     );
     let out = dir.path().join("out");
     let run = sweep_command(&sweep, &out, 1).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let best = &rows[0];
@@ -297,17 +301,28 @@ fn the_best_model_is_kept_exported_and_evaluates_to_its_reported_accuracy() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|n| n.ends_with(".ckpt"))
         .collect();
-    assert_eq!(kept, vec![format!("{}.ckpt", best["id"].as_str().unwrap())], "only the best is kept");
+    assert_eq!(
+        kept,
+        vec![format!("{}.ckpt", best["id"].as_str().unwrap())],
+        "only the best is kept"
+    );
 
     let exported = dir.path().join("exported");
     let (ok, stdout, err) = coordinator(
-        &["export", "models", "--best", "--out", exported.to_str().unwrap()],
+        &[
+            "export",
+            "models",
+            "--best",
+            "--out",
+            exported.to_str().unwrap(),
+        ],
         &out.join("sweep.db"),
     );
     assert!(ok, "{err}");
     assert!(stdout.contains(best["id"].as_str().unwrap()), "{stdout}");
     let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(exported.join("model.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(exported.join("model.json")).unwrap())
+            .unwrap();
     assert_eq!(info["trial"]["lr"], best["params"]["lr"]);
     assert_eq!(info["classes"].as_array().unwrap().len(), 10);
     let eval = std::process::Command::new(bin("worker"))
@@ -316,14 +331,25 @@ fn the_best_model_is_kept_exported_and_evaluates_to_its_reported_accuracy() {
         .arg(&exported)
         .output()
         .unwrap();
-    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
     let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert_eq!(eval["test_accuracy"], best["test_accuracy"], "{eval}");
 
     // A trial whose model was not kept, and a sweep without models: clear errors.
     let other = rows[1]["id"].as_str().unwrap();
     let (ok, _, err) = coordinator(
-        &["export", "models", "--trial", other, "--out", exported.to_str().unwrap()],
+        &[
+            "export",
+            "models",
+            "--trial",
+            other,
+            "--out",
+            exported.to_str().unwrap(),
+        ],
         &out.join("sweep.db"),
     );
     assert!(!ok && err.contains("has no kept model"), "{err}");
@@ -355,7 +381,7 @@ fn numbers(r: &serde_json::Value) -> serde_json::Value {
 /// same trial by `worker train`. The checkpoint is removed once the trial has ended.
 fn kill_after_a_checkpoint(damage: bool) {
     let _serial = serial();
-    let body = "[defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_images = 50\nepochs = 4\n\
+    let body = "[defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_images = 50\nepochs = 6\n\
                 batch_size = 50\nvalidation_split = 0.1\nschedule = \"cosine\"\n[checkpoints]\nevery_epochs = 1\n";
     let c = Cluster::start("resume", body, 100, 3.0);
     let db = c.db.clone();
@@ -381,10 +407,14 @@ fn kill_after_a_checkpoint(damage: bool) {
         "no checkpoint after epoch 2: {}",
         victim.log_text()
     );
-    victim.kill();
+    // Frozen first, so that no later checkpoint lands between looking and killing; one whose
+    // chunks had all arrived is given a moment to commit.
+    faults::signal(&victim, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(500));
     let (trial, epoch) = saved(2).unwrap();
-    assert!(epoch < 4, "killed mid-trial: {epoch}");
+    assert!(epoch < 6, "killed mid-trial: {epoch}");
     assert_eq!(states(&db)[0].1, "running");
+    victim.kill();
     if damage {
         let file = dir.join(format!("{trial}.ckpt"));
         let mut bytes = std::fs::read(&file).unwrap();

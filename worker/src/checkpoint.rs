@@ -173,8 +173,8 @@ pub fn decode(bytes: &[u8], spec: &TrialSpec) -> Result<Restored, String> {
     })
 }
 
-/// Copies a checkpoint's model tensors into `vs`; every variable must be there with its shape.
-pub fn load_model(vs: &nn::VarStore, model: &HashMap<String, Tensor>) -> Result<(), String> {
+/// Checks that a checkpoint's model tensors fit `vs`: every variable, with its shape.
+pub fn check_model(vs: &nn::VarStore, model: &HashMap<String, Tensor>) -> Result<(), String> {
     let vars = vs.variables();
     if vars.len() != model.len() {
         return Err(format!(
@@ -183,7 +183,7 @@ pub fn load_model(vs: &nn::VarStore, model: &HashMap<String, Tensor>) -> Result<
             vars.len()
         ));
     }
-    for (name, mut var) in vars {
+    for (name, var) in vars {
         let saved = model
             .get(&name)
             .ok_or_else(|| format!("the checkpoint has no variable {name}"))?;
@@ -194,7 +194,18 @@ pub fn load_model(vs: &nn::VarStore, model: &HashMap<String, Tensor>) -> Result<
                 var.size()
             ));
         }
-        tch::no_grad(|| var.copy_(saved));
+    }
+    Ok(())
+}
+
+/// Copies a checkpoint's model tensors into `vs`, after [`check_model`]: on an error nothing
+/// has changed.
+pub fn load_model(vs: &nn::VarStore, model: &HashMap<String, Tensor>) -> Result<(), String> {
+    check_model(vs, model)?;
+    for (name, mut var) in vs.variables() {
+        if let Some(saved) = model.get(&name) {
+            tch::no_grad(|| var.copy_(saved));
+        }
     }
     Ok(())
 }

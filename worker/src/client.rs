@@ -148,11 +148,11 @@ fn train_lease(
             let _ = tx.send(Msg::Upload(key.clone(), kind, epoch, bytes.to_vec()));
             return;
         }
-        if let Event::Model(bytes) = e {
+        if let Event::Model { epochs, bytes } = e {
             // Sent before the result (the channel keeps the order): a finished trial's model
             // is on the coordinator when its result is.
             let kind = pb::ArtifactKind::Model;
-            let _ = tx.send(Msg::Upload(key.clone(), kind, spec.epochs, bytes.to_vec()));
+            let _ = tx.send(Msg::Upload(key.clone(), kind, epochs, bytes.to_vec()));
             return;
         }
         let Event::Epoch(m) = e else { return };
@@ -182,7 +182,7 @@ const MAX_CHECKPOINT_BYTES: u64 = 512 << 20;
 
 /// How long a trial under early stopping waits, after each epoch, for the coordinator's
 /// verdict on it before it trains on regardless.
-const VERDICT_WAIT: Duration = Duration::from_secs(10);
+const VERDICT_WAIT: Duration = Duration::from_secs(30);
 
 /// Exponential backoff between reconnection attempts: 200 ms doubling up to 10 s, back to the
 /// start once a session is healthy again.
@@ -380,7 +380,13 @@ impl Session<'_> {
 
     /// Sends a checkpoint or a model in chunks; a failure costs only the resume or the
     /// export, so it is logged.
-    async fn save_checkpoint(&mut self, key: &Key, kind: pb::ArtifactKind, epoch: u32, bytes: Vec<u8>) {
+    async fn save_checkpoint(
+        &mut self,
+        key: &Key,
+        kind: pb::ArtifactKind,
+        epoch: u32,
+        bytes: Vec<u8>,
+    ) {
         let (size, sha256) = (bytes.len() as u64, checkpoint::sha256_hex(&bytes));
         let mut chunks: Vec<pb::CheckpointChunk> = bytes
             .chunks(CHUNK_BYTES)

@@ -115,6 +115,21 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
     };
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (info, tensors) = decode(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let channels = info.trial.input_channels();
+    if info.classes.len() != crate::data::NUM_CLASSES
+        || info.mean.len() != channels as usize
+        || info.std.len() != channels as usize
+        || info.input != [channels, 32, 32]
+    {
+        return Err(format!(
+            "{}: the model's description does not fit its trial ({} classes, {} means, {} stds, input {:?} for {channels} channel(s))",
+            file.display(),
+            info.classes.len(),
+            info.mean.len(),
+            info.std.len(),
+            info.input
+        ));
+    }
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = crate::models::build(
         &vs.root(),

@@ -432,7 +432,7 @@ fn train_cmd(
     control.export_model = save_model.is_some();
     let mut saved = Ok(());
     let result = train::run_until(&spec, &dataset, device, &control, &mut |e| {
-        if let (Event::Model(bytes), Some(dir)) = (&e, save_model) {
+        if let (Event::Model { bytes, .. }, Some(dir)) = (&e, save_model) {
             saved = worker::export::write_dir(dir, bytes).map(|_| ());
         }
         progress.on_event(e)
@@ -536,7 +536,7 @@ impl Progress {
                 self.bar.finish_and_clear();
                 eprintln!("{}", epoch_line(m, self.epochs));
             }
-            Event::Checkpoint { .. } | Event::Model(_) => {}
+            Event::Checkpoint { .. } | Event::Model { .. } => {}
             Event::Testing => eprintln!("evaluating on the test set"),
         }
     }

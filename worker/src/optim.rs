@@ -90,12 +90,50 @@ impl Optim {
         (named, step)
     }
 
-    /// Restores what [`Optim::state`] saved into this (freshly built) optimiser.
+    /// The state tensors a checkpoint after `step` steps must hold, with their shapes.
+    fn required(&self, step: u64) -> Vec<(String, Vec<i64>)> {
+        let mut out = Vec::new();
+        let mut each = |what: &str, vars: &[Tensor]| {
+            for (i, v) in vars.iter().enumerate() {
+                out.push((format!("{what}.{i}"), v.size()));
+            }
+        };
+        match self {
+            Optim::Sgd(opt) => {
+                if step > 0 && opt.momentum != 0.0 {
+                    each("buf", &opt.vars);
+                }
+            }
+            Optim::Adam(Adam { vars, v_max, .. }) | Optim::Keras(KerasAdam { vars, v_max, .. }) => {
+                each("m", vars);
+                each("v", vars);
+                if v_max.is_some() {
+                    each("v_max", vars);
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores what [`Optim::state`] saved into this (freshly built) optimiser. Everything is
+    /// checked before anything changes: on an error the optimiser is as it was.
     pub fn load_state(
         &mut self,
         named: &std::collections::HashMap<String, Tensor>,
         step: u64,
     ) -> Result<(), String> {
+        for (name, shape) in self.required(step) {
+            match named.get(&name) {
+                None => return Err(format!("the checkpoint has no optimizer state {name}")),
+                Some(t) if t.size() != shape => {
+                    return Err(format!(
+                        "optimizer state {name} has shape {:?}, the model needs {shape:?}",
+                        t.size()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         let fill = |what: &str, list: &mut [Tensor]| -> Result<(), String> {
             for (i, t) in list.iter_mut().enumerate() {
                 let saved = named

@@ -176,7 +176,7 @@ mod tests {
         };
         let mut file = None;
         let r = run_until(&spec, &data, Device::Cpu, &control, &mut |e| {
-            if let Event::Model(bytes) = e {
+            if let Event::Model { bytes, .. } = e {
                 file = Some(bytes.to_vec());
             }
         });

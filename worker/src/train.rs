@@ -41,8 +41,11 @@ pub enum Event<'a> {
         epoch: u32,
         bytes: &'a [u8],
     },
-    /// The trained model's file ([`crate::export`]), after the test set.
-    Model(&'a [u8]),
+    /// The trained model's file ([`crate::export`]) after `epochs` epochs, after the test set.
+    Model {
+        epochs: u32,
+        bytes: &'a [u8],
+    },
     Testing,
 }
 
@@ -375,7 +378,10 @@ fn train(
         };
         // A model that cannot be written costs only the export: the result stands.
         match crate::export::encode(&vs, &info) {
-            Ok(bytes) => observe(Event::Model(&bytes)),
+            Ok(bytes) => observe(Event::Model {
+                epochs: result.epochs.len() as u32,
+                bytes: &bytes,
+            }),
             Err(e) => result
                 .notes
                 .push(format!("the trained model was not exported: {e}")),
@@ -393,8 +399,11 @@ fn resume(
     opt: &mut optim::Optim,
 ) -> Result<Vec<EpochMetrics>, String> {
     let restored = checkpoint::decode(bytes, spec)?;
-    checkpoint::load_model(vs, &restored.model)?;
+    // The model is checked before the optimiser changes, and the optimiser before the
+    // model does: a checkpoint that fails either leaves both as built (a fresh start).
+    checkpoint::check_model(vs, &restored.model)?;
     opt.load_state(&restored.optimizer, restored.header.optimizer_step)?;
+    checkpoint::load_model(vs, &restored.model)?;
     Ok(restored.header.epochs)
 }
 
