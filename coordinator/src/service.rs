@@ -255,7 +255,7 @@ impl Handle {
         let mut rules = Vec::new();
         let mut policies = HashMap::new();
         let mut keep_model = HashMap::new();
-        for name in store.sweep_names()? {
+        for name in store.sweep_names_by_submission()? {
             if let Some(s) = store.sweep(&name)? {
                 for (id, _, _) in &s.trials {
                     policies.insert(id.clone(), s.checkpoints);
@@ -266,10 +266,9 @@ impl Handle {
                         data_hints.insert(id.clone(), data.clone());
                     }
                 }
-                if s.early_stopping.is_some() {
-                    let ids: Vec<String> = s.trials.into_iter().map(|t| t.0).collect();
-                    rules.push((name, s.early_stopping, ids));
-                }
+                // Every sweep, rule or not, in submission order: the last one decides.
+                let ids: Vec<String> = s.trials.into_iter().map(|t| t.0).collect();
+                rules.push((name, s.early_stopping, ids));
             }
         }
         let data_version = store.data_version()?;
@@ -615,7 +614,7 @@ impl Handle {
             }
             let mut hints = Vec::new();
             let mut rules = Vec::new();
-            for name in store.sweep_names()? {
+            for name in store.sweep_names_by_submission()? {
                 if let Some(sweep) = store.sweep(&name)? {
                     let ids: Vec<String> = sweep.trials.iter().map(|t| t.0.clone()).collect();
                     if let Some(data) = sweep.data {

@@ -58,7 +58,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY, file TEXT NOT NULL, data TEXT, rank_by TEXT NOT NULL,
     direction TEXT NOT NULL, axes TEXT NOT NULL, cancelled INTEGER NOT NULL DEFAULT 0,
-    early_stopping TEXT, checkpoints TEXT, keep_models TEXT);
+    early_stopping TEXT, checkpoints TEXT, keep_models TEXT, submitted INTEGER);
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL,
     worker TEXT, reason TEXT, result TEXT, lost INTEGER NOT NULL DEFAULT 0, result_sha TEXT);
@@ -171,7 +171,7 @@ impl StoredState {
 }
 
 /// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Hex SHA-256 of a stored result's JSON.
 fn checksum(json: &str) -> String {
@@ -327,10 +327,16 @@ impl Store {
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(|e| self.err(e))?;
         let r: Result<(), rusqlite::Error> = (|| {
-            for column in ["early_stopping", "checkpoints", "keep_models"] {
+            for (column, kind) in [
+                ("early_stopping", "TEXT"),
+                ("checkpoints", "TEXT"),
+                ("keep_models", "TEXT"),
+                ("submitted", "INTEGER"),
+            ] {
                 if !sweep_columns.iter().any(|c| c == column) {
-                    self.conn
-                        .execute_batch(&format!("ALTER TABLE sweeps ADD COLUMN {column} TEXT;"))?;
+                    self.conn.execute_batch(&format!(
+                        "ALTER TABLE sweeps ADD COLUMN {column} {kind};"
+                    ))?;
                 }
             }
             if !columns.iter().any(|c| c == "lost") {
@@ -400,8 +406,10 @@ impl Store {
         let r: Result<usize, rusqlite::Error> = (|| {
             let mut stale = 0;
             tx.execute(
-                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9)
-                 ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0, early_stopping = ?7, checkpoints = ?8, keep_models = ?9",
+                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models, submitted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, (SELECT IFNULL(MAX(submitted), 0) + 1 FROM sweeps))
+                 ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0, early_stopping = ?7, checkpoints = ?8, keep_models = ?9,
+                   submitted = (SELECT IFNULL(MAX(submitted), 0) + 1 FROM sweeps)",
                 params![
                     sweep.name,
                     sweep.file.display().to_string(),
@@ -520,6 +528,19 @@ impl Store {
                 .unwrap_or_default(),
             trials,
         }))
+    }
+
+    /// Sweep names in the order they were last submitted (older databases' sweeps first, by
+    /// name): replaying them in this order gives each trial the settings of the sweep that
+    /// queued it last.
+    pub fn sweep_names_by_submission(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM sweeps ORDER BY IFNULL(submitted, 0), name")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
     }
 
     pub fn sweep_names(&self) -> Result<Vec<String>, StoreError> {

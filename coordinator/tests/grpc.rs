@@ -945,7 +945,8 @@ async fn early_stopping_is_answered_on_progress_and_survives_a_restart() {
     }
     // The same trials in a sweep without early stopping: not judged any more, and the
     // stopped trial trains again in full.
-    let plain = "name = \"plain\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n[grid]\nseed = [1, 2, 3]\n";
+    // (Named to come before "e": a restart replays sweeps in submission order, not by name.)
+    let plain = "name = \"a-plain\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n[grid]\nseed = [1, 2, 3]\n";
     let plain = coordinator::sweep::parse(plain, Path::new("plain.toml")).unwrap();
     server.handle.submit(&plain, false).unwrap();
     let state = server
@@ -967,6 +968,13 @@ async fn early_stopping_is_answered_on_progress_and_survives_a_restart() {
         .unwrap()
         .into_inner();
     assert!(!ack.stop, "{ack:?}");
+    // Still so after a restart.
+    let dir = server.stop_keeping_data().await;
+    let server = Server::on(dir, None).await;
+    let mut c = server.worker().await;
+    let w4 = register(&mut c, "w4").await;
+    let again = lease_one(&mut c, &w4).await;
+    assert!(!again.early_stopping, "{again:?}");
     server.stop().await;
 }
 
