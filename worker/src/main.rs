@@ -166,6 +166,12 @@ enum Command {
     },
 }
 
+/// Prints a command's output. A reader that went away (`worker eval ... | head`) ends the
+/// output quietly instead of panicking.
+fn print_out(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 fn parse_precision(s: &str) -> Result<Precision, String> {
     match s {
         "fp32" => Ok(Precision::Fp32),
@@ -234,7 +240,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let device = device::choose(device).map_err(anyhow::Error::msg)?;
             let dir = find_or_offer_fetch(data.as_deref())?;
             let out = worker::predict::eval(&model, &dir, device).map_err(anyhow::Error::msg)?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            print_out(&serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Predict {
@@ -246,7 +252,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let device = device::choose(device).map_err(anyhow::Error::msg)?;
             let out = worker::predict::predict(&model, &images, top, device)
                 .map_err(anyhow::Error::msg)?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            print_out(&serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Data {
@@ -254,7 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let dir = find_or_offer_fetch(data.as_deref())?;
             let summary = Dataset::load(&dir, data::TRAIN_BATCHES)?.summary();
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            print_out(&serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Data {
@@ -289,7 +295,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 channels_last,
             };
             let result = worker::bench::run(config, device).map_err(anyhow::Error::msg)?;
-            println!("{}", serde_json::to_string(&result)?);
+            print_out(&serde_json::to_string(&result)?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -449,7 +455,7 @@ fn train_cmd(
         }
         std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    println!("{text}");
+    print_out(&text);
     eprintln!("{}", summary_line(&result));
     Ok(match result.status {
         TrialStatus::Completed | TrialStatus::Stopped => ExitCode::SUCCESS,
