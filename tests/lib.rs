@@ -119,36 +119,30 @@ pub fn free_port() -> u16 {
 /// Writes a small CIFAR-10 binary-layout dataset of random images: 5 training files of
 /// `per_batch` images and a test file of `test` images.
 pub fn synthetic_cifar(root: &Path, per_batch: usize, test: usize) {
-    let dir = root.join("cifar-10-batches-bin");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 24) as u8
-    };
-    let mut write = |name: &str, n: usize| {
-        let mut bytes = Vec::with_capacity(n * 3073);
-        for i in 0..n {
-            bytes.push((i % 10) as u8);
-            bytes.extend((0..3072).map(|_| next()));
-        }
-        std::fs::write(dir.join(name), bytes).expect("write batch");
-    };
-    for b in 1..=5 {
-        write(&format!("data_batch_{b}.bin"), per_batch);
-    }
-    write("test_batch.bin", test);
+    write_cifar(root, per_batch, test, 0x9e37_79b9_7f4a_7c15, |_, noise| {
+        noise
+    });
 }
 
 /// Like [`synthetic_cifar`], but learnable: every pixel of an image of class k is 20k plus
 /// noise below 40, so a model that trains at all tells the classes apart within an epoch, and
 /// one that does not (a learning rate near zero) stays at chance.
 pub fn learnable_cifar(root: &Path, per_batch: usize, test: usize) {
+    write_cifar(
+        root,
+        per_batch,
+        test,
+        0x2545_f491_4f6c_dd1d,
+        |label, noise| label * 20 + noise % 40,
+    );
+}
+
+/// The binary layout with labels 0, 1, ..., 9, 0, ... and each pixel `pixel(label, noise)`,
+/// the noise from an xorshift generator started at `seed`.
+fn write_cifar(root: &Path, per_batch: usize, test: usize, seed: u64, pixel: fn(u8, u8) -> u8) {
     let dir = root.join("cifar-10-batches-bin");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut state = seed;
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;
@@ -160,7 +154,7 @@ pub fn learnable_cifar(root: &Path, per_batch: usize, test: usize) {
         for i in 0..n {
             let label = (i % 10) as u8;
             bytes.push(label);
-            bytes.extend((0..3072).map(|_| label * 20 + next() % 40));
+            bytes.extend((0..3072).map(|_| pixel(label, next())));
         }
         std::fs::write(dir.join(name), bytes).expect("write batch");
     };

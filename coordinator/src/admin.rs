@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use sweep_proto::convert::{artifact_chunks, CHUNK_BYTES};
 use sweep_proto::pb::{self, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
@@ -329,25 +330,20 @@ impl Admin for AdminService {
             Ok((trial, bytes))
         })
         .await?;
-        let mut chunks: Vec<Result<pb::CheckpointChunk, Status>> = bytes
-            .chunks(1 << 20)
-            .map(|c| {
-                Ok(pb::CheckpointChunk {
-                    data: c.to_vec(),
-                    kind: pb::ArtifactKind::Model as i32,
-                    ..Default::default()
-                })
-            })
-            .collect();
-        if let Some(Ok(first)) = chunks.first_mut() {
-            first.lease = Some(pb::LeaseRef {
+        let header = pb::CheckpointChunk {
+            lease: Some(pb::LeaseRef {
                 trial_id: trial,
                 attempt: 0,
-            });
-            first.size = bytes.len() as u64;
-            first.sha256 = crate::checkpoints::sha256_hex(&bytes);
-        }
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+            }),
+            size: bytes.len() as u64,
+            sha256: crate::checkpoints::sha256_hex(&bytes),
+            kind: pb::ArtifactKind::Model as i32,
+            ..Default::default()
+        };
+        let chunks = artifact_chunks(&bytes, CHUNK_BYTES, header);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
     type WatchStream = EventStream;

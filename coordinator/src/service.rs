@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Instant;
+use sweep_proto::convert::{artifact_chunks, CHUNK_BYTES};
 use sweep_proto::pb::{self, coordinator_server::Coordinator};
 use sweep_proto::{EpochMetrics, TrialResult};
 use tokio::sync::{broadcast, watch};
@@ -850,9 +851,6 @@ pub fn heartbeat_interval_ms(config: &Config) -> u32 {
     (config.heartbeat_timeout_ms / 3).clamp(100, 10_000) as u32
 }
 
-/// Chunks a checkpoint is sent in.
-const CHUNK_BYTES: usize = 1 << 20;
-
 type ChunkStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
 
@@ -1000,24 +998,16 @@ impl Coordinator for Handle {
                 Status::data_loss(format!("{e}; train from the first epoch"))
             })?;
         tracing::info!(%trial, attempt, epoch = meta.epoch, "resuming from a checkpoint");
-        let mut chunks: Vec<Result<pb::CheckpointChunk, Status>> = bytes
-            .chunks(CHUNK_BYTES)
-            .map(|c| {
-                Ok(pb::CheckpointChunk {
-                    data: c.to_vec(),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        if chunks.is_empty() {
-            chunks.push(Ok(pb::CheckpointChunk::default()));
-        }
-        if let Some(Ok(first)) = chunks.first_mut() {
-            first.epoch = meta.epoch;
-            first.size = meta.size;
-            first.sha256 = meta.sha256;
-        }
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        let header = pb::CheckpointChunk {
+            epoch: meta.epoch,
+            size: meta.size,
+            sha256: meta.sha256,
+            ..Default::default()
+        };
+        let chunks = artifact_chunks(&bytes, CHUNK_BYTES, header);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
     async fn register(

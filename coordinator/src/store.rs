@@ -534,19 +534,17 @@ impl Store {
     /// name): replaying them in this order gives each trial the settings of the sweep that
     /// queued it last.
     pub fn sweep_names_by_submission(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name FROM sweeps ORDER BY IFNULL(submitted, 0), name")
-            .map_err(|e| self.err(e))?;
-        stmt.query_map([], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.err(e))
+        self.names_in("IFNULL(submitted, 0), name")
     }
 
     pub fn sweep_names(&self) -> Result<Vec<String>, StoreError> {
+        self.names_in("name")
+    }
+
+    fn names_in(&self, order: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name FROM sweeps ORDER BY name")
+            .prepare(&format!("SELECT name FROM sweeps ORDER BY {order}"))
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())

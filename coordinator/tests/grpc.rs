@@ -985,23 +985,20 @@ fn chunks(
     epoch: u32,
     bytes: &[u8],
 ) -> Vec<pb::CheckpointChunk> {
-    let mut out: Vec<pb::CheckpointChunk> = bytes
-        .chunks(1000)
-        .map(|c| pb::CheckpointChunk {
-            data: c.to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    out[0].worker_id = worker.into();
-    out[0].lease = Some(pb::LeaseRef {
-        trial_id: lease.trial_id.clone(),
-        attempt: lease.attempt,
-    });
-    out[0].epoch = epoch;
-    out[0].size = bytes.len() as u64;
-    out[0].sha256 = coordinator::sweep::sha256_hex(bytes);
-    out[0].kind = kind as i32;
-    out
+    let header = pb::CheckpointChunk {
+        worker_id: worker.into(),
+        lease: Some(pb::LeaseRef {
+            trial_id: lease.trial_id.clone(),
+            attempt: lease.attempt,
+        }),
+        epoch,
+        size: bytes.len() as u64,
+        sha256: coordinator::sweep::sha256_hex(bytes),
+        kind: kind as i32,
+        ..Default::default()
+    };
+    // Small chunks, so that a test can damage one in the middle.
+    sweep_proto::convert::artifact_chunks(bytes, 1000, header)
 }
 
 /// Artifacts over the protocol: a checkpoint whose bytes do not match the announced checksum

@@ -191,9 +191,60 @@ pub fn read_token_as(
     Ok(token)
 }
 
+/// Chunk size of checkpoint and model streams (requests are limited to 4 MiB).
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// `bytes` as the chunks of a SaveCheckpoint, LoadCheckpoint or ExportModel stream, `chunk`
+/// bytes each: the first carries `header`'s fields (lease, epoch, size, checksum, kind), the
+/// others only data. An empty file is one chunk with the header.
+pub fn artifact_chunks(
+    bytes: &[u8],
+    chunk: usize,
+    header: pb::CheckpointChunk,
+) -> Vec<pb::CheckpointChunk> {
+    let mut pieces = bytes.chunks(chunk.max(1));
+    let first = pb::CheckpointChunk {
+        data: pieces.next().unwrap_or_default().to_vec(),
+        ..header
+    };
+    std::iter::once(first)
+        .chain(pieces.map(|c| pb::CheckpointChunk {
+            data: c.to_vec(),
+            ..Default::default()
+        }))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_chunks_carry_the_header_once_and_every_byte_in_order() {
+        let header = pb::CheckpointChunk {
+            epoch: 3,
+            size: 2500,
+            sha256: "ab".into(),
+            ..Default::default()
+        };
+        let bytes: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        let chunks = artifact_chunks(&bytes, 1000, header.clone());
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(
+            (chunks[0].epoch, chunks[0].size, chunks[0].sha256.as_str()),
+            (3, 2500, "ab")
+        );
+        assert!(chunks[1..]
+            .iter()
+            .all(|c| c.size == 0 && c.sha256.is_empty()));
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(joined, bytes);
+        let empty = artifact_chunks(&[], 1000, header);
+        assert_eq!(
+            (empty.len(), empty[0].epoch, empty[0].data.len()),
+            (1, 3, 0)
+        );
+    }
 
     #[test]
     fn metrics_round_trip_through_the_wire_type() {

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use sweep_proto::convert::{artifact_chunks, CHUNK_BYTES};
 use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
 use sweep_proto::tls::{ClientTls, TlsError};
 use sweep_proto::{EpochMetrics, TrialResult, TrialSpec};
@@ -175,8 +176,6 @@ fn train_lease(
     })
 }
 
-/// Chunks a checkpoint is sent in (the coordinator takes messages up to 4 MiB).
-const CHUNK_BYTES: usize = 1 << 20;
 /// Largest checkpoint accepted from the coordinator (its own limit).
 const MAX_CHECKPOINT_BYTES: u64 = 512 << 20;
 
@@ -388,20 +387,16 @@ impl Session<'_> {
         bytes: Vec<u8>,
     ) {
         let (size, sha256) = (bytes.len() as u64, checkpoint::sha256_hex(&bytes));
-        let mut chunks: Vec<pb::CheckpointChunk> = bytes
-            .chunks(CHUNK_BYTES)
-            .map(|c| pb::CheckpointChunk {
-                data: c.to_vec(),
-                ..Default::default()
-            })
-            .collect();
-        if chunks.is_empty() {
-            chunks.push(pb::CheckpointChunk::default());
-        }
-        chunks[0].worker_id = self.id.clone();
-        chunks[0].lease = Some(lease_ref(key));
-        (chunks[0].epoch, chunks[0].size, chunks[0].sha256) = (epoch, size, sha256);
-        chunks[0].kind = kind as i32;
+        let header = pb::CheckpointChunk {
+            worker_id: self.id.clone(),
+            lease: Some(lease_ref(key)),
+            epoch,
+            size,
+            sha256,
+            kind: kind as i32,
+            ..Default::default()
+        };
+        let chunks = artifact_chunks(&bytes, CHUNK_BYTES, header);
         match self
             .client
             .save_checkpoint(tokio_stream::iter(chunks))

@@ -235,6 +235,31 @@ impl Sgd {
     }
 }
 
+/// The moment updates of variable `i` that PyTorch's and Keras' Adam share:
+/// m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2; returns v, or with AMSGrad (`v_max`) the
+/// running maximum of v, for the denominator.
+fn moments(
+    m: &mut [Tensor],
+    v: &mut [Tensor],
+    v_max: &mut Option<Vec<Tensor>>,
+    i: usize,
+    grad: &Tensor,
+    (b1, b2): (f64, f64),
+) -> Tensor {
+    let _ = m[i].g_mul_scalar_(b1);
+    let _ = m[i].g_add_(&(grad * (1.0 - b1)));
+    let _ = v[i].g_mul_scalar_(b2);
+    let _ = v[i].g_add_(&(grad * grad * (1.0 - b2)));
+    match v_max {
+        Some(v_max) => {
+            let bigger = v_max[i].maximum(&v[i]);
+            v_max[i].copy_(&bigger);
+            v_max[i].shallow_clone()
+        }
+        None => v[i].shallow_clone(),
+    }
+}
+
 /// PyTorch's Adam, AMSGrad and AdamW (b1 0.9, b2 0.999, eps 1e-8), step t = 1, 2, ...:
 ///
 /// ```text
@@ -288,20 +313,14 @@ impl Adam {
             } else if self.wd != 0.0 {
                 grad = &grad + &*var * self.wd;
             }
-            let m = &mut self.m[i];
-            let _ = m.g_mul_scalar_(b1);
-            let _ = m.g_add_(&(&grad * (1.0 - b1)));
-            let v = &mut self.v[i];
-            let _ = v.g_mul_scalar_(b2);
-            let _ = v.g_add_(&(&grad * &grad * (1.0 - b2)));
-            let second = match &mut self.v_max {
-                Some(v_max) => {
-                    let bigger = v_max[i].maximum(&self.v[i]);
-                    v_max[i].copy_(&bigger);
-                    v_max[i].shallow_clone()
-                }
-                None => self.v[i].shallow_clone(),
-            };
+            let second = moments(
+                &mut self.m,
+                &mut self.v,
+                &mut self.v_max,
+                i,
+                &grad,
+                (b1, b2),
+            );
             let denom = second.sqrt() / bc2.sqrt() + Self::EPS;
             let _ = self.vars[i].g_sub_(&(&self.m[i] / denom * (self.lr / bc1)));
         }
@@ -406,20 +425,14 @@ impl KerasAdam {
                 if !grad.defined() {
                     continue;
                 }
-                let m = &mut self.m[i];
-                let _ = m.g_mul_scalar_(b1);
-                let _ = m.g_add_(&(&grad * (1.0 - b1)));
-                let v = &mut self.v[i];
-                let _ = v.g_mul_scalar_(b2);
-                let _ = v.g_add_(&(&grad * &grad * (1.0 - b2)));
-                let second = match &mut self.v_max {
-                    Some(v_max) => {
-                        let bigger = v_max[i].maximum(&self.v[i]);
-                        v_max[i].copy_(&bigger);
-                        v_max[i].shallow_clone()
-                    }
-                    None => self.v[i].shallow_clone(),
-                };
+                let second = moments(
+                    &mut self.m,
+                    &mut self.v,
+                    &mut self.v_max,
+                    i,
+                    &grad,
+                    (b1, b2),
+                );
                 let update = &self.m[i] * lr_t / (second.sqrt() + self.eps);
                 let _ = self.vars[i].g_sub_(&update);
             }
