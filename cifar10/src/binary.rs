@@ -4,8 +4,6 @@
 use super::{Batch, DataError, CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES};
 use std::path::Path;
 
-const RECORD: usize = 1 + IMAGE_BYTES;
-
 pub fn read_batch(path: &Path) -> Result<Batch, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     parse_batch(&bytes, path)
@@ -13,20 +11,33 @@ pub fn read_batch(path: &Path) -> Result<Batch, DataError> {
 
 /// A batch from a binary file's bytes; `path` only names it in errors.
 pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<Batch, DataError> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
+    parse_records(bytes, path, 1, 0)
+}
+
+/// Records of `label_bytes` label bytes and 3072 pixel bytes; the label kept is byte
+/// `label_at` (CIFAR-100 stores the coarse label, then the fine one).
+pub fn parse_records(
+    bytes: &[u8],
+    path: &Path,
+    label_bytes: usize,
+    label_at: usize,
+) -> Result<Batch, DataError> {
+    let record = label_bytes + IMAGE_BYTES;
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(DataError::corrupt(
             path,
-            format!("size {} bytes is not a positive multiple of {RECORD} (1 label byte + {IMAGE_BYTES} pixels)", bytes.len()),
+            format!("size {} bytes is not a positive multiple of {record} ({label_bytes} label byte(s) + {IMAGE_BYTES} pixels)", bytes.len()),
         ));
     }
-    let n = bytes.len() / RECORD;
+    let n = bytes.len() / record;
     let mut batch = Batch {
         images: Vec::with_capacity(n * IMAGE_BYTES),
         labels: Vec::with_capacity(n),
+        image_bytes: IMAGE_BYTES,
     };
-    for record in bytes.chunks_exact(RECORD) {
-        batch.labels.push(record[0]);
-        batch.images.extend_from_slice(&record[1..]);
+    for r in bytes.chunks_exact(record) {
+        batch.labels.push(r[label_at]);
+        batch.images.extend_from_slice(&r[label_bytes..]);
     }
     Ok(batch)
 }
@@ -37,17 +48,22 @@ pub fn read_classes(dir: &Path) -> Result<Vec<String>, DataError> {
     if !path.exists() {
         return Ok(CLASS_NAMES.map(String::from).to_vec());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+    read_names(&path, NUM_CLASSES)
+}
+
+/// One class name per non-empty line of the text file at `path`, which must list `count`.
+pub fn read_names(path: &Path, count: usize) -> Result<Vec<String>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    if names.len() != NUM_CLASSES {
+    if names.len() != count {
         return Err(DataError::corrupt(
-            &path,
-            format!("lists {} class names, expected {NUM_CLASSES}", names.len()),
+            path,
+            format!("lists {} class names, expected {count}", names.len()),
         ));
     }
     Ok(names)

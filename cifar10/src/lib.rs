@@ -1,13 +1,17 @@
-//! CIFAR-10 on disk: finding it, reading both official layouts, summarising it, fetching it.
+//! Datasets on disk: CIFAR-10 and CIFAR-100 in both official layouts, and image folders
+//! (`train/<class>/*`, `test/<class>/*`, decoded in Rust and cached); finding, reading,
+//! summarising, fetching (CIFAR-10).
 //!
-//! Images are kept exactly as the files store them: one flat 3072-byte row per image
-//! (1024 R, 1024 G, 1024 B, each 32x32 row-major). Turning rows into tensors (layout,
-//! grayscale, normalisation) is the worker's job, on the training device.
+//! Images are kept as planes, one flat row per image: C planes of H x W bytes, row-major (for
+//! CIFAR 1024 R, 1024 G, 1024 B, each 32x32, exactly as the files store them). Turning rows
+//! into tensors (layout, grayscale, normalisation) is the worker's job, on the training device.
 //!
 //! This crate does not link libtorch, so the readers can be fuzzed on their own (`fuzz/`).
 
 pub mod binary;
+pub mod cifar100;
 pub mod fetch;
+pub mod imagefolder;
 mod locate;
 pub mod pickle;
 pub mod python;
@@ -15,7 +19,8 @@ pub mod python;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-pub use locate::{find_data_dir, missing_message, DATA_ENV};
+pub use locate::{find_data_dir, find_data_for, missing_message, DataArg, DATA_ENV};
+pub use sweep_proto::DatasetKind;
 
 pub const IMAGE_BYTES: usize = 3072;
 pub const PIXELS: usize = 1024;
@@ -34,8 +39,10 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{} is not a valid CIFAR-10 file: {reason}", path.display())]
+    #[error("{} is not a valid dataset file: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Folder { path: PathBuf, reason: String },
     #[error("download failed: {0}")]
     Fetch(String),
 }
@@ -56,25 +63,86 @@ impl DataError {
     }
 }
 
-/// Which official layout a directory holds.
+/// Which layout a directory holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `cifar-10-batches-bin/`: records of 1 label byte + 3072 pixel bytes.
+    #[serde(rename = "binary")]
     Binary,
     /// `cifar-10-batches-py/`: Python 2 cPickle dicts, as the original study loaded them.
+    #[serde(rename = "python")]
     Python,
+    /// `cifar-100-binary/`: records of a coarse and a fine label byte + 3072 pixel bytes.
+    #[serde(rename = "cifar100-binary")]
+    Cifar100Binary,
+    /// `cifar-100-python/`: pickled dicts with `fine_labels` and `coarse_labels`.
+    #[serde(rename = "cifar100-python")]
+    Cifar100Python,
+    /// `train/<class>/*` and `test/<class>/*` PNG and JPEG files.
+    #[serde(rename = "imagefolder")]
+    ImageFolder,
+}
+
+/// Channels, height and width of every image of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Shape {
+    /// CIFAR's 3 x 32 x 32.
+    pub const CIFAR: Shape = Shape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+
+    pub fn square(channels: usize, side: usize) -> Shape {
+        Shape {
+            channels,
+            height: side,
+            width: side,
+        }
+    }
+
+    /// Bytes per image.
+    pub fn bytes(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    pub fn pixels(&self) -> usize {
+        self.height * self.width
+    }
 }
 
 /// Flat images and their labels.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
-    /// `len() == labels.len() * IMAGE_BYTES`.
+    /// `len() == labels.len() * image_bytes`.
     pub images: Vec<u8>,
     pub labels: Vec<u8>,
+    /// Bytes per image.
+    pub image_bytes: usize,
+}
+
+impl Default for Batch {
+    /// An empty batch of CIFAR-sized images.
+    fn default() -> Self {
+        Batch::new(IMAGE_BYTES)
+    }
 }
 
 impl Batch {
+    pub fn new(image_bytes: usize) -> Batch {
+        Batch {
+            images: Vec::new(),
+            labels: Vec::new(),
+            image_bytes,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -84,7 +152,7 @@ impl Batch {
     }
 
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+        &self.images[i * self.image_bytes..(i + 1) * self.image_bytes]
     }
 
     fn append(&mut self, other: Batch) {
@@ -92,19 +160,19 @@ impl Batch {
         self.labels.extend_from_slice(&other.labels);
     }
 
-    /// Checks sizes and label range; `path` names the file the batch came from.
-    pub fn check(&self, path: &Path) -> Result<(), DataError> {
+    /// Checks sizes and that labels are below `classes`; `path` names the batch's file.
+    pub fn check(&self, path: &Path, classes: usize) -> Result<(), DataError> {
         if self.is_empty() {
             return Err(DataError::corrupt(path, "it holds no images"));
         }
-        if self.images.len() != self.labels.len() * IMAGE_BYTES {
+        if self.images.len() != self.labels.len() * self.image_bytes {
             return Err(DataError::corrupt(
                 path,
                 format!(
                     "{} labels but {} pixel bytes (expected {} per image)",
                     self.labels.len(),
                     self.images.len(),
-                    IMAGE_BYTES
+                    self.image_bytes
                 ),
             ));
         }
@@ -112,24 +180,26 @@ impl Batch {
             .labels
             .iter()
             .enumerate()
-            .find(|(_, &l)| l as usize >= NUM_CLASSES)
+            .find(|(_, &l)| l as usize >= classes)
         {
             return Err(DataError::corrupt(
                 path,
-                format!("image {i} has label {l}, expected 0 to 9"),
+                format!("image {i} has label {l}, expected 0 to {}", classes - 1),
             ));
         }
         Ok(())
     }
 }
 
-/// A loaded dataset: the first `train_batches` training files merged, and the test file.
+/// A loaded dataset: the training images (for CIFAR-10 the first `train_batches` files
+/// merged) and the test images.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub format: Format,
-    /// The directory holding the batch files.
+    /// The directory holding the batch files (or the image folder).
     pub dir: PathBuf,
     pub classes: Vec<String>,
+    pub shape: Shape,
     pub train: Batch,
     pub test: Batch,
 }
@@ -141,29 +211,74 @@ impl Dataset {
         let (format, dir) = locate::batch_dir(root)?;
         let reader: &dyn Fn(&Path) -> Result<Batch, DataError> = match format {
             Format::Binary => &binary::read_batch,
-            Format::Python => &python::read_batch,
+            _ => &python::read_batch,
         };
         let mut train = Batch::default();
         for n in 1..=train_batches.clamp(1, TRAIN_BATCHES) {
             let path = dir.join(locate::train_file(format, n));
             let batch = reader(&path)?;
-            batch.check(&path)?;
+            batch.check(&path, NUM_CLASSES)?;
             train.append(batch);
         }
         let test_path = dir.join(locate::test_file(format));
         let test = reader(&test_path)?;
-        test.check(&test_path)?;
+        test.check(&test_path, NUM_CLASSES)?;
         let classes = match format {
             Format::Binary => binary::read_classes(&dir)?,
-            Format::Python => python::read_classes(&dir)?,
+            _ => python::read_classes(&dir)?,
         };
         Ok(Dataset {
             format,
             dir,
             classes,
+            shape: Shape::CIFAR,
             train,
             test,
         })
+    }
+
+    /// Loads the dataset a trial names from `root`: CIFAR-10 (the first `train_batches`
+    /// files), CIFAR-100 (fine or coarse labels) or an image folder, whose file list must
+    /// still have the fingerprint the trial was planned with; its images are resized to
+    /// `image_size` squares (decoded once, then read from the cache beside the folder).
+    pub fn open(
+        root: &Path,
+        kind: DatasetKind,
+        image_size: u32,
+        train_batches: u32,
+    ) -> Result<Dataset, DataError> {
+        match kind {
+            DatasetKind::Cifar10 => Dataset::load(root, train_batches),
+            DatasetKind::Cifar100 => cifar100::load(root, false),
+            DatasetKind::Cifar100Coarse => cifar100::load(root, true),
+            DatasetKind::ImageFolder(fingerprint) => {
+                let folder = imagefolder::Folder::scan(root)?;
+                if folder.fingerprint() != fingerprint {
+                    return Err(DataError::Folder {
+                        path: root.to_path_buf(),
+                        reason: format!(
+                            "its files have changed since the trial was planned (file-list fingerprint {:016x}, the trial's {fingerprint:016x}); plan the sweep again",
+                            folder.fingerprint()
+                        ),
+                    });
+                }
+                folder.load(image_size as usize, &imagefolder::Cache::Beside)
+            }
+        }
+    }
+
+    /// What a directory holds, for `worker data check`: an image folder (`train/` and
+    /// `test/` with class folders), CIFAR-100, or else CIFAR-10.
+    pub fn detect(root: &Path) -> DatasetKind {
+        if imagefolder::looks_like(root) {
+            imagefolder::Folder::scan(root)
+                .map(|f| DatasetKind::ImageFolder(f.fingerprint()))
+                .unwrap_or(DatasetKind::ImageFolder(0))
+        } else if cifar100::locate(root).is_some() {
+            DatasetKind::Cifar100
+        } else {
+            DatasetKind::Cifar10
+        }
     }
 
     /// SHA-256 (hex) over what a trial sees: class names, then the training and the test
@@ -188,12 +303,13 @@ impl Dataset {
         Summary {
             format: self.format,
             dir: self.dir.clone(),
+            shape: self.shape,
             train: self.train.len(),
             test: self.test.len(),
             classes: self.classes.clone(),
-            train_class_counts: class_counts(&self.train.labels),
-            test_class_counts: class_counts(&self.test.labels),
-            pixel_mean_rgb: channel_means(&self.train.images),
+            train_class_counts: class_counts(&self.train.labels, self.classes.len()),
+            test_class_counts: class_counts(&self.test.labels, self.classes.len()),
+            pixel_mean_rgb: channel_means(&self.train.images, self.shape),
         }
     }
 }
@@ -203,32 +319,35 @@ impl Dataset {
 pub struct Summary {
     pub format: Format,
     pub dir: PathBuf,
+    pub shape: Shape,
     pub train: usize,
     pub test: usize,
     pub classes: Vec<String>,
     pub train_class_counts: Vec<u64>,
     pub test_class_counts: Vec<u64>,
     /// Mean of all training pixels per channel, on the 0..255 scale.
-    pub pixel_mean_rgb: [f64; 3],
+    pub pixel_mean_rgb: Vec<f64>,
 }
 
-fn class_counts(labels: &[u8]) -> Vec<u64> {
-    let mut counts = vec![0u64; NUM_CLASSES];
+fn class_counts(labels: &[u8], classes: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; classes];
     for &l in labels {
-        counts[l as usize] += 1;
+        if let Some(c) = counts.get_mut(l as usize) {
+            *c += 1;
+        }
     }
     counts
 }
 
-fn channel_means(images: &[u8]) -> [f64; 3] {
-    let mut sums = [0u64; 3];
-    for row in images.chunks_exact(IMAGE_BYTES) {
-        for (c, plane) in row.chunks_exact(PIXELS).enumerate() {
+fn channel_means(images: &[u8], shape: Shape) -> Vec<f64> {
+    let mut sums = vec![0u64; shape.channels];
+    for row in images.chunks_exact(shape.bytes()) {
+        for (c, plane) in row.chunks_exact(shape.pixels()).enumerate() {
             sums[c] += plane.iter().map(|&p| p as u64).sum::<u64>();
         }
     }
-    let n = (images.len() / IMAGE_BYTES * PIXELS).max(1) as f64;
-    sums.map(|s| s as f64 / n)
+    let n = (images.len() / shape.bytes() * shape.pixels()).max(1) as f64;
+    sums.into_iter().map(|s| s as f64 / n).collect()
 }
 
 #[cfg(any(test, feature = "testdata"))]
@@ -276,7 +395,10 @@ mod tests {
         let s = Dataset::load(dir.path(), 5).unwrap().summary();
         assert_eq!((s.train, s.test), (50, 4));
         assert_eq!(s.train_class_counts.iter().sum::<u64>(), 50);
-        assert_eq!(s.train_class_counts, class_counts(&data.all_train_labels()));
+        assert_eq!(
+            s.train_class_counts,
+            class_counts(&data.all_train_labels(), 10)
+        );
         // synthetic() fills R, G and B planes with distinct constant offsets.
         let expect = expected_means(&data);
         for c in 0..3 {

@@ -1,7 +1,7 @@
 //! Finding the dataset: `--data`, then `$CIFAR10_DATA`, then `./data`. A directory may be the
 //! batch directory itself or its parent (what the official archives unpack to).
 
-use super::{DataError, Format};
+use super::{cifar100, imagefolder, DataError, DatasetKind, Format};
 use std::path::{Path, PathBuf};
 
 /// Environment variable naming the dataset directory.
@@ -13,14 +13,14 @@ const PY_DIR: &str = "cifar-10-batches-py";
 pub fn train_file(format: Format, n: u32) -> String {
     match format {
         Format::Binary => format!("data_batch_{n}.bin"),
-        Format::Python => format!("data_batch_{n}"),
+        _ => format!("data_batch_{n}"),
     }
 }
 
 pub fn test_file(format: Format) -> &'static str {
     match format {
         Format::Binary => "test_batch.bin",
-        Format::Python => "test_batch",
+        _ => "test_batch",
     }
 }
 
@@ -76,4 +76,64 @@ pub fn find_data_dir(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
         tried.join(", "),
         missing_message(&default)
     )))
+}
+
+/// A `--data` value or a sweep's data hint: a directory, or `imagefolder:DIR`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataArg {
+    pub dir: PathBuf,
+    /// Written with the `imagefolder:` prefix.
+    pub image_folder: bool,
+}
+
+impl DataArg {
+    pub fn parse(s: &str) -> DataArg {
+        match s.strip_prefix(sweep_proto::IMAGEFOLDER_PREFIX) {
+            Some(dir) => DataArg {
+                dir: PathBuf::from(dir),
+                image_folder: true,
+            },
+            None => DataArg {
+                dir: PathBuf::from(s),
+                image_folder: false,
+            },
+        }
+    }
+
+    pub fn from_path(p: &Path) -> DataArg {
+        DataArg::parse(&p.to_string_lossy())
+    }
+}
+
+/// Picks the directory a trial on `kind` loads: the explicit one, else (for CIFAR)
+/// `$CIFAR10_DATA`, else `./data`. An image folder must be named (`--data imagefolder:DIR`
+/// or the sweep's `data`).
+pub fn find_data_for(explicit: Option<&Path>, kind: DatasetKind) -> Result<PathBuf, DataError> {
+    let explicit = explicit.map(DataArg::from_path);
+    match kind {
+        DatasetKind::Cifar10 => find_data_dir(explicit.as_ref().map(|a| a.dir.as_path())),
+        DatasetKind::ImageFolder(_) => {
+            let Some(arg) = explicit else {
+                return Err(DataError::NotFound(
+                    "the trial trains on an image folder, but none was named: pass --data imagefolder:DIR (or set the sweep's data)".into(),
+                ));
+            };
+            imagefolder::Folder::scan(&arg.dir)?;
+            Ok(arg.dir)
+        }
+        DatasetKind::Cifar100 | DatasetKind::Cifar100Coarse => {
+            let mut candidates: Vec<PathBuf> = explicit.map(|a| a.dir).into_iter().collect();
+            if candidates.is_empty() {
+                if let Some(env) = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()) {
+                    candidates.push(PathBuf::from(env));
+                }
+                candidates.push(PathBuf::from("data"));
+            }
+            let first = candidates[0].clone();
+            candidates
+                .into_iter()
+                .find(|d| cifar100::locate(d).is_some())
+                .ok_or_else(|| DataError::NotFound(cifar100::missing_message(&first)))
+        }
+    }
 }

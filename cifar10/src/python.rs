@@ -54,6 +54,17 @@ pub fn read_batch(path: &Path) -> Result<Batch, DataError> {
 
 /// A batch from a pickle's bytes; `path` only names it in errors.
 pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<Batch, DataError> {
+    parse_labelled(bytes, path, "labels", NUM_CLASSES)
+}
+
+/// A batch whose labels (below `classes`) are the dict's `label_key` list (CIFAR-100:
+/// `fine_labels` or `coarse_labels`).
+pub fn parse_labelled(
+    bytes: &[u8],
+    path: &Path,
+    label_key: &str,
+    classes: usize,
+) -> Result<Batch, DataError> {
     let dict = load_bytes(bytes, path)?;
     let array = pickle::as_ndarray(&field(path, &dict, "data")?)
         .map_err(|e| DataError::corrupt(path, format!("`data`: {e}")))?;
@@ -83,7 +94,7 @@ pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<Batch, DataError> {
             ),
         ));
     }
-    let labels = int_list(path, &field(path, &dict, "labels")?, "labels")?;
+    let labels = int_list(path, &field(path, &dict, label_key)?, label_key)?;
     if labels.len() != array.shape[0] {
         return Err(DataError::corrupt(
             path,
@@ -96,36 +107,45 @@ pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<Batch, DataError> {
         .map(|(i, &l)| {
             u8::try_from(l)
                 .ok()
-                .filter(|&l| (l as usize) < NUM_CLASSES)
+                .filter(|&l| (l as usize) < classes)
                 .ok_or_else(|| {
-                    DataError::corrupt(path, format!("image {i} has label {l}, expected 0 to 9"))
+                    DataError::corrupt(
+                        path,
+                        format!("image {i} has label {l}, expected 0 to {}", classes - 1),
+                    )
                 })
         })
         .collect::<Result<Vec<u8>, _>>()?;
     Ok(Batch {
         images: array.data.as_ref().clone(),
         labels,
+        image_bytes: IMAGE_BYTES,
     })
 }
 
 pub fn read_classes(dir: &Path) -> Result<Vec<String>, DataError> {
-    let path = dir.join("batches.meta");
+    read_names(&dir.join("batches.meta"), "label_names", NUM_CLASSES)
+}
+
+/// The `key` list of strings in the pickled dict at `path`, which must hold `count` names.
+pub fn read_names(path: &Path, key: &str, count: usize) -> Result<Vec<String>, DataError> {
+    let path = path.to_path_buf();
     let meta = load(&path)?;
-    let Value::List(names) = field(&path, &meta, "label_names")? else {
-        return Err(DataError::corrupt(&path, "`label_names` is not a list"));
+    let Value::List(names) = field(&path, &meta, key)? else {
+        return Err(DataError::corrupt(&path, format!("`{key}` is not a list")));
     };
     let names: Vec<String> = names
         .borrow()
         .iter()
         .map(|v| {
             v.as_text()
-                .ok_or_else(|| DataError::corrupt(&path, "`label_names` holds a non-string"))
+                .ok_or_else(|| DataError::corrupt(&path, format!("`{key}` holds a non-string")))
         })
         .collect::<Result<_, _>>()?;
-    if names.len() != NUM_CLASSES {
+    if names.len() != count {
         return Err(DataError::corrupt(
             &path,
-            format!("lists {} class names, expected {NUM_CLASSES}", names.len()),
+            format!("lists {} class names, expected {count}", names.len()),
         ));
     }
     Ok(names)

@@ -248,3 +248,156 @@ pub fn write_small_binary(root: &Path, per_batch: usize, test: usize) -> Synthet
     write_binary(root, &data);
     data
 }
+
+/// A small synthetic CIFAR-100: images as for CIFAR-10, fine labels 0..100 and coarse ones
+/// 0..20 (fine / 5, as the official superclasses group five classes each).
+pub struct Synthetic100 {
+    pub train_images: Vec<u8>,
+    pub train_fine: Vec<u8>,
+    pub train_coarse: Vec<u8>,
+    pub test_images: Vec<u8>,
+    pub test_fine: Vec<u8>,
+    pub test_coarse: Vec<u8>,
+}
+
+pub fn synthetic100(train: usize, test: usize) -> Synthetic100 {
+    let split = |n: usize, offset: usize| {
+        let images: Vec<u8> = (0..n).flat_map(|i| image(offset + i)).collect();
+        let fine: Vec<u8> = (0..n).map(|i| ((offset + i) * 7 % 100) as u8).collect();
+        let coarse = fine.iter().map(|f| f / 5).collect();
+        (images, fine, coarse)
+    };
+    let (train_images, train_fine, train_coarse) = split(train, 0);
+    let (test_images, test_fine, test_coarse) = split(test, 77_000);
+    Synthetic100 {
+        train_images,
+        train_fine,
+        train_coarse,
+        test_images,
+        test_fine,
+        test_coarse,
+    }
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}_{i}")).collect()
+}
+
+pub fn write_cifar100_binary(root: &Path, data: &Synthetic100) {
+    let dir = root.join("cifar-100-binary");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, images: &[u8], fine: &[u8], coarse: &[u8]| {
+        let mut out = Vec::new();
+        for (i, img) in images.chunks(IMAGE_BYTES).enumerate() {
+            out.extend([coarse[i], fine[i]]);
+            out.extend_from_slice(img);
+        }
+        std::fs::write(dir.join(name), out).unwrap();
+    };
+    write(
+        "train.bin",
+        &data.train_images,
+        &data.train_fine,
+        &data.train_coarse,
+    );
+    write(
+        "test.bin",
+        &data.test_images,
+        &data.test_fine,
+        &data.test_coarse,
+    );
+    std::fs::write(
+        dir.join("fine_label_names.txt"),
+        names("fine", 100).join("\n") + "\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("coarse_label_names.txt"),
+        names("coarse", 20).join("\n") + "\n",
+    )
+    .unwrap();
+}
+
+pub fn write_cifar100_python(root: &Path, data: &Synthetic100) {
+    let dir = root.join("cifar-100-python");
+    std::fs::create_dir_all(&dir).unwrap();
+    let batch = |images: &[u8], fine: &[u8], coarse: &[u8], label: &str| {
+        let n = fine.len();
+        let mut p = Py2::new();
+        p.out.push(b'}');
+        p.put();
+        p.out.push(b'(');
+        p.key("filenames");
+        let files: Vec<String> = (0..n).map(|i| format!("synthetic_{i:05}.png")).collect();
+        p.list(&files, |p, f| {
+            p.string(f.as_bytes());
+            p.put();
+        });
+        p.key("batch_label");
+        p.string(label.as_bytes());
+        p.put();
+        p.key("fine_labels");
+        p.list(fine, |p, &l| p.int(l as u32));
+        p.key("coarse_labels");
+        p.list(coarse, |p, &l| p.int(l as u32));
+        p.key("data");
+        p.ndarray_u8(n, IMAGE_BYTES, images);
+        p.finish()
+    };
+    let train = batch(
+        &data.train_images,
+        &data.train_fine,
+        &data.train_coarse,
+        "training batch 1 of 1",
+    );
+    let test = batch(
+        &data.test_images,
+        &data.test_fine,
+        &data.test_coarse,
+        "testing batch 1 of 1",
+    );
+    std::fs::write(dir.join("train"), train).unwrap();
+    std::fs::write(dir.join("test"), test).unwrap();
+    let mut p = Py2::new();
+    p.out.push(b'}');
+    p.put();
+    p.out.push(b'(');
+    p.key("fine_label_names");
+    p.list(&names("fine", 100), |p, n| {
+        p.string(n.as_bytes());
+        p.put();
+    });
+    p.key("coarse_label_names");
+    p.list(&names("coarse", 20), |p, n| {
+        p.string(n.as_bytes());
+        p.put();
+    });
+    std::fs::write(dir.join("meta"), p.finish()).unwrap();
+}
+
+/// Writes an image folder of `per_class` training and `test_per_class` test PNGs per class
+/// (`side` x `side` RGB, distinct deterministic pixels), classes named `classes`.
+pub fn write_image_folder(
+    root: &Path,
+    classes: &[&str],
+    per_class: usize,
+    test_per_class: usize,
+    side: u32,
+) {
+    for (split, n) in [("train", per_class), ("test", test_per_class)] {
+        for (c, class) in classes.iter().enumerate() {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let seed = (c * 1000 + i + if split == "test" { 500 } else { 0 }) as u32;
+                let img = image::RgbImage::from_fn(side, side, |x, y| {
+                    let v = |k: u32| {
+                        ((seed * 37 + x * 11 + y * 5 + k * 60 + c as u32 * 40) % 256) as u8
+                    };
+                    image::Rgb([v(0), v(1), v(2)])
+                });
+                img.save(dir.join(format!("img{i:04}.png"))).unwrap();
+            }
+        }
+    }
+}

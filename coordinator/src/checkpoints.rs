@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use sweep_proto::ModuleHash;
 
 /// A sweep's `[checkpoints]`: when its running trials save one. After `every_epochs` epochs
 /// since the last, or after an epoch that ends `every_seconds` or more after it (0: off).
@@ -165,6 +166,48 @@ impl Checkpoints {
         self.index().remove(trial);
         let _ = std::fs::remove_file(self.file(trial));
         let _ = std::fs::remove_file(self.sidecar(trial));
+    }
+
+    /// Where the TorchScript module `hash` is kept (content-addressed, never pruned: a module
+    /// is small beside the results that name it).
+    pub fn module_path(&self, hash: ModuleHash) -> PathBuf {
+        self.dir.join("modules").join(format!("{hash}.pt"))
+    }
+
+    /// Copies the module file at `src` into the store, checking it still has `hash`.
+    /// Blocking.
+    pub fn store_module(&self, hash: ModuleHash, src: &Path) -> Result<(), String> {
+        let dst = self.module_path(hash);
+        if dst.is_file() {
+            return Ok(());
+        }
+        let bytes = std::fs::read(src).map_err(|e| format!("{}: {e}", src.display()))?;
+        if ModuleHash::of(&bytes) != hash {
+            return Err(format!(
+                "{} changed while the sweep was submitted; submit it again",
+                src.display()
+            ));
+        }
+        let dir = self.dir.join("modules");
+        let tmp = dir.join(format!("{hash}.pt.tmp"));
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &dst)
+        };
+        write().map_err(|e| format!("cannot store module {hash} in {}: {e}", dir.display()))
+    }
+
+    /// A stored module's bytes, checked against its hash. Blocking.
+    pub fn read_module(&self, hash: ModuleHash) -> Result<Vec<u8>, String> {
+        let path = self.module_path(hash);
+        let bytes = std::fs::read(&path).map_err(|e| format!("module {hash}: {e}"))?;
+        if ModuleHash::of(&bytes) != hash {
+            return Err(format!("module {hash} in {} is damaged", path.display()));
+        }
+        Ok(bytes)
     }
 
     /// Deletes the checkpoints of every trial `keep` says no to (ended trials); returns how

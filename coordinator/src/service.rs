@@ -370,6 +370,12 @@ impl Handle {
     /// where the core holds it ended (never a running lease).
     pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
         let _admin = self.admin_change();
+        // Workers fetch the modules from here: they are stored before any trial can lease.
+        for (hash, path) in &sweep.modules {
+            self.checkpoints
+                .store_module(*hash, path)
+                .map_err(StoreError::Module)?;
+        }
         let (stale, stored) = {
             let mut store = self.store();
             let stale = store.add_sweep(sweep, rerun)?;
@@ -857,6 +863,7 @@ type ChunkStream =
 #[tonic::async_trait]
 impl Coordinator for Handle {
     type LoadCheckpointStream = ChunkStream;
+    type FetchModuleStream = ChunkStream;
 
     async fn save_checkpoint(
         &self,
@@ -1002,6 +1009,38 @@ impl Coordinator for Handle {
             epoch: meta.epoch,
             size: meta.size,
             sha256: meta.sha256,
+            ..Default::default()
+        };
+        let chunks = artifact_chunks(&bytes, CHUNK_BYTES, header);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn fetch_module(
+        &self,
+        req: Request<pb::FetchModuleRequest>,
+    ) -> Result<Response<Self::FetchModuleStream>, Status> {
+        let r = req.into_inner();
+        let (trial, _) = self.holds(&r.worker_id, r.lease)?;
+        let model = self.lock().core.trial(&trial).map(|t| t.spec.model);
+        let Some(sweep_proto::Model::TorchScript(hash)) = model else {
+            return Err(Status::failed_precondition(format!(
+                "trial {trial} does not train a TorchScript module"
+            )));
+        };
+        let store = self.checkpoints.clone();
+        let bytes = tokio::task::spawn_blocking(move || store.read_module(hash))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                tracing::warn!(%trial, "{e}");
+                Status::not_found(e)
+            })?;
+        tracing::info!(%trial, %hash, bytes = bytes.len(), "sending a TorchScript module");
+        let header = pb::CheckpointChunk {
+            size: bytes.len() as u64,
+            sha256: checkpoints::sha256_hex(&bytes),
             ..Default::default()
         };
         let chunks = artifact_chunks(&bytes, CHUNK_BYTES, header);

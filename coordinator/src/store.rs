@@ -25,6 +25,9 @@ pub enum StoreError {
     },
     #[error("cannot start the database writer: {0}")]
     Thread(String),
+    /// A sweep's TorchScript module could not be stored beside the checkpoints.
+    #[error("{0}")]
+    Module(String),
     #[error("database {path}: corrupt row for trial {trial}: {reason}")]
     Corrupt {
         path: String,

@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! name = "quick"
-//! data = "../data"              # dataset directory (relative to this file), or "fetch"
+//! data = "../data"              # dataset directory (relative to this file), "fetch", or
+//!                               # "imagefolder:DIR" (train/<class>/*, test/<class>/*)
 //! rank_by = "test_accuracy"     # or "best_val_accuracy"
 //! direction = "max"
 //! repeats = 1                   # the same config with N seeds (seed, seed+1, ...)
@@ -45,7 +46,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use sweep_proto::{SpecError, TrialSpec};
+use sweep_proto::{
+    DatasetKind, ModuleHash, SpecError, TrialSpec, IMAGEFOLDER_PREFIX, TORCHSCRIPT_PREFIX,
+};
 use toml::Spanned;
 
 /// Above this many trials `plan`/`sweep` refuse without `--force`.
@@ -220,7 +223,13 @@ pub struct Sweep {
     pub checkpoints: crate::checkpoints::Policy,
     /// `keep_models` (and `keep_best`).
     pub keep_models: KeepModels,
+    /// The TorchScript modules the trials name (`model = "torchscript:PATH"`), by hash, with
+    /// the file each was read from.
+    pub modules: Vec<(ModuleHash, PathBuf)>,
 }
+
+/// Largest TorchScript module file a sweep may name.
+pub const MAX_MODULE_BYTES: u64 = 512 << 20;
 
 /// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
 pub fn trial_id(spec: &TrialSpec) -> String {
@@ -326,7 +335,10 @@ pub fn parse_bytes(bytes: Vec<u8>, path: &Path) -> Result<Sweep, SweepError> {
 /// before expanding it, expand the grid (or random samples) minus the excludes, add the
 /// includes, and name the axes.
 pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
-    let p = Parser::read(text, file)?;
+    let (text, modules) = resolve_modules(text, file)?;
+    let text = text.as_str();
+    let mut p = Parser::read(text, file)?;
+    p.image_folder()?;
     p.check_entries()?;
     p.check_size()?;
     let mut plan = Plan::new(p.raw.repeats);
@@ -349,7 +361,90 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
     sweep.keep_models = keep_models;
     sweep.early_stopping = early_stopping;
     sweep.checkpoints = checkpoints;
+    sweep.modules = modules;
     Ok(sweep)
+}
+
+/// Every `model = "torchscript:PATH"` value (PATH relative to the sweep file) becomes
+/// `torchscript:<hash of the file>` in the text, so the trials name the module's content and
+/// the rest of parsing sees resolved values. Returns the text and the modules read.
+fn resolve_modules(
+    text: &str,
+    file: &Path,
+) -> Result<(String, Vec<(ModuleHash, PathBuf)>), SweepError> {
+    // Syntax errors are reported by the parser proper, with their place.
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok((text.to_string(), Vec::new()));
+    };
+    let mut written = Vec::new();
+    collect_module_values(&toml::Value::Table(table), false, &mut written);
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut out = text.to_string();
+    let mut modules: Vec<(ModuleHash, PathBuf)> = Vec::new();
+    for value in written {
+        let rest = &value[TORCHSCRIPT_PREFIX.len()..];
+        let path = base.join(rest);
+        let at = text
+            .find(&value)
+            .map(|i| line_col(text, i.saturating_sub(1)));
+        let fail = |message: String| SweepError {
+            file: file.to_path_buf(),
+            position: at,
+            message,
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| {
+                fail(format!(
+                    "model `{value}`: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?
+            .len();
+        if size > MAX_MODULE_BYTES {
+            return Err(fail(format!(
+                "model `{value}`: {size} bytes, above the {} MiB limit for TorchScript modules",
+                MAX_MODULE_BYTES >> 20
+            )));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| {
+            fail(format!(
+                "model `{value}`: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let hash = ModuleHash::of(&bytes);
+        let resolved = format!("{TORCHSCRIPT_PREFIX}{hash}");
+        for q in ['"', '\''] {
+            out = out.replace(&format!("{q}{value}{q}"), &format!("\"{resolved}\""));
+        }
+        if !modules.iter().any(|(h, _)| *h == hash) {
+            modules.push((hash, path));
+        }
+    }
+    Ok((out, modules))
+}
+
+/// The `torchscript:PATH` strings (not yet hashes) under `model` keys, anywhere in the file.
+fn collect_module_values(v: &toml::Value, under_model: bool, out: &mut Vec<String>) {
+    match v {
+        toml::Value::String(s) if under_model => {
+            let rest = s.strip_prefix(TORCHSCRIPT_PREFIX);
+            if rest.is_some_and(|r| ModuleHash::from_hex(r).is_none()) && !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                collect_module_values(item, under_model, out);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, item) in t {
+                collect_module_values(item, k == "model", out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// An include's trial, label and reported value.
@@ -396,6 +491,39 @@ impl<'a> Parser<'a> {
             defaults,
             axes,
         })
+    }
+
+    /// `data = "imagefolder:DIR"`: every trial trains on the folder, named in its id by the
+    /// fingerprint of its file list (the trials may not set `dataset` themselves).
+    fn image_folder(&mut self) -> Result<(), SweepError> {
+        let Some(dir) = self
+            .raw
+            .data
+            .as_deref()
+            .and_then(|d| d.strip_prefix(IMAGEFOLDER_PREFIX))
+        else {
+            return Ok(());
+        };
+        let sets_dataset = self
+            .raw
+            .defaults
+            .keys()
+            .chain(self.raw.grid.keys())
+            .chain(self.raw.include.iter().flat_map(|i| i.keys()))
+            .find(|k| k.get_ref() == "dataset");
+        if let Some(k) = sets_dataset {
+            return Err(self.err(
+                Some(k.span()),
+                format!("`dataset` is set by `data = \"{IMAGEFOLDER_PREFIX}{dir}\"`; remove it"),
+            ));
+        }
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let folder = cifar10::imagefolder::Folder::scan(&base.join(dir))
+            .map_err(|e| self.err(None, format!("data = \"{IMAGEFOLDER_PREFIX}{dir}\": {e}")))?;
+        let kind = DatasetKind::ImageFolder(folder.fingerprint());
+        self.defaults
+            .insert("dataset".into(), toml::Value::String(kind.to_string()));
+        Ok(())
     }
 
     fn err(&self, span: Option<std::ops::Range<usize>>, message: String) -> SweepError {
@@ -810,6 +938,8 @@ impl<'a> Parser<'a> {
             data: self.raw.data.map(|d| {
                 if d == FETCH {
                     PathBuf::from(FETCH)
+                } else if let Some(dir) = d.strip_prefix(IMAGEFOLDER_PREFIX) {
+                    PathBuf::from(format!("{IMAGEFOLDER_PREFIX}{}", base.join(dir).display()))
                 } else {
                     base.join(d)
                 }
@@ -821,6 +951,7 @@ impl<'a> Parser<'a> {
             early_stopping: None,
             checkpoints: Default::default(),
             keep_models: Default::default(),
+            modules: Vec::new(),
         }
     }
 }

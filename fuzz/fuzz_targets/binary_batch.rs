@@ -8,6 +8,6 @@ fuzz_target!(|data: &[u8]| {
     let path = Path::new("data_batch_1.bin");
     if let Ok(batch) = cifar10::binary::parse_batch(data, path) {
         assert_eq!(batch.images.len(), batch.labels.len() * cifar10::IMAGE_BYTES);
-        let _ = batch.check(path);
+        let _ = batch.check(path, 10);
     }
 });

@@ -9,6 +9,6 @@ fuzz_target!(|data: &[u8]| {
     let path = Path::new("data_batch_1");
     let _ = cifar10::pickle::load(data);
     if let Ok(batch) = cifar10::python::parse_batch(data, path) {
-        let _ = batch.check(path);
+        let _ = batch.check(path, 10);
     }
 });

@@ -62,6 +62,7 @@ impl From<&TrialResult> for pb::TrialResult {
                 per_class_accuracy: t.per_class_accuracy.clone(),
                 confusion: t.confusion.iter().flatten().copied().collect(),
                 images: t.images,
+                class_names: t.class_names.clone(),
             }),
             best_val_accuracy: r.best_val_accuracy,
             train_images: r.train_images,
@@ -131,6 +132,7 @@ impl TryFrom<pb::TrialResult> for TrialResult {
                     per_class_accuracy: t.per_class_accuracy,
                     confusion: t.confusion.chunks(classes).map(<[u64]>::to_vec).collect(),
                     images: t.images,
+                    class_names: t.class_names,
                 })
             }
         };
@@ -286,6 +288,7 @@ mod tests {
                 per_class_accuracy: vec![0.5, 0.5],
                 confusion: vec![vec![1, 1], vec![1, 1]],
                 images: 4,
+                class_names: vec!["a".into(), "b".into()],
             }),
             best_val_accuracy: Some(0.1),
             train_images: 10,

@@ -35,8 +35,9 @@ pub use result::{
     TRAINER_SEMANTICS,
 };
 pub use trial::{
-    Augment, ColorMode, DeviceRequest, Layout, Loss, Model, Normalization, Optimizer, Precision,
-    Schedule, Semantics, SpecError, TrialSpec,
+    Augment, ColorMode, DatasetKind, DeviceRequest, Layout, Loss, Model, ModuleHash, Normalization,
+    Optimizer, Precision, Schedule, Semantics, SpecError, TrialSpec, CIFAR_IMAGE_SIZE,
+    IMAGEFOLDER_PREFIX, TORCHSCRIPT_PREFIX,
 };
 
 /// Generated protobuf/gRPC code.

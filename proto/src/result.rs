@@ -57,6 +57,10 @@ pub struct TestMetrics {
     /// `confusion[true_class][predicted_class]` image counts.
     pub confusion: Vec<Vec<u64>>,
     pub images: u64,
+    /// The dataset's class names in label order (empty in results from before they were
+    /// sent: those are CIFAR-10's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
 }
 
 /// The whole outcome of a trial.
@@ -222,6 +226,18 @@ impl TestMetrics {
             return Err(bad(
                 "test.confusion",
                 format!("not a {classes}x{classes} matrix"),
+            ));
+        }
+        if !self.class_names.is_empty() && self.class_names.len() != classes {
+            return Err(bad(
+                "test.class_names",
+                format!("{} names for {classes} classes", self.class_names.len()),
+            ));
+        }
+        if let Some(n) = self.class_names.iter().find(|n| n.len() > 256) {
+            return Err(bad(
+                "test.class_names",
+                format!("a name of {} bytes (at most 256)", n.len()),
             ));
         }
         let total = self

@@ -41,12 +41,158 @@ pub enum Model {
     /// ResNet-9 in the style of the fast CIFAR-10 trainers (Page's DAWNBench entry): 64-128-
     /// 256-512 channels, two residual blocks, max pooling, a scaled linear head. 6.6M weights.
     Fast,
+    /// The user's own TorchScript module, named by the SHA-256 of its file (the first 16
+    /// bytes). Sweep files and `worker train` accept `torchscript:PATH` and resolve it to
+    /// `torchscript:<32 hex digits>`, so the file's content, not its name, is in the trial id.
+    TorchScript(ModuleHash),
+}
+
+/// The first 16 bytes of a TorchScript file's SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleHash(pub [u8; 16]);
+
+impl ModuleHash {
+    /// The hash of a module file's bytes.
+    pub fn of(bytes: &[u8]) -> ModuleHash {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(bytes);
+        let mut h = [0u8; 16];
+        h.copy_from_slice(&digest[..16]);
+        ModuleHash(h)
+    }
+
+    /// 32 lower-case hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(s: &str) -> Option<ModuleHash> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut h = [0u8; 16];
+        for (i, byte) in h.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(ModuleHash(h))
+    }
+}
+
+impl fmt::Display for ModuleHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+/// `model = "torchscript:..."`: what follows the prefix is a file path until resolved.
+pub const TORCHSCRIPT_PREFIX: &str = "torchscript:";
+
+/// The dataset a trial trains on. The directory comes from the sweep's `data` (or the
+/// worker's `--data`); this says what must be found there, so that trials on different data
+/// never share an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DatasetKind {
+    /// CIFAR-10 in either official layout.
+    #[default]
+    Cifar10,
+    /// CIFAR-100 in either official layout, with its 100 fine labels.
+    Cifar100,
+    /// CIFAR-100 with its 20 coarse (superclass) labels.
+    Cifar100Coarse,
+    /// An image folder (`train/<class>/*`, `test/<class>/*`), identified by a fingerprint of
+    /// its file list: relative paths and sizes (see `cifar10::imagefolder`).
+    ImageFolder(u64),
+}
+
+/// `data = "imagefolder:PATH"` in sweep files and `--data imagefolder:PATH` for workers.
+pub const IMAGEFOLDER_PREFIX: &str = "imagefolder:";
+
+impl DatasetKind {
+    pub const NAMES: &'static str = "cifar10, cifar100, cifar100-coarse";
+
+    /// Number of classes, where the kind fixes it.
+    pub fn classes(&self) -> Option<usize> {
+        match self {
+            DatasetKind::Cifar10 => Some(10),
+            DatasetKind::Cifar100 => Some(100),
+            DatasetKind::Cifar100Coarse => Some(20),
+            DatasetKind::ImageFolder(_) => None,
+        }
+    }
+
+    pub fn is_cifar(&self) -> bool {
+        !matches!(self, DatasetKind::ImageFolder(_))
+    }
+}
+
+impl fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatasetKind::Cifar10 => f.write_str("cifar10"),
+            DatasetKind::Cifar100 => f.write_str("cifar100"),
+            DatasetKind::Cifar100Coarse => f.write_str("cifar100-coarse"),
+            DatasetKind::ImageFolder(fp) => write!(f, "{IMAGEFOLDER_PREFIX}{fp:016x}"),
+        }
+    }
+}
+
+impl FromStr for DatasetKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "cifar10" => DatasetKind::Cifar10,
+            "cifar100" => DatasetKind::Cifar100,
+            "cifar100-coarse" => DatasetKind::Cifar100Coarse,
+            _ => match s.strip_prefix(IMAGEFOLDER_PREFIX) {
+                Some(fp) if fp.len() == 16 => u64::from_str_radix(fp, 16)
+                    .map(DatasetKind::ImageFolder)
+                    .map_err(|_| format!("`{s}`: the fingerprint must be 16 hex digits"))?,
+                Some(_) => {
+                    return Err(format!(
+                        "`{s}`: image folders are named by the sweep's `data = \"imagefolder:PATH\"` (or the worker's --data), which sets this key"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "unknown dataset `{s}`; expected one of: {}",
+                        DatasetKind::NAMES
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl TryFrom<String> for DatasetKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DatasetKind> for String {
+    fn from(d: DatasetKind) -> String {
+        d.to_string()
+    }
+}
+
+impl Serialize for DatasetKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DatasetKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Model {
     pub const RESNET_DEPTHS: [u32; 5] = [20, 32, 44, 56, 110];
     pub const NAMES: &'static str =
-        "dense, seed-cnn, resnet20, resnet32, resnet44, resnet56, resnet110, fast";
+        "dense, seed-cnn, resnet20, resnet32, resnet44, resnet56, resnet110, fast, torchscript:PATH";
 }
 
 impl fmt::Display for Model {
@@ -56,6 +202,7 @@ impl fmt::Display for Model {
             Model::SeedCnn => f.write_str("seed-cnn"),
             Model::ResNet(depth) => write!(f, "resnet{depth}"),
             Model::Fast => f.write_str("fast"),
+            Model::TorchScript(h) => write!(f, "{TORCHSCRIPT_PREFIX}{h}"),
         }
     }
 }
@@ -67,6 +214,17 @@ impl FromStr for Model {
             "dense" => Model::Dense,
             "seed-cnn" => Model::SeedCnn,
             "fast" => Model::Fast,
+            _ if s.starts_with(TORCHSCRIPT_PREFIX) => {
+                let rest = &s[TORCHSCRIPT_PREFIX.len()..];
+                match ModuleHash::from_hex(rest) {
+                    Some(h) => Model::TorchScript(h),
+                    None => {
+                        return Err(format!(
+                            "`{s}` is not resolved: a sweep file or `worker train` turns torchscript:PATH into the file's hash (here the path would be `{rest}`)"
+                        ))
+                    }
+                }
+            }
             _ => match s.strip_prefix("resnet").and_then(|d| d.parse::<u32>().ok()) {
                 Some(depth) if Model::RESNET_DEPTHS.contains(&depth) => Model::ResNet(depth),
                 _ => {
@@ -252,11 +410,26 @@ fn is_fp32(p: &Precision) -> bool {
 fn is_pytorch(s: &Semantics) -> bool {
     *s == Semantics::Pytorch
 }
+fn is_cifar10(d: &DatasetKind) -> bool {
+    *d == DatasetKind::Cifar10
+}
+fn is_32(v: &u32) -> bool {
+    *v == 32
+}
+
+/// Image side length of the CIFAR datasets.
+pub const CIFAR_IMAGE_SIZE: u32 = 32;
 
 /// Everything one trial can set. TOML field names are the struct's field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrialSpec {
+    /// Which dataset (see [`DatasetKind`]); image folders are set by the sweep's `data`.
+    #[serde(skip_serializing_if = "is_cifar10")]
+    pub dataset: DatasetKind,
+    /// Side length images are resized to on load (image folders; CIFAR images are 32).
+    #[serde(skip_serializing_if = "is_32")]
+    pub image_size: u32,
     pub model: Model,
     pub color: ColorMode,
     pub layout: Layout,
@@ -305,6 +478,8 @@ pub struct TrialSpec {
 impl Default for TrialSpec {
     fn default() -> Self {
         TrialSpec {
+            dataset: DatasetKind::Cifar10,
+            image_size: CIFAR_IMAGE_SIZE,
             model: Model::SeedCnn,
             color: ColorMode::Color,
             layout: Layout::Standard,
@@ -359,6 +534,7 @@ impl TrialSpec {
 
     /// Checks every value a worker would reject, naming the key.
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.validate_data()?;
         if !(1..=5).contains(&self.train_batches) {
             return Err(invalid(
                 "train_batches",
@@ -476,9 +652,50 @@ impl TrialSpec {
         self.validate_semantics()
     }
 
+    fn validate_data(&self) -> Result<(), SpecError> {
+        if self.dataset.is_cifar() && self.image_size != CIFAR_IMAGE_SIZE {
+            return Err(invalid(
+                "image_size",
+                self.image_size,
+                format!(
+                    "{} images are {CIFAR_IMAGE_SIZE}x{CIFAR_IMAGE_SIZE}; image_size applies to image folders",
+                    self.dataset
+                ),
+            ));
+        }
+        if !(8..=512).contains(&self.image_size) {
+            return Err(invalid("image_size", self.image_size, "must be 8 to 512"));
+        }
+        if self.model == Model::SeedCnn && self.image_size % 8 != 0 {
+            return Err(invalid(
+                "image_size",
+                self.image_size,
+                "seed-cnn pools by 4 and 2, so it needs a multiple of 8",
+            ));
+        }
+        if self.dataset != DatasetKind::Cifar10 && self.train_batches != 5 {
+            return Err(invalid(
+                "train_batches",
+                self.train_batches,
+                format!(
+                    "selects CIFAR-10's five training files; {} has one (use train_images)",
+                    self.dataset
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_semantics(&self) -> Result<(), SpecError> {
         if self.semantics != Semantics::Keras {
             return Ok(());
+        }
+        if let Model::TorchScript(_) = self.model {
+            return Err(invalid(
+                "semantics",
+                "keras",
+                "applies to the built-in models; a TorchScript module keeps its own initialisation",
+            ));
         }
         if !matches!(self.optimizer, Optimizer::Adam | Optimizer::Amsgrad) {
             return Err(invalid(

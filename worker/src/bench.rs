@@ -5,7 +5,7 @@
 //! `bench/train_speed.py` does exactly the same work in PyTorch eager so the two can be
 //! compared side by side on the same torch install.
 
-use crate::data::{Batch, Dataset, Format, CLASS_NAMES, IMAGE_BYTES};
+use crate::data::{Batch, Dataset, Format, Shape, CLASS_NAMES, IMAGE_BYTES};
 use crate::train::{self, Event};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -35,6 +35,7 @@ fn random_batch(n: usize, rng: &mut impl Rng) -> Batch {
     Batch {
         images,
         labels: (0..n).map(|_| rng.random_range(0..10u8)).collect(),
+        image_bytes: IMAGE_BYTES,
     }
 }
 
@@ -64,6 +65,7 @@ pub fn run(config: BenchConfig, device: Device) -> Result<BenchResult, String> {
         format: Format::Binary,
         dir: "random".into(),
         classes: CLASS_NAMES.map(String::from).to_vec(),
+        shape: Shape::CIFAR,
         train: random_batch(images, &mut rng),
         test: random_batch(batch_size as usize, &mut rng),
     };

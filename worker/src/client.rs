@@ -9,6 +9,7 @@
 use crate::checkpoint;
 use crate::data::{self, Dataset};
 use crate::device;
+use crate::torchscript;
 use crate::train::{self, failed, Control, Event};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -122,12 +123,17 @@ fn train_lease(
     }
     // The coordinator's hint is a path on its machine: use it only where it holds the data,
     // else fall back to $CIFAR10_DATA and ./data.
-    let hint = Some(PathBuf::from(&lease.data_hint))
-        .filter(|h| !lease.data_hint.is_empty() && data::find_data_dir(Some(h)).is_ok());
-    let dir = match data::find_data_dir(opts_data.clone().or(hint).as_deref()) {
+    let hint = Some(PathBuf::from(&lease.data_hint)).filter(|h| {
+        !lease.data_hint.is_empty() && data::find_data_for(Some(h), spec.dataset).is_ok()
+    });
+    let dir = match data::find_data_for(opts_data.clone().or(hint).as_deref(), spec.dataset) {
         Ok(d) => d,
         // The sweep says `data = "fetch"`: download the official archive into ./data.
-        Err(_) if opts_data.is_none() && lease.data_hint == "fetch" => {
+        Err(_)
+            if opts_data.is_none()
+                && lease.data_hint == "fetch"
+                && spec.dataset == sweep_proto::DatasetKind::Cifar10 =>
+        {
             match data::fetch::fetch(
                 &data::fetch::Archive::official(),
                 std::path::Path::new("data"),
@@ -139,7 +145,7 @@ fn train_lease(
         }
         Err(e) => return failed(e.to_string(), device),
     };
-    let dataset = match Dataset::load(&dir, spec.train_batches) {
+    let dataset = match Dataset::open(&dir, spec.dataset, spec.image_size, spec.train_batches) {
         Ok(d) => d,
         Err(e) => return failed(e.to_string(), device),
     };
@@ -330,6 +336,11 @@ impl Session<'_> {
             let control = Arc::new(control);
             trials.running.insert(key.clone(), control.clone());
             let (tx, data, device) = (trials.tx.clone(), self.opts.data.clone(), self.opts.device);
+            if let Err(why) = self.fetch_module(&key, &lease.spec_toml).await {
+                let reason = format!("the trial's TorchScript module was not received: {why}");
+                let _ = tx.send(Msg::Done(key, Box::new(train::failed(reason, device))));
+                continue;
+            }
             std::thread::spawn(move || {
                 let result = train_lease(&lease, data, device, &control, &tx);
                 let _ = tx.send(Msg::Done(key, Box::new(result)));
@@ -340,7 +351,7 @@ impl Session<'_> {
 
     /// The coordinator's checkpoint of a leased trial, checked against its SHA-256.
     async fn load_checkpoint(&mut self, key: &Key) -> Result<Vec<u8>, String> {
-        let mut chunks = self
+        let chunks = self
             .client
             .load_checkpoint(pb::LoadCheckpointRequest {
                 worker_id: self.id.clone(),
@@ -349,32 +360,37 @@ impl Session<'_> {
             .await
             .map_err(|e| e.message().to_string())?
             .into_inner();
-        let mut bytes = Vec::new();
-        let (mut size, mut sha) = (0u64, String::new());
-        while let Some(c) = chunks
-            .message()
+        receive(chunks, MAX_CHECKPOINT_BYTES).await
+    }
+
+    /// Puts the TorchScript module a leased trial trains into the module cache, from the
+    /// coordinator, unless it is there already.
+    async fn fetch_module(&mut self, key: &Key, spec_toml: &str) -> Result<(), String> {
+        let Ok(spec) = TrialSpec::from_toml(spec_toml) else {
+            return Ok(()); // train_lease reports the bad spec
+        };
+        let sweep_proto::Model::TorchScript(hash) = spec.model else {
+            return Ok(());
+        };
+        if torchscript::have(hash) {
+            return Ok(());
+        }
+        let chunks = self
+            .client
+            .fetch_module(pb::FetchModuleRequest {
+                worker_id: self.id.clone(),
+                lease: Some(lease_ref(key)),
+            })
             .await
             .map_err(|e| e.message().to_string())?
-        {
-            if bytes.is_empty() && size == 0 {
-                (size, sha) = (c.size, c.sha256);
-                if size > MAX_CHECKPOINT_BYTES {
-                    return Err(format!("{size} bytes is more than a checkpoint can be"));
-                }
-            }
-            if bytes.len() as u64 + c.data.len() as u64 > size {
-                return Err(format!("more than the {size} bytes announced"));
-            }
-            bytes.extend_from_slice(&c.data);
-        }
-        let got = checkpoint::sha256_hex(&bytes);
-        if bytes.len() as u64 != size || got != sha {
-            return Err(format!(
-                "it arrived as {} bytes with SHA-256 {got}, not {size} bytes with {sha}",
-                bytes.len()
-            ));
-        }
-        Ok(bytes)
+            .into_inner();
+        let bytes = receive(chunks, torchscript::MAX_MODULE_BYTES).await?;
+        let bytes_len = bytes.len();
+        tokio::task::spawn_blocking(move || torchscript::store(&bytes, Some(hash)))
+            .await
+            .map_err(|e| e.to_string())??;
+        tracing::info!(trial = %key.0, %hash, bytes = bytes_len, "received a TorchScript module");
+        Ok(())
     }
 
     /// Sends a checkpoint or a model in chunks; a failure costs only the resume or the
@@ -645,6 +661,39 @@ pub async fn run(
         flag.cancel.store(true, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// An artifact streamed in chunks (the first announces size and SHA-256), checked.
+async fn receive(
+    mut chunks: tonic::Streaming<pb::CheckpointChunk>,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let (mut size, mut sha) = (0u64, String::new());
+    while let Some(c) = chunks
+        .message()
+        .await
+        .map_err(|e| e.message().to_string())?
+    {
+        if bytes.is_empty() && size == 0 {
+            (size, sha) = (c.size, c.sha256);
+            if size > limit {
+                return Err(format!("{size} bytes is more than the {limit} accepted"));
+            }
+        }
+        if bytes.len() as u64 + c.data.len() as u64 > size {
+            return Err(format!("more than the {size} bytes announced"));
+        }
+        bytes.extend_from_slice(&c.data);
+    }
+    let got = checkpoint::sha256_hex(&bytes);
+    if bytes.len() as u64 != size || got != sha {
+        return Err(format!(
+            "it arrived as {} bytes with SHA-256 {got}, not {size} bytes with {sha}",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

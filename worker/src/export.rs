@@ -4,7 +4,7 @@
 //! shape and the normalisation). The JSON also travels inside the safetensors header
 //! (`__metadata__["sweep_model"]`), so the one file sent to the coordinator is complete.
 //!
-//! Inputs are `[N, C, 32, 32]` float tensors: pixels on the 0..255 scale, grayscale as the
+//! Inputs are `[N, C, S, S]` float tensors (S = the trial's `image_size`, 32 for CIFAR): pixels on the 0..255 scale, grayscale as the
 //! trial's `color` says, then normalised by `normalization` (`standard`: (x - mean) / std
 //! per channel, with the training split's statistics stored here; `scale`: x / 255).
 
@@ -104,7 +104,7 @@ pub fn write_dir(dir: &Path, bytes: &[u8]) -> Result<ModelInfo, String> {
 pub struct Loaded {
     pub info: ModelInfo,
     pub vs: nn::VarStore,
-    pub model: nn::SequentialT,
+    pub model: Box<dyn tch::nn::ModuleT>,
 }
 
 pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
@@ -116,10 +116,16 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (info, tensors) = decode(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let channels = info.trial.input_channels();
-    if info.classes.len() != crate::data::NUM_CLASSES
+    let size = info.trial.image_size as i64;
+    if !(2..=crate::data::imagefolder::MAX_CLASSES).contains(&info.classes.len())
+        || info
+            .trial
+            .dataset
+            .classes()
+            .is_some_and(|n| n != info.classes.len())
         || info.mean.len() != channels as usize
         || info.std.len() != channels as usize
-        || info.input != [channels, 32, 32]
+        || info.input != [channels, size, size]
     {
         return Err(format!(
             "{}: the model's description does not fit its trial ({} classes, {} means, {} stds, input {:?} for {channels} channel(s))",
@@ -131,23 +137,31 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
         ));
     }
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = crate::models::build(
-        &vs.root(),
-        info.trial.model,
-        info.trial.input_channels(),
-        info.trial.semantics,
-    );
+    let io = crate::models::Io {
+        channels,
+        size,
+        classes: info.classes.len() as i64,
+    };
+    let model = crate::models::build(&vs.root(), info.trial.model, io, info.trial.semantics)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     checkpoint::load_model(&vs, &tensors).map_err(|e| format!("{}: {e}", file.display()))?;
     vs.set_device(device);
     Ok(Loaded { info, vs, model })
 }
 
 impl Loaded {
-    /// Images as CIFAR-10 rows (3,072 bytes each: the R, G and B planes of 32x32), prepared
-    /// as the trial's pipeline prepares test images.
+    /// Side length of the images the model takes.
+    pub fn side(&self) -> usize {
+        self.info.trial.image_size as usize
+    }
+
+    /// Images as rows of R, G and B planes of `side()` x `side()` (CIFAR: 3,072 bytes),
+    /// prepared as the trial's pipeline prepares test images.
     pub fn inputs(&self, rows: &[u8], n: usize) -> Result<Tensor, String> {
         let t = &self.info.trial;
-        let x = pipeline::rows_to_tensor(rows, n, t.layout, t.color).map_err(|e| e.to_string())?;
+        let shape = crate::data::Shape::square(3, self.side());
+        let x = pipeline::rows_to_tensor(rows, n, shape, t.layout, t.color)
+            .map_err(|e| e.to_string())?;
         let shape = [1, self.info.mean.len() as i64, 1, 1];
         let mean = Tensor::from_slice(&self.info.mean)
             .to_kind(Kind::Float)

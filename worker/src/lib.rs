@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod predict;
 pub mod provenance;
 pub mod schedule;
+pub mod torchscript;
 pub mod train;
 pub mod trial_panic;
 

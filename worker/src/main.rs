@@ -102,7 +102,8 @@ enum Command {
     Train {
         /// Trial file; every key is optional (see docs/TRIAL.md).
         trial: PathBuf,
-        /// Dataset directory (default: $CIFAR10_DATA, then ./data).
+        /// Dataset directory (default: $CIFAR10_DATA, then ./data), or `imagefolder:DIR`
+        /// for an image folder (train/<class>/*, test/<class>/*).
         #[arg(long)]
         data: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
@@ -182,10 +183,18 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
 
 #[derive(Subcommand)]
 enum DataCommand {
-    /// Print a JSON summary: format, image and class counts, mean pixel per channel.
+    /// Print a JSON summary: format, image and class counts, mean pixel per channel. Finds
+    /// CIFAR-10, CIFAR-100 (fine labels; --coarse for the 20 superclasses) or an image folder
+    /// (decoded at --image-size, which also fills its cache).
     Check {
         #[arg(long)]
         data: Option<PathBuf>,
+        /// CIFAR-100: count the 20 coarse labels.
+        #[arg(long)]
+        coarse: bool,
+        /// Image folders: the side length images are resized to.
+        #[arg(long, default_value_t = 32)]
+        image_size: u32,
     },
     /// Download and unpack the official binary archive (170 MB, MD5-checked).
     Fetch {
@@ -256,10 +265,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Data {
-            command: DataCommand::Check { data },
+            command:
+                DataCommand::Check {
+                    data,
+                    coarse,
+                    image_size,
+                },
         } => {
-            let dir = find_or_offer_fetch(data.as_deref())?;
-            let summary = Dataset::load(&dir, data::TRAIN_BATCHES)?.summary();
+            let arg = data.as_deref().map(data::DataArg::from_path);
+            let kind = match &arg {
+                Some(a) => match Dataset::detect(&a.dir) {
+                    data::DatasetKind::Cifar100 if coarse => data::DatasetKind::Cifar100Coarse,
+                    _ if a.image_folder => data::DatasetKind::ImageFolder(0),
+                    k => k,
+                },
+                None => data::DatasetKind::Cifar10,
+            };
+            let summary = match kind {
+                data::DatasetKind::Cifar10 => {
+                    let dir = find_or_offer_fetch(arg.as_ref().map(|a| a.dir.as_path()))?;
+                    Dataset::load(&dir, data::TRAIN_BATCHES)?
+                }
+                data::DatasetKind::ImageFolder(_) => {
+                    let dir = arg.map(|a| a.dir).unwrap_or_default();
+                    data::imagefolder::Folder::scan(&dir)?
+                        .load(image_size as usize, &data::imagefolder::Cache::Beside)?
+                }
+                k => Dataset::open(&data::find_data_for(data.as_deref(), k)?, k, 32, 5)?,
+            }
+            .summary();
             print_out(&serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -414,12 +448,29 @@ fn train_cmd(
 ) -> Result<ExitCode> {
     let text = std::fs::read_to_string(trial)
         .with_context(|| format!("cannot read {}", trial.display()))?;
-    let spec = TrialSpec::from_toml(&text).with_context(|| format!("{}", trial.display()))?;
+    let base = trial.parent().unwrap_or(Path::new("."));
+    let text = worker::torchscript::resolve_trial_text(&text, base)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", trial.display()))?;
+    let mut spec = TrialSpec::from_toml(&text).with_context(|| format!("{}", trial.display()))?;
     let device = device::choose(device).map_err(anyhow::Error::msg)?;
     device::check_request(spec.device, device)
         .map_err(|e| anyhow::anyhow!("{}: {e}", trial.display()))?;
-    let dir = find_or_offer_fetch(data)?;
-    let dataset = Dataset::load(&dir, spec.train_batches)?;
+    // `--data imagefolder:DIR` names the dataset of a trial file that does not.
+    let arg = data.map(data::DataArg::from_path);
+    if let Some(a) = arg.as_ref().filter(|a| a.image_folder) {
+        if spec.dataset == data::DatasetKind::Cifar10 {
+            let folder = data::imagefolder::Folder::scan(&a.dir)?;
+            spec.dataset = data::DatasetKind::ImageFolder(folder.fingerprint());
+            spec.validate()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", trial.display()))?;
+        }
+    }
+    let dir = if spec.dataset == data::DatasetKind::Cifar10 {
+        find_or_offer_fetch(arg.as_ref().map(|a| a.dir.as_path()))?
+    } else {
+        data::find_data_for(data, spec.dataset)?
+    };
+    let dataset = Dataset::open(&dir, spec.dataset, spec.image_size, spec.train_batches)?;
     eprintln!(
         "training {} ({}, {:?} layout, {:?} normalization) on {} for {} epochs",
         spec.model,

@@ -19,8 +19,6 @@
 use sweep_proto::Loss;
 use tch::{Kind, Reduction, Tensor};
 
-use crate::data::NUM_CLASSES;
-
 /// Mean loss over the batch.
 /// The training loss; `label_smoothing` applies to cross-entropy (validation rejects it for
 /// BCE). Logits are taken in float32 whatever precision the forward pass ran in.
@@ -34,9 +32,11 @@ pub fn loss(logits: &Tensor, labels: &Tensor, kind: Loss, label_smoothing: f64) 
             -100,
             label_smoothing,
         ),
-        Loss::BinaryCrossEntropy => keras_bce_on_softmax(&logits, &one_hot(labels, Kind::Float)),
+        Loss::BinaryCrossEntropy => {
+            keras_bce_on_softmax(&logits, &one_hot(labels, &logits, Kind::Float))
+        }
         Loss::SigmoidBinaryCrossEntropy => {
-            let targets = one_hot(labels, logits.kind());
+            let targets = one_hot(labels, &logits, logits.kind());
             logits.binary_cross_entropy_with_logits::<Tensor>(&targets, None, None, Reduction::Mean)
         }
     }
@@ -67,8 +67,9 @@ fn binary_predictions(logits: &Tensor, kind: Loss) -> Option<Tensor> {
     }
 }
 
-fn one_hot(labels: &Tensor, kind: Kind) -> Tensor {
-    labels.one_hot(NUM_CLASSES as i64).to_kind(kind)
+/// One-hot targets as wide as the model's output (`logits`: `[B, classes]`).
+fn one_hot(labels: &Tensor, logits: &Tensor, kind: Kind) -> Tensor {
+    labels.one_hot(logits.size()[1]).to_kind(kind)
 }
 
 /// Sums over a set of batches, kept on the device so training never waits on the host.
@@ -102,8 +103,8 @@ impl Tally {
             &mut self.binary_correct,
             binary_predictions(&logits, self.kind),
         ) {
-            let targets = one_hot(labels, Kind::Bool);
-            *b += predicted.eq_tensor(&targets).sum(Kind::Double) / NUM_CLASSES as f64;
+            let targets = one_hot(labels, &logits, Kind::Bool);
+            *b += predicted.eq_tensor(&targets).sum(Kind::Double) / logits.size()[1] as f64;
         }
         self.images += n;
     }
@@ -128,25 +129,28 @@ impl Tally {
 /// Accumulates `confusion[true][predicted]` on the device.
 pub struct Confusion {
     counts: Tensor,
+    classes: i64,
 }
 
 impl Confusion {
-    pub fn new(device: tch::Device) -> Confusion {
+    pub fn new(device: tch::Device, classes: usize) -> Confusion {
+        let classes = classes as i64;
         Confusion {
-            counts: Tensor::zeros([(NUM_CLASSES * NUM_CLASSES) as i64], (Kind::Int64, device)),
+            counts: Tensor::zeros([classes * classes], (Kind::Int64, device)),
+            classes,
         }
     }
 
     pub fn add(&mut self, logits: &Tensor, labels: &Tensor) {
         let pred = logits.argmax(1, false);
-        let cell = labels * NUM_CLASSES as i64 + pred;
-        self.counts += cell.bincount::<Tensor>(None, (NUM_CLASSES * NUM_CLASSES) as i64);
+        let cell = labels * self.classes + pred;
+        self.counts += cell.bincount::<Tensor>(None, self.classes * self.classes);
     }
 
     pub fn matrix(&self) -> Vec<Vec<u64>> {
         let flat: Vec<i64> =
             Vec::try_from(self.counts.to_device(tch::Device::Cpu)).unwrap_or_default();
-        flat.chunks(NUM_CLASSES)
+        flat.chunks(self.classes.max(1) as usize)
             .map(|row| row.iter().map(|&v| v as u64).collect())
             .collect()
     }

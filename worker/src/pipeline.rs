@@ -6,7 +6,7 @@
 //! host-to-device copies.
 
 use crate::augment;
-use crate::data::{Batch, Dataset, IMAGE_BYTES};
+use crate::data::{Batch, Dataset, Shape};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use sweep_proto::{Augment, ColorMode, Layout, Normalization, TrialSpec};
@@ -27,7 +27,7 @@ pub enum PipelineError {
     Torch(#[from] tch::TchError),
 }
 
-/// Images `[N, C, 32, 32]` (uint8) and labels `[N]` (int64), on the device.
+/// Images `[N, C, H, W]` (uint8) and labels `[N]` (int64), on the device.
 pub struct Split {
     pub x: Tensor,
     pub y: Tensor,
@@ -79,7 +79,8 @@ impl Pipeline {
             (0..cap(&(0..data.test.len()).collect::<Vec<_>>(), spec.test_images)).collect();
 
         let to_split = |batch: &Batch, idx: &[usize]| -> Result<Split, PipelineError> {
-            let x = images_to_tensor(batch, idx, spec.layout, spec.color)?.f_to_device(device)?;
+            let x = images_to_tensor(batch, data.shape, idx, spec.layout, spec.color)?
+                .f_to_device(device)?;
             let labels: Vec<i64> = idx.iter().map(|&i| batch.labels[i] as i64).collect();
             Ok(Split {
                 x,
@@ -136,41 +137,50 @@ pub fn normalize(x: &Tensor, how: Normalization, mean: &Tensor, std: &Tensor) ->
     }
 }
 
-/// Builds a `[n, C, 32, 32]` uint8 tensor from the selected flat rows.
+/// Builds a `[n, C, H, W]` uint8 tensor from the selected flat rows.
 fn images_to_tensor(
     batch: &Batch,
+    shape: Shape,
     idx: &[usize],
     layout: Layout,
     color: ColorMode,
 ) -> Result<Tensor, tch::TchError> {
-    let mut flat = Vec::with_capacity(idx.len() * IMAGE_BYTES);
+    let mut flat = Vec::with_capacity(idx.len() * batch.image_bytes);
     for &i in idx {
         flat.extend_from_slice(batch.image(i));
     }
-    rows_to_tensor(&flat, idx.len(), layout, color)
+    rows_to_tensor(&flat, idx.len(), shape, layout, color)
 }
 
-/// `n` CIFAR-10 rows (3,072 bytes each, R, G and B planes) as the `[n, C, 32, 32]` uint8
-/// images a trial with `layout` and `color` trains on.
+/// `n` rows of `shape` planes (for CIFAR 3,072 bytes each, R, G and B planes) as the
+/// `[n, C, H, W]` uint8 images a trial with `layout` and `color` trains on.
 pub fn rows_to_tensor(
     flat: &[u8],
     n: usize,
+    shape: Shape,
     layout: Layout,
     color: ColorMode,
 ) -> Result<Tensor, tch::TchError> {
     let n = n as i64;
+    let (c, h, w) = (
+        shape.channels as i64,
+        shape.height as i64,
+        shape.width as i64,
+    );
     let rows = Tensor::f_from_slice(flat)?;
     let x = match layout {
-        Layout::Standard => rows.f_view([n, 3, 32, 32])?,
+        Layout::Standard => rows.f_view([n, c, h, w])?,
         // The study's `reshape(32, 32, 3)`: consecutive bytes of the R plane become one
         // pixel's "RGB", and so on, then channels-last becomes channels-first.
         Layout::SeedReshape => rows
-            .f_view([n, 32, 32, 3])?
+            .f_view([n, h, w, c])?
             .f_permute([0, 3, 1, 2])?
             .f_contiguous()?,
     };
     Ok(match color {
         ColorMode::Color => x,
+        // A one-channel dataset is grayscale already.
+        ColorMode::Grayscale if c == 1 => x,
         ColorMode::Grayscale => {
             let w = Tensor::from_slice(&LUMA)
                 .to_kind(Kind::Float)
@@ -187,7 +197,7 @@ pub fn rows_to_tensor(
 /// Per-channel mean and standard deviation over all pixels, in float64, chunked so the
 /// float copy of 50,000 images never exists at once.
 fn channel_stats(x: &Tensor) -> Result<(Tensor, Tensor), tch::TchError> {
-    let (n, c, _, _) = x.size4()?;
+    let (n, c, h, w) = x.size4()?;
     let mut sum = Tensor::zeros([c], (Kind::Double, x.device()));
     let mut sumsq = Tensor::zeros([c], (Kind::Double, x.device()));
     let chunk = 5000;
@@ -199,7 +209,7 @@ fn channel_stats(x: &Tensor) -> Result<(Tensor, Tensor), tch::TchError> {
         sumsq += (&xf * &xf).sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Double);
         start += len;
     }
-    let count = (n * 32 * 32).max(1) as f64;
+    let count = (n * h * w).max(1) as f64;
     let mean = &sum / count;
     let var = (&sumsq / count - &mean * &mean).clamp_min(0.0);
     // A constant channel (e.g. synthetic data) must not divide by zero.

@@ -6,7 +6,6 @@ use crate::export::{self, Loaded};
 use crate::metrics::{self, Confusion, Tally};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Serialize)]
@@ -28,7 +27,9 @@ const BATCH: usize = 1000;
 pub fn eval(model: &Path, data: &Path, device: Device) -> Result<Evaluation, String> {
     let m = export::load(model, device)?;
     let spec = &m.info.trial;
-    let dataset = Dataset::load(data, 1).map_err(|e| e.to_string())?;
+    let dir = crate::data::find_data_for(Some(data), spec.dataset).map_err(|e| e.to_string())?;
+    let dataset = Dataset::open(&dir, spec.dataset, spec.image_size, spec.train_batches)
+        .map_err(|e| e.to_string())?;
     if dataset.classes.len() != m.info.classes.len() {
         return Err(format!(
             "the model knows {} classes, {} has {}",
@@ -42,11 +43,12 @@ pub fn eval(model: &Path, data: &Path, device: Device) -> Result<Evaluation, Str
         .map_or(dataset.test.len(), |c| (c as usize).min(dataset.test.len()));
     let _guard = tch::no_grad_guard();
     let mut tally = Tally::new(spec.loss, device);
-    let mut confusion = Confusion::new(device);
+    let mut confusion = Confusion::new(device, dataset.classes.len());
     let mut start = 0;
     while start < n {
         let len = BATCH.min(n - start);
-        let rows = &dataset.test.images[start * 3072..(start + len) * 3072];
+        let bytes = dataset.test.image_bytes;
+        let rows = &dataset.test.images[start * bytes..(start + len) * bytes];
         let x = m.inputs(rows, len)?;
         let y = Tensor::from_slice(&dataset.test.labels[start..start + len])
             .to_kind(Kind::Int64)
@@ -79,27 +81,12 @@ pub struct ClassProbability {
     pub probability: f64,
 }
 
-/// An image file as a CIFAR-10 row: decoded, resized to 32x32, R, G and B planes.
-pub fn image_row(path: &Path) -> Result<Vec<u8>, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .with_guessed_format()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .decode()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .to_rgb8();
-    let img = if img.dimensions() == (32, 32) {
-        img
-    } else {
-        image::imageops::resize(&img, 32, 32, image::imageops::FilterType::Triangle)
-    };
-    let mut row = vec![0u8; 3072];
-    for (x, y, p) in img.enumerate_pixels() {
-        let at = (y * 32 + x) as usize;
-        for c in 0..3 {
-            row[c * 1024 + at] = p[c];
-        }
-    }
+/// An image file as a row of R, G and B planes, resized to `side` x `side` exactly as image
+/// folders are decoded for training.
+pub fn image_row(path: &Path, side: usize) -> Result<Vec<u8>, String> {
+    let mut row = vec![0u8; 3 * side * side];
+    crate::data::imagefolder::decode_into(path, side, &mut row)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(row)
 }
 
@@ -111,9 +98,9 @@ pub fn predict(
     device: Device,
 ) -> Result<Vec<Prediction>, String> {
     let m: Loaded = export::load(model, device)?;
-    let mut rows = Vec::with_capacity(images.len() * 3072);
+    let mut rows = Vec::new();
     for path in images {
-        rows.extend(image_row(path)?);
+        rows.extend(image_row(path, m.side())?);
     }
     let _guard = tch::no_grad_guard();
     let x = m.inputs(&rows, images.len())?;
@@ -200,7 +187,7 @@ mod tests {
             image::Rgb([row[at], row[1024 + at], row[2048 + at]])
         });
         img.save(&png).unwrap();
-        assert_eq!(image_row(&png).unwrap(), row);
+        assert_eq!(image_row(&png, 32).unwrap(), row);
         let p = predict(&out, std::slice::from_ref(&png), 3, Device::Cpu).unwrap();
         let m = export::load(&out, Device::Cpu).unwrap();
         let logits = m.model.forward_t(&m.inputs(row, 1).unwrap(), false);

@@ -155,12 +155,22 @@ fn train(
     tch::manual_seed(spec.seed as i64);
     let pipe = Pipeline::new(data, spec, device).map_err(|e| e.to_string())?;
     let vs = nn::VarStore::new(device);
-    let model = models::build(
-        &vs.root(),
-        spec.model,
-        spec.input_channels(),
-        spec.semantics,
-    );
+    let io = models::Io {
+        channels: spec.input_channels(),
+        size: spec.image_size as i64,
+        classes: data.classes.len() as i64,
+    };
+    if data.shape.height != spec.image_size as usize || data.shape.width != spec.image_size as usize
+    {
+        return Err(format!(
+            "the dataset's images are {}x{}, the trial's image_size is {}",
+            data.shape.height, data.shape.width, spec.image_size
+        ));
+    }
+    let model = models::build(&vs.root(), spec.model, io, spec.semantics)?;
+    // A TorchScript module's buffers (batch-norm statistics) are not in the VarStore, which is
+    // what checkpoints and exported models save.
+    let scripted = matches!(spec.model, sweep_proto::Model::TorchScript(_));
     if spec.channels_last {
         amp::weights_channels_last(&vs);
     }
@@ -194,7 +204,12 @@ fn train(
     let mut notes: Vec<String> = precision_note.into_iter().collect();
     let mut resumed_from_epoch = None;
     notes.extend(control.resume_note.clone());
-    if let Some(bytes) = &control.resume {
+    if scripted && (control.export_model || control.resume.is_some()) {
+        notes.push(
+            "checkpoints and exported models are for the built-in models: this TorchScript trial trained from its first epoch and its weights were not kept".into(),
+        );
+    }
+    if let Some(bytes) = control.resume.as_ref().filter(|_| !scripted) {
         match resume(bytes, spec, &vs, &mut opt) {
             Ok(done) => {
                 resumed_from_epoch = Some(done.len() as u32);
@@ -265,7 +280,7 @@ fn train(
         let val = pipe
             .val
             .as_ref()
-            .map(|v| evaluate(&model, &pipe, v, spec, None));
+            .map(|v| evaluate(model.as_ref(), &pipe, v, spec, None));
         // A NaN or infinite validation loss cannot be reported as a metric (the coordinator
         // refuses it): the epoch diverged.
         if let Some(v) = val.map(|v| v.0).filter(|v| !v.is_finite()) {
@@ -297,6 +312,7 @@ fn train(
         stopped = None;
         let (since, at) = last_checkpoint;
         if epoch + 1 < spec.epochs
+            && !scripted
             && control
                 .checkpoints
                 .due(epoch + 1 - since, at.elapsed().as_secs_f64())
@@ -351,9 +367,14 @@ fn train(
         result.reason = Some(why);
     }
     observe(Event::Testing);
-    let mut confusion = Confusion::new(device);
-    let (loss, accuracy, binary_accuracy) =
-        evaluate(&model, &pipe, &pipe.test, spec, Some(&mut confusion));
+    let mut confusion = Confusion::new(device, data.classes.len());
+    let (loss, accuracy, binary_accuracy) = evaluate(
+        model.as_ref(),
+        &pipe,
+        &pipe.test,
+        spec,
+        Some(&mut confusion),
+    );
     let matrix = confusion.matrix();
     result.test = Some(TestMetrics {
         loss,
@@ -362,14 +383,15 @@ fn train(
         per_class_accuracy: metrics::per_class_accuracy(&matrix),
         confusion: matrix,
         images: pipe.test.len() as u64,
+        class_names: data.classes.clone(),
     });
-    if control.export_model {
+    if control.export_model && !scripted {
         let info = crate::export::ModelInfo {
             format: 1,
             trial_id: crate::export::trial_id(spec),
             trial: spec.clone(),
             classes: data.classes.clone(),
-            input: [spec.input_channels(), 32, 32],
+            input: [spec.input_channels(), io.size, io.size],
             mean: crate::export::channel_values(&pipe.mean),
             std: crate::export::channel_values(&pipe.std),
             test_accuracy: Some(accuracy),
@@ -418,7 +440,7 @@ fn layout(x: Tensor, spec: &TrialSpec) -> Tensor {
 
 /// (loss, top-1 accuracy, binary accuracy) over a split, in inference mode.
 fn evaluate(
-    model: &impl ModuleT,
+    model: &dyn ModuleT,
     pipe: &Pipeline,
     split: &Split,
     spec: &TrialSpec,

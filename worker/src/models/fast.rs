@@ -6,7 +6,7 @@
 //! one-cycle schedule, label smoothing 0.2, flip + pad-crop + cutout, batch 512, bf16 and
 //! channels-last on GPUs.
 
-use super::{Conv, Layers};
+use super::{Conv, Io, Layers};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -24,10 +24,10 @@ fn residual(vs: &nn::Path, layers: Layers, c: i64) -> impl ModuleT {
     nn::func_t(move |x: &Tensor, train| x + b.forward_t(&a.forward_t(x, train), train))
 }
 
-pub fn fast(vs: &nn::Path, layers: Layers, in_channels: i64) -> nn::SequentialT {
+pub fn fast(vs: &nn::Path, layers: Layers, io: Io) -> nn::SequentialT {
     let pool = |x: &Tensor| x.max_pool2d_default(2);
     nn::seq_t()
-        .add(conv_bn_relu(&(vs / "prep"), layers, in_channels, 64))
+        .add(conv_bn_relu(&(vs / "prep"), layers, io.channels, 64))
         .add(conv_bn_relu(&(vs / "layer1"), layers, 64, 128))
         .add_fn(pool)
         .add(residual(&(vs / "res1"), layers, 128))
@@ -37,6 +37,6 @@ pub fn fast(vs: &nn::Path, layers: Layers, in_channels: i64) -> nn::SequentialT 
         .add_fn(pool)
         .add(residual(&(vs / "res3"), layers, 512))
         .add_fn(|x| x.adaptive_max_pool2d([1, 1]).0.flatten(1, -1))
-        .add(layers.linear(vs / "fc", 512, 10, false))
+        .add(layers.linear(vs / "fc", 512, io.classes, false))
         .add_fn(|x| x * 0.125)
 }

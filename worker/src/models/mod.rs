@@ -1,6 +1,7 @@
 //! Model builders in the tch-rs style: each takes an `nn::Path` and returns a module.
-//! Every model maps `[B, C, 32, 32]` float images to `[B, 10]` logits; C is 3 (colour) or
-//! 1 (grayscale).
+//! Every model maps `[B, C, S, S]` float images to `[B, classes]` logits ([`Io`]); C is 3
+//! (colour) or 1 (grayscale), S is 32 for CIFAR. The user's TorchScript modules are loaded by
+//! [`crate::torchscript`].
 
 mod dense;
 mod fast;
@@ -10,25 +11,49 @@ mod seed_cnn;
 
 pub use layers::{Conv, Layers};
 use sweep_proto::{Model, Semantics};
-use tch::nn;
+use tch::nn::{self, ModuleT};
 
-/// Builds `model` for `in_channels`-channel input under `vs`, its layers started as
-/// `semantics` defines (see [`layers`]).
+/// What a model maps: `[B, channels, size, size]` images to `[B, classes]` logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Io {
+    pub channels: i64,
+    pub size: i64,
+    pub classes: i64,
+}
+
+impl Io {
+    /// CIFAR-10 images of `channels` channels.
+    pub fn cifar10(channels: i64) -> Io {
+        Io {
+            channels,
+            size: 32,
+            classes: 10,
+        }
+    }
+}
+
+/// Builds `model` for `io` under `vs`, its layers started as `semantics` defines (see
+/// [`layers`]). A TorchScript module is loaded from this worker's module cache and checked
+/// against `io` before anything trains.
 pub fn build(
     vs: &nn::Path,
     model: Model,
-    in_channels: i64,
+    io: Io,
     semantics: Semantics,
-) -> nn::SequentialT {
+) -> Result<Box<dyn ModuleT>, String> {
     let layers = Layers::new(semantics);
-    match model {
-        Model::Dense => dense::dense(vs, layers, in_channels),
-        Model::SeedCnn => seed_cnn::seed_cnn(vs, layers, in_channels),
-        Model::ResNet(depth) => {
-            resnet::cifar_resnet(vs, layers.he_normal_kernels(), depth, in_channels)
-        }
-        Model::Fast => fast::fast(vs, layers, in_channels),
-    }
+    Ok(match model {
+        Model::Dense => Box::new(dense::dense(vs, layers, io)),
+        Model::SeedCnn => Box::new(seed_cnn::seed_cnn(vs, layers, io)),
+        Model::ResNet(depth) => Box::new(resnet::cifar_resnet(
+            vs,
+            layers.he_normal_kernels(),
+            depth,
+            io,
+        )),
+        Model::Fast => Box::new(fast::fast(vs, layers, io)),
+        Model::TorchScript(hash) => Box::new(crate::torchscript::load(vs, hash, io)?),
+    })
 }
 
 /// Number of trainable scalars.
@@ -42,7 +67,6 @@ pub fn parameter_count(vs: &nn::VarStore) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::nn::ModuleT;
     use tch::{Device, Kind, Tensor};
 
     #[test]
@@ -64,9 +88,10 @@ mod tests {
                 let net = build(
                     &vs.root(),
                     name.parse().unwrap(),
-                    channels,
+                    Io::cifar10(channels),
                     Semantics::Keras,
-                );
+                )
+                .unwrap();
                 let x = Tensor::rand([2, channels, 32, 32], (Kind::Float, Device::Cpu));
                 for train in [true, false] {
                     let y = net.forward_t(&x, train);
@@ -86,7 +111,12 @@ mod tests {
         let _lock = crate::test_rng_lock();
         for name in ["resnet20", "fast"] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let _net = build(&vs.root(), name.parse().unwrap(), 3, Semantics::Pytorch);
+            let _net = build(
+                &vs.root(),
+                name.parse().unwrap(),
+                Io::cifar10(3),
+                Semantics::Pytorch,
+            );
             let mut seen = 0;
             for (var, t) in vs.variables() {
                 let expect = if var.ends_with("bn.weight") {
@@ -115,7 +145,12 @@ mod tests {
         let _lock = crate::test_rng_lock();
         let count = |name: &str, c: i64| {
             let vs = nn::VarStore::new(Device::Cpu);
-            let _net = build(&vs.root(), name.parse().unwrap(), c, Semantics::Pytorch);
+            let _net = build(
+                &vs.root(),
+                name.parse().unwrap(),
+                Io::cifar10(c),
+                Semantics::Pytorch,
+            );
             parameter_count(&vs)
         };
         // 3072*1024+1024 + 1024*256+256 + 256*64+64 + 64*10+10

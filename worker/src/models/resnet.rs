@@ -9,7 +9,7 @@
 //! layers also carry a (zero-started) bias before each batch norm, which the norm's mean
 //! subtraction cancels exactly; ours leave it out.
 
-use super::{Conv, Layers};
+use super::{Conv, Io, Layers};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -38,15 +38,10 @@ fn basic_block(vs: nn::Path, layers: Layers, c_in: i64, c_out: i64, stride: i64)
     })
 }
 
-pub fn cifar_resnet(
-    vs: &nn::Path,
-    layers: Layers,
-    depth: u32,
-    in_channels: i64,
-) -> nn::SequentialT {
+pub fn cifar_resnet(vs: &nn::Path, layers: Layers, depth: u32, io: Io) -> nn::SequentialT {
     let n = ((depth - 2) / 6) as i64;
     let mut net = nn::seq_t()
-        .add(conv_bn(&(vs / "stem"), layers, in_channels, 16, 1))
+        .add(conv_bn(&(vs / "stem"), layers, io.channels, 16, 1))
         .add_fn(|x| x.relu());
     let mut c_in = 16;
     for (stage, c_out) in [16i64, 32, 64].into_iter().enumerate() {
@@ -63,5 +58,5 @@ pub fn cifar_resnet(
         }
     }
     net.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
-        .add(layers.linear(vs / "fc", 64, 10, true))
+        .add(layers.linear(vs / "fc", 64, io.classes, true))
 }

@@ -5,7 +5,7 @@
 //! libtorch's `padding="same"` does the same by copying the input into a padded tensor (and
 //! warns about it on every run); padding explicitly is the same work without the warning.
 
-use super::{Conv, Layers};
+use super::{Conv, Io, Layers};
 use tch::{nn, Tensor};
 
 /// A "same"-padded convolution with bias (stride 1).
@@ -24,8 +24,10 @@ fn same_conv(
     }
 }
 
-pub fn seed_cnn(vs: &nn::Path, layers: Layers, in_channels: i64) -> nn::SequentialT {
-    let conv1 = same_conv(vs / "conv1", layers, in_channels, 128, 8);
+/// `io.size` must be a multiple of 8 (checked by the trial's validation).
+pub fn seed_cnn(vs: &nn::Path, layers: Layers, io: Io) -> nn::SequentialT {
+    let conv1 = same_conv(vs / "conv1", layers, io.channels, 128, 8);
+    let side = io.size / 8;
     let conv2 = same_conv(vs / "conv2", layers, 128, 256, 4);
     let conv3 = same_conv(vs / "conv3", layers, 256, 512, 2);
     nn::seq_t()
@@ -35,11 +37,11 @@ pub fn seed_cnn(vs: &nn::Path, layers: Layers, in_channels: i64) -> nn::Sequenti
         .add_fn(move |x| conv3(x).relu())
         .add_fn_t(|x, train| x.dropout(0.2, train))
         .add_fn(|x| x.flatten(1, -1))
-        .add(layers.linear(vs / "fc1", 4 * 4 * 512, 256, true))
+        .add(layers.linear(vs / "fc1", side * side * 512, 256, true))
         .add_fn(|x| x.relu())
         .add(layers.linear(vs / "fc2", 256, 64, true))
         .add_fn(|x| x.relu())
-        .add(layers.linear(vs / "fc3", 64, 10, true))
+        .add(layers.linear(vs / "fc3", 64, io.classes, true))
 }
 
 #[cfg(test)]

@@ -1,0 +1,225 @@
+//! The user's own models: TorchScript modules (`torch.jit.script` or `torch.jit.trace`, then
+//! `.save()`), trained by this worker like a built-in model.
+//!
+//! Module files are content-addressed: a trial names one by [`ModuleHash`] (the first 16
+//! bytes of the file's SHA-256), and workers keep the files they have in a cache directory
+//! (`$SWEEP_MODULE_CACHE`, else `$XDG_CACHE_HOME/sweep-worker/modules`, else
+//! `~/.cache/sweep-worker/modules`), filled from the coordinator (`FetchModule`) or, for
+//! `worker train`, from the path the trial file names.
+//!
+//! Training: the module's parameters join the trial's `VarStore` (so the optimisers, the
+//! schedule and weight decay treat them like any model's), its own initial weights are kept,
+//! and its `train()`/`eval()` mode follows the trainer. Its buffers (batch-norm statistics)
+//! live in the module: checkpoints and exported models, which save the `VarStore`, are for
+//! the built-in models.
+
+use crate::models::Io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use sweep_proto::ModuleHash;
+use tch::nn::{self, ModuleT};
+use tch::{Kind, Tensor, TrainableCModule};
+
+/// Largest module file accepted (from a coordinator or a path).
+pub const MAX_MODULE_BYTES: u64 = 512 << 20;
+
+/// Overrides where module files are cached.
+pub const CACHE_ENV: &str = "SWEEP_MODULE_CACHE";
+
+/// The directory module files are cached in.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("sweep-worker").join("modules")
+}
+
+/// Where the module with `hash` is (or would be) cached.
+pub fn path_for(hash: ModuleHash) -> PathBuf {
+    cache_dir().join(format!("{hash}.pt"))
+}
+
+/// Whether the module is in the cache (a file there is trusted: only [`store`] writes it,
+/// after checking its hash, and it is renamed into place whole).
+pub fn have(hash: ModuleHash) -> bool {
+    path_for(hash).is_file()
+}
+
+/// Puts a module file's bytes in the cache; returns their hash. `expect`: the hash they must
+/// have (a transfer from the coordinator).
+pub fn store(bytes: &[u8], expect: Option<ModuleHash>) -> Result<ModuleHash, String> {
+    let hash = ModuleHash::of(bytes);
+    if let Some(want) = expect.filter(|&w| w != hash) {
+        return Err(format!(
+            "the module received has hash {hash}, not the trial's {want}: not used"
+        ));
+    }
+    let path = path_for(hash);
+    if path.is_file() {
+        return Ok(hash);
+    }
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create the module cache {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write {}: {e}", path.display())
+        })?;
+    Ok(hash)
+}
+
+/// Reads a module file the user named (`torchscript:PATH`) into the cache.
+pub fn store_file(path: &Path) -> Result<ModuleHash, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read TorchScript module {}: {e}", path.display()))?
+        .len();
+    if size > MAX_MODULE_BYTES {
+        return Err(format!(
+            "{}: {size} bytes, above the {} MiB limit for TorchScript modules",
+            path.display(),
+            MAX_MODULE_BYTES >> 20
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read TorchScript module {}: {e}", path.display()))?;
+    store(&bytes, None)
+}
+
+/// A loaded module whose `train`/`eval` mode follows `forward_t`'s flag.
+#[derive(Debug)]
+pub struct Scripted {
+    module: Mutex<(TrainableCModule, Option<bool>)>,
+}
+
+impl ModuleT for Scripted {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut guard = self
+            .module
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (module, mode) = &mut *guard;
+        if *mode != Some(train) {
+            if train {
+                module.set_train();
+            } else {
+                module.set_eval();
+            }
+            *mode = Some(train);
+        }
+        // A module that fails is a libtorch error like any other: the trial fails with it
+        // (crate::trial_panic turns the panic into the reason).
+        match module.forward_ts(&[xs]) {
+            Ok(t) => t,
+            Err(e) => panic!("the TorchScript module failed: {e}"),
+        }
+    }
+}
+
+/// Loads the cached module `hash` with its parameters under `vs`, and checks that it maps a
+/// batch of `io` images to `[batch, io.classes]` before anything trains.
+pub fn load(vs: &nn::Path, hash: ModuleHash, io: Io) -> Result<Scripted, String> {
+    let path = path_for(hash);
+    if !path.is_file() {
+        return Err(format!(
+            "TorchScript module {hash} is not in this worker's module cache ({}); workers fetch it from the coordinator, `worker train` reads the file the trial names",
+            cache_dir().display()
+        ));
+    }
+    let module = TrainableCModule::load(&path, vs.clone())
+        .map_err(|e| format!("cannot load TorchScript module {}: {e}", path.display()))?;
+    let scripted = Scripted {
+        module: Mutex::new((module, None)),
+    };
+    let probe = Tensor::zeros(
+        [2, io.channels, io.size, io.size],
+        (Kind::Float, vs.device()),
+    );
+    let out = {
+        let _guard = tch::no_grad_guard();
+        crate::trial_panic::catch(|| Ok(scripted.forward_t(&probe, false).size()))
+    };
+    let shape = out.and_then(|r| r).map_err(|e| {
+        format!(
+            "TorchScript module {hash} cannot take a [2, {}, {}, {}] batch of images: {e}",
+            io.channels, io.size, io.size
+        )
+    })?;
+    if shape != [2, io.classes] {
+        return Err(format!(
+            "TorchScript module {hash} maps a [2, {c}, {s}, {s}] batch to {shape:?}, but the dataset has {classes} classes: it must return [batch, {classes}] logits",
+            c = io.channels,
+            s = io.size,
+            classes = io.classes
+        ));
+    }
+    Ok(scripted)
+}
+
+/// A trial file's text with `model = "torchscript:PATH"` resolved: the file (PATH relative to
+/// `base`) is put in the module cache and the value becomes `torchscript:<hash>`. Other
+/// texts come back unchanged; syntax errors are left for the trial's own parser to report.
+pub fn resolve_trial_text(text: &str, base: &Path) -> Result<String, String> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(text.to_string());
+    };
+    let Some(toml::Value::String(model)) = table.get("model") else {
+        return Ok(text.to_string());
+    };
+    let Some(rest) = model.strip_prefix(sweep_proto::TORCHSCRIPT_PREFIX) else {
+        return Ok(text.to_string());
+    };
+    if ModuleHash::from_hex(rest).is_some() {
+        return Ok(text.to_string());
+    }
+    let hash = store_file(&base.join(rest))?;
+    let resolved = format!("{}{hash}", sweep_proto::TORCHSCRIPT_PREFIX);
+    for quote in ['"', '\''] {
+        let literal = format!("{quote}{model}{quote}");
+        if text.contains(&literal) {
+            return Ok(text.replacen(&literal, &format!("\"{resolved}\""), 1));
+        }
+    }
+    let mut table = table;
+    table.insert("model".into(), toml::Value::String(resolved));
+    Ok(table.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trial_files_name_modules_by_path_and_get_their_hash() {
+        let cache = tempfile::tempdir().unwrap();
+        // Tests in this binary that use the cache all point it here.
+        std::env::set_var(CACHE_ENV, cache.path());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("net.pt"), b"pretend module").unwrap();
+        let text = "epochs = 1\nmodel = \"torchscript:net.pt\"\n";
+        let out = resolve_trial_text(text, dir.path()).unwrap();
+        let hash = ModuleHash::of(b"pretend module");
+        assert_eq!(out, format!("epochs = 1\nmodel = \"torchscript:{hash}\"\n"));
+        assert!(have(hash));
+        let spec = sweep_proto::TrialSpec::from_toml(&out).unwrap();
+        assert_eq!(spec.model, sweep_proto::Model::TorchScript(hash));
+        // Unchanged: built-in models, resolved hashes.
+        assert_eq!(
+            resolve_trial_text("model = \"dense\"", dir.path()).unwrap(),
+            "model = \"dense\""
+        );
+        assert_eq!(resolve_trial_text(&out, dir.path()).unwrap(), out);
+        let err = resolve_trial_text("model = \"torchscript:missing.pt\"", dir.path()).unwrap_err();
+        assert!(err.contains("missing.pt"), "{err}");
+        // A transfer with the wrong content is refused.
+        let err = store(b"other bytes", Some(hash)).unwrap_err();
+        assert!(err.contains(&hash.to_string()), "{err}");
+    }
+}
