@@ -255,7 +255,10 @@ impl Folder {
     }
 
     fn cache_name(&self, side: usize) -> String {
-        format!("decoded-{side}px-{:016x}.bin", self.fingerprint())
+        format!(
+            "decoded-{side}px-{JPEG_DECODER}-{:016x}.bin",
+            self.fingerprint()
+        )
     }
 
     fn temp_cache_path(&self, side: usize) -> PathBuf {
@@ -283,6 +286,7 @@ impl Folder {
         let mut h = CACHE_MAGIC.to_vec();
         let json = serde_json::json!({
             "fingerprint": format!("{:016x}", self.fingerprint()),
+            "jpeg_decoder": JPEG_DECODER,
             "classes": self.classes,
             "shape": [shape.channels, shape.height, shape.width],
             "train": train,
@@ -416,13 +420,89 @@ impl Folder {
     }
 }
 
-/// Decodes one file into `side` x `side` RGB planes (`dst`: 3 * side * side bytes).
-pub fn decode_into(path: &Path, side: usize, dst: &mut [u8]) -> Result<(), String> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
+/// Which JPEG decoder this build uses: "libjpeg" (the system's libjpeg-turbo, PIL's pixels)
+/// or "rust" (the image crate's; within a few levels of PIL's).
+pub const JPEG_DECODER: &str = if cfg!(sweep_libjpeg) {
+    "libjpeg"
+} else {
+    "rust"
+};
+
+/// Largest image accepted, in pixels (decoding a bigger one would need its full size in
+/// memory before it is resized).
+pub const MAX_PIXELS: u64 = 64 << 20;
+
+#[cfg(sweep_libjpeg)]
+mod libjpeg {
+    use std::os::raw::{c_char, c_uchar, c_uint, c_ulong};
+    extern "C" {
+        pub fn sweep_jpeg_decode(
+            data: *const c_uchar,
+            len: c_ulong,
+            max_pixels: c_ulong,
+            width: *mut c_uint,
+            height: *mut c_uint,
+            msg: *mut c_char,
+            msg_len: c_ulong,
+        ) -> *mut c_uchar;
+        pub fn sweep_jpeg_free(buf: *mut c_uchar);
+    }
+
+    /// RGB rows of a JPEG, as libjpeg-turbo decodes them.
+    pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<image::RgbImage, String> {
+        let (mut w, mut h) = (0u32, 0u32);
+        let mut msg = [0u8; 256];
+        // SAFETY: the C side reads `len` bytes of `data`, writes at most `msg_len` bytes of
+        // `msg` (NUL-terminated) and returns NULL or a malloc'd buffer of w * h * 3 bytes,
+        // which is copied out and freed here.
+        unsafe {
+            let buf = sweep_jpeg_decode(
+                bytes.as_ptr(),
+                bytes.len() as c_ulong,
+                max_pixels as c_ulong,
+                &mut w,
+                &mut h,
+                msg.as_mut_ptr() as *mut c_char,
+                msg.len() as c_ulong,
+            );
+            if buf.is_null() {
+                let end = msg.iter().position(|&b| b == 0).unwrap_or(msg.len());
+                return Err(format!(
+                    "corrupt JPEG: {}",
+                    String::from_utf8_lossy(&msg[..end])
+                ));
+            }
+            let pixels = std::slice::from_raw_parts(buf, w as usize * h as usize * 3).to_vec();
+            sweep_jpeg_free(buf);
+            image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| "bad JPEG dimensions".into())
+        }
+    }
+}
+
+fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage, String> {
+    #[cfg(sweep_libjpeg)]
+    if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        return libjpeg::decode(bytes, MAX_PIXELS);
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
-    let img = reader.decode().map_err(|e| e.to_string())?.to_rgb8();
+    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
+    if w as u64 * h as u64 > MAX_PIXELS {
+        return Err(format!("{w}x{h} pixels is more than accepted"));
+    }
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| e.to_string())?;
+    Ok(img.to_rgb8())
+}
+
+/// Decodes one file into `side` x `side` RGB planes (`dst`: 3 * side * side bytes).
+pub fn decode_into(path: &Path, side: usize, dst: &mut [u8]) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let img = decode_rgb(&bytes)?;
     let img = if img.dimensions() == (side as u32, side as u32) {
         img
     } else {

@@ -133,8 +133,12 @@ pub fn load(vs: &nn::Path, hash: ModuleHash, io: Io) -> Result<Scripted, String>
             cache_dir().display()
         ));
     }
-    let module = TrainableCModule::load(&path, vs.clone())
-        .map_err(|e| format!("cannot load TorchScript module {}: {e}", path.display()))?;
+    let module = TrainableCModule::load(&path, vs.clone()).map_err(|e| {
+        // libtorch's messages run to a C++ backtrace: the first line says what failed.
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or_default().to_string();
+        format!("cannot load TorchScript module {}: {first}", path.display())
+    })?;
     let scripted = Scripted {
         module: Mutex::new((module, None)),
     };
