@@ -47,6 +47,9 @@ pub struct Folder {
     test: Vec<Entry>,
 }
 
+/// `SWEEP_IMAGE_CACHE=off` decodes every time (measurements); `=DIR` caches in DIR.
+pub const CACHE_ENV: &str = "SWEEP_IMAGE_CACHE";
+
 /// Where decoded images are cached.
 #[derive(Debug, Clone)]
 pub enum Cache {
@@ -56,6 +59,17 @@ pub enum Cache {
     Dir(PathBuf),
     /// Decode every time (measurements).
     Off,
+}
+
+impl Cache {
+    /// [`CACHE_ENV`], else beside the folder.
+    pub fn from_env() -> Cache {
+        match std::env::var_os(CACHE_ENV) {
+            Some(v) if v == "off" => Cache::Off,
+            Some(v) if !v.is_empty() => Cache::Dir(PathBuf::from(v)),
+            _ => Cache::Beside,
+        }
+    }
 }
 
 fn folder_error(path: &Path, reason: impl Into<String>) -> DataError {

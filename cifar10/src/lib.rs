@@ -262,7 +262,7 @@ impl Dataset {
                         ),
                     });
                 }
-                folder.load(image_size as usize, &imagefolder::Cache::Beside)
+                folder.load(image_size as usize, &imagefolder::Cache::from_env())
             }
         }
     }

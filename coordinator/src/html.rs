@@ -321,18 +321,24 @@ fn effect_chart(axis: &str, effects: &[AxisEffect]) -> String {
 }
 
 fn confusion_table(r: &Row) -> String {
-    let Some(m) = r.confusion.as_ref().filter(|m| m.len() == CLASSES.len()) else {
+    // Results from before class names travelled are CIFAR-10's.
+    let names: Vec<String> = if r.class_names.is_empty() {
+        CLASSES.map(String::from).to_vec()
+    } else {
+        r.class_names.clone()
+    };
+    let Some(m) = r.confusion.as_ref().filter(|m| m.len() == names.len()) else {
         return "<p class=\"note\">no confusion matrix recorded</p>".into();
     };
     let mut out = String::from("<table class=\"confusion\"><tr><th>true \\ predicted</th>");
-    for c in CLASSES {
-        let _ = write!(out, "<th>{c}</th>");
+    for c in &names {
+        let _ = write!(out, "<th>{}</th>", esc(c));
     }
     out += "</tr>";
     for (i, row) in m.iter().enumerate() {
         // Saturating: a corrupt count near u64::MAX overflowed this sum (fuzz target `report`).
         let total = row.iter().fold(0u64, |a, &n| a.saturating_add(n)).max(1);
-        let _ = write!(out, "<tr><th>{}</th>", CLASSES[i]);
+        let _ = write!(out, "<tr><th>{}</th>", esc(&names[i]));
         for (j, &v) in row.iter().enumerate() {
             let share = v as f64 / total as f64;
             let hue = if i == j { "40,120,200" } else { "200,60,40" };

@@ -56,6 +56,8 @@ pub struct Row {
     pub resumed_from_epoch: Option<u32>,
     /// Test-set `confusion[true][predicted]`, for completed trials.
     pub confusion: Option<Vec<Vec<u64>>>,
+    /// The dataset's class names, in label order (empty: CIFAR-10's).
+    pub class_names: Vec<String>,
     /// Where and how the result was produced (versions, device, threads, times, data
     /// fingerprint, trainer semantics), for finished trials that recorded it.
     pub provenance: Option<Provenance>,
@@ -519,6 +521,7 @@ impl Report {
                 attempt: 0,
                 resumed_from_epoch: None,
                 confusion: None,
+                class_names: Vec::new(),
                 provenance: None,
                 rank: None,
                 config: None,
@@ -550,6 +553,11 @@ impl Report {
                     row.test_accuracy = result.test_accuracy();
                     row.test_binary_accuracy = result.test.as_ref().and_then(|t| t.binary_accuracy);
                     row.confusion = result.test.as_ref().map(|t| t.confusion.clone());
+                    row.class_names = result
+                        .test
+                        .as_ref()
+                        .map(|t| t.class_names.clone())
+                        .unwrap_or_default();
                     row.best_val_accuracy = result.best_val_accuracy;
                     row.epochs = result.epochs.clone();
                     row.seconds = Some(result.seconds);
@@ -980,6 +988,7 @@ mod tests {
                     .map(|i| (0..10).map(|j| if i == j { 7 } else { 1 }).collect())
                     .collect(),
                 images: 160,
+                class_names: Vec::new(),
             }),
             best_val_accuracy: Some(acc),
             train_images: 1,

@@ -161,6 +161,7 @@ fn result_msg(acc: f64) -> pb::TrialResult {
             per_class_accuracy: vec![0.5, 0.5],
             confusion: vec![vec![1, 1], vec![1, 1]],
             images: 4,
+            class_names: Vec::new(),
         }),
         best_val_accuracy: Some(acc),
         train_images: 1,

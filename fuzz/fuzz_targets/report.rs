@@ -62,6 +62,7 @@ fn result(b: &mut Bytes) -> TrialResult {
                 .map(|_| (0..b.small(12)).map(|_| b.u64()).collect())
                 .collect(),
             images: b.u64(),
+            class_names: Vec::new(),
         }
     });
     TrialResult {

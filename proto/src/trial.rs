@@ -738,6 +738,8 @@ mod tests {
             "label_smoothing",
             "cutout",
             "semantics",
+            "dataset",
+            "image_size",
         ] {
             assert!(!text.contains(key), "{key} in:\n{text}");
         }
@@ -776,6 +778,32 @@ mod tests {
             ..TrialSpec::default()
         };
         assert_eq!(TrialSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn datasets_and_modules_round_trip() {
+        let hash = ModuleHash::of(b"a module");
+        let spec = TrialSpec {
+            dataset: DatasetKind::ImageFolder(0xab),
+            image_size: 64,
+            model: Model::TorchScript(hash),
+            ..TrialSpec::default()
+        };
+        let text = spec.to_toml();
+        assert!(
+            text.contains("dataset = \"imagefolder:00000000000000ab\""),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("model = \"torchscript:{hash}\"")),
+            "{text}"
+        );
+        assert_eq!(TrialSpec::from_toml(&text).unwrap(), spec);
+        for d in ["cifar10", "cifar100", "cifar100-coarse"] {
+            assert_eq!(d.parse::<DatasetKind>().unwrap().to_string(), d);
+        }
+        assert_eq!(DatasetKind::Cifar100Coarse.classes(), Some(20));
+        assert_eq!(ModuleHash::from_hex(&hash.hex()), Some(hash));
     }
 
     #[test]
@@ -819,6 +847,26 @@ mod tests {
             ("batch_size = 0", &["`batch_size`"]),
             ("train_images = 0", &["`train_images`"]),
             ("semantics = \"tf\"", &["tf", "line 1"]),
+            ("image_size = 64", &["`image_size`", "image folders"]),
+            ("dataset = \"mnist\"", &["mnist", "cifar100"]),
+            ("dataset = \"imagefolder:x\"", &["imagefolder:PATH"]),
+            (
+                "model = \"torchscript:net.pt\"",
+                &["not resolved", "net.pt"],
+            ),
+            ("model = \"torchscript:\"", &["not resolved"]),
+            (
+                "dataset = \"cifar100\"\ntrain_batches = 2",
+                &["`train_batches`", "train_images"],
+            ),
+            (
+                "dataset = \"imagefolder:00000000000000ab\"\nimage_size = 4",
+                &["`image_size`", "8 to 512"],
+            ),
+            (
+                "dataset = \"imagefolder:00000000000000ab\"\nimage_size = 20",
+                &["`image_size`", "multiple of 8"],
+            ),
             (
                 "semantics = \"keras\"\noptimizer = \"sgd\"",
                 &["`optimizer`", "sgd", "keras"],

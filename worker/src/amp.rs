@@ -97,7 +97,7 @@ pub fn weights_channels_last(vs: &tch::nn::VarStore) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::nn::{self, ModuleT};
+    use tch::nn;
 
     #[test]
     fn bf16_autocast_runs_on_cpu_and_switches_back_off() {
@@ -145,7 +145,13 @@ mod tests {
         assert!(is_channels_last(&y) && !is_channels_last(&x));
         assert!(y.equal(&x));
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = crate::models::build(&vs.root(), sweep_proto::Model::Fast, 3, Default::default());
+        let net = crate::models::build(
+            &vs.root(),
+            sweep_proto::Model::Fast,
+            crate::models::Io::cifar10(3),
+            Default::default(),
+        )
+        .unwrap();
         let before = net.forward_t(&x.narrow(3, 0, 4).repeat([1, 1, 8, 8]), false);
         weights_channels_last(&vs);
         for v in vs.trainable_variables().iter().filter(|v| v.dim() == 4) {

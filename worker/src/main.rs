@@ -289,7 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 data::DatasetKind::ImageFolder(_) => {
                     let dir = arg.map(|a| a.dir).unwrap_or_default();
                     data::imagefolder::Folder::scan(&dir)?
-                        .load(image_size as usize, &data::imagefolder::Cache::Beside)?
+                        .load(image_size as usize, &data::imagefolder::Cache::from_env())?
                 }
                 k => Dataset::open(&data::find_data_for(data.as_deref(), k)?, k, 32, 5)?,
             }

@@ -256,7 +256,7 @@ mod tests {
             assert_eq!((acc, bin), (1.0, Some(1.0)), "{kind:?}");
         }
 
-        let mut c = Confusion::new(Device::Cpu);
+        let mut c = Confusion::new(Device::Cpu, 10);
         c.add(&logits, &labels);
         let m = c.matrix();
         assert_eq!(m[3][3], 2);

@@ -646,7 +646,12 @@ mod tests {
             model: sweep_proto::Model::ResNet(20),
             ..TrialSpec::default()
         };
-        let _net = crate::models::build(&vs.root(), spec.model, 3, spec.semantics);
+        let _net = crate::models::build(
+            &vs.root(),
+            spec.model,
+            crate::models::Io::cifar10(3),
+            spec.semantics,
+        );
         let penalty = l2_penalty(&vs, &spec).expect("a penalty");
         let mut expect = 0.0;
         for (name, var) in vs.variables() {

@@ -362,3 +362,95 @@ fn early_stopping_section_is_read_and_checked_against_the_trials() {
     assert!(e.message.contains("validation_split = 0"), "{e}");
     assert_eq!(e.position, Some((6, 10)));
 }
+
+/// `model = "torchscript:PATH"` (relative to the sweep file) becomes the file's hash, so the
+/// trial id follows the module's content, not its name; a missing file is an error at the
+/// value's place.
+#[test]
+fn torchscript_modules_are_named_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grid.toml");
+    std::fs::write(dir.path().join("a.pt"), b"module A").unwrap();
+    std::fs::write(dir.path().join("b.pt"), b"module A").unwrap();
+    let text =
+        "name = \"t\"\n[grid]\nmodel = [\"torchscript:a.pt\", \"dense\", 'torchscript:b.pt']\n";
+    let s = parse(text, &file).unwrap();
+    let hash = ModuleHash::of(b"module A");
+    // Two paths, one content: one trial.
+    assert_eq!(s.trials.len(), 2);
+    assert_eq!(s.trials[0].spec.model, Model::TorchScript(hash));
+    assert_eq!(s.modules, vec![(hash, dir.path().join("a.pt"))]);
+    let before = s.trials[0].id.clone();
+    std::fs::write(dir.path().join("a.pt"), b"module A, trained further").unwrap();
+    let changed = parse(text, &file).unwrap();
+    assert_ne!(
+        changed.trials[0].id, before,
+        "a new module file is a new trial"
+    );
+
+    let err = parse(
+        "name = \"t\"\n[defaults]\nepochs = 1\nmodel = \"torchscript:gone.pt\"\n",
+        &file,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("grid.toml:4:") && err.contains("gone.pt"),
+        "{err}"
+    );
+    // A resolved hash is taken as it is (a plan written out and read back).
+    let resolved = format!("name = \"t\"\n[defaults]\nmodel = \"torchscript:{hash}\"\n");
+    assert_eq!(
+        parse(&resolved, &file).unwrap().trials[0].spec.model,
+        Model::TorchScript(hash)
+    );
+}
+
+/// `data = "imagefolder:DIR"` sets every trial's dataset to the folder's fingerprint (so its
+/// results never mix with CIFAR-10's or another folder's), and a trial may not set it.
+#[test]
+fn image_folders_are_part_of_the_trial_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grid.toml");
+    let images = dir.path().join("images");
+    cifar10::testdata::write_image_folder(&images, &["cat", "dog"], 2, 1, 8);
+    let text = "name = \"t\"\ndata = \"imagefolder:images\"\n[defaults]\nimage_size = 16\n[grid]\nlr = [0.1, 0.01]\n";
+    let s = parse(text, &file).unwrap();
+    let fp = cifar10::imagefolder::Folder::scan(&images)
+        .unwrap()
+        .fingerprint();
+    assert!(s
+        .trials
+        .iter()
+        .all(|t| t.spec.dataset == sweep_proto::DatasetKind::ImageFolder(fp)));
+    assert_eq!(s.trials[0].spec.image_size, 16);
+    assert_eq!(
+        s.data.as_deref(),
+        Some(Path::new(&format!("imagefolder:{}", images.display())))
+    );
+    let cifar = parse(
+        "name = \"t\"\n[defaults]\nimage_size = 32\n[grid]\nlr = [0.1, 0.01]\n",
+        &file,
+    )
+    .unwrap();
+    assert_ne!(cifar.trials[0].id, s.trials[0].id);
+
+    let err = parse(
+        "name = \"t\"\ndata = \"imagefolder:images\"\n[grid]\ndataset = [\"cifar10\"]\n",
+        &file,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(":4:1") && err.contains("`dataset`"), "{err}");
+    let err = parse("name = \"t\"\ndata = \"imagefolder:nowhere\"\n", &file)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nowhere") && err.contains("train/"), "{err}");
+    let err = parse("name = \"t\"\n[defaults]\nimage_size = 64\n", &file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("image_size") && err.contains("image folders"),
+        "{err}"
+    );
+}
