@@ -122,11 +122,17 @@ fn train_lease(
         return failed(e, device);
     }
     // The coordinator's hint is a path on its machine: use it only where it holds the data,
-    // else fall back to $CIFAR10_DATA and ./data.
-    let hint = Some(PathBuf::from(&lease.data_hint)).filter(|h| {
-        !lease.data_hint.is_empty() && data::find_data_for(Some(h), spec.dataset).is_ok()
-    });
-    let dir = match data::find_data_for(opts_data.clone().or(hint).as_deref(), spec.dataset) {
+    // else fall back to $CIFAR10_DATA and ./data. The worker's --data comes first, unless it
+    // does not hold what this trial trains on and the hint does (a worker for CIFAR-10 that
+    // also sees the sweep's image folder).
+    let holds = |d: &PathBuf| data::find_data_for(Some(d), spec.dataset).is_ok();
+    let hint = Some(PathBuf::from(&lease.data_hint))
+        .filter(|h| !lease.data_hint.is_empty() && holds(h));
+    let chosen = match (&opts_data, &hint) {
+        (Some(d), Some(h)) if !holds(d) => Some(h.clone()),
+        _ => opts_data.clone().or(hint),
+    };
+    let dir = match data::find_data_for(chosen.as_deref(), spec.dataset) {
         Ok(d) => d,
         // The sweep says `data = "fetch"`: download the official archive into ./data.
         Err(_)

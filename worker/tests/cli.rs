@@ -256,3 +256,52 @@ fn bench_prints_throughput_json() {
     assert!(v["images_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(v["epoch_images_per_sec"].as_array().unwrap().len(), 2);
 }
+
+/// CIFAR-100 in both official layouts (synthetic files written as the archives hold them):
+/// `worker data check` finds it, counts 100 fine or 20 coarse classes, and a trial with
+/// `dataset = "cifar100-coarse"` trains on it with a 20-way output and its class names.
+#[test]
+fn cifar100_is_checked_and_trained_in_both_layouts() {
+    use cifar10::testdata::{synthetic100, write_cifar100_binary, write_cifar100_python};
+    let data = synthetic100(200, 40);
+    for (layout, write_files) in [
+        ("cifar100-binary", write_cifar100_binary as fn(&Path, &_)),
+        ("cifar100-python", write_cifar100_python),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), &data);
+        for (coarse, classes) in [(false, 100), (true, 20)] {
+            let mut cmd = worker();
+            cmd.args(["data", "check", "--data"]).arg(dir.path());
+            if coarse {
+                cmd.arg("--coarse");
+            }
+            let out = run(&mut cmd);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["format"], layout);
+            assert_eq!(v["classes"].as_array().unwrap().len(), classes);
+            assert_eq!(v["train"], 200);
+        }
+        let trial = write(
+            dir.path(),
+            "t.toml",
+            "dataset = \"cifar100-coarse\"\nmodel = \"dense\"\nepochs = 1\nbatch_size = 50\n",
+        );
+        let out = run(worker()
+            .args(["train", "--quiet", "--device", "cpu", "--data"])
+            .arg(dir.path())
+            .arg(&trial));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["test"]["per_class_accuracy"].as_array().unwrap().len(), 20);
+        assert_eq!(v["test"]["class_names"][19], "coarse_19");
+        assert_eq!(v["test"]["images"], 40);
+    }
+    // A CIFAR-100 trial where only CIFAR-10 is: the error says which files to put where.
+    let empty = tempfile::tempdir().unwrap();
+    let trial = write(empty.path(), "t.toml", "dataset = \"cifar100\"\n");
+    let out = run(worker().args(["train", "--data"]).arg(empty.path()).arg(&trial));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cifar-100-binary/train.bin"), "{}", stderr(&out));
+}
