@@ -35,6 +35,37 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The project's Python (scripts/setup-libtorch.sh makes it, with torch, numpy and pillow).
+pub fn python() -> PathBuf {
+    let py = repo().join(".venv/bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing; run scripts/setup-libtorch.sh",
+        py.display()
+    );
+    py
+}
+
+/// Writes examples/own-model's SmallResNet as TorchScript to `out` (`classes` outputs).
+pub fn export_small_resnet(out: &Path, classes: u32) {
+    let o = Command::new(python())
+        .arg(repo().join("examples/own-model/export.py"))
+        .arg(out)
+        .args(["--classes", &classes.to_string()])
+        .output()
+        .expect("spawn python");
+    assert!(
+        o.status.success(),
+        "export.py failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped, so no test leaves a
 /// process behind, whatever fails.
 pub struct Proc {

@@ -188,12 +188,26 @@ impl Checkpoints {
                 src.display()
             ));
         }
+        self.store_module_bytes(hash, &bytes)
+    }
+
+    /// Whether the module `hash` is stored.
+    pub fn has_module(&self, hash: ModuleHash) -> bool {
+        self.module_path(hash).is_file()
+    }
+
+    /// Stores a module's bytes (checked by the caller to have `hash`). Blocking.
+    pub fn store_module_bytes(&self, hash: ModuleHash, bytes: &[u8]) -> Result<(), String> {
+        let dst = self.module_path(hash);
+        if dst.is_file() {
+            return Ok(());
+        }
         let dir = self.dir.join("modules");
         let tmp = dir.join(format!("{hash}.pt.tmp"));
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &dst)
         };

@@ -63,6 +63,35 @@ pub async fn submit(c: &mut Client, file: &Path, rerun: bool, force: bool) -> Re
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    // TorchScript modules travel with the sweep: uploaded first, then named by hash in the
+    // text the coordinator reads, so it need not see the files.
+    let (text, modules) = coordinator::sweep::resolve_modules(&text, &name)?;
+    for (hash, path) in &modules {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let header = pb::CheckpointChunk {
+            size: bytes.len() as u64,
+            sha256: coordinator::checkpoints::sha256_hex(&bytes),
+            ..Default::default()
+        };
+        let chunks = sweep_proto::convert::artifact_chunks(
+            &bytes,
+            sweep_proto::convert::CHUNK_BYTES,
+            header,
+        );
+        let ack = c
+            .upload_module(tokio_stream::iter(chunks))
+            .await
+            .map_err(|s| refused("upload module", s))?
+            .into_inner();
+        anyhow::ensure!(
+            ack.reason == hash.to_string(),
+            "{}: the coordinator stored it as {}, not {hash}",
+            path.display(),
+            ack.reason
+        );
+        println!("uploaded TorchScript module {} ({hash})", path.display());
+    }
     let r = c
         .submit_sweep(pb::SubmitSweepRequest {
             file_name: name.display().to_string(),

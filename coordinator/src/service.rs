@@ -368,6 +368,14 @@ impl Handle {
     /// 100,000 trials takes seconds to store), so leases and results go on meanwhile; the new
     /// trials are not in the core yet, and one the database re-queued replaces the core's only
     /// where the core holds it ended (never a running lease).
+    /// Stores an uploaded TorchScript module (`Admin.UploadModule`); returns its hash.
+    /// Blocking.
+    pub fn store_module(&self, bytes: &[u8]) -> Result<sweep_proto::ModuleHash, String> {
+        let hash = sweep_proto::ModuleHash::of(bytes);
+        self.checkpoints.store_module_bytes(hash, bytes)?;
+        Ok(hash)
+    }
+
     pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
         let _admin = self.admin_change();
         // Workers fetch the modules from here: they are stored before any trial can lease.
@@ -375,6 +383,16 @@ impl Handle {
             self.checkpoints
                 .store_module(*hash, path)
                 .map_err(StoreError::Module)?;
+        }
+        for t in &sweep.trials {
+            if let sweep_proto::Model::TorchScript(hash) = t.spec.model {
+                if !self.checkpoints.has_module(hash) {
+                    return Err(StoreError::Module(format!(
+                        "trial {} trains TorchScript module {hash}, which this coordinator does not have: name the file (model = \"torchscript:PATH\") and submit with `coordinator submit`, which uploads it",
+                        t.id
+                    )));
+                }
+            }
         }
         let (stale, stored) = {
             let mut store = self.store();

@@ -368,7 +368,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
 /// Every `model = "torchscript:PATH"` value (PATH relative to the sweep file) becomes
 /// `torchscript:<hash of the file>` in the text, so the trials name the module's content and
 /// the rest of parsing sees resolved values. Returns the text and the modules read.
-fn resolve_modules(
+pub fn resolve_modules(
     text: &str,
     file: &Path,
 ) -> Result<(String, Vec<(ModuleHash, PathBuf)>), SweepError> {

@@ -308,3 +308,61 @@ fn the_worker_token_is_refused_on_every_admin_call() {
         .expect("refused worker exits");
     assert!(!status.success(), "{}", w.log_text());
 }
+
+/// `coordinator submit --server` uploads the TorchScript modules a sweep names (the
+/// coordinator reads only the resolved text), and a worker with an empty module cache fetches
+/// the module and trains it. A sweep naming a module the coordinator never received is
+/// refused.
+#[test]
+fn a_torchscript_module_travels_with_a_remote_submission() {
+    let a = start();
+    let elsewhere = a.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let module = elsewhere.join("net.pt");
+    export_small_resnet(&module, 10);
+    let hash = coordinator::sweep::sha256_hex(&std::fs::read(&module).unwrap())[..32].to_string();
+    let sweep = elsewhere.join("own.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"own\"\ndata = \"../data\"\n[defaults]\nmodel = \"torchscript:net.pt\"\nepochs = 1\n",
+    )
+    .unwrap();
+    let out = a.ok(&["submit", sweep.to_str().unwrap()]);
+    assert!(
+        out.contains("uploaded TorchScript module") && out.contains(&hash),
+        "{out}"
+    );
+    let stored = PathBuf::from(format!("{}.checkpoints", a.db.display()))
+        .join("modules")
+        .join(format!("{hash}.pt"));
+    assert!(stored.is_file(), "{} is missing", stored.display());
+    let cache = a.dir.path().join("worker-cache");
+    let mut cmd = Command::new(bin("worker"));
+    cmd.args(["--coordinator", &format!("https://localhost:{}", a.port)])
+        .args(["--device", "cpu", "--name", "w1", "--data"])
+        .arg(&a.data)
+        .env_remove("SWEEP_TOKEN")
+        .env("SWEEP_MODULE_CACHE", &cache)
+        .env("RUST_LOG", "info");
+    a.client_flags(&mut cmd, "token");
+    let _worker = Proc::spawn(&mut cmd, a.dir.path().join("w1.log"));
+    assert!(
+        wait_until(Duration::from_secs(120), || a
+            .ok(&["status", "own"])
+            .contains("1 trials: 1 finished")),
+        "{}",
+        a.ok(&["status", "own"])
+    );
+    assert!(cache.join(format!("{hash}.pt")).is_file());
+
+    let unknown = a.sweep(
+        "unknown",
+        &format!("[defaults]\nmodel = \"torchscript:{}\"\n", "0".repeat(32)),
+    );
+    let out = a.run(&["submit", unknown.to_str().unwrap()], "admin-token");
+    assert!(
+        !out.status.success() && text(&out).contains("does not have"),
+        "{}",
+        text(&out)
+    );
+}

@@ -6,21 +6,6 @@ use integration_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The project's Python (scripts/setup-libtorch.sh makes it, with torch, numpy and pillow).
-fn python() -> PathBuf {
-    let py = repo().join(".venv/bin/python");
-    assert!(
-        py.is_file(),
-        "{} is missing; run scripts/setup-libtorch.sh",
-        py.display()
-    );
-    py
-}
-
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(
@@ -137,9 +122,8 @@ fn a_torchscript_resnet_reaches_the_workers_and_beats_chance() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     learnable_cifar(&data, 200, 200);
-    let export = repo().join("examples/own-model/export.py");
     let module = dir.path().join("model.pt");
-    run_ok(Command::new(python()).arg(&export).arg(&module));
+    export_small_resnet(&module, 10);
     let hash = coordinator::sweep::sha256_hex(&std::fs::read(&module).unwrap())[..32].to_string();
     let sweep = write_sweep(
         dir.path(),
@@ -184,12 +168,7 @@ fn a_torchscript_resnet_reaches_the_workers_and_beats_chance() {
     }
 
     let bad = dir.path().join("seven.pt");
-    run_ok(
-        Command::new(python())
-            .arg(&export)
-            .arg(&bad)
-            .args(["--classes", "7"]),
-    );
+    export_small_resnet(&bad, 7);
     let trial = dir.path().join("seven.toml");
     std::fs::write(&trial, "model = \"torchscript:seven.pt\"\nepochs = 1\n").unwrap();
     let out = Command::new(bin("worker"))

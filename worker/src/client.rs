@@ -126,8 +126,8 @@ fn train_lease(
     // does not hold what this trial trains on and the hint does (a worker for CIFAR-10 that
     // also sees the sweep's image folder).
     let holds = |d: &PathBuf| data::find_data_for(Some(d), spec.dataset).is_ok();
-    let hint = Some(PathBuf::from(&lease.data_hint))
-        .filter(|h| !lease.data_hint.is_empty() && holds(h));
+    let hint =
+        Some(PathBuf::from(&lease.data_hint)).filter(|h| !lease.data_hint.is_empty() && holds(h));
     let chosen = match (&opts_data, &hint) {
         (Some(d), Some(h)) if !holds(d) => Some(h.clone()),
         _ => opts_data.clone().or(hint),

@@ -294,14 +294,24 @@ fn cifar100_is_checked_and_trained_in_both_layouts() {
             .arg(&trial));
         assert!(out.status.success(), "{}", stderr(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["test"]["per_class_accuracy"].as_array().unwrap().len(), 20);
+        assert_eq!(
+            v["test"]["per_class_accuracy"].as_array().unwrap().len(),
+            20
+        );
         assert_eq!(v["test"]["class_names"][19], "coarse_19");
         assert_eq!(v["test"]["images"], 40);
     }
     // A CIFAR-100 trial where only CIFAR-10 is: the error says which files to put where.
     let empty = tempfile::tempdir().unwrap();
     let trial = write(empty.path(), "t.toml", "dataset = \"cifar100\"\n");
-    let out = run(worker().args(["train", "--data"]).arg(empty.path()).arg(&trial));
+    let out = run(worker()
+        .args(["train", "--data"])
+        .arg(empty.path())
+        .arg(&trial));
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("cifar-100-binary/train.bin"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cifar-100-binary/train.bin"),
+        "{}",
+        stderr(&out)
+    );
 }
