@@ -7,7 +7,7 @@
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3-venv=3.11.* \
+    && apt-get install -y --no-install-recommends python3-venv=3.11.* libjpeg62-turbo-dev=1:2.1.* \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/torch \
     && /opt/torch/bin/pip install --no-cache-dir torch==2.11.0
