@@ -9,18 +9,29 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_LIBJPEG").is_none() {
         return;
     }
-    let built = cc::Build::new()
-        .file("csrc/jpeg.c")
+    // Are libjpeg's headers here? (A probe, so that a mistake in csrc/jpeg.c itself fails
+    // the build instead of quietly falling back.)
+    let out = std::env::var("OUT_DIR").unwrap_or_default();
+    let probe = std::path::Path::new(&out).join("probe.c");
+    let _ = std::fs::write(
+        &probe,
+        "#include <stdio.h>\n#include <jpeglib.h>\nint sweep_probe(void) { return JPEG_LIB_VERSION; }\n",
+    );
+    let found = cc::Build::new()
+        .file(&probe)
         .warnings(false)
         .cargo_metadata(false)
-        .try_compile("sweepjpeg");
-    if let Err(e) = built {
+        .try_compile("sweepjpegprobe");
+    if let Err(e) = found {
         println!(
             "cargo:warning=libjpeg headers not found ({e}); JPEGs will decode with the pure-Rust decoder, whose pixels differ slightly from PIL's. Install libjpeg62-turbo-dev (Debian) or libjpeg-turbo-devel and rebuild."
         );
         return;
     }
-    let out = std::env::var("OUT_DIR").unwrap_or_default();
+    cc::Build::new()
+        .file("csrc/jpeg.c")
+        .cargo_metadata(false)
+        .compile("sweepjpeg");
     println!("cargo:rustc-link-search=native={out}");
     println!("cargo:rustc-link-lib=static=sweepjpeg");
     let static_lib = [

@@ -1,12 +1,14 @@
 /* JPEG decoding through the system's libjpeg-turbo, which is what PIL decodes with: the same
  * integer IDCT and "fancy" chroma upsampling, so image folders decode to PIL's pixels
- * (measured bit-identical, docs/PERFORMANCE.md). Errors and warnings (a truncated file is a
- * warning to libjpeg, an error to PIL) end the decode with libjpeg's message. */
+ * (measured bit-identical, docs/PERFORMANCE.md). Errors end the decode with libjpeg's
+ * message; of the warnings only a truncated file does (PIL refuses those too; it ignores
+ * the others). CMYK and YCCK files are left to the caller (return code in *width = 0). */
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 struct sweep_err {
     struct jpeg_error_mgr pub;
@@ -25,7 +27,7 @@ static void sweep_fail(j_common_ptr c) {
 }
 
 static void sweep_warn(j_common_ptr c, int level) {
-    if (level < 0) /* a warning: corrupt or truncated data */
+    if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) /* truncated */
         sweep_fail(c);
 }
 
@@ -51,11 +53,25 @@ unsigned char *sweep_jpeg_decode(const unsigned char *data, unsigned long len,
     jpeg_create_decompress(&c);
     jpeg_mem_src(&c, data, len);
     jpeg_read_header(&c, TRUE);
+    /* Before anything is allocated for the pixels: a few bytes can declare 65500x65500. */
+    if ((unsigned long)c.image_width * c.image_height > max_pixels) {
+        snprintf(msg, msg_len, "%ux%u pixels, more than the %lu accepted", c.image_width,
+                 c.image_height, max_pixels);
+        jpeg_destroy_decompress(&c);
+        return NULL;
+    }
+    if (c.jpeg_color_space == JCS_CMYK || c.jpeg_color_space == JCS_YCCK) {
+        *width = 0;
+        snprintf(msg, msg_len, "CMYK");
+        jpeg_destroy_decompress(&c);
+        return NULL;
+    }
+    /* Progressive files keep every coefficient in memory: bound that too. */
+    c.mem->max_memory_to_use = 1024L * 1024L * 1024L;
     c.out_color_space = JCS_RGB;
     jpeg_start_decompress(&c);
-    if ((unsigned long)c.output_width * c.output_height > max_pixels || c.output_components != 3) {
-        snprintf(msg, msg_len, "%ux%u pixels in %d components is more than accepted",
-                 c.output_width, c.output_height, c.output_components);
+    if (c.output_components != 3) {
+        snprintf(msg, msg_len, "%d output components, expected 3", c.output_components);
         jpeg_destroy_decompress(&c);
         return NULL;
     }

@@ -7,7 +7,7 @@
 //! shrinking) unless they already are.
 //!
 //! Decoding is done once per image size: the decoded planes are cached in
-//! `<folder>/.sweep-cache/` (or, where the folder is read-only, the system's temp directory),
+//! `<folder>/.sweep-cache/` (or, where the folder is read-only, `~/.cache/sweep-worker/images/`),
 //! keyed by the folder's fingerprint, so later trials read one file.
 //!
 //! The fingerprint names the folder's content in trial ids without reading every image: a
@@ -36,6 +36,10 @@ struct Entry {
     rel: PathBuf,
     class: u8,
     size: u64,
+    /// Modification time (ns since the epoch): not in the fingerprint (a copied folder keeps
+    /// its trials), but in the decode cache's key (an image edited in place at the same size
+    /// is decoded again).
+    modified: u128,
 }
 
 /// A scanned image folder: its classes and files, not yet decoded.
@@ -53,7 +57,7 @@ pub const CACHE_ENV: &str = "SWEEP_IMAGE_CACHE";
 /// Where decoded images are cached.
 #[derive(Debug, Clone)]
 pub enum Cache {
-    /// `<folder>/.sweep-cache/`, else the temp directory.
+    /// `<folder>/.sweep-cache/`, else `~/.cache/sweep-worker/images/`.
     Beside,
     /// This directory.
     Dir(PathBuf),
@@ -166,7 +170,10 @@ impl Folder {
                 let before = entries.len();
                 for (name, path, meta) in files {
                     if meta.is_dir() {
-                        continue;
+                        return Err(folder_error(
+                            &path,
+                            "a folder inside a class folder; images go directly in <split>/<class>/",
+                        ));
                     }
                     if !is_image(&name) {
                         return Err(folder_error(
@@ -178,6 +185,11 @@ impl Folder {
                         rel: Path::new(class).join(&name),
                         class: c as u8,
                         size: meta.len(),
+                        modified: meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_nanos()),
                     });
                 }
                 if entries.len() == before {
@@ -221,8 +233,25 @@ impl Folder {
         u64::from_be_bytes(d[..8].try_into().unwrap_or([0; 8]))
     }
 
+    /// A hash of every file's modification time (the decode cache's key, with the
+    /// fingerprint).
+    fn modified_stamp(&self) -> u64 {
+        let mut h = sha2::Sha256::new();
+        for e in self.train.iter().chain(&self.test) {
+            h.update(e.modified.to_le_bytes());
+        }
+        let d = h.finalize();
+        u64::from_be_bytes(d[..8].try_into().unwrap_or([0; 8]))
+    }
+
     /// Decodes (or reads from the cache) every image as `side` x `side` RGB planes.
     pub fn load(&self, side: usize, cache: &Cache) -> Result<Dataset, DataError> {
+        if !(1..=65_536).contains(&side) {
+            return Err(folder_error(
+                &self.root,
+                format!("image size {side} is not a side length (1 to 65536)"),
+            ));
+        }
         let shape = Shape::square(3, side);
         let total = (self.train.len() + self.test.len()) as u64 * shape.bytes() as u64;
         if total > MAX_DECODED_BYTES {
@@ -275,9 +304,10 @@ impl Folder {
         )
     }
 
+    /// The per-user fallback for a read-only folder.
     fn temp_cache_path(&self, side: usize) -> PathBuf {
-        std::env::temp_dir()
-            .join("sweep-imagefolder-cache")
+        crate::user_cache_dir()
+            .join("images")
             .join(self.cache_name(side))
     }
 
@@ -301,6 +331,7 @@ impl Folder {
         let json = serde_json::json!({
             "fingerprint": format!("{:016x}", self.fingerprint()),
             "jpeg_decoder": JPEG_DECODER,
+            "modified": format!("{:016x}", self.modified_stamp()),
             "classes": self.classes,
             "shape": [shape.channels, shape.height, shape.width],
             "train": train,
@@ -321,21 +352,21 @@ impl Folder {
         if file.metadata().ok()?.len() != expect as u64 {
             return None;
         }
-        let mut bytes = Vec::with_capacity(expect);
-        file.read_to_end(&mut bytes).ok()?;
-        if !bytes.starts_with(&header) {
+        let mut head = vec![0u8; header.len()];
+        file.read_exact(&mut head).ok()?;
+        if head != header {
             return None;
         }
-        let mut at = header.len();
+        // Read straight into the four parts; a file cut short meanwhile is an error, not a
+        // panic, and decoded again.
         let mut take = |n: usize| {
-            let part = bytes[at..at + n].to_vec();
-            at += n;
-            part
+            let mut part = vec![0u8; n];
+            file.read_exact(&mut part).ok().map(|_| part)
         };
-        let train_labels = take(n_train);
-        let test_labels = take(n_test);
-        let train_images = take(n_train * shape.bytes());
-        let test_images = take(n_test * shape.bytes());
+        let train_labels = take(n_train)?;
+        let test_labels = take(n_test)?;
+        let train_images = take(n_train * shape.bytes())?;
+        let test_images = take(n_test * shape.bytes())?;
         let batch = |images, labels| Batch {
             images,
             labels,
@@ -360,14 +391,25 @@ impl Folder {
     ) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
+        // A name no other writer (thread, process, machine on a shared folder) uses, created
+        // exclusively, so concurrent first trials never write into one file.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let tmp = dir.join(format!(
-            ".{}.{}.tmp",
+            ".{}.{}.{}.{nanos}.tmp",
             path.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            std::process::id()
+            std::process::id(),
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let mut f = std::io::BufWriter::new(file);
         f.write_all(&self.header(shape, train.len(), test.len()))?;
         for part in [&train.labels, &test.labels, &train.images, &test.images] {
             f.write_all(part)?;
@@ -462,9 +504,10 @@ mod libjpeg {
         pub fn sweep_jpeg_free(buf: *mut c_uchar);
     }
 
-    /// RGB rows of a JPEG, as libjpeg-turbo decodes them.
-    pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<image::RgbImage, String> {
-        let (mut w, mut h) = (0u32, 0u32);
+    /// RGB rows of a JPEG, as libjpeg-turbo decodes them; `Ok(None)` for CMYK and YCCK files,
+    /// which libjpeg does not convert to RGB.
+    pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Option<image::RgbImage>, String> {
+        let (mut w, mut h) = (1u32, 0u32);
         let mut msg = [0u8; 256];
         // SAFETY: the C side reads `len` bytes of `data`, writes at most `msg_len` bytes of
         // `msg` (NUL-terminated) and returns NULL or a malloc'd buffer of w * h * 3 bytes,
@@ -480,15 +523,17 @@ mod libjpeg {
                 msg.len() as c_ulong,
             );
             if buf.is_null() {
+                if w == 0 {
+                    return Ok(None);
+                }
                 let end = msg.iter().position(|&b| b == 0).unwrap_or(msg.len());
-                return Err(format!(
-                    "corrupt JPEG: {}",
-                    String::from_utf8_lossy(&msg[..end])
-                ));
+                return Err(format!("JPEG: {}", String::from_utf8_lossy(&msg[..end])));
             }
             let pixels = std::slice::from_raw_parts(buf, w as usize * h as usize * 3).to_vec();
             sweep_jpeg_free(buf);
-            image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| "bad JPEG dimensions".into())
+            image::RgbImage::from_raw(w, h, pixels)
+                .map(Some)
+                .ok_or_else(|| "bad JPEG dimensions".into())
         }
     }
 }
@@ -496,7 +541,9 @@ mod libjpeg {
 fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage, String> {
     #[cfg(sweep_libjpeg)]
     if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        return libjpeg::decode(bytes, MAX_PIXELS);
+        if let Some(img) = libjpeg::decode(bytes, MAX_PIXELS)? {
+            return Ok(img);
+        }
     }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -593,6 +640,39 @@ mod tests {
         let bytes = std::fs::read(&cached).unwrap();
         std::fs::write(&cached, &bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(folder.load(12, &Cache::Beside).unwrap().train, first.train);
+    }
+
+    /// libjpeg-turbo's decode (the worker's build): a truncated file fails as it does in PIL;
+    /// a few bytes declaring 65500x65500 pixels are refused before the pixels are allocated.
+    #[cfg(sweep_libjpeg)]
+    #[test]
+    fn hostile_and_broken_jpegs_fail_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let img =
+            image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 7]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&img)
+            .unwrap();
+        let ok = dir.path().join("ok.jpg");
+        std::fs::write(&ok, &jpeg).unwrap();
+        let mut out = vec![0u8; 3 * 32 * 32];
+        decode_into(&ok, 32, &mut out).unwrap();
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
+        let err = decode_into(&cut, 32, &mut out).unwrap_err();
+        assert!(err.contains("JPEG"), "{err}");
+        // SOF0: FF C0, length (2), precision (1), height (2), width (2).
+        let sof = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+        let mut huge = jpeg.clone();
+        huge[sof + 5..sof + 9].copy_from_slice(&[0xff, 0xdc, 0xff, 0xdc]);
+        let big = dir.path().join("big.jpg");
+        std::fs::write(&big, &huge).unwrap();
+        let err = decode_into(&big, 32, &mut out).unwrap_err();
+        assert!(
+            err.contains("65500x65500") && err.contains("accepted"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,6 +63,26 @@ impl DataError {
     }
 }
 
+/// This user's cache directory for the sweep tools: `$XDG_CACHE_HOME/sweep-worker`, else
+/// `~/.cache/sweep-worker`, else (no home) the temp directory's `sweep-worker-<user>`.
+pub fn user_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        });
+    match base {
+        Some(b) => b.join("sweep-worker"),
+        None => {
+            let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+            std::env::temp_dir().join(format!("sweep-worker-{user}"))
+        }
+    }
+}
+
 /// Which layout a directory holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Format {

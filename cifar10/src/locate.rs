@@ -112,13 +112,27 @@ pub fn find_data_for(explicit: Option<&Path>, kind: DatasetKind) -> Result<PathB
     let explicit = explicit.map(DataArg::from_path);
     match kind {
         DatasetKind::Cifar10 => find_data_dir(explicit.as_ref().map(|a| a.dir.as_path())),
-        DatasetKind::ImageFolder(_) => {
+        DatasetKind::ImageFolder(fingerprint) => {
             let Some(arg) = explicit else {
                 return Err(DataError::NotFound(
                     "the trial trains on an image folder, but none was named: pass --data imagefolder:DIR (or set the sweep's data)".into(),
                 ));
             };
-            imagefolder::Folder::scan(&arg.dir)?;
+            if !arg.dir.exists() {
+                return Err(DataError::NotFound(format!(
+                    "image folder {} is not on this machine: workers elsewhere need it at that path, or --data imagefolder:DIR",
+                    arg.dir.display()
+                )));
+            }
+            let found = imagefolder::Folder::scan(&arg.dir)?.fingerprint();
+            if found != fingerprint {
+                return Err(DataError::Folder {
+                    path: arg.dir,
+                    reason: format!(
+                        "is not the image folder the trial was planned on (file-list fingerprint {found:016x}, the trial's {fingerprint:016x}): its files changed since, or it is another folder"
+                    ),
+                });
+            }
             Ok(arg.dir)
         }
         DatasetKind::Cifar100 | DatasetKind::Cifar100Coarse => {

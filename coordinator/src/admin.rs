@@ -222,8 +222,21 @@ impl Admin for AdminService {
         } else {
             r.file_name
         };
-        let sweep = sweep::parse(&r.sweep_toml, Path::new(&file))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Module files are the submitter's to upload (`coordinator submit` does, then names
+        // them by hash): the coordinator never reads a path a client names.
+        if let Some(path) = sweep::unresolved_modules(&r.sweep_toml).first() {
+            return Err(Status::invalid_argument(format!(
+                "{file}: model `{path}` names a file; submit with `coordinator submit`, which uploads TorchScript modules and names them by hash"
+            )));
+        }
+        let text = r.sweep_toml;
+        let name = file.clone();
+        // Planning scans image folders: not on the threads that serve workers.
+        let sweep = blocking(move || {
+            sweep::parse(&text, Path::new(&name))
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        })
+        .await?;
         if sweep.trials.len() > MAX_TRIALS && !r.force {
             return Err(Status::invalid_argument(format!(
                 "{file}: the sweep expands to {} trials, over the limit of {MAX_TRIALS}; pass --force to run it anyway",

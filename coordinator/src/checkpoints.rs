@@ -203,25 +203,48 @@ impl Checkpoints {
             return Ok(());
         }
         let dir = self.dir.join("modules");
-        let tmp = dir.join(format!("{hash}.pt.tmp"));
+        // Two submissions of one module at once each write their own file; either rename
+        // leaves a whole one.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{hash}.{}.{n}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
+            std::fs::write(dst.with_extension("sha256"), sha256_hex(bytes))?;
             std::fs::rename(&tmp, &dst)
         };
-        write().map_err(|e| format!("cannot store module {hash} in {}: {e}", dir.display()))
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot store module {hash} in {}: {e}", dir.display())
+        })
     }
 
-    /// A stored module's bytes, checked against its hash. Blocking.
-    pub fn read_module(&self, hash: ModuleHash) -> Result<Vec<u8>, String> {
+    /// A stored module's size and SHA-256 (hex), from the sidecar written when it was
+    /// stored (or, for a module stored without one, computed by reading it once). Blocking.
+    pub fn module_digest(&self, hash: ModuleHash) -> Result<(u64, String), String> {
         let path = self.module_path(hash);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| format!("module {hash}: {e}"))?
+            .len();
+        let sidecar = path.with_extension("sha256");
+        if let Ok(sha) = std::fs::read_to_string(&sidecar) {
+            if sha.len() == 64 {
+                return Ok((size, sha));
+            }
+        }
         let bytes = std::fs::read(&path).map_err(|e| format!("module {hash}: {e}"))?;
         if ModuleHash::of(&bytes) != hash {
             return Err(format!("module {hash} in {} is damaged", path.display()));
         }
-        Ok(bytes)
+        let sha = sha256_hex(&bytes);
+        let _ = std::fs::write(&sidecar, &sha);
+        Ok((bytes.len() as u64, sha))
     }
 
     /// Deletes the checkpoints of every trial `keep` says no to (ended trials); returns how

@@ -361,13 +361,6 @@ impl Handle {
         }
     }
 
-    /// Records a sweep and queues its new (or, with `rerun`, all) trials, and those whose
-    /// results came from a trainer of other semantics; returns how many of those there were.
-    ///
-    /// The database is written and read before the scheduling state is locked (a sweep of
-    /// 100,000 trials takes seconds to store), so leases and results go on meanwhile; the new
-    /// trials are not in the core yet, and one the database re-queued replaces the core's only
-    /// where the core holds it ended (never a running lease).
     /// Stores an uploaded TorchScript module (`Admin.UploadModule`); returns its hash.
     /// Blocking.
     pub fn store_module(&self, bytes: &[u8]) -> Result<sweep_proto::ModuleHash, String> {
@@ -376,6 +369,13 @@ impl Handle {
         Ok(hash)
     }
 
+    /// Records a sweep and queues its new (or, with `rerun`, all) trials, and those whose
+    /// results came from a trainer of other semantics; returns how many of those there were.
+    ///
+    /// The database is written and read before the scheduling state is locked (a sweep of
+    /// 100,000 trials takes seconds to store), so leases and results go on meanwhile; the new
+    /// trials are not in the core yet, and one the database re-queued replaces the core's only
+    /// where the core holds it ended (never a running lease).
     pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
         let _admin = self.admin_change();
         // Workers fetch the modules from here: they are stored before any trial can lease.
@@ -1048,23 +1048,57 @@ impl Coordinator for Handle {
             )));
         };
         let store = self.checkpoints.clone();
-        let bytes = tokio::task::spawn_blocking(move || store.read_module(hash))
+        let (size, sha256) = tokio::task::spawn_blocking(move || store.module_digest(hash))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| {
                 tracing::warn!(%trial, "{e}");
                 Status::not_found(e)
             })?;
-        tracing::info!(%trial, %hash, bytes = bytes.len(), "sending a TorchScript module");
-        let header = pb::CheckpointChunk {
-            size: bytes.len() as u64,
-            sha256: checkpoints::sha256_hex(&bytes),
-            ..Default::default()
-        };
-        let chunks = artifact_chunks(&bytes, CHUNK_BYTES, header);
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            chunks.into_iter().map(Ok),
-        ))))
+        tracing::info!(%trial, %hash, size, "sending a TorchScript module");
+        // Streamed from the file a chunk at a time (a few chunks in flight), so many workers
+        // fetching a large module at once cost no memory to speak of; the worker checks the
+        // SHA-256.
+        let path = self.checkpoints.module_path(hash);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::not_found(format!("module {hash}: {e}"))));
+                    return;
+                }
+            };
+            let mut first = Some(pb::CheckpointChunk {
+                size,
+                sha256,
+                ..Default::default()
+            });
+            loop {
+                let mut data = vec![0u8; CHUNK_BYTES];
+                let n = match file.read(&mut data) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ =
+                            tx.blocking_send(Err(Status::internal(format!("module {hash}: {e}"))));
+                        return;
+                    }
+                };
+                if n == 0 && first.is_none() {
+                    return;
+                }
+                data.truncate(n);
+                let mut chunk = first.take().unwrap_or_default();
+                chunk.data = data;
+                if tx.blocking_send(Ok(chunk)).is_err() || n == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn register(

@@ -421,7 +421,30 @@ pub fn resolve_modules(
             modules.push((hash, path));
         }
     }
+    // A value written with escapes or across lines is not found verbatim: say so here
+    // rather than let the trial's parser call it unresolved.
+    if let Some(left) = unresolved_modules(&out).first() {
+        let at = text
+            .find(&left[TORCHSCRIPT_PREFIX.len()..])
+            .map(|i| line_col(text, i));
+        return Err(SweepError {
+            file: file.to_path_buf(),
+            position: at,
+            message: format!(
+                "model `{left}`: write the path as a plain string (no escapes), e.g. \"torchscript:models/net.pt\""
+            ),
+        });
+    }
     Ok((out, modules))
+}
+
+/// The `torchscript:PATH` values of a sweep text that are paths, not yet hashes.
+pub fn unresolved_modules(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        collect_module_values(&toml::Value::Table(table), false, &mut out);
+    }
+    out
 }
 
 /// The `torchscript:PATH` strings (not yet hashes) under `model` keys, anywhere in the file.

@@ -666,6 +666,16 @@ impl TrialSpec {
         if !(8..=512).contains(&self.image_size) {
             return Err(invalid("image_size", self.image_size, "must be 8 to 512"));
         }
+        if matches!(self.model, Model::Dense | Model::SeedCnn) && self.image_size > 128 {
+            return Err(invalid(
+                "image_size",
+                self.image_size,
+                format!(
+                    "{}'s first dense layer grows with the image's area; at most 128 (the ResNets and fast pool globally)",
+                    self.model
+                ),
+            ));
+        }
         if self.model == Model::SeedCnn && self.image_size % 8 != 0 {
             return Err(invalid(
                 "image_size",

@@ -126,11 +126,15 @@ fn train_lease(
     // does not hold what this trial trains on and the hint does (a worker for CIFAR-10 that
     // also sees the sweep's image folder).
     let holds = |d: &PathBuf| data::find_data_for(Some(d), spec.dataset).is_ok();
-    let hint =
-        Some(PathBuf::from(&lease.data_hint)).filter(|h| !lease.data_hint.is_empty() && holds(h));
+    let hint = (!lease.data_hint.is_empty()).then(|| PathBuf::from(&lease.data_hint));
+    let image_folder = matches!(spec.dataset, sweep_proto::DatasetKind::ImageFolder(_));
     let chosen = match (&opts_data, &hint) {
-        (Some(d), Some(h)) if !holds(d) => Some(h.clone()),
-        _ => opts_data.clone().or(hint),
+        (Some(d), Some(h)) if !holds(d) && holds(h) => Some(h.clone()),
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(h)) if holds(h) => Some(h.clone()),
+        // Only the sweep names an image folder: the error says its path is not here.
+        (None, Some(h)) if image_folder => Some(h.clone()),
+        _ => None,
     };
     let dir = match data::find_data_for(chosen.as_deref(), spec.dataset) {
         Ok(d) => d,
@@ -342,14 +346,31 @@ impl Session<'_> {
             let control = Arc::new(control);
             trials.running.insert(key.clone(), control.clone());
             let (tx, data, device) = (trials.tx.clone(), self.opts.data.clone(), self.opts.device);
-            if let Err(why) = self.fetch_module(&key, &lease.spec_toml).await {
-                let reason = format!("the trial's TorchScript module was not received: {why}");
-                let _ = tx.send(Msg::Done(key, Box::new(train::failed(reason, device))));
-                continue;
-            }
-            std::thread::spawn(move || {
-                let result = train_lease(&lease, data, device, &control, &tx);
-                let _ = tx.send(Msg::Done(key, Box::new(result)));
+            // A module download runs beside the session (heartbeats go on meanwhile); the
+            // lease is listed as running from now on.
+            let (client, id) = (self.client.clone(), self.id.clone());
+            tokio::spawn(async move {
+                let fetched = tokio::time::timeout(
+                    MODULE_FETCH_TIMEOUT,
+                    fetch_module(client, id, &key, &lease.spec_toml),
+                )
+                .await
+                .unwrap_or_else(|_| Err(format!("no module after {MODULE_FETCH_TIMEOUT:?}")));
+                std::thread::spawn(move || {
+                    let result = match fetched {
+                        // Whatever panics (a bug included) ends the trial, not the thread
+                        // that must report it.
+                        Ok(()) => crate::trial_panic::catch(|| {
+                            train_lease(&lease, data, device, &control, &tx)
+                        })
+                        .unwrap_or_else(|why| train::failed(why, device)),
+                        Err(why) => train::failed(
+                            format!("the trial's TorchScript module was not received: {why}"),
+                            device,
+                        ),
+                    };
+                    let _ = tx.send(Msg::Done(key, Box::new(result)));
+                });
             });
         }
         Ok(())
@@ -367,36 +388,6 @@ impl Session<'_> {
             .map_err(|e| e.message().to_string())?
             .into_inner();
         receive(chunks, MAX_CHECKPOINT_BYTES).await
-    }
-
-    /// Puts the TorchScript module a leased trial trains into the module cache, from the
-    /// coordinator, unless it is there already.
-    async fn fetch_module(&mut self, key: &Key, spec_toml: &str) -> Result<(), String> {
-        let Ok(spec) = TrialSpec::from_toml(spec_toml) else {
-            return Ok(()); // train_lease reports the bad spec
-        };
-        let sweep_proto::Model::TorchScript(hash) = spec.model else {
-            return Ok(());
-        };
-        if torchscript::have(hash) {
-            return Ok(());
-        }
-        let chunks = self
-            .client
-            .fetch_module(pb::FetchModuleRequest {
-                worker_id: self.id.clone(),
-                lease: Some(lease_ref(key)),
-            })
-            .await
-            .map_err(|e| e.message().to_string())?
-            .into_inner();
-        let bytes = receive(chunks, torchscript::MAX_MODULE_BYTES).await?;
-        let bytes_len = bytes.len();
-        tokio::task::spawn_blocking(move || torchscript::store(&bytes, Some(hash)))
-            .await
-            .map_err(|e| e.to_string())??;
-        tracing::info!(trial = %key.0, %hash, bytes = bytes_len, "received a TorchScript module");
-        Ok(())
     }
 
     /// Sends a checkpoint or a model in chunks; a failure costs only the resume or the
@@ -666,6 +657,43 @@ pub async fn run(
     for flag in trials.running.values() {
         flag.cancel.store(true, Ordering::Relaxed);
     }
+    Ok(())
+}
+
+/// How long a TorchScript module may take to arrive (512 MiB at 1 MB/s is under 10 minutes).
+const MODULE_FETCH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Puts the TorchScript module a leased trial trains into the module cache, from the
+/// coordinator, unless it is there already.
+async fn fetch_module(
+    mut client: Client,
+    worker_id: String,
+    key: &Key,
+    spec_toml: &str,
+) -> Result<(), String> {
+    let Ok(spec) = TrialSpec::from_toml(spec_toml) else {
+        return Ok(()); // train_lease reports the bad spec
+    };
+    let sweep_proto::Model::TorchScript(hash) = spec.model else {
+        return Ok(());
+    };
+    if torchscript::have(hash) {
+        return Ok(());
+    }
+    let chunks = client
+        .fetch_module(pb::FetchModuleRequest {
+            worker_id,
+            lease: Some(lease_ref(key)),
+        })
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    let bytes = receive(chunks, torchscript::MAX_MODULE_BYTES).await?;
+    let bytes_len = bytes.len();
+    tokio::task::spawn_blocking(move || torchscript::store(&bytes, Some(hash)))
+        .await
+        .map_err(|e| e.to_string())??;
+    tracing::info!(trial = %key.0, %hash, bytes = bytes_len, "received a TorchScript module");
     Ok(())
 }
 

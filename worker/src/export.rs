@@ -115,6 +115,9 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
     };
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (info, tensors) = decode(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    info.trial
+        .validate()
+        .map_err(|e| format!("{}: the model's trial is not valid: {e}", file.display()))?;
     let channels = info.trial.input_channels();
     let size = info.trial.image_size as i64;
     if !(2..=crate::data::imagefolder::MAX_CLASSES).contains(&info.classes.len())

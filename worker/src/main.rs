@@ -193,7 +193,7 @@ enum DataCommand {
         #[arg(long)]
         coarse: bool,
         /// Image folders: the side length images are resized to.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(8..=512))]
         image_size: u32,
     },
     /// Download and unpack the official binary archive (170 MB, MD5-checked).

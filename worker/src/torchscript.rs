@@ -31,12 +31,7 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("sweep-worker").join("modules")
+    crate::data::user_cache_dir().join("modules")
 }
 
 /// Where the module with `hash` is (or would be) cached.
@@ -66,8 +61,15 @@ pub fn store(bytes: &[u8], expect: Option<ModuleHash>) -> Result<ModuleHash, Str
     let dir = cache_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("cannot create the module cache {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)
+    // Own name per writer (several local workers share the cache), created exclusively.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{hash}.{}.{n}.tmp", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
@@ -134,10 +136,12 @@ pub fn load(vs: &nn::Path, hash: ModuleHash, io: Io) -> Result<Scripted, String>
         ));
     }
     let module = TrainableCModule::load(&path, vs.clone()).map_err(|e| {
+        // A cached file that does not load is not kept: the next trial fetches it again.
+        let _ = std::fs::remove_file(&path);
         // libtorch's messages run to a C++ backtrace: the first line says what failed.
         let e = e.to_string();
         let first = e.lines().next().unwrap_or_default().to_string();
-        format!("cannot load TorchScript module {}: {first}", path.display())
+        format!("cannot load TorchScript module {hash}: {first}")
     })?;
     let scripted = Scripted {
         module: Mutex::new((module, None)),
@@ -185,10 +189,19 @@ pub fn resolve_trial_text(text: &str, base: &Path) -> Result<String, String> {
     }
     let hash = store_file(&base.join(rest))?;
     let resolved = format!("{}{hash}", sweep_proto::TORCHSCRIPT_PREFIX);
+    // Replaced in the text, so errors keep their lines; where the literal is written
+    // otherwise (escapes) or also in a comment, the table is written out again instead.
     for quote in ['"', '\''] {
         let literal = format!("{quote}{model}{quote}");
-        if text.contains(&literal) {
-            return Ok(text.replacen(&literal, &format!("\"{resolved}\""), 1));
+        if text.matches(&literal).count() == 1 {
+            let out = text.replacen(&literal, &format!("\"{resolved}\""), 1);
+            let model_now = out
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|t| t.get("model").and_then(|m| m.as_str()).map(String::from));
+            if model_now.as_deref() == Some(resolved.as_str()) {
+                return Ok(out);
+            }
         }
     }
     let mut table = table;
@@ -213,6 +226,11 @@ mod tests {
         assert_eq!(out, format!("epochs = 1\nmodel = \"torchscript:{hash}\"\n"));
         assert!(have(hash));
         let spec = sweep_proto::TrialSpec::from_toml(&out).unwrap();
+        assert_eq!(spec.model, sweep_proto::Model::TorchScript(hash));
+        // A commented-out line with the same value is not the one resolved.
+        let commented = "# model = \"torchscript:net.pt\"\nmodel = \"torchscript:net.pt\"\n";
+        let out2 = resolve_trial_text(commented, dir.path()).unwrap();
+        let spec = sweep_proto::TrialSpec::from_toml(&out2).unwrap();
         assert_eq!(spec.model, sweep_proto::Model::TorchScript(hash));
         // Unchanged: built-in models, resolved hashes.
         assert_eq!(

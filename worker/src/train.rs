@@ -204,9 +204,14 @@ fn train(
     let mut notes: Vec<String> = precision_note.into_iter().collect();
     let mut resumed_from_epoch = None;
     notes.extend(control.resume_note.clone());
-    if scripted && (control.export_model || control.resume.is_some()) {
+    if scripted && control.resume.is_some() {
         notes.push(
-            "checkpoints and exported models are for the built-in models: this TorchScript trial trained from its first epoch and its weights were not kept".into(),
+            "checkpoints are for the built-in models: this TorchScript trial trained from its first epoch".into(),
+        );
+    }
+    if scripted && control.export_model {
+        notes.push(
+            "kept models are for the built-in models: this TorchScript trial's trained weights were not kept".into(),
         );
     }
     if let Some(bytes) = control.resume.as_ref().filter(|_| !scripted) {
