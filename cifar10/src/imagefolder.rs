@@ -93,11 +93,16 @@ fn sorted_dir(dir: &Path) -> Result<Vec<(String, PathBuf, std::fs::Metadata)>, D
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(String::from) else {
+            return Err(folder_error(
+                &path,
+                "a file name that is not UTF-8; rename it (class names and paths are text)",
+            ));
+        };
         if name.starts_with('.') {
             continue;
         }
-        let path = entry.path();
         let meta = std::fs::metadata(&path).map_err(|e| DataError::io(&path, e))?;
         out.push((name, path, meta));
     }
