@@ -239,13 +239,7 @@ pub fn trial_id(spec: &TrialSpec) -> String {
 }
 
 /// SHA-256 of `data` in lower-case hex (trial ids, stored results' checksums).
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use sweep_proto::sha256_hex;
 
 /// Largest sweep file read (the study's file is 6 KB).
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;

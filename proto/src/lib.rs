@@ -30,6 +30,17 @@ pub mod tls;
 pub mod trial;
 
 pub use convert::read_token;
+
+/// SHA-256 of `data` in lower-case hex: trial ids, stored results' checksums, checkpoints
+/// and artifacts on the wire (one function for the coordinator and the worker, which must
+/// agree on it).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 pub use result::{
     EpochMetrics, InvalidResult, Provenance, TestMetrics, TrialResult, TrialStatus, MAX_EPOCH,
     TRAINER_SEMANTICS,

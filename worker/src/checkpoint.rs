@@ -36,13 +36,7 @@ pub struct Header {
 }
 
 /// SHA-256 (hex) of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use sweep_proto::sha256_hex;
 
 pub fn spec_sha256(spec: &TrialSpec) -> String {
     sha256_hex(spec.to_toml().as_bytes())
