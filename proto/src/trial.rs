@@ -90,7 +90,8 @@ pub const TORCHSCRIPT_PREFIX: &str = "torchscript:";
 /// The dataset a trial trains on. The directory comes from the sweep's `data` (or the
 /// worker's `--data`); this says what must be found there, so that trials on different data
 /// never share an id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DatasetKind {
     /// CIFAR-10 in either official layout.
     #[default]
@@ -173,19 +174,6 @@ impl TryFrom<String> for DatasetKind {
 impl From<DatasetKind> for String {
     fn from(d: DatasetKind) -> String {
         d.to_string()
-    }
-}
-
-impl Serialize for DatasetKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for DatasetKind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
