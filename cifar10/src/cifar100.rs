@@ -8,7 +8,7 @@
 //!   `data`, `fine_labels` and `coarse_labels`; `meta` with `fine_label_names` and
 //!   `coarse_label_names`.
 
-use super::{binary, python, DataError, Dataset, Format, Shape};
+use super::{binary, python, Batch, DataError, Dataset, Format, Shape};
 use std::path::{Path, PathBuf};
 
 const BIN_DIR: &str = "cifar-100-binary";
@@ -46,46 +46,40 @@ pub fn missing_message(root: &Path) -> String {
 /// Loads CIFAR-100 from `root` with its fine labels, or its coarse ones.
 pub fn load(root: &Path, coarse: bool) -> Result<Dataset, DataError> {
     let (format, dir) = locate(root).ok_or_else(|| DataError::NotFound(missing_message(root)))?;
-    let classes = if coarse { COARSE } else { FINE };
-    let (train, test, names) = match format {
-        Format::Cifar100Binary => {
-            let read = |name: &str| {
-                let path = dir.join(name);
-                let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
-                let batch = binary::parse_records(&bytes, &path, 2, if coarse { 0 } else { 1 })?;
-                batch.check(&path, classes)?;
-                Ok::<_, DataError>(batch)
-            };
-            let names_file = if coarse {
-                "coarse_label_names.txt"
-            } else {
-                "fine_label_names.txt"
-            };
-            let names = binary::read_names(&dir.join(names_file), classes)?;
-            (read("train.bin")?, read("test.bin")?, names)
-        }
+    let (classes, which) = if coarse {
+        (COARSE, "coarse")
+    } else {
+        (FINE, "fine")
+    };
+    // The two layouts differ in file names and in how a file's bytes become a batch.
+    type Parse<'a> = Box<dyn Fn(&[u8], &Path) -> Result<Batch, DataError> + 'a>;
+    let (train_file, test_file, parse, names): (_, _, Parse, _) = match format {
+        Format::Cifar100Binary => (
+            "train.bin",
+            "test.bin",
+            Box::new(|bytes, path| {
+                binary::parse_records(bytes, path, 2, if coarse { 0 } else { 1 })
+            }),
+            binary::read_names(&dir.join(format!("{which}_label_names.txt")), classes)?,
+        ),
         _ => {
-            let key = if coarse {
-                "coarse_labels"
-            } else {
-                "fine_labels"
-            };
-            let read = |name: &str| {
-                let path = dir.join(name);
-                let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
-                let batch = python::parse_labelled(&bytes, &path, key, classes)?;
-                batch.check(&path, classes)?;
-                Ok::<_, DataError>(batch)
-            };
-            let names_key = if coarse {
-                "coarse_label_names"
-            } else {
-                "fine_label_names"
-            };
-            let names = python::read_names(&dir.join("meta"), names_key, classes)?;
-            (read("train")?, read("test")?, names)
+            let key = format!("{which}_labels");
+            (
+                "train",
+                "test",
+                Box::new(move |bytes, path| python::parse_labelled(bytes, path, &key, classes)),
+                python::read_names(&dir.join("meta"), &format!("{which}_label_names"), classes)?,
+            )
         }
     };
+    let read = |name: &str| {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+        let batch = parse(&bytes, &path)?;
+        batch.check(&path, classes)?;
+        Ok::<_, DataError>(batch)
+    };
+    let (train, test) = (read(train_file)?, read(test_file)?);
     Ok(Dataset {
         format,
         dir,
