@@ -870,6 +870,17 @@ mod tests {
     use std::collections::HashSet;
     use sweep_proto::TrialStatus;
 
+    /// Trial `id`'s state as the database holds it now.
+    fn stored_state(store: &Store, id: &str) -> TrialState {
+        store
+            .load_trials()
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == id)
+            .unwrap()
+            .state
+    }
+
     fn record_lease(store: &mut Store, trial: &str, attempt: u32, worker: &str) {
         let (trial, worker) = (trial.into(), worker.into());
         store
@@ -1027,15 +1038,7 @@ mod tests {
         ));
         let none = plan(&text(""));
         let id = asha1.trials[0].id.clone();
-        let state = |store: &Store| {
-            store
-                .load_trials()
-                .unwrap()
-                .into_iter()
-                .find(|t| t.id == id)
-                .unwrap()
-                .state
-        };
+        let state = |store: &Store| stored_state(store, &id);
         for (again, kept) in [(&asha1, true), (&asha3, false), (&none, false)] {
             // Queued afresh (`--rerun`), then stopped under grace 1.
             store.add_sweep(&asha1, true).unwrap();
@@ -1143,15 +1146,7 @@ mod tests {
             cancelled.iter().collect::<HashSet<_>>(),
             [&ids[1], &ids[2]].into_iter().collect()
         );
-        let state = |store: &Store, id: &str| {
-            store
-                .load_trials()
-                .unwrap()
-                .into_iter()
-                .find(|t| t.id == id)
-                .unwrap()
-                .state
-        };
+        let state = stored_state;
         assert!(matches!(
             state(&store, &ids[0]),
             TrialState::Finished { .. }
