@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use sweep_proto::module::{module_paths, read_module, substitute_modules};
 use sweep_proto::{
     DatasetKind, ModuleHash, SpecError, TrialSpec, IMAGEFOLDER_PREFIX, TORCHSCRIPT_PREFIX,
 };
@@ -229,7 +230,7 @@ pub struct Sweep {
 }
 
 /// Largest TorchScript module file a sweep may name.
-pub const MAX_MODULE_BYTES: u64 = 512 << 20;
+pub use sweep_proto::module::MAX_MODULE_BYTES;
 
 /// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
 pub fn trial_id(spec: &TrialSpec) -> String {
@@ -366,103 +367,40 @@ pub fn resolve_modules(
     text: &str,
     file: &Path,
 ) -> Result<(String, Vec<(ModuleHash, PathBuf)>), SweepError> {
-    // Syntax errors are reported by the parser proper, with their place.
-    let Ok(table) = text.parse::<toml::Table>() else {
-        return Ok((text.to_string(), Vec::new()));
-    };
-    let mut written = Vec::new();
-    collect_module_values(&toml::Value::Table(table), false, &mut written);
     let base = file.parent().unwrap_or(Path::new("."));
-    let mut out = text.to_string();
+    // Where `needle` is first written, `back` bytes before it (1: at its opening quote).
+    let at = |needle: &str, back: usize| {
+        text.find(needle)
+            .map(|i| line_col(text, i.saturating_sub(back)))
+    };
+    let mut resolved = Vec::new();
     let mut modules: Vec<(ModuleHash, PathBuf)> = Vec::new();
-    for value in written {
-        let rest = &value[TORCHSCRIPT_PREFIX.len()..];
-        let path = base.join(rest);
-        let at = text
-            .find(&value)
-            .map(|i| line_col(text, i.saturating_sub(1)));
-        let fail = |message: String| SweepError {
+    for value in module_paths(text) {
+        let path = base.join(&value[TORCHSCRIPT_PREFIX.len()..]);
+        let (hash, _) = read_module(&path).map_err(|e| SweepError {
             file: file.to_path_buf(),
-            position: at,
-            message,
-        };
-        let size = std::fs::metadata(&path)
-            .map_err(|e| {
-                fail(format!(
-                    "model `{value}`: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?
-            .len();
-        if size > MAX_MODULE_BYTES {
-            return Err(fail(format!(
-                "model `{value}`: {size} bytes, above the {} MiB limit for TorchScript modules",
-                MAX_MODULE_BYTES >> 20
-            )));
-        }
-        let bytes = std::fs::read(&path).map_err(|e| {
-            fail(format!(
-                "model `{value}`: cannot read {}: {e}",
-                path.display()
-            ))
+            position: at(&value, 1),
+            message: format!("model `{value}`: {e}"),
         })?;
-        let hash = ModuleHash::of(&bytes);
-        let resolved = format!("{TORCHSCRIPT_PREFIX}{hash}");
-        for q in ['"', '\''] {
-            out = out.replace(&format!("{q}{value}{q}"), &format!("\"{resolved}\""));
-        }
         if !modules.iter().any(|(h, _)| *h == hash) {
             modules.push((hash, path));
         }
+        resolved.push((value, hash));
     }
     // A value written with escapes or across lines is not found verbatim: say so here
     // rather than let the trial's parser call it unresolved.
-    if let Some(left) = unresolved_modules(&out).first() {
-        let at = text
-            .find(&left[TORCHSCRIPT_PREFIX.len()..])
-            .map(|i| line_col(text, i));
-        return Err(SweepError {
-            file: file.to_path_buf(),
-            position: at,
-            message: format!(
-                "model `{left}`: write the path as a plain string (no escapes), e.g. \"torchscript:models/net.pt\""
-            ),
-        });
-    }
+    let out = substitute_modules(text, &resolved).map_err(|left| SweepError {
+        file: file.to_path_buf(),
+        position: at(&left[TORCHSCRIPT_PREFIX.len()..], 0),
+        message: format!(
+            "model `{left}`: write the path as a plain string (no escapes), e.g. \"torchscript:models/net.pt\""
+        ),
+    })?;
     Ok((out, modules))
 }
 
 /// The `torchscript:PATH` values of a sweep text that are paths, not yet hashes.
-pub fn unresolved_modules(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(table) = text.parse::<toml::Table>() {
-        collect_module_values(&toml::Value::Table(table), false, &mut out);
-    }
-    out
-}
-
-/// The `torchscript:PATH` strings (not yet hashes) under `model` keys, anywhere in the file.
-fn collect_module_values(v: &toml::Value, under_model: bool, out: &mut Vec<String>) {
-    match v {
-        toml::Value::String(s) if under_model => {
-            let rest = s.strip_prefix(TORCHSCRIPT_PREFIX);
-            if rest.is_some_and(|r| ModuleHash::from_hex(r).is_none()) && !out.contains(s) {
-                out.push(s.clone());
-            }
-        }
-        toml::Value::Array(items) => {
-            for item in items {
-                collect_module_values(item, under_model, out);
-            }
-        }
-        toml::Value::Table(t) => {
-            for (k, item) in t {
-                collect_module_values(item, k == "model", out);
-            }
-        }
-        _ => {}
-    }
-}
+pub use sweep_proto::module::module_paths as unresolved_modules;
 
 /// An include's trial, label and reported value.
 type Included = (TrialSpec, Option<String>, Option<f64>);

@@ -16,12 +16,12 @@
 use crate::models::Io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use sweep_proto::module::{module_paths, read_module, substitute_modules};
 use sweep_proto::ModuleHash;
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor, TrainableCModule};
 
-/// Largest module file accepted (from a coordinator or a path).
-pub const MAX_MODULE_BYTES: u64 = 512 << 20;
+pub use sweep_proto::module::MAX_MODULE_BYTES;
 
 /// Overrides where module files are cached.
 pub const CACHE_ENV: &str = "SWEEP_MODULE_CACHE";
@@ -80,18 +80,7 @@ pub fn store(bytes: &[u8], expect: Option<ModuleHash>) -> Result<ModuleHash, Str
 
 /// Reads a module file the user named (`torchscript:PATH`) into the cache.
 pub fn store_file(path: &Path) -> Result<ModuleHash, String> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read TorchScript module {}: {e}", path.display()))?
-        .len();
-    if size > MAX_MODULE_BYTES {
-        return Err(format!(
-            "{}: {size} bytes, above the {} MiB limit for TorchScript modules",
-            path.display(),
-            MAX_MODULE_BYTES >> 20
-        ));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read TorchScript module {}: {e}", path.display()))?;
+    let (_, bytes) = read_module(path).map_err(|e| format!("TorchScript module: {e}"))?;
     store(&bytes, None)
 }
 
@@ -175,38 +164,26 @@ pub fn load(vs: &nn::Path, hash: ModuleHash, io: Io) -> Result<Scripted, String>
 /// `base`) is put in the module cache and the value becomes `torchscript:<hash>`. Other
 /// texts come back unchanged; syntax errors are left for the trial's own parser to report.
 pub fn resolve_trial_text(text: &str, base: &Path) -> Result<String, String> {
-    let Ok(table) = text.parse::<toml::Table>() else {
-        return Ok(text.to_string());
-    };
-    let Some(toml::Value::String(model)) = table.get("model") else {
-        return Ok(text.to_string());
-    };
-    let Some(rest) = model.strip_prefix(sweep_proto::TORCHSCRIPT_PREFIX) else {
-        return Ok(text.to_string());
-    };
-    if ModuleHash::from_hex(rest).is_some() {
+    let mut resolved = Vec::new();
+    for value in module_paths(text) {
+        let hash = store_file(&base.join(&value[sweep_proto::TORCHSCRIPT_PREFIX.len()..]))?;
+        resolved.push((value, hash));
+    }
+    if resolved.is_empty() {
         return Ok(text.to_string());
     }
-    let hash = store_file(&base.join(rest))?;
-    let resolved = format!("{}{hash}", sweep_proto::TORCHSCRIPT_PREFIX);
-    // Replaced in the text, so errors keep their lines; where the literal is written
-    // otherwise (escapes) or also in a comment, the table is written out again instead.
-    for quote in ['"', '\''] {
-        let literal = format!("{quote}{model}{quote}");
-        if text.matches(&literal).count() == 1 {
-            let out = text.replacen(&literal, &format!("\"{resolved}\""), 1);
-            let model_now = out
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|t| t.get("model").and_then(|m| m.as_str()).map(String::from));
-            if model_now.as_deref() == Some(resolved.as_str()) {
-                return Ok(out);
+    // Replaced in the text, so errors keep their lines; where the value is written otherwise
+    // (escapes), the table is written out again instead.
+    substitute_modules(text, &resolved).or_else(|_| {
+        let mut table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+        if let Some(toml::Value::String(model)) = table.get("model") {
+            if let Some((_, hash)) = resolved.iter().find(|(w, _)| w == model) {
+                let value = format!("{}{hash}", sweep_proto::TORCHSCRIPT_PREFIX);
+                table.insert("model".into(), toml::Value::String(value));
             }
         }
-    }
-    let mut table = table;
-    table.insert("model".into(), toml::Value::String(resolved));
-    Ok(table.to_string())
+        Ok(table.to_string())
+    })
 }
 
 #[cfg(test)]
