@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use sweep_proto::convert::{artifact_chunks, CHUNK_BYTES};
+use sweep_proto::convert::{artifact_chunks, receive_artifact, ArtifactError, CHUNK_BYTES};
 use sweep_proto::pb::{self, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
@@ -363,35 +363,19 @@ impl Admin for AdminService {
         &self,
         req: Request<tonic::Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let mut chunks = req.into_inner();
-        let mut bytes = Vec::new();
-        let (mut size, mut sha) = (None, String::new());
-        while let Some(c) = chunks.message().await? {
-            if size.is_none() {
-                if c.size > sweep::MAX_MODULE_BYTES {
-                    return Err(Status::invalid_argument(format!(
-                        "size: {} bytes is over the limit of {} MiB for TorchScript modules",
-                        c.size,
-                        sweep::MAX_MODULE_BYTES >> 20
-                    )));
+        let bytes = receive_artifact(&mut req.into_inner(), sweep::MAX_MODULE_BYTES)
+            .await
+            .map_err(|e| match e {
+                ArtifactError::Stream(status) => status,
+                ArtifactError::Mismatch { .. } => {
+                    Status::data_loss(format!("the TorchScript module: {e}"))
                 }
-                (size, sha) = (Some(c.size), c.sha256);
-            }
-            if bytes.len() as u64 + c.data.len() as u64 > size.unwrap_or(0) {
-                return Err(Status::invalid_argument(
-                    "more bytes than the size announced",
-                ));
-            }
-            bytes.extend_from_slice(&c.data);
-        }
-        if Some(bytes.len() as u64) != size || crate::checkpoints::sha256_hex(&bytes) != sha {
-            return Err(Status::data_loss(
-                "the module arrived with another size or SHA-256 than announced",
-            ));
-        }
+                _ => Status::invalid_argument(format!("the TorchScript module: {e}")),
+            })?;
+        let size = bytes.len();
         let h = self.handle.clone();
         let hash = blocking(move || h.store_module(&bytes).map_err(Status::unavailable)).await?;
-        tracing::info!(%hash, size = size.unwrap_or(0), "TorchScript module uploaded");
+        tracing::info!(%hash, size, "TorchScript module uploaded");
         Ok(Response::new(pb::Ack {
             accepted: true,
             reason: hash.to_string(),

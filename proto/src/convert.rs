@@ -217,6 +217,56 @@ pub fn artifact_chunks(
         .collect()
 }
 
+/// Why a streamed artifact (a chunk stream as [`artifact_chunks`] makes) was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("{}", .0.message())]
+    Stream(tonic::Status),
+    #[error("{size} bytes is more than the {limit} accepted")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("more than the {size} bytes announced")]
+    Overrun { size: u64 },
+    #[error("it arrived as {got} bytes with SHA-256 {got_sha}, not {size} bytes with {sha}")]
+    Mismatch {
+        got: u64,
+        got_sha: String,
+        size: u64,
+        sha: String,
+    },
+}
+
+/// Collects a chunk stream whose first chunk announces the size (at most `limit`) and the
+/// SHA-256; the bytes must be exactly those. Memory never exceeds the announced size.
+pub async fn receive_artifact(
+    chunks: &mut tonic::Streaming<pb::CheckpointChunk>,
+    limit: u64,
+) -> Result<Vec<u8>, ArtifactError> {
+    let mut bytes = Vec::new();
+    let mut announced: Option<(u64, String)> = None;
+    while let Some(c) = chunks.message().await.map_err(ArtifactError::Stream)? {
+        let (size, _) = announced.get_or_insert((c.size, c.sha256));
+        let size = *size;
+        if size > limit {
+            return Err(ArtifactError::TooLarge { size, limit });
+        }
+        if bytes.len() as u64 + c.data.len() as u64 > size {
+            return Err(ArtifactError::Overrun { size });
+        }
+        bytes.extend_from_slice(&c.data);
+    }
+    let (size, sha) = announced.unwrap_or_default();
+    let got_sha = crate::sha256_hex(&bytes);
+    if bytes.len() as u64 != size || got_sha != sha {
+        return Err(ArtifactError::Mismatch {
+            got: bytes.len() as u64,
+            got_sha,
+            size,
+            sha,
+        });
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

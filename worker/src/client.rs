@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use sweep_proto::convert::{artifact_chunks, CHUNK_BYTES};
+use sweep_proto::convert::{artifact_chunks, receive_artifact, CHUNK_BYTES};
 use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
 use sweep_proto::tls::{ClientTls, TlsError};
 use sweep_proto::{EpochMetrics, TrialResult, TrialSpec};
@@ -702,32 +702,9 @@ async fn receive(
     mut chunks: tonic::Streaming<pb::CheckpointChunk>,
     limit: u64,
 ) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    let (mut size, mut sha) = (0u64, String::new());
-    while let Some(c) = chunks
-        .message()
+    receive_artifact(&mut chunks, limit)
         .await
-        .map_err(|e| e.message().to_string())?
-    {
-        if bytes.is_empty() && size == 0 {
-            (size, sha) = (c.size, c.sha256);
-            if size > limit {
-                return Err(format!("{size} bytes is more than the {limit} accepted"));
-            }
-        }
-        if bytes.len() as u64 + c.data.len() as u64 > size {
-            return Err(format!("more than the {size} bytes announced"));
-        }
-        bytes.extend_from_slice(&c.data);
-    }
-    let got = checkpoint::sha256_hex(&bytes);
-    if bytes.len() as u64 != size || got != sha {
-        return Err(format!(
-            "it arrived as {} bytes with SHA-256 {got}, not {size} bytes with {sha}",
-            bytes.len()
-        ));
-    }
-    Ok(bytes)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
