@@ -125,18 +125,21 @@ fn train_lease(
     // else fall back to $CIFAR10_DATA and ./data. The worker's --data comes first, unless it
     // does not hold what this trial trains on and the hint does (a worker for CIFAR-10 that
     // also sees the sweep's image folder).
-    let holds = |d: &PathBuf| data::find_data_for(Some(d), spec.dataset).is_ok();
+    // Each candidate is looked at once (for an image folder that lists every file).
+    let look = |d: &PathBuf| data::find_data_for(Some(d), spec.dataset);
     let hint = (!lease.data_hint.is_empty()).then(|| PathBuf::from(&lease.data_hint));
     let image_folder = matches!(spec.dataset, sweep_proto::DatasetKind::ImageFolder(_));
-    let chosen = match (&opts_data, &hint) {
-        (Some(d), Some(h)) if !holds(d) && holds(h) => Some(h.clone()),
-        (Some(d), _) => Some(d.clone()),
-        (None, Some(h)) if holds(h) => Some(h.clone()),
-        // Only the sweep names an image folder: the error says its path is not here.
-        (None, Some(h)) if image_folder => Some(h.clone()),
-        _ => None,
+    let found = match opts_data.as_ref().map(look) {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => hint.as_ref().and_then(|h| look(h).ok()).ok_or(e),
+        None => match hint.as_ref().map(look) {
+            Some(Ok(h)) => Ok(h),
+            // Only the sweep names an image folder: the error says its path is not here.
+            Some(Err(e)) if image_folder => Err(e),
+            _ => data::find_data_for(None, spec.dataset),
+        },
     };
-    let dir = match data::find_data_for(chosen.as_deref(), spec.dataset) {
+    let dir = match found {
         Ok(d) => d,
         // The sweep says `data = "fetch"`: download the official archive into ./data.
         Err(_)
