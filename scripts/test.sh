@@ -10,6 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A fresh run needs about 9 GB: torch with its CUDA libraries (4.7 GB), the debug build (2.2 GB),
+# then the release and fuzzing builds (3.3 GB; 1.2 GB less with TEST_DROP_DEBUG_BUILD=1).
+free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+if [ "${free_gb:-0}" -lt 10 ]; then
+    echo "test: warning: only ${free_gb} GB free on $(df -P . | awk 'NR == 2 { print $6 }'); a run from a fresh clone needs about 9 GB" >&2
+fi
+
 scripts/setup-libtorch.sh
 
 if [ -f "${SHARED_DATA:-../shared/data}/cifar10-jpeg.tar.xz" ]; then
@@ -44,6 +51,13 @@ scripts/check-python-client.sh
 
 # An exported model loaded into the same architecture in PyTorch scores what the worker said.
 scripts/check-pytorch-export.sh
+
+# Nothing below uses the debug build. TEST_DROP_DEBUG_BUILD=1 (set by .ci/run) removes it so the
+# release and fuzzing builds do not sit beside it on a small disk.
+if [ -n "${TEST_DROP_DEBUG_BUILD:-}" ]; then
+    echo "test: removing target/debug before the release and fuzzing builds (TEST_DROP_DEBUG_BUILD)"
+    rm -rf target/debug
+fi
 
 if [ -z "${SKIP_DEPLOY_CHECK:-}" ]; then
     scripts/check-deploy.sh
