@@ -256,35 +256,65 @@ pub async fn rerun(c: &mut Client, sweep: &str) -> Result<()> {
     Ok(())
 }
 
-/// A model file's description: the JSON the worker put in its safetensors header
-/// (`__metadata__["sweep_model"]`), read without loading the tensors.
-pub fn model_info(bytes: &[u8]) -> Result<serde_json::Value> {
+/// A safetensors file's header (JSON) and where its data starts.
+fn safetensors_header(bytes: &[u8]) -> Result<(serde_json::Value, usize)> {
     let len = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
         .ok_or_else(|| anyhow::anyhow!("not a safetensors file: shorter than its header"))?;
+    let end = 8usize.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
     let header = bytes
-        .get(8..8usize.saturating_add(len as usize))
+        .get(8..end)
         .ok_or_else(|| anyhow::anyhow!("not a safetensors file: header length {len}"))?;
-    let header: serde_json::Value =
-        serde_json::from_slice(header).context("not a safetensors file")?;
+    let header = serde_json::from_slice(header).context("not a safetensors file")?;
+    Ok((header, end))
+}
+
+/// A TorchScript trial's trained module inside its model file (the U8 tensor `torchscript`).
+fn model_module(bytes: &[u8]) -> Result<Option<&[u8]>> {
+    let (header, start) = safetensors_header(bytes)?;
+    let tensor = &header["torchscript"];
+    if tensor.is_null() {
+        return Ok(None);
+    }
+    let offsets = tensor["data_offsets"].as_array().map(|o| {
+        o.iter()
+            .filter_map(|v| v.as_u64().and_then(|v| usize::try_from(v).ok()))
+            .collect::<Vec<_>>()
+    });
+    match (tensor["dtype"].as_str(), offsets.as_deref()) {
+        (Some("U8"), Some(&[a, b])) if a <= b => start
+            .checked_add(b)
+            .and_then(|end| bytes.get(start + a..end))
+            .map(Some)
+            .ok_or_else(|| anyhow::anyhow!("the model's torchscript tensor lies beyond the file")),
+        _ => anyhow::bail!("the model's torchscript tensor is not a U8 vector: {tensor}"),
+    }
+}
+
+/// A model file's description: the JSON the worker put in its safetensors header
+/// (`__metadata__["sweep_model"]`), read without loading the tensors.
+pub fn model_info(bytes: &[u8]) -> Result<serde_json::Value> {
+    let (header, _) = safetensors_header(bytes)?;
     let info = header["__metadata__"]["sweep_model"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("not a model of this project (no sweep_model metadata)"))?;
     serde_json::from_str(info).context("the model's metadata")
 }
 
-/// Writes a model file as `OUT/model.safetensors` and `OUT/model.json`, and says so.
+/// Writes a model file as `OUT/model.safetensors` and `OUT/model.json` (and a TorchScript
+/// trial's trained module as `OUT/model.pt`), and says so.
 pub fn write_model(bytes: &[u8], out: &Path, trial: &str) -> Result<()> {
     let info = model_info(bytes)?;
+    let module = model_module(bytes)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    for (name, content) in [
-        ("model.safetensors", bytes.to_vec()),
-        (
-            "model.json",
-            (serde_json::to_string_pretty(&info)? + "\n").into_bytes(),
-        ),
-    ] {
+    let json = serde_json::to_string_pretty(&info)? + "\n";
+    let mut files = vec![
+        ("model.safetensors", bytes),
+        ("model.json", json.as_bytes()),
+    ];
+    files.extend(module.map(|m| ("model.pt", m)));
+    for (name, content) in files {
         let path = out.join(name);
         std::fs::write(&path, content)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -297,6 +327,11 @@ pub fn write_model(bytes: &[u8], out: &Path, trial: &str) -> Result<()> {
         info["trial"]["model"].as_str().unwrap_or("?"),
         out.display()
     );
+    if module.is_some() {
+        println!(
+            "  model.pt: the trained TorchScript module, for torch.jit.load; model.json says how to normalise inputs"
+        );
+    }
     Ok(())
 }
 

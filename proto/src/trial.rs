@@ -664,7 +664,7 @@ impl TrialSpec {
                 ),
             ));
         }
-        if self.model == Model::SeedCnn && self.image_size % 8 != 0 {
+        if self.model == Model::SeedCnn && !self.image_size.is_multiple_of(8) {
             return Err(invalid(
                 "image_size",
                 self.image_size,

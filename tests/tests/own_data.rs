@@ -3,7 +3,7 @@
 //! reaches remote workers from the coordinator and trains like a built-in model.
 
 use integration_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -114,8 +114,11 @@ fn an_image_folder_trains_exactly_as_its_binary_conversion() {
 
 /// examples/own-model/export.py writes a TorchScript ResNet; a sweep names it by path, the
 /// coordinator stores it, its local workers (separate processes with an empty module cache)
-/// fetch it by hash, train it for an epoch and beat chance (10%) clearly. A module whose
-/// output does not fit the classes is refused before training, with the shapes.
+/// fetch it by hash, train it for an epoch and beat chance (10%) clearly. The best trial's
+/// trained module is kept: `coordinator export` writes it as model.pt, which PyTorch's
+/// `torch.jit.load` reads, and `worker eval` on the exported files gives back the sweep's test
+/// accuracy. A module whose output does not fit the classes is refused before training, with
+/// the shapes.
 #[test]
 fn a_torchscript_resnet_reaches_the_workers_and_beats_chance() {
     let _serial = serial();
@@ -128,7 +131,7 @@ fn a_torchscript_resnet_reaches_the_workers_and_beats_chance() {
     let sweep = write_sweep(
         dir.path(),
         "own-model",
-        "[defaults]\nmodel = \"torchscript:model.pt\"\nepochs = 1\nbatch_size = 32\n\
+        "keep_best = 1\n[defaults]\nmodel = \"torchscript:model.pt\"\nepochs = 1\nbatch_size = 32\n\
          [grid]\noptimizer = [\"adam\", \"sgd\"]\nlr = [0.003]\n",
     );
     let cache = dir.path().join("worker-modules");
@@ -166,6 +169,40 @@ fn a_torchscript_resnet_reaches_the_workers_and_beats_chance() {
             row["params"]["optimizer"]
         );
     }
+
+    let exported = dir.path().join("exported");
+    let (ok, _, err) = coordinator(
+        &[
+            "export",
+            "own-model",
+            "--best",
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+        &out.join("sweep.db"),
+    );
+    assert!(ok, "{err}");
+    let check = "import sys, torch\n\
+                 m = torch.jit.load(sys.argv[1])\n\
+                 print(tuple(m(torch.zeros(2, 3, 32, 32)).shape), m.training)\n";
+    let printed = run_ok(
+        Command::new(python())
+            .args(["-c", check])
+            .arg(exported.join("model.pt")),
+    );
+    assert_eq!(
+        printed.trim(),
+        "(2, 10) False",
+        "torch.jit.load of the kept module"
+    );
+    let eval = run_ok(
+        Command::new(bin("worker"))
+            .args(["eval", "--device", "cpu", "--data"])
+            .arg(&data)
+            .arg(&exported),
+    );
+    let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert_eq!(eval["test_accuracy"], rows[0]["test_accuracy"], "{eval}");
 
     let bad = dir.path().join("seven.pt");
     export_small_resnet(&bad, 7);

@@ -7,7 +7,9 @@
 //! seed and the epoch number, so nothing else is needed.
 //!
 //! Format: `SWEEPCK1`, the header's length (u64, little-endian), the header (JSON), then the
-//! tensors in the safetensors format (`model.NAME`, `opt.NAME`). The coordinator keeps the
+//! tensors in the safetensors format (`model.NAME`, `opt.NAME`, and for a TorchScript trial
+//! `module`: the whole module as a TorchScript file, since its buffers are not in the
+//! `VarStore`; bytes as a U8 vector). The coordinator keeps the
 //! SHA-256 of the whole; [`decode`] refuses anything that does not parse, belongs to another
 //! trial or trainer version, or does not fit the model.
 
@@ -19,6 +21,8 @@ use sweep_proto::{EpochMetrics, TrialSpec, TRAINER_SEMANTICS};
 use tch::{nn, Kind, Tensor};
 
 const MAGIC: &[u8; 8] = b"SWEEPCK1";
+/// The tensor holding a TorchScript trial's module.
+const MODULE: &str = "module";
 /// A header is a few KB (one line of metrics per epoch); anything larger is not ours.
 const MAX_HEADER: u64 = 16 << 20;
 
@@ -64,6 +68,15 @@ impl View for &Bytes {
     }
 }
 
+/// Raw bytes as a U8 vector (a TorchScript module inside a checkpoint or a model file).
+pub(crate) fn raw_bytes(data: &[u8]) -> Bytes {
+    Bytes {
+        dtype: Dtype::U8,
+        shape: vec![data.len()],
+        data: data.to_vec(),
+    }
+}
+
 pub(crate) fn to_bytes(t: &Tensor) -> Result<Bytes, String> {
     let t = t.to_device(tch::Device::Cpu).contiguous();
     let dtype = match t.kind() {
@@ -85,13 +98,18 @@ pub(crate) fn to_bytes(t: &Tensor) -> Result<Bytes, String> {
     })
 }
 
-/// The checkpoint of `vs` and the optimiser state after `header.epoch` epochs.
+/// The checkpoint of `vs` and the optimiser state after `header.epoch` epochs; `module`: a
+/// TorchScript trial's module ([`crate::torchscript::Scripted::to_bytes`]).
 pub fn encode(
     header: &Header,
     vs: &nn::VarStore,
     optimizer: &[(String, Tensor)],
+    module: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
     let mut named: Vec<(String, Bytes)> = Vec::new();
+    if let Some(module) = module {
+        named.push((MODULE.to_string(), raw_bytes(module)));
+    }
     for (name, t) in vs.variables() {
         named.push((format!("model.{name}"), to_bytes(&t)?));
     }
@@ -114,6 +132,8 @@ pub struct Restored {
     pub header: Header,
     pub model: HashMap<String, Tensor>,
     pub optimizer: HashMap<String, Tensor>,
+    /// A TorchScript trial's module file.
+    pub module: Option<Vec<u8>>,
 }
 
 /// Parses a checkpoint for `spec`; the error says what is wrong with it.
@@ -149,8 +169,12 @@ pub fn decode(bytes: &[u8], spec: &TrialSpec) -> Result<Restored, String> {
         ));
     }
     let st = SafeTensors::deserialize(&bytes[end..]).map_err(|e| format!("tensors: {e:?}"))?;
-    let (mut model, mut optimizer) = (HashMap::new(), HashMap::new());
+    let (mut model, mut optimizer, mut module) = (HashMap::new(), HashMap::new(), None);
     for (name, view) in st.tensors() {
+        if name == MODULE && view.dtype() == Dtype::U8 {
+            module = Some(view.data().to_vec());
+            continue;
+        }
         let t = Tensor::try_from(view).map_err(|e| format!("tensor {name}: {e}"))?;
         if let Some(n) = name.strip_prefix("model.") {
             model.insert(n.to_string(), t);
@@ -160,10 +184,17 @@ pub fn decode(bytes: &[u8], spec: &TrialSpec) -> Result<Restored, String> {
             return Err(format!("unexpected tensor {name}"));
         }
     }
+    if module.is_some() != matches!(spec.model, sweep_proto::Model::TorchScript(_)) {
+        return Err(match module {
+            Some(_) => "it holds a TorchScript module, the trial's model is built in".into(),
+            None => "it has no module for the trial's TorchScript model".into(),
+        });
+    }
     Ok(Restored {
         header,
         model,
         optimizer,
+        module,
     })
 }
 

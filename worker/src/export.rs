@@ -4,6 +4,10 @@
 //! shape and the normalisation). The JSON also travels inside the safetensors header
 //! (`__metadata__["sweep_model"]`), so the one file sent to the coordinator is complete.
 //!
+//! A TorchScript trial's model file holds one tensor instead, `torchscript` (U8): the trained
+//! module as a TorchScript file, parameters and buffers included, in eval mode. It is also
+//! written out as `model.pt`, which `torch.jit.load` reads.
+//!
 //! Inputs are `[N, C, S, S]` float tensors (S = the trial's `image_size`, 32 for CIFAR): pixels on the 0..255 scale, grayscale as the
 //! trial's `color` says, then normalised by `normalization` (`standard`: (x - mean) / std
 //! per channel, with the training split's statistics stored here; `scale`: x / 255).
@@ -19,6 +23,10 @@ use tch::{nn, Device, Kind, Tensor};
 
 pub const WEIGHTS: &str = "model.safetensors";
 pub const SIDECAR: &str = "model.json";
+/// A TorchScript trial's trained module, beside the other two.
+pub const MODULE: &str = "model.pt";
+/// The tensor holding it in the model file.
+pub const MODULE_TENSOR: &str = "torchscript";
 const METADATA_KEY: &str = "sweep_model";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +76,27 @@ pub fn encode(vs: &nn::VarStore, info: &ModelInfo) -> Result<Vec<u8>, String> {
     safetensors::tensor::serialize(views, &meta).map_err(|e| format!("{e:?}"))
 }
 
+/// The model file of a TorchScript trial: its trained module's bytes with `info` in the header.
+pub fn encode_module(module: &[u8], info: &ModelInfo) -> Result<Vec<u8>, String> {
+    let tensor = checkpoint::raw_bytes(module);
+    let json = serde_json::to_string(info).map_err(|e| e.to_string())?;
+    let meta = Some(HashMap::from([(METADATA_KEY.to_string(), json)]));
+    safetensors::tensor::serialize([(MODULE_TENSOR, &tensor)], &meta).map_err(|e| format!("{e:?}"))
+}
+
+/// The TorchScript module in a model file's bytes, if it holds one.
+pub fn module_bytes(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
+    match st.tensor(MODULE_TENSOR) {
+        Ok(view) if view.dtype() == safetensors::Dtype::U8 => Ok(Some(view.data().to_vec())),
+        Ok(view) => Err(format!(
+            "tensor {MODULE_TENSOR} is {:?}, not U8",
+            view.dtype()
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Reads a model file's bytes back: its description and its tensors.
 pub fn decode(bytes: &[u8]) -> Result<(ModelInfo, HashMap<String, Tensor>), String> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
@@ -88,10 +117,15 @@ pub fn decode(bytes: &[u8]) -> Result<(ModelInfo, HashMap<String, Tensor>), Stri
     Ok((info, tensors))
 }
 
-/// Writes `model.safetensors` and `model.json` into `dir`.
+/// Writes `model.safetensors` and `model.json` into `dir`, and a TorchScript trial's
+/// `model.pt`.
 pub fn write_dir(dir: &Path, bytes: &[u8]) -> Result<ModelInfo, String> {
     let (info, _) = decode(bytes)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if let Some(module) = module_bytes(bytes)? {
+        let path = dir.join(MODULE);
+        std::fs::write(&path, module).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let weights = dir.join(WEIGHTS);
     std::fs::write(&weights, bytes).map_err(|e| format!("{}: {e}", weights.display()))?;
     let sidecar = dir.join(SIDECAR);
@@ -138,6 +172,23 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
             info.std.len(),
             info.input
         ));
+    }
+    if let sweep_proto::Model::TorchScript(_) = info.trial.model {
+        // The module was saved trained: nothing to build or copy.
+        let module = module_bytes(&bytes)
+            .and_then(|m| {
+                m.ok_or(format!(
+                    "no {MODULE_TENSOR} tensor for the trial's TorchScript model"
+                ))
+            })
+            .and_then(|m| crate::torchscript::load_frozen(&m, device))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let vs = nn::VarStore::new(device);
+        return Ok(Loaded {
+            info,
+            vs,
+            model: Box::new(module),
+        });
     }
     let mut vs = nn::VarStore::new(Device::Cpu);
     let io = crate::models::Io {

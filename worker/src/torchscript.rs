@@ -10,16 +10,18 @@
 //! Training: the module's parameters join the trial's `VarStore` (so the optimisers, the
 //! schedule and weight decay treat them like any model's), its own initial weights are kept,
 //! and its `train()`/`eval()` mode follows the trainer. Its buffers (batch-norm statistics)
-//! live in the module: checkpoints and exported models, which save the `VarStore`, are for
-//! the built-in models.
+//! live in the module, not in the `VarStore`: checkpoints and kept models carry the whole
+//! module as TorchScript ([`Scripted::to_bytes`]), and a resumed trial loads it from there
+//! ([`load_bytes`]).
 
 use crate::models::Io;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use sweep_proto::module::{module_paths, read_module, substitute_modules};
 use sweep_proto::ModuleHash;
 use tch::nn::{self, ModuleT};
-use tch::{Kind, Tensor, TrainableCModule};
+use tch::{CModule, Device, Kind, TchError, Tensor, TrainableCModule};
 
 pub use sweep_proto::module::MAX_MODULE_BYTES;
 
@@ -84,10 +86,37 @@ pub fn store_file(path: &Path) -> Result<ModuleHash, String> {
     store(&bytes, None)
 }
 
-/// A loaded module whose `train`/`eval` mode follows `forward_t`'s flag.
-#[derive(Debug)]
+/// A loaded module whose `train`/`eval` mode follows `forward_t`'s flag. Clones share the
+/// module (the trainer keeps one to save it).
+#[derive(Debug, Clone)]
 pub struct Scripted {
-    module: Mutex<(TrainableCModule, Option<bool>)>,
+    module: Arc<Mutex<(TrainableCModule, Option<bool>)>>,
+}
+
+impl Scripted {
+    /// The module as a TorchScript file, with its current parameters and buffers (what
+    /// `torch.jit.load` and [`load_bytes`] read). It is saved in the mode it was last run in.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        // libtorch saves to a path: a private temporary file, read back and removed.
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot save the module: {e}"))?;
+        let path = dir.path().join("module.pt");
+        {
+            let guard = self
+                .module
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            guard
+                .0
+                .save(&path)
+                .map_err(|e| format!("cannot save the module: {}", first_line(&e)))?;
+        }
+        std::fs::read(&path).map_err(|e| format!("cannot read the saved module: {e}"))
+    }
+}
+
+/// libtorch's messages run to a C++ backtrace: the first line says what failed.
+fn first_line(e: &TchError) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 impl ModuleT for Scripted {
@@ -127,31 +156,79 @@ pub fn load(vs: &nn::Path, hash: ModuleHash, io: Io) -> Result<Scripted, String>
     let module = TrainableCModule::load(&path, vs.clone()).map_err(|e| {
         // A cached file that does not load is not kept: the next trial fetches it again.
         let _ = std::fs::remove_file(&path);
-        // libtorch's messages run to a C++ backtrace: the first line says what failed.
-        let e = e.to_string();
-        let first = e.lines().next().unwrap_or_default().to_string();
-        format!("cannot load TorchScript module {hash}: {first}")
+        format!("cannot load TorchScript module {hash}: {}", first_line(&e))
     })?;
+    checked(
+        module,
+        vs.device(),
+        io,
+        &format!("TorchScript module {hash}"),
+    )
+}
+
+/// Like [`load`], from a module's bytes ([`Scripted::to_bytes`] in a checkpoint).
+pub fn load_bytes(vs: &nn::Path, bytes: &[u8], io: Io) -> Result<Scripted, String> {
+    let module = TrainableCModule::load_data(&mut Cursor::new(bytes), vs.clone()).map_err(|e| {
+        format!(
+            "cannot load the saved TorchScript module: {}",
+            first_line(&e)
+        )
+    })?;
+    checked(module, vs.device(), io, "the saved TorchScript module")
+}
+
+/// A kept model's module in eval mode, for inference only (`worker eval`, `worker predict`).
+#[derive(Debug)]
+pub struct Frozen(CModule);
+
+impl ModuleT for Frozen {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+        match self.0.forward_ts(&[xs]) {
+            Ok(t) => t,
+            Err(e) => panic!("the TorchScript module failed: {}", first_line(&e)),
+        }
+    }
+}
+
+pub fn load_frozen(bytes: &[u8], device: Device) -> Result<Frozen, String> {
+    let mut module =
+        CModule::load_data_on_device(&mut Cursor::new(bytes), device).map_err(|e| {
+            format!(
+                "cannot load the model's TorchScript module: {}",
+                first_line(&e)
+            )
+        })?;
+    module
+        .f_set_eval()
+        .map_err(|e| format!("the model's TorchScript module: {}", first_line(&e)))?;
+    Ok(Frozen(module))
+}
+
+/// The module wrapped for the trainer, once it maps a probe batch of `io` images to
+/// `[2, io.classes]` logits.
+fn checked(
+    module: TrainableCModule,
+    device: Device,
+    io: Io,
+    what: &str,
+) -> Result<Scripted, String> {
     let scripted = Scripted {
-        module: Mutex::new((module, None)),
+        module: Arc::new(Mutex::new((module, None))),
     };
-    let probe = Tensor::zeros(
-        [2, io.channels, io.size, io.size],
-        (Kind::Float, vs.device()),
-    );
+    let probe = Tensor::zeros([2, io.channels, io.size, io.size], (Kind::Float, device));
     let out = {
         let _guard = tch::no_grad_guard();
         crate::trial_panic::catch(|| Ok(scripted.forward_t(&probe, false).size()))
     };
     let shape = out.and_then(|r| r).map_err(|e| {
         format!(
-            "TorchScript module {hash} cannot take a [2, {}, {}, {}] batch of images: {e}",
+            "{what} cannot take a [2, {}, {}, {}] batch of images: {e}",
             io.channels, io.size, io.size
         )
     })?;
     if shape != [2, io.classes] {
         return Err(format!(
-            "TorchScript module {hash} maps a [2, {c}, {s}, {s}] batch to {shape:?}, but the dataset has {classes} classes: it must return [batch, {classes}] logits",
+            "{what} maps a [2, {c}, {s}, {s}] batch to {shape:?}, but the dataset has {classes} classes: it must return [batch, {classes}] logits",
             c = io.channels,
             s = io.size,
             classes = io.classes
@@ -186,16 +263,41 @@ pub fn resolve_trial_text(text: &str, base: &Path) -> Result<String, String> {
     })
 }
 
+/// Points this test binary's module cache at one private directory (tests run on several
+/// threads: each setting its own would race), and returns `examples/own-model`'s SmallResNet
+/// exported by its export.py (the workspace's .venv, which libtorch comes from) into `dir`.
+#[cfg(test)]
+pub(crate) fn test_module(dir: &Path, classes: u32) -> PathBuf {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let cache = tempfile::tempdir().unwrap();
+        std::env::set_var(CACHE_ENV, cache.path());
+        cache
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = dir.join("small_resnet.pt");
+    let o = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("examples/own-model/export.py"))
+        .arg(&out)
+        .args(["--classes", &classes.to_string()])
+        .output()
+        .expect("run .venv/bin/python (scripts/setup-libtorch.sh makes it)");
+    assert!(
+        o.status.success(),
+        "export.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn trial_files_name_modules_by_path_and_get_their_hash() {
-        let cache = tempfile::tempdir().unwrap();
-        // Tests in this binary that use the cache all point it here.
-        std::env::set_var(CACHE_ENV, cache.path());
         let dir = tempfile::tempdir().unwrap();
+        test_module(dir.path(), 10);
         std::fs::write(dir.path().join("net.pt"), b"pretend module").unwrap();
         let text = "epochs = 1\nmodel = \"torchscript:net.pt\"\n";
         let out = resolve_trial_text(text, dir.path()).unwrap();

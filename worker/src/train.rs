@@ -6,6 +6,7 @@
 use crate::data::Dataset;
 use crate::metrics::{self, Confusion, Tally};
 use crate::pipeline::{Pipeline, Split};
+use crate::torchscript::{self, Scripted};
 use crate::{amp, checkpoint, models, optim, schedule};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -154,7 +155,6 @@ fn train(
     spec.validate().map_err(|e| e.to_string())?;
     tch::manual_seed(spec.seed as i64);
     let pipe = Pipeline::new(data, spec, device).map_err(|e| e.to_string())?;
-    let vs = nn::VarStore::new(device);
     let io = models::Io {
         channels: spec.input_channels(),
         size: spec.image_size as i64,
@@ -167,19 +167,24 @@ fn train(
             data.shape.height, data.shape.width, spec.image_size
         ));
     }
-    let model = models::build(&vs.root(), spec.model, io, spec.semantics)?;
-    // A TorchScript module's buffers (batch-norm statistics) are not in the VarStore, which is
-    // what checkpoints and exported models save.
-    let scripted = matches!(spec.model, sweep_proto::Model::TorchScript(_));
-    if spec.channels_last {
-        amp::weights_channels_last(&vs);
-    }
+    let restored = control
+        .resume
+        .as_ref()
+        .map(|bytes| checkpoint::decode(bytes, spec));
+    let Start {
+        vs,
+        model,
+        script,
+        mut opt,
+        mut epochs,
+        resumed_from_epoch,
+        resume_note,
+    } = start(spec, device, io, restored)?;
     if device.is_cuda() {
         // Input shapes are fixed within a trial: let cuDNN time its algorithms once and keep
         // the fastest.
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    let mut opt = optim::build(&vs, spec).map_err(|e| e.to_string())?;
     // Held for the whole trial: autocast is per thread, and this thread trains the trial.
     let (_autocast, precision_note) = amp::enable(spec.precision, device, amp::bf16_works);
 
@@ -200,31 +205,9 @@ fn train(
         parameters,
     });
 
-    let mut epochs = Vec::new();
     let mut notes: Vec<String> = precision_note.into_iter().collect();
-    let mut resumed_from_epoch = None;
     notes.extend(control.resume_note.clone());
-    if scripted && control.resume.is_some() {
-        notes.push(
-            "checkpoints are for the built-in models: this TorchScript trial trained from its first epoch".into(),
-        );
-    }
-    if scripted && control.export_model {
-        notes.push(
-            "kept models are for the built-in models: this TorchScript trial's trained weights were not kept".into(),
-        );
-    }
-    if let Some(bytes) = control.resume.as_ref().filter(|_| !scripted) {
-        match resume(bytes, spec, &vs, &mut opt) {
-            Ok(done) => {
-                resumed_from_epoch = Some(done.len() as u32);
-                epochs = done;
-            }
-            Err(e) => notes.push(format!(
-                "a checkpoint was not used ({e}); trained from the first epoch"
-            )),
-        }
-    }
+    notes.extend(resume_note);
     let mut diverged = None;
     let mut stopped = None;
     let mut last_checkpoint = (epochs.len() as u32, Instant::now());
@@ -317,7 +300,6 @@ fn train(
         stopped = None;
         let (since, at) = last_checkpoint;
         if epoch + 1 < spec.epochs
-            && !scripted
             && control
                 .checkpoints
                 .due(epoch + 1 - since, at.elapsed().as_secs_f64())
@@ -331,7 +313,8 @@ fn train(
                 epochs: epochs.clone(),
             };
             // A checkpoint that cannot be written costs only the resume: training goes on.
-            match checkpoint::encode(&header, &vs, &state) {
+            let module = script.as_ref().map(Scripted::to_bytes).transpose();
+            match module.and_then(|m| checkpoint::encode(&header, &vs, &state, m.as_deref())) {
                 Ok(bytes) => observe(Event::Checkpoint {
                     epoch: epoch + 1,
                     bytes: &bytes,
@@ -390,7 +373,7 @@ fn train(
         images: pipe.test.len() as u64,
         class_names: data.classes.clone(),
     });
-    if control.export_model && !scripted {
+    if control.export_model {
         let info = crate::export::ModelInfo {
             format: 1,
             trial_id: crate::export::trial_id(spec),
@@ -404,7 +387,13 @@ fn train(
             semantics: sweep_proto::TRAINER_SEMANTICS,
         };
         // A model that cannot be written costs only the export: the result stands.
-        match crate::export::encode(&vs, &info) {
+        let file = match &script {
+            Some(script) => script
+                .to_bytes()
+                .and_then(|module| crate::export::encode_module(&module, &info)),
+            None => crate::export::encode(&vs, &info),
+        };
+        match file {
             Ok(bytes) => observe(Event::Model {
                 epochs: result.epochs.len() as u32,
                 bytes: &bytes,
@@ -417,15 +406,103 @@ fn train(
     Ok(result)
 }
 
+/// A trial ready for its first epoch to train: the model, its optimiser and, when resumed
+/// from a checkpoint, the metrics of the epochs it had trained.
+struct Start {
+    vs: nn::VarStore,
+    model: Box<dyn ModuleT>,
+    /// A TorchScript trial's module, which checkpoints and kept models save.
+    script: Option<Scripted>,
+    opt: optim::Optim,
+    epochs: Vec<EpochMetrics>,
+    resumed_from_epoch: Option<u32>,
+    /// Why a checkpoint was not used.
+    resume_note: Option<String>,
+}
+
+/// Builds the model and optimiser and restores `restored` (a decoded checkpoint) into them.
+/// A TorchScript trial's module, buffers included, is loaded from its checkpoint; if the
+/// checkpoint then fails to restore, the trial starts again from the cached module, so a
+/// trial that trains from its first epoch always starts from the module's own weights.
+fn start(
+    spec: &TrialSpec,
+    device: Device,
+    io: models::Io,
+    mut restored: Option<Result<checkpoint::Restored, String>>,
+) -> Result<Start, String> {
+    let (vs, model, script, from_checkpoint) = build_model(spec, device, io, &mut restored)?;
+    if spec.channels_last {
+        amp::weights_channels_last(&vs);
+    }
+    let mut opt = optim::build(&vs, spec).map_err(|e| e.to_string())?;
+    let (epochs, resumed_from_epoch, resume_note) =
+        match restored.map(|r| r.and_then(|r| resume(r, &vs, &mut opt))) {
+            None => (Vec::new(), None, None),
+            Some(Ok(done)) => {
+                let n = done.len() as u32;
+                (done, Some(n), None)
+            }
+            Some(Err(e)) => {
+                let note = format!("a checkpoint was not used ({e}); trained from the first epoch");
+                if from_checkpoint {
+                    let fresh = start(spec, device, io, None)?;
+                    return Ok(Start {
+                        resume_note: Some(note),
+                        ..fresh
+                    });
+                }
+                (Vec::new(), None, Some(note))
+            }
+        };
+    Ok(Start {
+        vs,
+        model,
+        script,
+        opt,
+        epochs,
+        resumed_from_epoch,
+        resume_note,
+    })
+}
+
+/// The trial's variables and model, a TorchScript trial's module (to save), and whether that
+/// module came from the checkpoint. If it does not load from there, `restored` becomes the
+/// reason and the module comes from the cache, into fresh variables.
+type Built = (nn::VarStore, Box<dyn ModuleT>, Option<Scripted>, bool);
+
+fn build_model(
+    spec: &TrialSpec,
+    device: Device,
+    io: models::Io,
+    restored: &mut Option<Result<checkpoint::Restored, String>>,
+) -> Result<Built, String> {
+    let vs = nn::VarStore::new(device);
+    let sweep_proto::Model::TorchScript(hash) = spec.model else {
+        let model = models::build(&vs.root(), spec.model, io, spec.semantics)?;
+        return Ok((vs, model, None, false));
+    };
+    if let Some(Ok(checkpoint::Restored {
+        module: Some(bytes),
+        ..
+    })) = restored.as_ref()
+    {
+        match torchscript::load_bytes(&vs.root(), bytes, io) {
+            Ok(script) => return Ok((vs, Box::new(script.clone()), Some(script), true)),
+            Err(e) => *restored = Some(Err(e)),
+        }
+    }
+    let vs = nn::VarStore::new(device);
+    let script = torchscript::load(&vs.root(), hash, io)?;
+    Ok((vs, Box::new(script.clone()), Some(script), false))
+}
+
 /// Restores a checkpoint into the freshly built model and optimiser; returns the metrics of
 /// the epochs it had trained.
 fn resume(
-    bytes: &[u8],
-    spec: &TrialSpec,
+    restored: checkpoint::Restored,
     vs: &nn::VarStore,
     opt: &mut optim::Optim,
 ) -> Result<Vec<EpochMetrics>, String> {
-    let restored = checkpoint::decode(bytes, spec)?;
     // The model is checked before the optimiser changes, and the optimiser before the
     // model does: a checkpoint that fails either leaves both as built (a fresh start).
     checkpoint::check_model(vs, &restored.model)?;
@@ -513,6 +590,100 @@ mod tests {
             assert_eq!(t.per_class_accuracy.len(), 10);
             assert_eq!(t.binary_accuracy, None);
         }
+    }
+
+    /// A TorchScript trial (examples/own-model's SmallResNet: its batch-norm statistics live in
+    /// the module, not in the VarStore) resumed from its checkpoints ends bit for bit as the
+    /// uninterrupted run, a checkpoint whose module is damaged is noted and the trial starts
+    /// from the module's own weights, and the kept model (`model.pt` beside the model file)
+    /// gives back, from the files alone, the test accuracy the trial measured.
+    #[test]
+    fn a_torchscript_trial_resumes_exactly_and_keeps_its_trained_module() {
+        let _lock = crate::test_rng_lock();
+        let (d, data) = tiny_data();
+        let file = crate::torchscript::test_module(d.path(), 10);
+        let hash = crate::torchscript::store_file(&file).unwrap();
+        let spec = TrialSpec {
+            epochs: 3,
+            optimizer: sweep_proto::Optimizer::Sgd,
+            momentum: 0.9,
+            augment: sweep_proto::Augment {
+                flip: true,
+                ..Default::default()
+            },
+            seed: 3,
+            ..quick(Model::TorchScript(hash))
+        };
+        let control = Control {
+            checkpoints: checkpoint::Policy {
+                every_epochs: 1,
+                every_seconds: 0,
+            },
+            export_model: true,
+            ..Control::default()
+        };
+        let (mut saved, mut kept) = (Vec::new(), None);
+        let full = run_until(&spec, &data, Device::Cpu, &control, &mut |e| match e {
+            Event::Checkpoint { epoch, bytes } => saved.push((epoch, bytes.to_vec())),
+            Event::Model { bytes, .. } => kept = Some(bytes.to_vec()),
+            _ => {}
+        });
+        assert_eq!(full.status, TrialStatus::Completed, "{:?}", full.reason);
+        assert!(full.notes.is_empty(), "{:?}", full.notes);
+        assert_eq!(saved.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2]);
+        for (epoch, bytes) in &saved {
+            tch::manual_seed(999);
+            let control = Control {
+                resume: Some(bytes.clone()),
+                ..Control::default()
+            };
+            let resumed = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
+            assert_eq!(
+                resumed.resumed_from_epoch,
+                Some(*epoch),
+                "{:?}",
+                resumed.notes
+            );
+            assert_eq!(
+                numbers(&resumed),
+                numbers(&full),
+                "resumed after epoch {epoch}"
+            );
+        }
+        // The module inside the checkpoint damaged: noted, and the trial trains from the
+        // module's own weights to the uninterrupted run's numbers.
+        // (TorchScript files are zip archives: their end-of-directory record zeroed.)
+        let mut bad = saved[1].1.clone();
+        let end = bad
+            .windows(4)
+            .position(|w| w == b"PK\x05\x06")
+            .expect("a zip archive inside");
+        bad[end..end + 22].fill(0);
+        let control = Control {
+            resume: Some(bad),
+            ..Control::default()
+        };
+        let r = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
+        assert_eq!(r.resumed_from_epoch, None);
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("checkpoint was not used")),
+            "{:?}",
+            r.notes
+        );
+        assert_eq!(numbers(&r), numbers(&full));
+
+        let out = d.path().join("kept");
+        let info = crate::export::write_dir(&out, &kept.expect("a kept model")).unwrap();
+        assert_eq!(info.trial, spec);
+        assert!(out.join(crate::export::MODULE).is_file());
+        let e = crate::predict::eval(&out, d.path(), Device::Cpu).unwrap();
+        let stored = full.test.unwrap();
+        assert_eq!(
+            (e.test_accuracy, e.images),
+            (stored.accuracy, stored.images)
+        );
     }
 
     /// What a trial computes (times left out): equal for a resumed and an uninterrupted run.
