@@ -201,9 +201,11 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         };
         if !opts.quiet {
             eprintln!(
-                "sweep `{}`: {} trials on {n_local} local workers; remote workers may join at {url} with --token-file {}",
+                "sweep `{}`: {} trial{} on {n_local} local worker{}; remote workers may join at {url} with --token-file {}",
                 sweep.name,
                 ids.len(),
+                if ids.len() == 1 { "" } else { "s" },
+                if n_local == 1 { "" } else { "s" },
                 out.join("worker-token").display()
             );
             if opts.admin_token.is_none() {

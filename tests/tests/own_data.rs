@@ -69,6 +69,8 @@ fn an_image_folder_trains_exactly_as_its_binary_conversion() {
                     "train", "--quiet", "--device", "cpu", "--data", &data, "--json",
                 ])
                 .arg(&out)
+                .arg("--save-model")
+                .arg(out.with_extension("model"))
                 .arg(&trial),
         );
         serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
@@ -102,7 +104,19 @@ fn an_image_folder_trains_exactly_as_its_binary_conversion() {
         };
         assert_eq!(strip(&from_folder), strip(&from_binary), "{key} differ");
     }
-    // The second trial on the folder read the decode cache beside it.
+    // `worker eval` of the saved model, on the folder, gives back the trial's test accuracy.
+    let eval = run_ok(
+        Command::new(bin("worker"))
+            .args(["eval", "--device", "cpu", "--data"])
+            .arg(format!("imagefolder:{}", folder.display()))
+            .arg(dir.path().join("folder.model")),
+    );
+    let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert_eq!(
+        eval["test_accuracy"], from_folder["test"]["accuracy"],
+        "{eval}"
+    );
+    // The later trials on the folder read the decode cache beside it.
     let cache = folder.join(".sweep-cache");
     assert_eq!(
         std::fs::read_dir(&cache).unwrap().count(),

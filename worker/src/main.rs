@@ -123,7 +123,8 @@ enum Command {
     /// on the test set and print JSON: test_accuracy, test_loss, images, per_class_accuracy.
     Eval {
         model: PathBuf,
-        /// Dataset directory (default: $CIFAR10_DATA, then ./data).
+        /// The dataset the model was trained on: a directory, or imagefolder:DIR (default for
+        /// CIFAR-10: $CIFAR10_DATA, then ./data).
         #[arg(long)]
         data: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
@@ -247,8 +248,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             device,
         } => {
             let device = device::choose(device).map_err(anyhow::Error::msg)?;
-            let dir = find_or_offer_fetch(data.as_deref())?;
-            let out = worker::predict::eval(&model, &dir, device).map_err(anyhow::Error::msg)?;
+            // The dataset is the one the model was trained on (its model.json says which).
+            let out = worker::predict::eval(&model, data.as_deref(), device)
+                .map_err(anyhow::Error::msg)?;
             print_out(&serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }

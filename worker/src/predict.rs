@@ -24,17 +24,19 @@ const BATCH: usize = 1000;
 
 /// Re-computes the test metrics of the model at `model` on the dataset in `data`, with the
 /// trial's own test selection (`test_images`) and preprocessing.
-pub fn eval(model: &Path, data: &Path, device: Device) -> Result<Evaluation, String> {
+/// `data`: the dataset's directory (`imagefolder:DIR` for an image folder); default for
+/// CIFAR-10: $CIFAR10_DATA, then ./data.
+pub fn eval(model: &Path, data: Option<&Path>, device: Device) -> Result<Evaluation, String> {
     let m = export::load(model, device)?;
     let spec = &m.info.trial;
-    let dir = crate::data::find_data_for(Some(data), spec.dataset).map_err(|e| e.to_string())?;
+    let dir = crate::data::find_data_for(data, spec.dataset).map_err(|e| e.to_string())?;
     let dataset = Dataset::open(&dir, spec.dataset, spec.image_size, spec.train_batches)
         .map_err(|e| e.to_string())?;
     if dataset.classes.len() != m.info.classes.len() {
         return Err(format!(
             "the model knows {} classes, {} has {}",
             m.info.classes.len(),
-            data.display(),
+            dir.display(),
             dataset.classes.len()
         ));
     }
@@ -171,7 +173,7 @@ mod tests {
         let info = export::write_dir(&out, &file.expect("a model")).unwrap();
         assert_eq!(info.trial, spec);
         assert_eq!(info.input, [1, 32, 32]);
-        let e = eval(&out, dir.path(), Device::Cpu).unwrap();
+        let e = eval(&out, Some(dir.path()), Device::Cpu).unwrap();
         let stored = r.test.unwrap();
         assert_eq!(
             (e.test_accuracy, e.images),

@@ -678,7 +678,7 @@ mod tests {
         let info = crate::export::write_dir(&out, &kept.expect("a kept model")).unwrap();
         assert_eq!(info.trial, spec);
         assert!(out.join(crate::export::MODULE).is_file());
-        let e = crate::predict::eval(&out, d.path(), Device::Cpu).unwrap();
+        let e = crate::predict::eval(&out, Some(d.path()), Device::Cpu).unwrap();
         let stored = full.test.unwrap();
         assert_eq!(
             (e.test_accuracy, e.images),
