@@ -277,17 +277,22 @@ fn model_module(bytes: &[u8]) -> Result<Option<&[u8]>> {
     if tensor.is_null() {
         return Ok(None);
     }
-    let offsets = tensor["data_offsets"].as_array().map(|o| {
+    let offsets = tensor["data_offsets"].as_array().and_then(|o| {
         o.iter()
-            .filter_map(|v| v.as_u64().and_then(|v| usize::try_from(v).ok()))
-            .collect::<Vec<_>>()
+            .map(|v| v.as_u64().and_then(|v| usize::try_from(v).ok()))
+            .collect::<Option<Vec<_>>>()
     });
-    match (tensor["dtype"].as_str(), offsets.as_deref()) {
-        (Some("U8"), Some(&[a, b])) if a <= b => start
-            .checked_add(b)
-            .and_then(|end| bytes.get(start + a..end))
-            .map(Some)
-            .ok_or_else(|| anyhow::anyhow!("the model's torchscript tensor lies beyond the file")),
+    let shape = tensor["shape"].as_array().map(|s| s.as_slice());
+    match (tensor["dtype"].as_str(), offsets.as_deref(), shape) {
+        (Some("U8"), Some(&[a, b]), Some([n])) if a <= b && n.as_u64() == Some((b - a) as u64) => {
+            start
+                .checked_add(b)
+                .and_then(|end| bytes.get(start + a..end))
+                .map(Some)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("the model's torchscript tensor lies beyond the file")
+                })
+        }
         _ => anyhow::bail!("the model's torchscript tensor is not a U8 vector: {tensor}"),
     }
 }
@@ -313,7 +318,16 @@ pub fn write_model(bytes: &[u8], out: &Path, trial: &str) -> Result<()> {
         ("model.safetensors", bytes),
         ("model.json", json.as_bytes()),
     ];
-    files.extend(module.map(|m| ("model.pt", m)));
+    match module {
+        Some(m) => files.push(("model.pt", m)),
+        // Not one left over from an earlier export into the same directory.
+        None => match std::fs::remove_file(out.join("model.pt")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}/model.pt", out.display()))
+            }
+            _ => {}
+        },
+    }
     for (name, content) in files {
         let path = out.join(name);
         std::fs::write(&path, content)
@@ -509,4 +523,46 @@ pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
 /// Default report directory for a sweep.
 pub fn default_out(sweep: &str) -> PathBuf {
     Path::new("out").join(sweep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn safetensors(header: serde_json::Value, data: &[u8]) -> Vec<u8> {
+        let header = header.to_string().into_bytes();
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(header);
+        out.extend(data);
+        out
+    }
+
+    /// The kept module of a TorchScript trial comes out of its model file byte for byte; a
+    /// built-in model's file has none; offsets, types and shapes that do not describe bytes
+    /// inside the file are errors, never a panic.
+    #[test]
+    fn a_kept_module_is_read_out_of_its_model_file_and_bad_entries_are_errors() {
+        let module =
+            |entry: serde_json::Value| safetensors(json!({ "torchscript": entry }), b"PK\x03\x04");
+        let ok = module(json!({"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}));
+        assert_eq!(model_module(&ok).unwrap(), Some(&b"PK\x03\x04"[..]));
+        let built_in = safetensors(
+            json!({"fc.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}),
+            &[0; 4],
+        );
+        assert_eq!(model_module(&built_in).unwrap(), None);
+        for bad in [
+            json!({"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}),
+            json!({"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}),
+            json!({"dtype": "U8", "shape": [3], "data_offsets": [0, 4]}),
+            json!({"dtype": "U8", "shape": [4], "data_offsets": ["x", 0, 4]}),
+            json!({"dtype": "U8", "shape": [0], "data_offsets": [4, 0]}),
+            json!({"dtype": "U8", "shape": [0], "data_offsets": [u64::MAX, u64::MAX]}),
+            json!("not an entry"),
+        ] {
+            assert!(model_module(&module(bad.clone())).is_err(), "{bad}");
+        }
+        assert!(model_module(&[1, 0, 0]).is_err());
+    }
 }

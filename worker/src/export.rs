@@ -97,15 +97,29 @@ pub fn module_bytes(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-/// Reads a model file's bytes back: its description and its tensors.
-pub fn decode(bytes: &[u8]) -> Result<(ModelInfo, HashMap<String, Tensor>), String> {
+/// A model file's description alone.
+pub fn info(bytes: &[u8]) -> Result<ModelInfo, String> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
     let json = header
         .metadata()
         .as_ref()
         .and_then(|m| m.get(METADATA_KEY))
         .ok_or("not a model file of this project (no sweep_model metadata)")?;
-    let info: ModelInfo = serde_json::from_str(json).map_err(|e| format!("metadata: {e}"))?;
+    serde_json::from_str(json).map_err(|e| format!("metadata: {e}"))
+}
+
+/// The model file `path` names: `DIR/model.safetensors` for a directory, else the file.
+pub fn model_file(path: &Path) -> std::path::PathBuf {
+    if path.is_dir() {
+        path.join(WEIGHTS)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Reads a model file's bytes back: its description and its tensors.
+pub fn decode(bytes: &[u8]) -> Result<(ModelInfo, HashMap<String, Tensor>), String> {
+    let info = info(bytes)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
@@ -122,9 +136,16 @@ pub fn decode(bytes: &[u8]) -> Result<(ModelInfo, HashMap<String, Tensor>), Stri
 pub fn write_dir(dir: &Path, bytes: &[u8]) -> Result<ModelInfo, String> {
     let (info, _) = decode(bytes)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if let Some(module) = module_bytes(bytes)? {
-        let path = dir.join(MODULE);
-        std::fs::write(&path, module).map_err(|e| format!("{}: {e}", path.display()))?;
+    let path = dir.join(MODULE);
+    match module_bytes(bytes)? {
+        Some(module) => {
+            std::fs::write(&path, module).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        // Not one left over from an earlier export into the same directory.
+        None if path.exists() => {
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => {}
     }
     let weights = dir.join(WEIGHTS);
     std::fs::write(&weights, bytes).map_err(|e| format!("{}: {e}", weights.display()))?;
@@ -142,11 +163,7 @@ pub struct Loaded {
 }
 
 pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
-    let file = if path.is_dir() {
-        path.join(WEIGHTS)
-    } else {
-        path.to_path_buf()
-    };
+    let file = model_file(path);
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (info, tensors) = decode(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     info.trial
@@ -173,6 +190,11 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
             info.input
         ));
     }
+    let io = crate::models::Io {
+        channels,
+        size,
+        classes: info.classes.len() as i64,
+    };
     if let sweep_proto::Model::TorchScript(_) = info.trial.model {
         // The module was saved trained: nothing to build or copy.
         let module = module_bytes(&bytes)
@@ -181,7 +203,7 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
                     "no {MODULE_TENSOR} tensor for the trial's TorchScript model"
                 ))
             })
-            .and_then(|m| crate::torchscript::load_frozen(&m, device))
+            .and_then(|m| crate::torchscript::load_frozen(&m, device, io))
             .map_err(|e| format!("{}: {e}", file.display()))?;
         let vs = nn::VarStore::new(device);
         return Ok(Loaded {
@@ -191,11 +213,6 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
         });
     }
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let io = crate::models::Io {
-        channels,
-        size,
-        classes: info.classes.len() as i64,
-    };
     let model = crate::models::build(&vs.root(), info.trial.model, io, info.trial.semantics)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     checkpoint::load_model(&vs, &tensors).map_err(|e| format!("{}: {e}", file.display()))?;

@@ -97,21 +97,33 @@ impl Scripted {
     /// The module as a TorchScript file, with its current parameters and buffers (what
     /// `torch.jit.load` and [`load_bytes`] read). It is saved in the mode it was last run in.
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
-        // libtorch saves to a path: a private temporary file, read back and removed.
-        let dir = tempfile::tempdir().map_err(|e| format!("cannot save the module: {e}"))?;
-        let path = dir.path().join("module.pt");
-        {
-            let guard = self
-                .module
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            guard
-                .0
-                .save(&path)
-                .map_err(|e| format!("cannot save the module: {}", first_line(&e)))?;
-        }
-        std::fs::read(&path).map_err(|e| format!("cannot read the saved module: {e}"))
+        let guard = self
+            .module
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        saved(|path| guard.0.save(path))
     }
+}
+
+/// What `save` writes, read back: libtorch saves modules to a path only, here a private
+/// temporary file, removed afterwards.
+fn saved(save: impl FnOnce(&Path) -> Result<(), TchError>) -> Result<Vec<u8>, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot save the module: {e}"))?;
+    let path = dir.path().join("module.pt");
+    save(&path).map_err(|e| format!("cannot save the module: {}", first_line(&e)))?;
+    std::fs::read(&path).map_err(|e| format!("cannot read the saved module: {e}"))
+}
+
+/// A module file made portable for a kept model: its tensors on the CPU (`torch.jit.load`
+/// puts them on the device they were saved from, so a module trained on a GPU would not load
+/// on a machine without one) and in eval mode.
+pub fn portable(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut module = CModule::load_data_on_device(&mut Cursor::new(bytes), Device::Cpu)
+        .map_err(|e| format!("cannot load the trained module: {}", first_line(&e)))?;
+    module
+        .f_set_eval()
+        .map_err(|e| format!("the trained module: {}", first_line(&e)))?;
+    saved(|path| module.save(path))
 }
 
 /// libtorch's messages run to a C++ backtrace: the first line says what failed.
@@ -190,7 +202,7 @@ impl ModuleT for Frozen {
     }
 }
 
-pub fn load_frozen(bytes: &[u8], device: Device) -> Result<Frozen, String> {
+pub fn load_frozen(bytes: &[u8], device: Device, io: Io) -> Result<Frozen, String> {
     let mut module =
         CModule::load_data_on_device(&mut Cursor::new(bytes), device).map_err(|e| {
             format!(
@@ -201,6 +213,25 @@ pub fn load_frozen(bytes: &[u8], device: Device) -> Result<Frozen, String> {
     module
         .f_set_eval()
         .map_err(|e| format!("the model's TorchScript module: {}", first_line(&e)))?;
+    let probe = Tensor::zeros([2, io.channels, io.size, io.size], (Kind::Float, device));
+    let shape = {
+        let _guard = tch::no_grad_guard();
+        module.forward_ts(&[probe]).map(|t| t.size())
+    }
+    .map_err(|e| {
+        format!(
+            "the model's TorchScript module fails on a probe batch: {}",
+            first_line(&e)
+        )
+    })?;
+    if shape != [2, io.classes] {
+        return Err(format!(
+            "the model's TorchScript module maps a [2, {c}, {s}, {s}] batch to {shape:?}, not [2, {}]",
+            io.classes,
+            c = io.channels,
+            s = io.size
+        ));
+    }
     Ok(Frozen(module))
 }
 
@@ -263,17 +294,23 @@ pub fn resolve_trial_text(text: &str, base: &Path) -> Result<String, String> {
     })
 }
 
-/// Points this test binary's module cache at one private directory (tests run on several
-/// threads: each setting its own would race), and returns `examples/own-model`'s SmallResNet
-/// exported by its export.py (the workspace's .venv, which libtorch comes from) into `dir`.
+/// Points this test binary's module cache at one private directory, once (tests run on
+/// several threads: each setting its own would race).
 #[cfg(test)]
-pub(crate) fn test_module(dir: &Path, classes: u32) -> PathBuf {
+pub(crate) fn test_cache() {
     static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     CACHE.get_or_init(|| {
         let cache = tempfile::tempdir().unwrap();
         std::env::set_var(CACHE_ENV, cache.path());
         cache
     });
+}
+
+/// `examples/own-model`'s SmallResNet exported by its export.py (with the workspace's .venv,
+/// which libtorch comes from) into `dir`, with [`test_cache`] set up.
+#[cfg(test)]
+pub(crate) fn test_module(dir: &Path, classes: u32) -> PathBuf {
+    test_cache();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = dir.join("small_resnet.pt");
     let o = std::process::Command::new(root.join(".venv/bin/python"))
@@ -296,8 +333,8 @@ mod tests {
 
     #[test]
     fn trial_files_name_modules_by_path_and_get_their_hash() {
+        test_cache();
         let dir = tempfile::tempdir().unwrap();
-        test_module(dir.path(), 10);
         std::fs::write(dir.path().join("net.pt"), b"pretend module").unwrap();
         let text = "epochs = 1\nmodel = \"torchscript:net.pt\"\n";
         let out = resolve_trial_text(text, dir.path()).unwrap();

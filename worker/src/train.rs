@@ -390,6 +390,7 @@ fn train(
         let file = match &script {
             Some(script) => script
                 .to_bytes()
+                .and_then(|module| torchscript::portable(&module))
                 .and_then(|module| crate::export::encode_module(&module, &info)),
             None => crate::export::encode(&vs, &info),
         };
@@ -669,6 +670,31 @@ mod tests {
             r.notes
                 .iter()
                 .any(|n| n.contains("checkpoint was not used")),
+            "{:?}",
+            r.notes
+        );
+        assert_eq!(numbers(&r), numbers(&full));
+
+        // The module loads from the checkpoint but the optimiser state does not fit (none was
+        // saved): the trial starts over from the module file's weights, not the checkpoint's.
+        let restored = checkpoint::decode(&saved[1].1, &spec).unwrap();
+        let module = restored.module.as_deref();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let io = models::Io {
+            channels: 3,
+            size: 32,
+            classes: 10,
+        };
+        torchscript::load_bytes(&vs.root(), module.unwrap(), io).unwrap();
+        let no_optimiser = checkpoint::encode(&restored.header, &vs, &[], module).unwrap();
+        let control = Control {
+            resume: Some(no_optimiser),
+            ..Control::default()
+        };
+        let r = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
+        assert_eq!(r.resumed_from_epoch, None);
+        assert!(
+            r.notes.iter().any(|n| n.contains("no optimizer state")),
             "{:?}",
             r.notes
         );
