@@ -593,6 +593,55 @@ mod tests {
         }
     }
 
+    /// `spec` resumed from `bytes`, the generator having been used in between (by another
+    /// trial, say).
+    fn resumed(spec: &TrialSpec, data: &Dataset, bytes: Vec<u8>) -> TrialResult {
+        tch::manual_seed(999);
+        let control = Control {
+            resume: Some(bytes),
+            ..Control::default()
+        };
+        run_until(spec, data, Device::Cpu, &control, &mut |_| {})
+    }
+
+    /// Each of `saved` (epoch, checkpoint) resumes at its epoch and ends with `full`'s numbers.
+    fn assert_resumes_exactly(
+        spec: &TrialSpec,
+        data: &Dataset,
+        saved: &[(u32, Vec<u8>)],
+        full: &TrialResult,
+    ) {
+        for (epoch, bytes) in saved {
+            let r = resumed(spec, data, bytes.clone());
+            assert_eq!(r.resumed_from_epoch, Some(*epoch), "{:?}", r.notes);
+            let model = spec.model;
+            assert_eq!(
+                numbers(&r),
+                numbers(full),
+                "{model}: resumed after epoch {epoch}"
+            );
+        }
+    }
+
+    /// A checkpoint that cannot be used: noted (`why`), and the trial trains from its first
+    /// epoch to `full`'s numbers.
+    fn assert_starts_over(
+        spec: &TrialSpec,
+        data: &Dataset,
+        bytes: Vec<u8>,
+        full: &TrialResult,
+        why: &str,
+    ) {
+        let r = resumed(spec, data, bytes);
+        assert_eq!(r.resumed_from_epoch, None);
+        let noted = r
+            .notes
+            .iter()
+            .any(|n| n.contains("checkpoint was not used") && n.contains(why));
+        assert!(noted, "{why}: {:?}", r.notes);
+        assert_eq!(numbers(&r), numbers(full), "{why}");
+    }
+
     /// A TorchScript trial (examples/own-model's SmallResNet: its batch-norm statistics live in
     /// the module, not in the VarStore) resumed from its checkpoints ends bit for bit as the
     /// uninterrupted run, a checkpoint whose module is damaged is noted and the trial starts
@@ -632,25 +681,7 @@ mod tests {
         assert_eq!(full.status, TrialStatus::Completed, "{:?}", full.reason);
         assert!(full.notes.is_empty(), "{:?}", full.notes);
         assert_eq!(saved.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2]);
-        for (epoch, bytes) in &saved {
-            tch::manual_seed(999);
-            let control = Control {
-                resume: Some(bytes.clone()),
-                ..Control::default()
-            };
-            let resumed = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
-            assert_eq!(
-                resumed.resumed_from_epoch,
-                Some(*epoch),
-                "{:?}",
-                resumed.notes
-            );
-            assert_eq!(
-                numbers(&resumed),
-                numbers(&full),
-                "resumed after epoch {epoch}"
-            );
-        }
+        assert_resumes_exactly(&spec, &data, &saved, &full);
         // The module inside the checkpoint damaged: noted, and the trial trains from the
         // module's own weights to the uninterrupted run's numbers.
         // (TorchScript files are zip archives: their end-of-directory record zeroed.)
@@ -660,20 +691,13 @@ mod tests {
             .position(|w| w == b"PK\x05\x06")
             .expect("a zip archive inside");
         bad[end..end + 22].fill(0);
-        let control = Control {
-            resume: Some(bad),
-            ..Control::default()
-        };
-        let r = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
-        assert_eq!(r.resumed_from_epoch, None);
-        assert!(
-            r.notes
-                .iter()
-                .any(|n| n.contains("checkpoint was not used")),
-            "{:?}",
-            r.notes
+        assert_starts_over(
+            &spec,
+            &data,
+            bad,
+            &full,
+            "cannot load the saved TorchScript module",
         );
-        assert_eq!(numbers(&r), numbers(&full));
 
         // The module loads from the checkpoint but the optimiser state does not fit (none was
         // saved): the trial starts over from the module file's weights, not the checkpoint's.
@@ -687,18 +711,7 @@ mod tests {
         };
         torchscript::load_bytes(&vs.root(), module.unwrap(), io).unwrap();
         let no_optimiser = checkpoint::encode(&restored.header, &vs, &[], module).unwrap();
-        let control = Control {
-            resume: Some(no_optimiser),
-            ..Control::default()
-        };
-        let r = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
-        assert_eq!(r.resumed_from_epoch, None);
-        assert!(
-            r.notes.iter().any(|n| n.contains("no optimizer state")),
-            "{:?}",
-            r.notes
-        );
-        assert_eq!(numbers(&r), numbers(&full));
+        assert_starts_over(&spec, &data, no_optimiser, &full, "no optimizer state");
 
         let out = d.path().join("kept");
         let info = crate::export::write_dir(&out, &kept.expect("a kept model")).unwrap();
@@ -775,26 +788,7 @@ mod tests {
                 vec![1, 2],
                 "none after the last epoch"
             );
-            for (epoch, bytes) in &saved {
-                // Whatever the generator did in between (another trial, say).
-                tch::manual_seed(999);
-                let control = Control {
-                    resume: Some(bytes.clone()),
-                    ..Control::default()
-                };
-                let resumed = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
-                assert_eq!(
-                    resumed.resumed_from_epoch,
-                    Some(*epoch),
-                    "{:?}",
-                    resumed.notes
-                );
-                assert_eq!(
-                    numbers(&resumed),
-                    numbers(&full),
-                    "{model}: resumed after epoch {epoch}"
-                );
-            }
+            assert_resumes_exactly(&spec, &data, &saved, &full);
             if model != Model::SeedCnn {
                 continue;
             }
@@ -809,14 +803,7 @@ mod tests {
                 (corrupt, "tensors"),
                 (b"garbage".to_vec(), "not a checkpoint"),
             ] {
-                let control = Control {
-                    resume: Some(bad),
-                    ..Control::default()
-                };
-                let r = run_until(&spec, &data, Device::Cpu, &control, &mut |_| {});
-                assert_eq!(r.resumed_from_epoch, None);
-                assert!(r.notes.iter().any(|n| n.contains(what)), "{:?}", r.notes);
-                assert_eq!(numbers(&r), numbers(&full));
+                assert_starts_over(&spec, &data, bad, &full, what);
             }
             let control = Control {
                 resume: Some(saved[0].1.clone()),
