@@ -202,6 +202,8 @@ impl ModuleT for Frozen {
     }
 }
 
+/// Loads a kept model's module onto `device`, once it maps a probe batch of `io` images to
+/// `[2, io.classes]` logits.
 pub fn load_frozen(bytes: &[u8], device: Device, io: Io) -> Result<Frozen, String> {
     let mut module =
         CModule::load_data_on_device(&mut Cursor::new(bytes), device).map_err(|e| {
@@ -213,25 +215,12 @@ pub fn load_frozen(bytes: &[u8], device: Device, io: Io) -> Result<Frozen, Strin
     module
         .f_set_eval()
         .map_err(|e| format!("the model's TorchScript module: {}", first_line(&e)))?;
-    let probe = Tensor::zeros([2, io.channels, io.size, io.size], (Kind::Float, device));
-    let shape = {
-        let _guard = tch::no_grad_guard();
-        module.forward_ts(&[probe]).map(|t| t.size())
-    }
-    .map_err(|e| {
-        format!(
-            "the model's TorchScript module fails on a probe batch: {}",
-            first_line(&e)
-        )
-    })?;
-    if shape != [2, io.classes] {
-        return Err(format!(
-            "the model's TorchScript module maps a [2, {c}, {s}, {s}] batch to {shape:?}, not [2, {}]",
-            io.classes,
-            c = io.channels,
-            s = io.size
-        ));
-    }
+    probe(
+        |x| module.forward_ts(&[x]).map_err(|e| first_line(&e)),
+        device,
+        io,
+        "the model's TorchScript module",
+    )?;
     Ok(Frozen(module))
 }
 
@@ -246,12 +235,29 @@ fn checked(
     let scripted = Scripted {
         module: Arc::new(Mutex::new((module, None))),
     };
-    let probe = Tensor::zeros([2, io.channels, io.size, io.size], (Kind::Float, device));
-    let out = {
+    probe(
+        |x| crate::trial_panic::catch(|| scripted.forward_t(x, false)),
+        device,
+        io,
+        what,
+    )?;
+    Ok(scripted)
+}
+
+/// Checks that `forward` maps a `[2, C, S, S]` batch of `io` images to `[2, io.classes]`
+/// logits; the error names `what` and both shapes.
+fn probe(
+    forward: impl FnOnce(&Tensor) -> Result<Tensor, String>,
+    device: Device,
+    io: Io,
+    what: &str,
+) -> Result<(), String> {
+    let batch = Tensor::zeros([2, io.channels, io.size, io.size], (Kind::Float, device));
+    let shape = {
         let _guard = tch::no_grad_guard();
-        crate::trial_panic::catch(|| Ok(scripted.forward_t(&probe, false).size()))
-    };
-    let shape = out.and_then(|r| r).map_err(|e| {
+        forward(&batch).map(|t| t.size())
+    }
+    .map_err(|e| {
         format!(
             "{what} cannot take a [2, {}, {}, {}] batch of images: {e}",
             io.channels, io.size, io.size
@@ -265,7 +271,7 @@ fn checked(
             classes = io.classes
         ));
     }
-    Ok(scripted)
+    Ok(())
 }
 
 /// A trial file's text with `model = "torchscript:PATH"` resolved: the file (PATH relative to
@@ -330,6 +336,27 @@ pub(crate) fn test_module(dir: &Path, classes: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kept module whose output does not fit the model's classes is an error naming both
+    /// shapes, before `worker eval` or `worker predict` runs it; one that fits loads in eval
+    /// mode.
+    #[test]
+    fn a_kept_module_is_probed_before_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let seven = std::fs::read(test_module(dir.path(), 7)).unwrap();
+        let io = |classes| Io {
+            channels: 3,
+            size: 32,
+            classes,
+        };
+        let err = load_frozen(&seven, Device::Cpu, io(10)).unwrap_err();
+        assert!(err.contains("[2, 7]") && err.contains("10 classes"), "{err}");
+        let err = load_frozen(b"not a module", Device::Cpu, io(7)).unwrap_err();
+        assert!(err.contains("cannot load"), "{err}");
+        let frozen = load_frozen(&seven, Device::Cpu, io(7)).unwrap();
+        let x = Tensor::zeros([3, 3, 32, 32], (Kind::Float, Device::Cpu));
+        assert_eq!(frozen.forward_t(&x, true).size(), [3, 7]);
+    }
 
     #[test]
     fn trial_files_name_modules_by_path_and_get_their_hash() {
