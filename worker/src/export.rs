@@ -97,29 +97,15 @@ pub fn module_bytes(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
-/// A model file's description alone.
-pub fn info(bytes: &[u8]) -> Result<ModelInfo, String> {
+/// Reads a model file's bytes back: its description and its tensors.
+pub fn decode(bytes: &[u8]) -> Result<(ModelInfo, HashMap<String, Tensor>), String> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{e:?}"))?;
     let json = header
         .metadata()
         .as_ref()
         .and_then(|m| m.get(METADATA_KEY))
         .ok_or("not a model file of this project (no sweep_model metadata)")?;
-    serde_json::from_str(json).map_err(|e| format!("metadata: {e}"))
-}
-
-/// The model file `path` names: `DIR/model.safetensors` for a directory, else the file.
-pub fn model_file(path: &Path) -> std::path::PathBuf {
-    if path.is_dir() {
-        path.join(WEIGHTS)
-    } else {
-        path.to_path_buf()
-    }
-}
-
-/// Reads a model file's bytes back: its description and its tensors.
-pub fn decode(bytes: &[u8]) -> Result<(ModelInfo, HashMap<String, Tensor>), String> {
-    let info = info(bytes)?;
+    let info: ModelInfo = serde_json::from_str(json).map_err(|e| format!("metadata: {e}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
@@ -163,7 +149,11 @@ pub struct Loaded {
 }
 
 pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
-    let file = model_file(path);
+    let file = if path.is_dir() {
+        path.join(WEIGHTS)
+    } else {
+        path.to_path_buf()
+    };
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (info, tensors) = decode(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     info.trial

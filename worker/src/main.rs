@@ -248,21 +248,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             device,
         } => {
             let device = device::choose(device).map_err(anyhow::Error::msg)?;
+            let model = worker::export::load(&model, device).map_err(anyhow::Error::msg)?;
             // The dataset is the one the model was trained on (its description says which);
             // CIFAR-10 without --data is looked for as `worker train` does, download offered.
-            let file = worker::export::model_file(&model);
-            let trained_on = std::fs::read(&file)
-                .ok()
-                .and_then(|bytes| worker::export::info(&bytes).ok())
-                .map(|info| info.trial.dataset);
             let data = match data {
-                None if trained_on == Some(data::DatasetKind::Cifar10) => {
+                None if model.info.trial.dataset == data::DatasetKind::Cifar10 => {
                     Some(find_or_offer_fetch(None)?)
                 }
                 data => data,
             };
-            let out = worker::predict::eval(&model, data.as_deref(), device)
-                .map_err(anyhow::Error::msg)?;
+            let out = worker::predict::eval(&model, data.as_deref()).map_err(anyhow::Error::msg)?;
             print_out(&serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -22,12 +22,12 @@ pub struct Evaluation {
 /// Images per forward pass.
 const BATCH: usize = 1000;
 
-/// Re-computes the test metrics of the model at `model` on the dataset in `data`, with the
-/// trial's own test selection (`test_images`) and preprocessing.
+/// Re-computes the test metrics of a loaded model ([`export::load`]) on the dataset in
+/// `data`, with the trial's own test selection (`test_images`) and preprocessing.
 /// `data`: the dataset's directory (`imagefolder:DIR` for an image folder); default for
 /// CIFAR-10: $CIFAR10_DATA, then ./data.
-pub fn eval(model: &Path, data: Option<&Path>, device: Device) -> Result<Evaluation, String> {
-    let m = export::load(model, device)?;
+pub fn eval(m: &Loaded, data: Option<&Path>) -> Result<Evaluation, String> {
+    let device = m.vs.device();
     let spec = &m.info.trial;
     let dir = crate::data::find_data_for(data, spec.dataset).map_err(|e| e.to_string())?;
     let dataset = Dataset::open(&dir, spec.dataset, spec.image_size, spec.train_batches)
@@ -173,7 +173,8 @@ mod tests {
         let info = export::write_dir(&out, &file.expect("a model")).unwrap();
         assert_eq!(info.trial, spec);
         assert_eq!(info.input, [1, 32, 32]);
-        let e = eval(&out, Some(dir.path()), Device::Cpu).unwrap();
+        let loaded = export::load(&out, Device::Cpu).unwrap();
+        let e = eval(&loaded, Some(dir.path())).unwrap();
         let stored = r.test.unwrap();
         assert_eq!(
             (e.test_accuracy, e.images),

@@ -350,7 +350,10 @@ mod tests {
             classes,
         };
         let err = load_frozen(&seven, Device::Cpu, io(10)).unwrap_err();
-        assert!(err.contains("[2, 7]") && err.contains("10 classes"), "{err}");
+        assert!(
+            err.contains("[2, 7]") && err.contains("10 classes"),
+            "{err}"
+        );
         let err = load_frozen(b"not a module", Device::Cpu, io(7)).unwrap_err();
         assert!(err.contains("cannot load"), "{err}");
         let frozen = load_frozen(&seven, Device::Cpu, io(7)).unwrap();

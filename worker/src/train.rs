@@ -717,7 +717,8 @@ mod tests {
         let info = crate::export::write_dir(&out, &kept.expect("a kept model")).unwrap();
         assert_eq!(info.trial, spec);
         assert!(out.join(crate::export::MODULE).is_file());
-        let e = crate::predict::eval(&out, Some(d.path()), Device::Cpu).unwrap();
+        let loaded = crate::export::load(&out, Device::Cpu).unwrap();
+        let e = crate::predict::eval(&loaded, Some(d.path())).unwrap();
         let stored = full.test.unwrap();
         assert_eq!(
             (e.test_accuracy, e.images),
