@@ -286,6 +286,32 @@ pub fn coordinator(args: &[&str], db: &Path) -> (bool, String, String) {
     )
 }
 
+/// `coordinator export SWEEP --best --out OUT` on the database `db`, which must succeed; its
+/// stdout.
+pub fn export_best(sweep: &str, db: &Path, out: &Path) -> String {
+    let out = out.to_str().expect("a UTF-8 path");
+    let (ok, stdout, err) = coordinator(&["export", sweep, "--best", "--out", out], db);
+    assert!(ok, "coordinator export: {err}");
+    stdout
+}
+
+/// `worker eval` (on CPU) of the exported model `model` on `data` (a dataset directory or
+/// `imagefolder:DIR`), which must succeed: the JSON it prints.
+pub fn worker_eval(data: impl AsRef<std::ffi::OsStr>, model: &Path) -> serde_json::Value {
+    let out = Command::new(bin("worker"))
+        .args(["eval", "--device", "cpu", "--data"])
+        .arg(data)
+        .arg(model)
+        .output()
+        .expect("spawn worker eval");
+    assert!(
+        out.status.success(),
+        "worker eval: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("worker eval prints JSON")
+}
+
 /// Runs an admin command against the coordinator on 127.0.0.1:`port` (`--server`, with
 /// [`cluster::ADMIN_TOKEN`]) and returns (success, stdout, stderr).
 pub fn admin(args: &[&str], port: u16) -> (bool, String, String) {

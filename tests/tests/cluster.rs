@@ -308,35 +308,14 @@ fn the_best_model_is_kept_exported_and_evaluates_to_its_reported_accuracy() {
     );
 
     let exported = dir.path().join("exported");
-    let (ok, stdout, err) = coordinator(
-        &[
-            "export",
-            "models",
-            "--best",
-            "--out",
-            exported.to_str().unwrap(),
-        ],
-        &out.join("sweep.db"),
-    );
-    assert!(ok, "{err}");
+    let stdout = export_best("models", &out.join("sweep.db"), &exported);
     assert!(stdout.contains(best["id"].as_str().unwrap()), "{stdout}");
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(exported.join("model.json")).unwrap())
             .unwrap();
     assert_eq!(info["trial"]["lr"], best["params"]["lr"]);
     assert_eq!(info["classes"].as_array().unwrap().len(), 10);
-    let eval = std::process::Command::new(bin("worker"))
-        .args(["eval", "--device", "cpu", "--data"])
-        .arg(&data)
-        .arg(&exported)
-        .output()
-        .unwrap();
-    assert!(
-        eval.status.success(),
-        "{}",
-        String::from_utf8_lossy(&eval.stderr)
-    );
-    let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let eval = worker_eval(&data, &exported);
     assert_eq!(eval["test_accuracy"], best["test_accuracy"], "{eval}");
 
     // A trial whose model was not kept, and a sweep without models: clear errors.

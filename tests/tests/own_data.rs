@@ -105,13 +105,10 @@ fn an_image_folder_trains_exactly_as_its_binary_conversion() {
         assert_eq!(strip(&from_folder), strip(&from_binary), "{key} differ");
     }
     // `worker eval` of the saved model, on the folder, gives back the trial's test accuracy.
-    let eval = run_ok(
-        Command::new(bin("worker"))
-            .args(["eval", "--device", "cpu", "--data"])
-            .arg(format!("imagefolder:{}", folder.display()))
-            .arg(dir.path().join("folder.model")),
+    let eval = worker_eval(
+        format!("imagefolder:{}", folder.display()),
+        &dir.path().join("folder.model"),
     );
-    let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
     assert_eq!(
         eval["test_accuracy"], from_folder["test"]["accuracy"],
         "{eval}"
@@ -185,17 +182,7 @@ fn a_torchscript_resnet_reaches_the_workers_and_beats_chance() {
     }
 
     let exported = dir.path().join("exported");
-    let (ok, _, err) = coordinator(
-        &[
-            "export",
-            "own-model",
-            "--best",
-            "--out",
-            exported.to_str().unwrap(),
-        ],
-        &out.join("sweep.db"),
-    );
-    assert!(ok, "{err}");
+    export_best("own-model", &out.join("sweep.db"), &exported);
     let check = "import sys, torch\n\
                  m = torch.jit.load(sys.argv[1])\n\
                  print(tuple(m(torch.zeros(2, 3, 32, 32)).shape), m.training)\n";
@@ -209,13 +196,7 @@ fn a_torchscript_resnet_reaches_the_workers_and_beats_chance() {
         "(2, 10) False",
         "torch.jit.load of the kept module"
     );
-    let eval = run_ok(
-        Command::new(bin("worker"))
-            .args(["eval", "--device", "cpu", "--data"])
-            .arg(&data)
-            .arg(&exported),
-    );
-    let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    let eval = worker_eval(&data, &exported);
     assert_eq!(eval["test_accuracy"], rows[0]["test_accuracy"], "{eval}");
 
     let bad = dir.path().join("seven.pt");
