@@ -16,7 +16,7 @@ fi
 
 have=$(.venv/bin/python -c 'import torch, numpy, PIL; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
 if [ "$have" != "$TORCH_VERSION" ]; then
-    echo "setup: installing torch==$TORCH_VERSION (about 4.5 GB with its CUDA libraries), numpy, pillow"
+    echo "setup: installing torch==$TORCH_VERSION (about 4.7 GB with its CUDA libraries), numpy, pillow"
     .venv/bin/pip install --disable-pip-version-check --no-cache-dir -q "torch==$TORCH_VERSION" numpy pillow
 fi
 

@@ -10,9 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Disk: torch with its CUDA libraries is 4.7 GB (more while pip installs it), the debug build
-# 2.2 GB, the release and fuzzing builds 3.3 GB. Measured from a fresh clone (.ci/run, free
-# space sampled every 5 s): 8.8 GB at the peak with TEST_DROP_DEBUG_BUILD=1, 11.0 GB without.
+# Disk, measured on a fresh clone (du after a .ci/run): torch with its CUDA libraries 4.7 GB
+# (more while pip installs it), the debug build 2.2 GB, the release build 1.7 GB, the fuzzing
+# build 1.6 GB while it kept full debug info (line tables only now). Peak over the clone
+# (.ci/run, used space sampled every 5 s, one run each): 8.8 GB as .ci/run runs it now, 11.0 GB
+# before TEST_DROP_DEBUG_BUILD=1 and the fuzzing build's line tables.
 free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
 if [ "${free_gb:-0}" -lt 11 ]; then
     echo "test: warning: only ${free_gb} GB free on $(df -P . | awk 'NR == 2 { print $6 }'); a run from a fresh clone needs about 9 GB (11 GB without TEST_DROP_DEBUG_BUILD=1)" >&2
