@@ -1,27 +1,24 @@
 //! The sweep coordinator: sweep files in, trials scheduled on workers over gRPC, results kept
-//! in SQLite, ranked reports out. It never links libtorch.
+//! in SQLite, ranked reports out. It never links libtorch. One folder per layer, in the order
+//! a trial passes through them (docs/ARCHITECTURE.md tells the whole path):
 //!
-//! - [`sweep`]: parse, validate and expand sweep files into trials with stable ids.
-//! - [`core`]: the scheduling state machine (pure; events in, decisions out).
-//! - [`store`]: SQLite persistence.
-//! - [`service`]: shared handle and the gRPC service over it.
-//! - [`server`]: serving that service (token check, TLS, worker expiry tick).
-//! - [`report`]: ranked tables, effects per axis, report.md / results.json / results.csv.
-//! - [`tls`]: server TLS from PEM files; `tls init` (CA, certificates, token).
-//! - [`html`]: the self-contained report.html with SVG charts and computed findings.
+//! - [`plan`]: the sweep file: parse, check, expand into trials with content-hash ids. Pure.
+//! - [`sched`]: pure decisions over observations, the clock passed in: the scheduling core
+//!   (leases, heartbeats, retries, cancel) and early stopping.
+//! - [`store`]: everything on disk: SQLite (one writer) and the checkpoint, model and module
+//!   files beside it. Only this layer runs SQL.
+//! - [`app`]: the running coordinator: the shared handle, the group-commit thread, the cached
+//!   views, and the operations (submit, cancel, rerun, lease, report) over core and store.
+//!   Knows no tonic or protobuf types.
+//! - [`api`]: the borders: the workers' and the admin gRPC services, the dashboard over HTTP,
+//!   one bearer-token check, protobuf conversions, the server and its TLS.
+//! - [`report`]: the report's one view model and its renderings (md, csv, json, html).
+//!
+//! The `coordinator` binary (`cli/`: main, local sweeps, remote commands) sits on top.
 
-pub mod admin;
-pub mod checkpoints;
-pub mod core;
-pub mod dashboard;
-pub mod early_stop;
-pub mod html;
-pub mod render;
+pub mod api;
+pub mod app;
+pub mod plan;
 pub mod report;
-pub mod server;
-pub mod service;
-pub mod stats;
-pub mod status;
+pub mod sched;
 pub mod store;
-pub mod sweep;
-pub mod tls;

@@ -76,7 +76,7 @@ fn huge_grids_need_force() {
 #[test]
 fn study_file_plans_every_row_with_its_reported_value() {
     use sweep_proto::{Layout, Model, Normalization};
-    let sweep = coordinator::sweep::load(&repo("examples/study.toml")).unwrap();
+    let sweep = coordinator::plan::load(&repo("examples/study.toml")).unwrap();
     let row = |label: &str| {
         sweep
             .trials
@@ -162,7 +162,7 @@ fn damaged_or_orphaned_databases_are_refused_by_name() {
 /// file's binary-cross-entropy row, and round 3 starts from the lr its log implies.
 #[test]
 fn the_bce_trial_file_is_the_study_row_and_round_3_starts_at_lr_0_01() {
-    let sweep = coordinator::sweep::load(&repo("examples/study.toml")).unwrap();
+    let sweep = coordinator::plan::load(&repo("examples/study.toml")).unwrap();
     let row = |label: &str| {
         &sweep
             .trials
@@ -190,7 +190,7 @@ fn the_bce_trial_file_is_the_study_row_and_round_3_starts_at_lr_0_01() {
 /// round-1 rows (seed 1 is the same trial) with further seeds.
 #[test]
 fn the_seed_sweeps_repeat_the_study_rows() {
-    let study = coordinator::sweep::load(&repo("examples/study.toml")).unwrap();
+    let study = coordinator::plan::load(&repo("examples/study.toml")).unwrap();
     for (file, repeats, suffix) in [
         ("examples/study-r1-seeds.toml", 5, ""),
         (
@@ -199,7 +199,7 @@ fn the_seed_sweeps_repeat_the_study_rows() {
             ", fixed preprocessing",
         ),
     ] {
-        let seeds = coordinator::sweep::load(&repo(file)).unwrap();
+        let seeds = coordinator::plan::load(&repo(file)).unwrap();
         assert_eq!(seeds.trials.len(), 3 * repeats, "{file}");
         for model in ["r1 dense", "r1 seed-cnn color", "r1 seed-cnn grayscale"] {
             let label = format!("{model}{suffix}");
@@ -268,7 +268,7 @@ fn every_shipped_sweep_and_trial_file_plans() {
                     )
                 })
                 .is_some();
-            let modules = coordinator::sweep::unresolved_modules(text);
+            let modules = coordinator::plan::unresolved_modules(text);
             for m in &modules {
                 std::fs::write(scratch.path().join(&m["torchscript:".len()..]), b"stand-in")
                     .unwrap();
@@ -278,7 +278,7 @@ fn every_shipped_sweep_and_trial_file_plans() {
             } else {
                 origin.to_string()
             };
-            let sweep = coordinator::sweep::parse(text, std::path::Path::new(&place))
+            let sweep = coordinator::plan::parse(text, std::path::Path::new(&place))
                 .unwrap_or_else(|e| panic!("{origin}: {e}"));
             assert!(!sweep.trials.is_empty(), "{origin} plans no trial");
         } else {

@@ -2,9 +2,9 @@
 //! oversized messages, unknown workers and trials, a worker reporting on another worker's
 //! lease, duplicate and malformed reports. Each must get a clear status and change nothing.
 
-use coordinator::core::{Config, TrialState};
-use coordinator::server::{serve, Tokens, MAX_MESSAGE_BYTES};
-use coordinator::service::Handle;
+use coordinator::api::server::{serve, Tokens, MAX_MESSAGE_BYTES};
+use coordinator::app::Handle;
+use coordinator::sched::core::{Config, TrialState};
 use std::path::Path;
 use sweep_proto::pb::{self, admin_client::AdminClient, coordinator_client::CoordinatorClient};
 use sweep_proto::{TestMetrics, TrialResult, TrialStatus};
@@ -42,7 +42,7 @@ impl Server {
     async fn on(dir: tempfile::TempDir, sweep: Option<&str>) -> Server {
         let handle = Handle::open(&dir.path().join("g.db"), Config::default()).unwrap();
         if let Some(text) = sweep {
-            let sweep = coordinator::sweep::parse(text, Path::new("g.toml")).unwrap();
+            let sweep = coordinator::plan::parse(text, Path::new("g.toml")).unwrap();
             handle.submit(&sweep, false).unwrap();
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -761,7 +761,7 @@ async fn views_are_shared_between_polls_and_rebuilt_after_a_change() {
     let c = s.handle.sweep_view("g", false).unwrap().unwrap();
     assert_eq!(c.sweep.counts.cancelled, 2, "the cancel shows at once");
     assert!(c.sweep.cancelled);
-    tokio::time::sleep(coordinator::service::VIEW_MAX_AGE).await;
+    tokio::time::sleep(coordinator::app::VIEW_MAX_AGE).await;
     let d = s.handle.sweep_view("g", false).unwrap().unwrap();
     assert!(!std::sync::Arc::ptr_eq(&c, &d), "rebuilt once stale");
     // A rerun, and a one-trial cancel, show at once too.
@@ -948,7 +948,7 @@ async fn early_stopping_is_answered_on_progress_and_survives_a_restart() {
     // stopped trial trains again in full.
     // (Named to come before "e": a restart replays sweeps in submission order, not by name.)
     let plain = "name = \"a-plain\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n[grid]\nseed = [1, 2, 3]\n";
-    let plain = coordinator::sweep::parse(plain, Path::new("plain.toml")).unwrap();
+    let plain = coordinator::plan::parse(plain, Path::new("plain.toml")).unwrap();
     server.handle.submit(&plain, false).unwrap();
     let state = server
         .handle
@@ -994,7 +994,7 @@ fn chunks(
         }),
         epoch,
         size: bytes.len() as u64,
-        sha256: coordinator::sweep::sha256_hex(bytes),
+        sha256: coordinator::plan::sha256_hex(bytes),
         kind: kind as i32,
         ..Default::default()
     };
@@ -1065,7 +1065,7 @@ async fn checkpoints_and_models_travel_checked_and_the_best_model_is_exported() 
         }
         let first = first.unwrap();
         assert_eq!(first.lease.unwrap().trial_id, lease.trial_id);
-        assert_eq!(first.sha256, coordinator::sweep::sha256_hex(&model));
+        assert_eq!(first.sha256, coordinator::plan::sha256_hex(&model));
         assert_eq!(got, model);
     }
     let err = admin

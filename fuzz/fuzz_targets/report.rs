@@ -85,11 +85,11 @@ fn result(b: &mut Bytes) -> TrialResult {
 
 fuzz_target!(|data: &[u8]| {
     let text = "name = \"fuzz\"\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\nseed = [1, 2]\n";
-    let sweep = coordinator::sweep::parse(text, Path::new("fuzz.toml")).expect("fixed sweep");
+    let sweep = coordinator::plan::parse(text, Path::new("fuzz.toml")).expect("fixed sweep");
     let mut b = Bytes(data);
     let results = (0..b.small(4)).map(|_| result(&mut b)).collect();
     let report = coordinator::report::Report::from_results(&sweep, results);
-    for (name, contents) in coordinator::render::files(&report) {
+    for (name, contents) in coordinator::report::render::files(&report) {
         assert!(!contents.is_empty(), "{name} is empty");
     }
 });

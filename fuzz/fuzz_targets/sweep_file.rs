@@ -7,7 +7,7 @@ use std::path::Path;
 use sweep_proto::TrialSpec;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(sweep) = coordinator::sweep::parse_bytes(data.to_vec(), Path::new("fuzz.toml")) else {
+    let Ok(sweep) = coordinator::plan::parse_bytes(data.to_vec(), Path::new("fuzz.toml")) else {
         return;
     };
     assert!(!sweep.trials.is_empty());
@@ -15,6 +15,6 @@ fuzz_target!(|data: &[u8]| {
         let text = t.spec.to_toml();
         let back = TrialSpec::from_toml(&text).expect("canonical TOML parses");
         assert_eq!(back.to_toml(), text, "canonical TOML is stable");
-        assert_eq!(coordinator::sweep::trial_id(&back), t.id);
+        assert_eq!(coordinator::plan::trial_id(&back), t.id);
     }
 });

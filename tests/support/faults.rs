@@ -4,7 +4,7 @@
 
 use crate::cluster::Cluster;
 use crate::Proc;
-use coordinator::core::TrialState;
+use coordinator::sched::core::TrialState;
 use coordinator::store::Store;
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};

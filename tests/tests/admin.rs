@@ -320,7 +320,7 @@ fn a_torchscript_module_travels_with_a_remote_submission() {
     std::fs::create_dir_all(&elsewhere).unwrap();
     let module = elsewhere.join("net.pt");
     export_small_resnet(&module, 10);
-    let hash = coordinator::sweep::sha256_hex(&std::fs::read(&module).unwrap())[..32].to_string();
+    let hash = coordinator::plan::sha256_hex(&std::fs::read(&module).unwrap())[..32].to_string();
     let sweep = elsewhere.join("own.toml");
     std::fs::write(
         &sweep,

@@ -259,7 +259,7 @@ fn killed_worker_trial_finishes_elsewhere() {
     let store = Store::open(&db).unwrap();
     for trial in store.load_trials().unwrap() {
         match trial.state {
-            coordinator::core::TrialState::Finished { worker, .. } => {
+            coordinator::sched::core::TrialState::Finished { worker, .. } => {
                 assert!(worker.starts_with("rescuer"), "{worker}")
             }
             other => panic!("{other:?}"),
@@ -454,7 +454,7 @@ fn kill_after_a_checkpoint(damage: bool) {
     let stored: serde_json::Value = {
         let trials = Store::open(&db).unwrap().load_trials().unwrap();
         match &trials[0].state {
-            coordinator::core::TrialState::Finished { result, .. } => {
+            coordinator::sched::core::TrialState::Finished { result, .. } => {
                 serde_json::to_value(result).unwrap()
             }
             other => panic!("{other:?}"),
@@ -587,7 +587,7 @@ fn cpu_workers_never_get_cuda_trials() {
         if t.spec.device == sweep_proto::DeviceRequest::Cuda {
             assert_eq!(
                 t.state,
-                coordinator::core::TrialState::Queued { attempt: 1 },
+                coordinator::sched::core::TrialState::Queued { attempt: 1 },
                 "the CUDA trial was never leased"
             );
         }

@@ -138,7 +138,7 @@ fn a_torchscript_resnet_reaches_the_workers_and_beats_chance() {
     learnable_cifar(&data, 200, 200);
     let module = dir.path().join("model.pt");
     export_small_resnet(&module, 10);
-    let hash = coordinator::sweep::sha256_hex(&std::fs::read(&module).unwrap())[..32].to_string();
+    let hash = coordinator::plan::sha256_hex(&std::fs::read(&module).unwrap())[..32].to_string();
     let sweep = write_sweep(
         dir.path(),
         "own-model",

@@ -9,9 +9,9 @@
 //! exclusive lock ([`ServerLock`]); [`Store::checkpoint`] on shutdown folds the WAL into the
 //! main file, so a stopped coordinator's database is one self-contained file.
 
-use crate::core::{Counts, Requeued, TrialState};
-use crate::early_stop::EarlyStopping;
-use crate::sweep::{Direction, Metric, Sweep};
+use crate::plan::{Direction, Metric, Sweep};
+use crate::sched::core::{Counts, Requeued, TrialState};
+use crate::sched::early_stop::EarlyStopping;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use sweep_proto::{EpochMetrics, TrialResult, TrialSpec, TRAINER_SEMANTICS};
@@ -89,9 +89,9 @@ pub struct StoredSweep {
     /// The sweep's `[early_stopping]` rule, if it has one.
     pub early_stopping: Option<EarlyStopping>,
     /// The sweep's `[checkpoints]` (the default where it was stored without one).
-    pub checkpoints: crate::checkpoints::Policy,
+    pub checkpoints: crate::store::files::Policy,
     /// Which trained models the sweep keeps.
-    pub keep_models: crate::sweep::KeepModels,
+    pub keep_models: crate::plan::KeepModels,
     /// (trial id, label, reported)
     pub trials: Vec<(String, Option<String>, Option<f64>)>,
 }
@@ -178,7 +178,7 @@ const SCHEMA_VERSION: i64 = 5;
 
 /// Hex SHA-256 of a stored result's JSON.
 fn checksum(json: &str) -> String {
-    crate::sweep::sha256_hex(json.as_bytes())
+    crate::plan::sha256_hex(json.as_bytes())
 }
 
 /// The files SQLite keeps beside a database.
@@ -866,7 +866,7 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sweep;
+    use crate::plan;
     use std::collections::HashSet;
     use sweep_proto::TrialStatus;
 
@@ -930,7 +930,7 @@ mod tests {
     fn survives_reopen_and_requeues_running_trials() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
-        let sweep = sweep::parse(
+        let sweep = plan::parse(
             "name = \"s\"\n[grid]\nlr = [0.1, 0.01, 0.001]\n",
             Path::new("g.toml"),
         )
@@ -963,7 +963,7 @@ mod tests {
     fn results_of_another_trainer_semantics_are_run_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
-        let sweep = sweep::parse(
+        let sweep = plan::parse(
             "name = \"s\"\n[grid]\nseed = [1, 2, 3]\n",
             Path::new("g.toml"),
         )
@@ -999,7 +999,7 @@ mod tests {
     fn resubmitting_keeps_finished_trials_unless_rerun() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
-        let sweep = sweep::parse("name = \"s\"\n", Path::new("g.toml")).unwrap();
+        let sweep = plan::parse("name = \"s\"\n", Path::new("g.toml")).unwrap();
         let id = sweep.trials[0].id.clone();
         store.add_sweep(&sweep, false).unwrap();
         record_lease(&mut store, &id, 1, "w");
@@ -1029,7 +1029,7 @@ mod tests {
                 "name = \"e\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n[grid]\nseed = [1]\n{grace}"
             )
         };
-        let plan = |t: &str| sweep::parse(t, Path::new("e.toml")).unwrap();
+        let plan = |t: &str| plan::parse(t, Path::new("e.toml")).unwrap();
         let asha1 = plan(&text(
             "[early_stopping]\nmethod = \"asha\"\ngrace_epochs = 1\n",
         ));
@@ -1077,7 +1077,7 @@ mod tests {
     fn rerun_queues_failed_and_cancelled_trials_and_cancel_trial_spares_ended_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
-        let a = sweep::parse(
+        let a = plan::parse(
             "name = \"a\"\n[grid]\nseed = [1, 2, 3, 4, 5]\n",
             Path::new("a.toml"),
         )
@@ -1128,12 +1128,12 @@ mod tests {
     fn cancel_is_one_transaction_that_spares_finished_and_shared_trials() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
-        let a = sweep::parse(
+        let a = plan::parse(
             "name = \"a\"\n[grid]\nseed = [1, 2, 3, 4]\n",
             Path::new("a.toml"),
         )
         .unwrap();
-        let b = sweep::parse("name = \"b\"\n[grid]\nseed = [4, 5]\n", Path::new("b.toml")).unwrap();
+        let b = plan::parse("name = \"b\"\n[grid]\nseed = [4, 5]\n", Path::new("b.toml")).unwrap();
         store.add_sweep(&a, false).unwrap();
         store.add_sweep(&b, false).unwrap();
         let ids: Vec<String> = a.trials.iter().map(|t| t.id.clone()).collect();
@@ -1167,7 +1167,7 @@ mod tests {
 
         let seeds: Vec<String> = (100..3100).map(|i| i.to_string()).collect();
         let text = format!("name = \"big\"\n[grid]\nseed = [{}]\n", seeds.join(", "));
-        let big = sweep::parse(&text, Path::new("big.toml")).unwrap();
+        let big = plan::parse(&text, Path::new("big.toml")).unwrap();
         store.add_sweep(&big, false).unwrap();
         let t0 = std::time::Instant::now();
         assert_eq!(store.cancel_sweep("big").unwrap().len(), 3000);
@@ -1183,7 +1183,7 @@ mod tests {
     /// A database with one finished trial, and its writer still open.
     fn finished_db(dir: &Path) -> (std::path::PathBuf, String, Store) {
         let db = dir.join("s.db");
-        let sweep = sweep::parse("name = \"s\"\n", Path::new("g.toml")).unwrap();
+        let sweep = plan::parse("name = \"s\"\n", Path::new("g.toml")).unwrap();
         let id = sweep.trials[0].id.clone();
         let mut store = Store::open(&db).unwrap();
         store.add_sweep(&sweep, false).unwrap();

@@ -2,7 +2,7 @@
 //! cancel, rerun, report and watch, over the `Admin` gRPC service with the admin token.
 
 use anyhow::{bail, Context, Result};
-use coordinator::core::Counts;
+use coordinator::sched::core::Counts;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,19 +59,19 @@ fn refused(what: &str, s: tonic::Status) -> anyhow::Error {
 
 pub async fn submit(c: &mut Client, file: &Path, rerun: bool, force: bool) -> Result<()> {
     // Read and checked here first: errors name the file as the user wrote it.
-    let sweep = coordinator::sweep::load(file)?;
+    let sweep = coordinator::plan::load(file)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let name = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     // TorchScript modules travel with the sweep: uploaded first, then named by hash in the
     // text the coordinator reads, so it need not see the files.
-    let (text, modules) = coordinator::sweep::resolve_modules(&text, &name)?;
+    let (text, modules) = coordinator::plan::resolve_modules(&text, &name)?;
     for (hash, path) in &modules {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let header = pb::CheckpointChunk {
             size: bytes.len() as u64,
-            sha256: coordinator::checkpoints::sha256_hex(&bytes),
+            sha256: coordinator::store::files::sha256_hex(&bytes),
             ..Default::default()
         };
         let chunks = sweep_proto::convert::artifact_chunks(
@@ -369,7 +369,7 @@ pub async fn export(c: &mut Client, sweep: &str, trial: &str, out: &Path) -> Res
         }
         bytes.extend_from_slice(&c.data);
     }
-    if bytes.len() as u64 != size || coordinator::sweep::sha256_hex(&bytes) != sha {
+    if bytes.len() as u64 != size || coordinator::plan::sha256_hex(&bytes) != sha {
         bail!(
             "the model arrived damaged ({} of {size} bytes, checksum mismatch); try again",
             bytes.len()

@@ -3,7 +3,7 @@
 //!
 //! - `GET /`: the page (`dashboard.html`, embedded); `#/sweep/NAME` shows one sweep.
 //! - `GET /api/sweeps`, `GET /api/sweeps/NAME`: the list and one sweep's trials with their
-//!   learning curves ([`crate::status`], the view model `status` and the Admin API share).
+//!   learning curves ([`crate::app::status`], the view model `status` and the Admin API share).
 //! - `GET /sweeps/NAME/report`: the report as it stands (report.html).
 //! - `POST /api/sweeps/NAME/cancel`, `POST /api/sweeps/NAME/rerun`: need the admin token.
 //!
@@ -12,8 +12,8 @@
 //! every request needs `authorization: Bearer <admin token>`. Actions always need it, in a
 //! header that another site's form or link cannot send.
 
-use crate::admin;
-use crate::service::Handle;
+use crate::api::admin;
+use crate::app::Handle;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -77,7 +77,7 @@ impl Dash {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(t) if crate::core::constant_time_eq(t.as_bytes(), admin.as_bytes()) => None,
+            Some(t) if crate::sched::core::constant_time_eq(t.as_bytes(), admin.as_bytes()) => None,
             Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong admin token")),
             None => Some(error(
                 StatusCode::UNAUTHORIZED,
@@ -149,7 +149,7 @@ async fn report(State(d): State<Dash>, Path(name): Path<String>, headers: Header
     let h = d.handle.clone();
     // Rendering draws every trial's curves: on the blocking thread too.
     match tokio::task::spawn_blocking(move || {
-        admin::report(&h, &name).map(|r| crate::html::render(&r))
+        admin::report(&h, &name).map(|r| crate::report::html::render(&r))
     })
     .await
     {

@@ -9,14 +9,14 @@
 //! answered. If the transaction fails, every change in the batch is taken back from the core
 //! before anyone hears of it, so the core never holds a result the disk lacks.
 
-use crate::checkpoints::{self, Checkpoints, Meta, Policy as CheckpointPolicy};
-use crate::core::{
+use crate::app::status::SweepMeta;
+use crate::plan::{KeepModels, Sweep};
+use crate::sched::core::{
     Config, Core, Counts, DeviceKind, Finished, NewWorker, Rejected, TrialId, TrialState, MAX_SLOTS,
 };
-use crate::early_stop::{Decision, EarlyStopping, Stopper};
-use crate::status::SweepMeta;
+use crate::sched::early_stop::{Decision, EarlyStopping, Stopper};
+use crate::store::files::{self, Checkpoints, Meta, Policy as CheckpointPolicy};
 use crate::store::{Store, StoreError, StoredSweep, Write};
-use crate::sweep::{KeepModels, Sweep};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -145,7 +145,7 @@ pub struct Handle {
     /// a time: submit and rerun write the database before they lock the core, and must not
     /// interleave with a cancel that would then be undone in the core.
     admin: Arc<Mutex<()>>,
-    /// Running trials' checkpoints, beside the database (see [`crate::checkpoints`]).
+    /// Running trials' checkpoints, beside the database (see [`crate::store::files`]).
     checkpoints: Arc<Checkpoints>,
     /// Finished trials' trained models (`CHECKPOINT_DIR/models`), as keep_models says.
     models: Arc<Checkpoints>,
@@ -158,7 +158,7 @@ struct Views {
     names: Option<Vec<String>>,
     sweeps: HashMap<String, Arc<SweepMeta>>,
     /// Recent live views by (sweep, with curves), with when they were built.
-    built: HashMap<(String, bool), (Instant, Arc<crate::status::SweepView>)>,
+    built: HashMap<(String, bool), (Instant, Arc<crate::app::status::SweepView>)>,
 }
 
 /// How stale a live view may be: dashboards poll once a second.
@@ -483,7 +483,7 @@ impl Handle {
             .iter()
             .map(|spec| {
                 spec.as_ref()
-                    .map(|sp| crate::status::params_of(sp, &stored.axes))
+                    .map(|sp| crate::app::status::params_of(sp, &stored.axes))
                     .unwrap_or_default()
             })
             .collect();
@@ -503,7 +503,7 @@ impl Handle {
         &self,
         name: &str,
         curves: bool,
-    ) -> Result<Option<Arc<crate::status::SweepView>>, StoreError> {
+    ) -> Result<Option<Arc<crate::app::status::SweepView>>, StoreError> {
         let mut views = self.views();
         let key = (name.to_string(), curves);
         if let Some((at, v)) = views.built.get(&key) {
@@ -516,12 +516,12 @@ impl Handle {
         };
         let view = {
             let s = self.lock();
-            Arc::new(crate::status::sweep_view(
+            Arc::new(crate::app::status::sweep_view(
                 &meta,
                 &s.core,
                 s.now_ms(),
                 curves,
-                crate::status::MAX_VIEW_TRIALS,
+                crate::app::status::MAX_VIEW_TRIALS,
             ))
         };
         views.built.insert(key, (Instant::now(), view.clone()));
@@ -694,10 +694,10 @@ impl Handle {
             tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");
             for r in requeued {
                 let mut e = match &r {
-                    crate::core::Requeued::Retry { trial, .. } => {
+                    crate::sched::core::Requeued::Retry { trial, .. } => {
                         event(pb::EventKind::WorkerLost, trial, 0, &worker)
                     }
-                    crate::core::Requeued::GaveUp { trial, reason, .. } => {
+                    crate::sched::core::Requeued::GaveUp { trial, reason, .. } => {
                         let mut e = event(pb::EventKind::Failed, trial, 0, &worker);
                         e.message = reason.clone();
                         e
@@ -758,8 +758,8 @@ impl Handle {
                     .filter_map(|(id, _, _)| match s.core.trial(id).map(|t| &t.state) {
                         Some(TrialState::Finished { result, .. }) if result.status.has_test() => {
                             let v = match sweep.rank_by {
-                                crate::sweep::Metric::TestAccuracy => result.test_accuracy(),
-                                crate::sweep::Metric::BestValAccuracy => result.best_val_accuracy,
+                                crate::plan::Metric::TestAccuracy => result.test_accuracy(),
+                                crate::plan::Metric::BestValAccuracy => result.best_val_accuracy,
                             }?;
                             Some((v, id))
                         }
@@ -767,8 +767,8 @@ impl Handle {
                     })
                     .collect();
                 ranked.sort_by(|a, b| match sweep.direction {
-                    crate::sweep::Direction::Max => b.0.total_cmp(&a.0),
-                    crate::sweep::Direction::Min => a.0.total_cmp(&b.0),
+                    crate::plan::Direction::Max => b.0.total_cmp(&a.0),
+                    crate::plan::Direction::Min => a.0.total_cmp(&b.0),
                 });
                 kept.extend(ranked.into_iter().take(n).map(|(_, id)| id.clone()));
                 // A model arrives just before its trial's result: until the result is in, the
@@ -810,7 +810,7 @@ impl Handle {
     /// The trial and attempt of a request, if `worker` holds that lease now.
     fn holds(&self, worker: &str, lease: Option<pb::LeaseRef>) -> Result<(String, u32), Status> {
         let (trial, attempt) = lease_ref(lease)?;
-        if !checkpoints::valid_id(&trial) {
+        if !files::valid_id(&trial) {
             return Err(Status::invalid_argument(format!(
                 "lease.trial_id {trial:?} is not a trial id"
             )));
@@ -904,11 +904,11 @@ impl Coordinator for Handle {
             }
             Err(e) => return Err(e),
         };
-        if first.size > checkpoints::MAX_CHECKPOINT_BYTES {
+        if first.size > files::MAX_CHECKPOINT_BYTES {
             return Err(Status::invalid_argument(format!(
                 "size: {} bytes is over the limit of {} MiB",
                 first.size,
-                checkpoints::MAX_CHECKPOINT_BYTES >> 20
+                files::MAX_CHECKPOINT_BYTES >> 20
             )));
         }
         if first.epoch == 0 || first.sha256.len() != 64 {
@@ -1130,7 +1130,7 @@ impl Coordinator for Handle {
             device,
             slots: r.slots,
             nonce: rand::random(),
-            secret: crate::tls::random_token(),
+            secret: crate::api::tls::random_token(),
         };
         let mut s = self.lock();
         let now = s.now_ms();
@@ -1213,7 +1213,7 @@ impl Coordinator for Handle {
         let (done, answer) = {
             let mut s = self.lock();
             let now = s.now_ms();
-            let crate::core::Beat { stop, lost } = s
+            let crate::sched::core::Beat { stop, lost } = s
                 .core
                 .heartbeat(&r.worker_id, &running, now)
                 .map_err(rejected)?;
@@ -1377,7 +1377,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    if let Some(c) = crate::sweep::unsafe_name_char(name) {
+    if let Some(c) = crate::plan::unsafe_name_char(name) {
         return Err(format!(
             "name: {c:?} is not allowed (letters, digits, '.', '_' and '-' only)"
         ));
@@ -1421,7 +1421,9 @@ impl tonic::service::Interceptor for TokenCheck {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(t) if crate::core::constant_time_eq(t.as_bytes(), self.token.as_bytes()) => {
+            Some(t)
+                if crate::sched::core::constant_time_eq(t.as_bytes(), self.token.as_bytes()) =>
+            {
                 Ok(req)
             }
             Some(_) => Err(Status::unauthenticated("wrong worker token")),

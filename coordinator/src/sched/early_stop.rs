@@ -73,7 +73,7 @@ impl StopMetric {
     }
 }
 
-/// A sweep's `[early_stopping]` section, checked (see `sweep::parse`).
+/// A sweep's `[early_stopping]` section, checked (see `plan::parse`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EarlyStopping {
     pub method: Method,

@@ -2,11 +2,11 @@
 //! through the coordinator process (one writer per database); store work runs on blocking
 //! threads, never on the async workers that serve RPCs.
 
+use crate::app::status::{self, Phase, SweepSummary, SweepView};
+use crate::app::Handle;
+use crate::plan::{self, MAX_FILE_BYTES, MAX_TRIALS};
 use crate::report::Report;
-use crate::service::Handle;
-use crate::status::{self, Phase, SweepSummary, SweepView};
 use crate::store::StoredSweep;
-use crate::sweep::{self, MAX_FILE_BYTES, MAX_TRIALS};
 use std::collections::HashSet;
 use std::path::Path;
 use std::pin::Pin;
@@ -138,7 +138,7 @@ pub fn model_of(
     handle: &Handle,
     name: &str,
     trial: &str,
-) -> Result<(String, crate::checkpoints::Meta, Vec<u8>), Status> {
+) -> Result<(String, crate::store::files::Meta, Vec<u8>), Status> {
     let s = stored(handle, name)?;
     let trial = if trial.is_empty() {
         let report = Report::build(&s, &handle.lock().core);
@@ -163,7 +163,7 @@ pub fn model_of(
     if !handle.has_model(&trial) {
         return Err(Status::not_found(format!(
             "trial {trial} of sweep `{name}` has no kept model (keep_models keeps the best {} by default; it may not have finished)",
-            crate::sweep::DEFAULT_KEEP_BEST
+            crate::plan::DEFAULT_KEEP_BEST
         )));
     }
     let (meta, bytes) = handle.model(&trial).map_err(Status::data_loss)?;
@@ -224,7 +224,7 @@ impl Admin for AdminService {
         };
         // Module files are the submitter's to upload (`coordinator submit` does, then names
         // them by hash): the coordinator never reads a path a client names.
-        if let Some(path) = sweep::unresolved_modules(&r.sweep_toml).first() {
+        if let Some(path) = plan::unresolved_modules(&r.sweep_toml).first() {
             return Err(Status::invalid_argument(format!(
                 "{file}: model `{path}` names a file; submit with `coordinator submit`, which uploads TorchScript modules and names them by hash"
             )));
@@ -233,7 +233,7 @@ impl Admin for AdminService {
         let name = file.clone();
         // Planning scans image folders: not on the threads that serve workers.
         let sweep = blocking(move || {
-            sweep::parse(&text, Path::new(&name))
+            plan::parse(&text, Path::new(&name))
                 .map_err(|e| Status::invalid_argument(e.to_string()))
         })
         .await?;
@@ -311,8 +311,8 @@ impl Admin for AdminService {
         let (files, summary) = blocking(move || {
             let report = report(&h, &r.sweep)?;
             Ok((
-                crate::render::files(&report),
-                crate::render::terminal(&report),
+                crate::report::render::files(&report),
+                crate::report::render::terminal(&report),
             ))
         })
         .await?;
@@ -349,7 +349,7 @@ impl Admin for AdminService {
                 attempt: 0,
             }),
             size: bytes.len() as u64,
-            sha256: crate::checkpoints::sha256_hex(&bytes),
+            sha256: crate::store::files::sha256_hex(&bytes),
             kind: pb::ArtifactKind::Model as i32,
             ..Default::default()
         };
@@ -363,7 +363,7 @@ impl Admin for AdminService {
         &self,
         req: Request<tonic::Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let bytes = receive_artifact(&mut req.into_inner(), sweep::MAX_MODULE_BYTES)
+        let bytes = receive_artifact(&mut req.into_inner(), plan::MAX_MODULE_BYTES)
             .await
             .map_err(|e| match e {
                 ArtifactError::Stream(status) => status,
@@ -477,7 +477,7 @@ impl tonic::service::Interceptor for AdminCheck {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        use crate::core::constant_time_eq as same;
+        use crate::sched::core::constant_time_eq as same;
         match given {
             Some(t) if same(t.as_bytes(), admin.as_bytes()) => Ok(req),
             Some(t) if same(t.as_bytes(), self.worker.as_bytes()) => {

@@ -23,12 +23,12 @@ mod remote;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use coordinator::core::Config;
-use coordinator::server::{serve, Tokens};
-use coordinator::service::Handle;
+use coordinator::api::server::{serve, Tokens};
+use coordinator::api::tls::ServerTls;
+use coordinator::app::Handle;
+use coordinator::plan::{self, Sweep, MAX_TRIALS};
+use coordinator::sched::core::Config;
 use coordinator::store::ServerLock;
-use coordinator::sweep::{self, Sweep, MAX_TRIALS};
-use coordinator::tls::ServerTls;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use sweep_proto::tls::ClientTls;
@@ -360,7 +360,7 @@ fn optional_admin_token(file: Option<&Path>) -> Result<Option<String>> {
 
 /// Loads a sweep file and enforces the trial limit.
 fn load_sweep(path: &Path, force: bool) -> Result<Sweep> {
-    let sweep = sweep::load(path)?;
+    let sweep = plan::load(path)?;
     if sweep.trials.len() > MAX_TRIALS && !force {
         bail!("{}: the sweep expands to {} trials, over the limit of {MAX_TRIALS}; pass --force to run it anyway", path.display(), sweep.trials.len());
     }
@@ -466,10 +466,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 handle.checkpoint_dir().display()
             );
             if let Some(addr) = http_listen {
-                let bound =
-                    coordinator::dashboard::spawn(&addr, handle.clone(), tokens.admin.as_deref())
-                        .await
-                        .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
+                let bound = coordinator::api::dashboard::spawn(
+                    &addr,
+                    handle.clone(),
+                    tokens.admin.as_deref(),
+                )
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
                 eprintln!("coordinator: dashboard, /healthz and /readyz on http://{bound}");
             }
             serve(
@@ -498,7 +501,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if days <= 0 {
                 bail!("--days must be at least 1");
             }
-            let files = coordinator::tls::init(&out, &hosts, days, force)?;
+            let files = coordinator::api::tls::init(&out, &hosts, days, force)?;
             for f in &files {
                 println!("{}", f.display());
             }
@@ -562,9 +565,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let (_lock, handle) = open_local(&local_db(target.db)?, "cancel")?;
-            let n = coordinator::admin::cancel(&handle, &sweep, trial.as_deref().unwrap_or(""))
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                .len();
+            let n =
+                coordinator::api::admin::cancel(&handle, &sweep, trial.as_deref().unwrap_or(""))
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .len();
             match trial {
                 Some(t) => println!("trial {t}: {n} cancelled"),
                 None => println!("cancelled sweep `{sweep}`: {n} unfinished trials stopped"),
@@ -578,7 +582,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let (_lock, handle) = open_local(&local_db(target.db)?, "rerun")?;
-            let n = coordinator::admin::rerun(&handle, &sweep)
+            let n = coordinator::api::admin::rerun(&handle, &sweep)
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .len();
             println!("sweep `{sweep}`: {n} failed or cancelled trials queued again");
@@ -593,11 +597,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let db = local_db(target.db)?;
             let (_lock, handle) = open_local(&db, "report")?;
-            let report = coordinator::admin::report(&handle, &sweep)
+            let report = coordinator::api::admin::report(&handle, &sweep)
                 .map_err(|s| anyhow::anyhow!("{}: {}", db.display(), s.message()))?;
-            coordinator::render::write(&report, &out)
+            coordinator::report::render::write(&report, &out)
                 .with_context(|| format!("cannot write the report to {}", out.display()))?;
-            print!("{}", coordinator::render::terminal(&report));
+            print!("{}", coordinator::report::render::terminal(&report));
             println!("report written to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -624,7 +628,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => open_local(&db, "export")?,
             };
-            let (id, _, bytes) = coordinator::admin::model_of(&handle, &sweep, &trial)
+            let (id, _, bytes) = coordinator::api::admin::model_of(&handle, &sweep, &trial)
                 .map_err(|s| anyhow::anyhow!("{}: {}", db.display(), s.message()))?;
             remote::write_model(&bytes, &out, &id)?;
             Ok(ExitCode::SUCCESS)

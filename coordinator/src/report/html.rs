@@ -2,7 +2,7 @@
 //! nothing fetched) with the ranked table, the ranking as bars, learning curves per trial and
 //! overlaid for the top trials, the effect of each axis, the best trial's confusion matrix,
 //! the binary-cross-entropy comparison, and the findings. It renders [`Report`], the view
-//! model the text formats share ([`crate::render`]); error bars are the report's 95%
+//! model the text formats share ([`crate::report::render`]); error bars are the report's 95%
 //! intervals.
 
 use crate::report::{AxisEffect, Estimate, Report, Row, Table};
@@ -204,7 +204,7 @@ fn ranking_chart(report: &Report) -> String {
         .iter()
         .map(|c| (c.name.clone(), c.estimate.as_ref()))
         .collect();
-    let x_desc = if report.rank_by == crate::sweep::Metric::TestAccuracy {
+    let x_desc = if report.rank_by == crate::plan::Metric::TestAccuracy {
         "test accuracy (bars: 95% interval)"
     } else {
         "best validation accuracy (bars: 95% interval)"

@@ -1,7 +1,7 @@
 //! A sweep's live state, the one view model behind `coordinator status`, `watch`, the
 //! dashboard's JSON and the Admin API's `SweepStatus` (which only converts it to protobuf).
 
-use crate::core::{Core, Counts, TrialState};
+use crate::sched::core::{Core, Counts, TrialState};
 use crate::store::StoredSweep;
 use serde::Serialize;
 use sweep_proto::{EpochMetrics, TrialStatus};
@@ -297,8 +297,8 @@ pub fn sweep_view(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Config, DeviceKind, NewWorker};
-    use crate::sweep::{Direction, Metric};
+    use crate::plan::{Direction, Metric};
+    use crate::sched::core::{Config, DeviceKind, NewWorker};
     use sweep_proto::TrialSpec;
 
     /// Five queued trials, the last two leased.

@@ -1,9 +1,9 @@
 //! The gRPC server: the service behind the token check (and TLS when configured), plus the
 //! periodic tick that expires silent workers.
 
-use crate::admin::{AdminCheck, AdminService};
-use crate::service::{Handle, TokenCheck};
-use crate::tls::ServerTls;
+use crate::api::admin::{AdminCheck, AdminService};
+use crate::api::tls::ServerTls;
+use crate::app::{Handle, TokenCheck};
 use std::time::Duration;
 use sweep_proto::pb::admin_server::AdminServer;
 use sweep_proto::pb::coordinator_server::CoordinatorServer;

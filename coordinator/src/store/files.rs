@@ -64,7 +64,7 @@ pub fn valid_id(trial: &str) -> bool {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::sweep::sha256_hex(bytes)
+    crate::plan::sha256_hex(bytes)
 }
 
 impl Checkpoints {

@@ -20,15 +20,17 @@
 //! dropped. Ranks are competition ranks (equal values share a rank, the next rank skips);
 //! ties keep plan order.
 
-use crate::core::{Core, TrialState};
+use crate::sched::core::{Core, TrialState};
 mod findings;
+pub mod html;
+pub mod render;
+pub mod stats;
 mod tables;
 
 pub use tables::{matched_grid, Table, TableRow, METHOD};
 
-use crate::stats;
+use crate::plan::{Direction, Metric};
 use crate::store::StoredSweep;
-use crate::sweep::{Direction, Metric};
 use serde::Serialize;
 use sweep_proto::{EpochMetrics, Provenance, TrialSpec, TrialStatus};
 
@@ -138,7 +140,7 @@ pub struct Rung {
 }
 
 impl EarlySummary {
-    fn of(rule: &crate::early_stop::EarlyStopping, rows: &[Row]) -> EarlySummary {
+    fn of(rule: &crate::sched::early_stop::EarlyStopping, rows: &[Row]) -> EarlySummary {
         let full = |r: &Row| r.params.get("epochs").and_then(|e| e.as_u64()).unwrap_or(0);
         let ended: Vec<&Row> = rows
             .iter()
@@ -160,7 +162,7 @@ impl EarlySummary {
                     .filter(|r| stopped_at(r) == Some(epoch))
                     .count(),
             })
-            .filter(|r| r.reached > 0 || rule.method == crate::early_stop::Method::Asha)
+            .filter(|r| r.reached > 0 || rule.method == crate::sched::early_stop::Method::Asha)
             .collect();
         EarlySummary {
             rule: rule.describe(),
@@ -902,15 +904,15 @@ impl Report {
     /// The report of `sweep` with these results, in plan order (one per trial; fewer leaves
     /// the rest queued), taken as they are: for tests and the report fuzz target.
     pub fn from_results(
-        sweep: &crate::sweep::Sweep,
+        sweep: &crate::plan::Sweep,
         results: Vec<sweep_proto::TrialResult>,
     ) -> Report {
-        use crate::core::{Config, DeviceKind, NewWorker};
+        use crate::sched::core::{Config, DeviceKind, NewWorker};
         let mut core = Core::new(Config::default());
         let new = NewWorker {
             name: "w".into(),
             device: DeviceKind::Cpu,
-            slots: crate::core::MAX_SLOTS,
+            slots: crate::sched::core::MAX_SLOTS,
             nonce: 0,
             secret: String::new(),
         };
@@ -957,7 +959,7 @@ pub fn row_spec(row: &Row) -> Option<TrialSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sweep;
+    use crate::plan;
     use std::path::Path;
     use sweep_proto::{EpochMetrics, TestMetrics, TrialResult};
 
@@ -1008,7 +1010,7 @@ mod tests {
 
     fn report_for(accs: &[Option<f64>]) -> Report {
         let text = "name = \"r\"\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\ncolor = [\"color\", \"grayscale\"]\n";
-        let s = sweep::parse(text, Path::new("g.toml")).unwrap();
+        let s = plan::parse(text, Path::new("g.toml")).unwrap();
         let results = accs
             .iter()
             .map(|acc| match acc {
@@ -1029,11 +1031,11 @@ mod tests {
         let mut bad_rank = result(0.5, TrialStatus::Completed);
         bad_rank.test.as_mut().unwrap().accuracy = f64::INFINITY;
         let text = "name = \"r\"\n[grid]\nseed = [1, 2]\n";
-        let s = sweep::parse(text, Path::new("g.toml")).unwrap();
+        let s = plan::parse(text, Path::new("g.toml")).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let report = Report::from_results(&s, vec![r, bad_rank]);
-            let _ = tx.send(crate::render::files(&report).map(|f| f.1.len()));
+            let _ = tx.send(crate::report::render::files(&report).map(|f| f.1.len()));
         });
         let sizes = rx
             .recv_timeout(std::time::Duration::from_secs(60))
@@ -1051,7 +1053,7 @@ mod tests {
         );
         assert_eq!(r.rows[0].test_accuracy, Some(0.5));
         // Ties keep plan order and share a rank.
-        let table = crate::render::table(&r);
+        let table = crate::report::render::table(&r);
         let ranks: Vec<&str> = table
             .lines()
             .skip(2)
@@ -1088,7 +1090,7 @@ mod tests {
     #[test]
     fn html_report_has_every_part() {
         let r = report_for(&[Some(0.2), None, Some(0.6), Some(0.8)]);
-        let html = crate::html::render(&r);
+        let html = crate::report::html::render(&r);
         assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
         for row in &r.rows {
             assert!(
@@ -1171,7 +1173,7 @@ mod tests {
     /// color, seed)`, 10,000 test images each.
     fn repeated(repeats: u32, acc: impl Fn(&str, &str, u64) -> f64) -> Report {
         let text = format!("name = \"r\"\nrepeats = {repeats}\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\ncolor = [\"color\", \"grayscale\"]\n");
-        let s = sweep::parse(&text, Path::new("g.toml")).unwrap();
+        let s = plan::parse(&text, Path::new("g.toml")).unwrap();
         let results = s
             .trials
             .iter()
@@ -1241,7 +1243,7 @@ mod tests {
         );
         assert!(findings.contains("model's is the largest"), "{findings}");
 
-        let [(_, md), (_, json), (_, csv), (_, html)] = crate::render::files(&r);
+        let [(_, md), (_, json), (_, csv), (_, html)] = crate::report::render::files(&r);
         let interval = format!("{:.2}-{:.2}%", 100.0 * lo, 100.0 * hi);
         assert!(
             md.contains("## Configurations") && md.contains(&interval),
@@ -1308,7 +1310,7 @@ mod tests {
             Verdict::of(&[(0.6, Some(10_000))], &[(0.5, Some(10_000))]),
             Some(Verdict::NeedsRepeats)
         );
-        let md = crate::render::markdown(&r);
+        let md = crate::report::render::markdown(&r);
         assert!(
             md.contains("single run; 95% sampling error of 10000 images"),
             "{md}"
@@ -1328,7 +1330,7 @@ mod tests {
         let text = "name = \"r1\"\nrepeats = 3\n[[include]]\nlabel = \"dense\"\nmodel = \"dense\"\n\
                     [[include]]\nlabel = \"cnn colour\"\nmodel = \"seed-cnn\"\n\
                     [[include]]\nlabel = \"cnn gray\"\nmodel = \"seed-cnn\"\ncolor = \"grayscale\"\n";
-        let s = sweep::parse(text, Path::new("r1.toml")).unwrap();
+        let s = plan::parse(text, Path::new("r1.toml")).unwrap();
         let accs = [0.10, 0.11, 0.12, 0.46, 0.40, 0.43, 0.47, 0.45, 0.41];
         let results = accs
             .iter()
@@ -1366,12 +1368,12 @@ mod tests {
         );
         let (_, _, p) = stats::welch(&[0.47, 0.45, 0.41], &[0.46, 0.40, 0.43]).unwrap();
         assert_eq!(m.verdict, Verdict::WithinNoise { p: Some(p) });
-        let md = crate::render::markdown(&r);
+        let md = crate::report::render::markdown(&r);
         assert!(
             md.contains("## All else equal") && md.contains("grayscale (cnn gray)"),
             "{md}"
         );
-        assert!(crate::html::render(&r).contains("id=\"matched\""));
+        assert!(crate::report::html::render(&r).contains("id=\"matched\""));
     }
 
     /// Only completed trials with an accuracy in [0, 1] rank: a diverged trial's best
@@ -1379,7 +1381,7 @@ mod tests {
     #[test]
     fn diverged_and_impossible_values_do_not_rank() {
         let text = "name = \"r\"\nrank_by = \"best_val_accuracy\"\n[grid]\nseed = [1, 2, 3]\n";
-        let s = sweep::parse(text, Path::new("g.toml")).unwrap();
+        let s = plan::parse(text, Path::new("g.toml")).unwrap();
         let mut diverged = result(0.0, TrialStatus::Diverged);
         diverged.best_val_accuracy = Some(0.9);
         let mut impossible = result(0.5, TrialStatus::Completed);
@@ -1413,7 +1415,7 @@ mod tests {
     fn writes_all_three_files() {
         let r = report_for(&[Some(0.2), None, Some(0.6), Some(0.8)]);
         let dir = tempfile::tempdir().unwrap();
-        crate::render::write(&r, dir.path()).unwrap();
+        crate::report::render::write(&r, dir.path()).unwrap();
         assert!(std::fs::read_to_string(dir.path().join("report.html"))
             .unwrap()
             .contains("<svg"));

@@ -2,12 +2,12 @@
 //! processes, a live progress display, and the report when every trial has ended.
 
 use anyhow::{bail, Context, Result};
-use coordinator::core::{Config, TrialState};
+use coordinator::api::server::{serve, Tokens};
+use coordinator::app::Handle;
+use coordinator::plan::Sweep;
 use coordinator::report::Report;
-use coordinator::server::{serve, Tokens};
-use coordinator::service::Handle;
+use coordinator::sched::core::{Config, TrialState};
 use coordinator::store::ServerLock;
-use coordinator::sweep::Sweep;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -60,9 +60,9 @@ fn worker_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
 /// remote workers can join with `--token-file`, `admin-token` for `watch`/`status`/`cancel`
 /// from another terminal.
 fn make_token(out: &Path, file: &str) -> Result<String> {
-    let token = coordinator::tls::random_token();
+    let token = coordinator::api::tls::random_token();
     let path = out.join(file);
-    coordinator::tls::write_private(&path, &token)
+    coordinator::api::tls::write_private(&path, &token)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
 }
@@ -193,7 +193,7 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         let url = format!("http://{host}:{}", addr.port());
         let dashboard = match &opts.http_listen {
             Some(a) => Some(
-                coordinator::dashboard::spawn(a, handle.clone(), tokens.admin.as_deref())
+                coordinator::api::dashboard::spawn(a, handle.clone(), tokens.admin.as_deref())
                     .await
                     .with_context(|| format!("cannot listen on {a} for the dashboard"))?,
             ),
@@ -233,7 +233,7 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
                 data: sweep
                     .data
                     .as_deref()
-                    .filter(|d| *d != Path::new(coordinator::sweep::FETCH)),
+                    .filter(|d| *d != Path::new(coordinator::plan::FETCH)),
                 threads: threads.max(1),
             };
             for n in 1..=n_local {
@@ -269,9 +269,9 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         .sweep(&sweep.name)?
         .context("the sweep vanished from the database")?;
     let report = Report::build(&stored, &handle.lock().core);
-    coordinator::render::write(&report, out)
+    coordinator::report::render::write(&report, out)
         .with_context(|| format!("cannot write the report to {}", out.display()))?;
-    print!("{}", coordinator::render::terminal(&report));
+    print!("{}", coordinator::report::render::terminal(&report));
     println!("{}; report in {}", handle.counts(&ids), out.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -304,7 +304,7 @@ async fn watch(
     tokio::pin!(ctrl_c);
     let mut idle_since: Option<std::time::Instant> = None;
     let started = std::time::Instant::now();
-    let ended = |c: &coordinator::core::Counts| c.finished + c.failed + c.cancelled;
+    let ended = |c: &coordinator::sched::core::Counts| c.finished + c.failed + c.cancelled;
     let ended_at_start = ended(&handle.counts(ids));
     loop {
         tokio::select! {

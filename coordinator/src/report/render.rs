@@ -1,5 +1,5 @@
 //! The report's text formats, all read from one [`Report`]: the terminal table, `report.md`,
-//! `results.csv` and `results.json`; `report.html` is [`crate::html`]. [`files`] and [`write`]
+//! `results.csv` and `results.json`; `report.html` is [`crate::report::html`]. [`files`] and [`write`]
 //! produce all four.
 
 use crate::report::{Estimate, Report, Table};
@@ -148,7 +148,7 @@ pub fn files(report: &Report) -> [(&'static str, String); 4] {
         ("report.md", markdown(report)),
         ("results.json", json(report)),
         ("results.csv", csv(report)),
-        ("report.html", crate::html::render(report)),
+        ("report.html", crate::report::html::render(report)),
     ]
 }
 

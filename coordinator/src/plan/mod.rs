@@ -40,7 +40,7 @@
 //! trial-field entry is checked through `TrialSpec` itself, so an error names the file, line,
 //! column and key exactly as a worker would reject the value.
 
-use crate::early_stop::{self, EarlyStopping, Method, StopMetric};
+use crate::sched::early_stop::{self, EarlyStopping, Method, StopMetric};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -221,7 +221,7 @@ pub struct Sweep {
     /// `[early_stopping]`, checked against the trials.
     pub early_stopping: Option<EarlyStopping>,
     /// `[checkpoints]`, or the default.
-    pub checkpoints: crate::checkpoints::Policy,
+    pub checkpoints: crate::store::files::Policy,
     /// `keep_models` (and `keep_best`).
     pub keep_models: KeepModels,
     /// The TorchScript modules the trials name (`model = "torchscript:PATH"`), by hash, with
@@ -825,8 +825,8 @@ impl<'a> Parser<'a> {
     }
 
     /// `[checkpoints]`: each key a number of epochs or seconds in range (0 turns it off).
-    fn checkpoints(&self) -> Result<crate::checkpoints::Policy, SweepError> {
-        let mut policy = crate::checkpoints::Policy::default();
+    fn checkpoints(&self) -> Result<crate::store::files::Policy, SweepError> {
+        let mut policy = crate::store::files::Policy::default();
         let Some(raw) = &self.raw.checkpoints else {
             return Ok(policy);
         };

@@ -1,0 +1,5 @@
+//! The borders of the coordinator.
+pub mod admin;
+pub mod dashboard;
+pub mod server;
+pub mod tls;
