@@ -24,6 +24,7 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 
 pub mod convert;
 pub mod health;
+pub mod limits;
 pub mod module;
 pub mod result;
 pub mod signal;
@@ -37,10 +38,12 @@ pub use convert::read_token;
 /// agree on it).
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(data))
+}
+
+/// Bytes in lower-case hex (a digest computed in pieces, say).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 pub use result::{
     EpochMetrics, InvalidResult, Provenance, TestMetrics, TrialResult, TrialStatus, MAX_EPOCH,

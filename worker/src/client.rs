@@ -196,7 +196,7 @@ fn train_lease(
 }
 
 /// Largest checkpoint accepted from the coordinator (its own limit).
-const MAX_CHECKPOINT_BYTES: u64 = 512 << 20;
+use sweep_proto::limits::MAX_CHECKPOINT_BYTES;
 
 /// How long a trial under early stopping waits, after each epoch, for the coordinator's
 /// verdict on it before it trains on regardless.

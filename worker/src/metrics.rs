@@ -43,7 +43,7 @@ pub fn loss(logits: &Tensor, labels: &Tensor, kind: Loss, label_smoothing: f64) 
 }
 
 /// Keras' `epsilon()`: BCE clips probabilities to [e, 1 - e] and adds e inside the logs.
-pub const KERAS_EPSILON: f64 = 1e-7;
+pub use sweep_proto::limits::KERAS_EPSILON;
 
 /// Keras 2's `binary_crossentropy` on a softmax output (`from_logits=False`), averaged over
 /// the outputs and the batch. The clip passes no gradient outside [e, 1 - e], as in TF.

@@ -12,7 +12,7 @@ use tch::nn;
 use tch::{Kind, Tensor};
 
 /// Keras' `backend.epsilon()`, Adam's default epsilon.
-pub const KERAS_EPSILON: f64 = 1e-7;
+pub use sweep_proto::limits::KERAS_EPSILON;
 
 /// The trial's optimiser. PyTorch's SGD, Adam, AMSGrad and AdamW are written out here (as
 /// libtorch's C++ optimisers compute them) rather than taken from libtorch, whose state tch

@@ -12,7 +12,8 @@
 //! every request needs `authorization: Bearer <admin token>`. Actions always need it, in a
 //! header that another site's form or link cannot send.
 
-use crate::api::admin;
+use super::auth::{self, Refusal, Role, Tokens};
+use crate::app::AppError;
 use crate::app::Handle;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -26,7 +27,7 @@ const PAGE: &str = include_str!("dashboard.html");
 #[derive(Clone)]
 struct Dash {
     handle: Handle,
-    admin: Option<Arc<str>>,
+    tokens: Arc<Tokens>,
     /// Reads without a token (the listener is on loopback).
     open_reads: bool,
 }
@@ -51,38 +52,32 @@ fn error(status: StatusCode, message: &str) -> Response {
     json(status, serde_json::json!({ "error": message }).to_string())
 }
 
-fn from_status(s: tonic::Status) -> Response {
-    let code = match s.code() {
-        tonic::Code::NotFound => StatusCode::NOT_FOUND,
-        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+fn from_app(e: AppError) -> Response {
+    let code = match e {
+        AppError::NotFound(_) => StatusCode::NOT_FOUND,
+        AppError::Invalid(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    error(code, s.message())
+    error(code, &e.to_string())
 }
 
 impl Dash {
-    /// `None` when the request may go on, else the refusal.
+    /// `None` when the request may go on, else the refusal (the one check of [`auth`]).
     fn refuse(&self, headers: &HeaderMap, write: bool) -> Option<Response> {
         if !write && self.open_reads && loopback_host(headers) {
             return None;
         }
-        let Some(admin) = &self.admin else {
-            return Some(error(
-                StatusCode::FORBIDDEN,
-                "this coordinator has no admin token: start it with $SWEEP_ADMIN_TOKEN or --admin-token-file",
-            ));
-        };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(t) if crate::sched::core::constant_time_eq(t.as_bytes(), admin.as_bytes()) => None,
-            Some(_) => Some(error(StatusCode::UNAUTHORIZED, "wrong admin token")),
-            None => Some(error(
-                StatusCode::UNAUTHORIZED,
-                "this needs the admin token (authorization: Bearer ...)",
-            )),
+        let given = auth::bearer(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        );
+        match auth::check(&self.tokens, given, Role::Admin) {
+            Ok(_) => None,
+            Err(r @ (Refusal::NoAdminToken | Refusal::WorkerToken)) => {
+                Some(error(StatusCode::FORBIDDEN, &r.to_string()))
+            }
+            Err(r) => Some(error(StatusCode::UNAUTHORIZED, &r.to_string())),
         }
     }
 
@@ -90,12 +85,12 @@ impl Dash {
     /// takes a while) and answers with the JSON text it makes.
     async fn answer(
         &self,
-        f: impl FnOnce(&Handle) -> Result<String, tonic::Status> + Send + 'static,
+        f: impl FnOnce(&Handle) -> Result<String, AppError> + Send + 'static,
     ) -> Response {
         let h = self.handle.clone();
         match tokio::task::spawn_blocking(move || f(&h)).await {
             Ok(Ok(text)) => json(StatusCode::OK, text),
-            Ok(Err(s)) => from_status(s),
+            Ok(Err(e)) => from_app(e),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
     }
@@ -130,7 +125,7 @@ async fn sweeps(State(d): State<Dash>, headers: HeaderMap) -> Response {
     if let Some(r) = d.refuse(&headers, false) {
         return r;
     }
-    d.answer(|h| Ok(to_json(&serde_json::json!({ "sweeps": admin::list(h)? }))))
+    d.answer(|h| Ok(to_json(&serde_json::json!({ "sweeps": h.list()? }))))
         .await
 }
 
@@ -138,8 +133,7 @@ async fn sweep(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderM
     if let Some(r) = d.refuse(&headers, false) {
         return r;
     }
-    d.answer(move |h| Ok(to_json(&*admin::view(h, &name, true)?)))
-        .await
+    d.answer(move |h| Ok(to_json(&*h.view(&name, true)?))).await
 }
 
 async fn report(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderMap) -> Response {
@@ -149,14 +143,14 @@ async fn report(State(d): State<Dash>, Path(name): Path<String>, headers: Header
     let h = d.handle.clone();
     // Rendering draws every trial's curves: on the blocking thread too.
     match tokio::task::spawn_blocking(move || {
-        admin::report(&h, &name).map(|r| crate::report::html::render(&r))
+        h.report(&name).map(|r| crate::report::html::render(&r))
     })
     .await
     {
         Ok(Ok(html)) => {
             ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
         }
-        Ok(Err(s)) => from_status(s),
+        Ok(Err(e)) => from_app(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
@@ -167,7 +161,7 @@ async fn cancel(State(d): State<Dash>, Path(name): Path<String>, headers: Header
     }
     d.answer(move |h| {
         Ok(to_json(
-            &serde_json::json!({ "trials": admin::cancel(h, &name, "")? }),
+            &serde_json::json!({ "trials": h.cancel_in(&name, "")? }),
         ))
     })
     .await
@@ -177,26 +171,22 @@ async fn rerun(State(d): State<Dash>, Path(name): Path<String>, headers: HeaderM
     if let Some(r) = d.refuse(&headers, true) {
         return r;
     }
-    d.answer(move |h| {
-        Ok(to_json(
-            &serde_json::json!({ "trials": admin::rerun(h, &name)? }),
-        ))
-    })
-    .await
+    d.answer(move |h| Ok(to_json(&serde_json::json!({ "trials": h.rerun(&name)? }))))
+        .await
 }
 
 /// The dashboard and the health endpoints on `listener`, for the rest of the process.
 pub async fn spawn(
     addr: &str,
     handle: Handle,
-    admin_token: Option<&str>,
+    tokens: &Tokens,
 ) -> std::io::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let check = handle.clone();
     let dash = Dash {
         handle,
-        admin: admin_token.map(Arc::from),
+        tokens: Arc::new(tokens.clone()),
         open_reads: local.ip().is_loopback(),
     };
     let app = Router::new()

@@ -242,7 +242,7 @@ pub fn summary(sweep: &StoredSweep, core: &Core) -> SweepSummary {
         name: sweep.name.clone(),
         file: sweep.file.clone(),
         cancelled: sweep.cancelled,
-        counts: core.counts(sweep.trials.iter().map(|t| &t.0)).into(),
+        counts: core.counts(sweep.trials.iter().map(|t| &t.id)).into(),
     }
 }
 
@@ -263,12 +263,12 @@ pub fn sweep_view(
     let keep: Vec<bool> = if sweep.trials.len() <= limit {
         vec![true; sweep.trials.len()]
     } else {
-        let mut room = limit.saturating_sub(sweep.trials.iter().filter(|t| running(&t.0)).count());
+        let mut room = limit.saturating_sub(sweep.trials.iter().filter(|t| running(&t.id)).count());
         sweep
             .trials
             .iter()
             .map(|t| {
-                running(&t.0)
+                running(&t.id)
                     || (room > 0 && {
                         room -= 1;
                         true
@@ -282,8 +282,8 @@ pub fn sweep_view(
         .zip(&meta.params)
         .zip(&keep)
         .filter(|(_, k)| **k)
-        .filter_map(|(((id, label, _), params), _)| {
-            trial_view(id, label.as_deref(), params, core, now_ms, curves)
+        .filter_map(|((t, params), _)| {
+            trial_view(&t.id, t.label.as_deref(), params, core, now_ms, curves)
         })
         .collect();
     SweepView {
@@ -336,7 +336,14 @@ mod tests {
             early_stopping: None,
             checkpoints: Default::default(),
             keep_models: Default::default(),
-            trials: ids.into_iter().map(|id| (id, None, None)).collect(),
+            trials: ids
+                .into_iter()
+                .map(|id| crate::store::SweepTrial {
+                    id,
+                    label: None,
+                    reported: None,
+                })
+                .collect(),
         };
         let params = vec!["seed=1".to_string(); 5];
         (

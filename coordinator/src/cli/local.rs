@@ -5,7 +5,6 @@ use anyhow::{bail, Context, Result};
 use coordinator::api::server::{serve, Tokens};
 use coordinator::app::Handle;
 use coordinator::plan::Sweep;
-use coordinator::report::Report;
 use coordinator::sched::core::{Config, TrialState};
 use coordinator::store::ServerLock;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -193,7 +192,7 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         let url = format!("http://{host}:{}", addr.port());
         let dashboard = match &opts.http_listen {
             Some(a) => Some(
-                coordinator::api::dashboard::spawn(a, handle.clone(), tokens.admin.as_deref())
+                coordinator::api::dashboard::spawn(a, handle.clone(), &tokens)
                     .await
                     .with_context(|| format!("cannot listen on {a} for the dashboard"))?,
             ),
@@ -265,10 +264,8 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
         }
     }
 
-    let stored = handle
-        .sweep(&sweep.name)?
-        .context("the sweep vanished from the database")?;
-    let report = Report::build(&stored, &handle.lock().core);
+    // Built from a snapshot, outside the core's lock (the server may still be answering).
+    let report = handle.report(&sweep.name)?;
     coordinator::report::render::write(&report, out)
         .with_context(|| format!("cannot write the report to {}", out.display()))?;
     print!("{}", coordinator::report::render::terminal(&report));

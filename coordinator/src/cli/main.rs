@@ -466,13 +466,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 handle.checkpoint_dir().display()
             );
             if let Some(addr) = http_listen {
-                let bound = coordinator::api::dashboard::spawn(
-                    &addr,
-                    handle.clone(),
-                    tokens.admin.as_deref(),
-                )
-                .await
-                .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
+                let bound = coordinator::api::dashboard::spawn(&addr, handle.clone(), &tokens)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
                 eprintln!("coordinator: dashboard, /healthz and /readyz on http://{bound}");
             }
             serve(
@@ -565,10 +561,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let (_lock, handle) = open_local(&local_db(target.db)?, "cancel")?;
-            let n =
-                coordinator::api::admin::cancel(&handle, &sweep, trial.as_deref().unwrap_or(""))
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                    .len();
+            let n = handle
+                .cancel_in(&sweep, trial.as_deref().unwrap_or(""))?
+                .len();
             match trial {
                 Some(t) => println!("trial {t}: {n} cancelled"),
                 None => println!("cancelled sweep `{sweep}`: {n} unfinished trials stopped"),
@@ -582,9 +577,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let (_lock, handle) = open_local(&local_db(target.db)?, "rerun")?;
-            let n = coordinator::api::admin::rerun(&handle, &sweep)
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                .len();
+            let n = handle.rerun(&sweep)?.len();
             println!("sweep `{sweep}`: {n} failed or cancelled trials queued again");
             Ok(ExitCode::SUCCESS)
         }
@@ -597,8 +590,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let db = local_db(target.db)?;
             let (_lock, handle) = open_local(&db, "report")?;
-            let report = coordinator::api::admin::report(&handle, &sweep)
-                .map_err(|s| anyhow::anyhow!("{}: {}", db.display(), s.message()))?;
+            let report = handle
+                .report(&sweep)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
             coordinator::report::render::write(&report, &out)
                 .with_context(|| format!("cannot write the report to {}", out.display()))?;
             print!("{}", coordinator::report::render::terminal(&report));
@@ -628,8 +622,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => open_local(&db, "export")?,
             };
-            let (id, _, bytes) = coordinator::api::admin::model_of(&handle, &sweep, &trial)
-                .map_err(|s| anyhow::anyhow!("{}: {}", db.display(), s.message()))?;
+            let (id, _, bytes) = handle
+                .model_of(&sweep, &trial)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
             remote::write_model(&bytes, &out, &id)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -421,7 +421,7 @@ fn event_line(e: &pb::TrialEvent) -> Option<String> {
         pb::EventKind::Failed => format!("{id} failed: {}", e.message),
         pb::EventKind::Cancelled => format!("{id} cancelled"),
         pb::EventKind::WorkerLost => format!("{id} lost its worker {}: {}", e.worker_id, e.message),
-        pb::EventKind::Submitted => format!("sweep `{}` submitted again", e.message),
+        pb::EventKind::Submitted => format!("sweep `{}` submitted again", e.sweep),
         _ => return None,
     })
 }

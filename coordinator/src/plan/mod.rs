@@ -124,6 +124,17 @@ pub enum KeepModels {
 /// Models kept by default: the three best.
 pub const DEFAULT_KEEP_BEST: u32 = 3;
 
+impl KeepModels {
+    /// How many of a sweep's ranked trials keep their models.
+    pub fn count(self) -> usize {
+        match self {
+            KeepModels::None => 0,
+            KeepModels::All => usize::MAX,
+            KeepModels::Best(n) => n as usize,
+        }
+    }
+}
+
 impl Default for KeepModels {
     fn default() -> KeepModels {
         KeepModels::Best(DEFAULT_KEEP_BEST)
@@ -246,7 +257,7 @@ pub use sweep_proto::sha256_hex;
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Longest sweep name; names become directory names under `out/`.
-pub const MAX_NAME: usize = 64;
+pub use sweep_proto::limits::MAX_NAME;
 
 /// Reads and expands a sweep file. Only regular files up to [`MAX_FILE_BYTES`] are read: a
 /// FIFO would block forever and `/dev/zero` would fill memory.

@@ -1,7 +1,7 @@
 //! The report's findings in plain language, each computed from its numbers; none calls one
 //! value better than another without Welch's t-test saying so.
 
-use super::{pct, Config, Estimate, Report, Row, Verdict};
+use super::{pct, Config, Estimate, Report, Row, RowStatus, Verdict};
 
 /// Plain-language findings, each computed from the report's numbers; none calls one value
 /// better than another without Welch's t-test saying so.
@@ -187,7 +187,7 @@ fn trials(report: &Report) -> Vec<String> {
             r.name(), pct(r.test_binary_accuracy), pct(r.test_accuracy)
         ));
     }
-    let unfinished = |r: &&Row| r.status == "queued" || r.status == "running";
+    let unfinished = |r: &&Row| r.status.unfinished();
     let waiting = report.rows.iter().filter(unfinished).count();
     if waiting > 0 {
         out.push(format!(
@@ -197,7 +197,9 @@ fn trials(report: &Report) -> Vec<String> {
     let failed: Vec<&Row> = report
         .rows
         .iter()
-        .filter(|r| r.status != "completed" && r.status != super::STOPPED && !unfinished(r))
+        .filter(|r| {
+            !matches!(r.status, RowStatus::Completed | RowStatus::Stopped) && !unfinished(r)
+        })
         .collect();
     if !failed.is_empty() {
         out.push(format!(

@@ -482,7 +482,7 @@ pub fn render(report: &Report) -> String {
 
     h += "<h2 id=\"trials\">Learning curves of every trial</h2>";
     for r in &report.rows {
-        let _ = write!(h, "<div class=\"trial\" id=\"trial-{}\"><h3>{} <small>{}</small></h3><div class=\"grid\">", esc(&r.id), esc(&r.name()), esc(&r.status));
+        let _ = write!(h, "<div class=\"trial\" id=\"trial-{}\"><h3>{} <small>{}</small></h3><div class=\"grid\">", esc(&r.id), esc(&r.name()), esc(r.status.as_str()));
         h += &trial_curves(r);
         h += "</div></div>";
     }

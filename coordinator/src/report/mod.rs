@@ -20,19 +20,21 @@
 //! dropped. Ranks are competition ranks (equal values share a rank, the next rank skips);
 //! ties keep plan order.
 
-use crate::sched::core::{Core, TrialState};
+use crate::sched::core::{Core, TrialLookup, TrialState};
 mod findings;
 pub mod html;
+pub mod rank;
 pub mod render;
 pub mod stats;
 mod tables;
 
+pub use rank::RowStatus;
 pub use tables::{matched_grid, Table, TableRow, METHOD};
 
 use crate::plan::{Direction, Metric};
 use crate::store::StoredSweep;
 use serde::Serialize;
-use sweep_proto::{EpochMetrics, Provenance, TrialSpec, TrialStatus};
+use sweep_proto::{EpochMetrics, Provenance, TrialSpec};
 
 /// One trial's row (this is also the `results.json` object).
 #[derive(Debug, Clone, Serialize)]
@@ -41,8 +43,8 @@ pub struct Row {
     pub label: Option<String>,
     /// Every resolved trial field.
     pub params: serde_json::Value,
-    /// completed, diverged, failed, cancelled, queued or running.
-    pub status: String,
+    /// completed, diverged, failed, stopped, cancelled, queued or running.
+    pub status: RowStatus,
     pub reason: Option<String>,
     pub test_accuracy: Option<f64>,
     pub best_val_accuracy: Option<f64>,
@@ -87,21 +89,14 @@ impl Row {
     /// (from the epochs before it diverged) does not rank, and neither does a value that no
     /// accuracy can be (an old database may hold one): both would top the ranking.
     pub fn metric(&self, m: Metric) -> Option<f64> {
-        if self.status != "completed" && self.status != STOPPED {
-            return None;
-        }
-        let v = match m {
-            Metric::TestAccuracy => self.test_accuracy,
-            Metric::BestValAccuracy => self.best_val_accuracy,
-        };
-        v.filter(|v| (0.0..=1.0).contains(v))
+        rank::value(self.status, self.test_accuracy, self.best_val_accuracy, m)
     }
 
     /// "diverged (loss became NaN)", or just the status.
     pub fn status_text(&self) -> String {
         match &self.reason {
-            Some(why) if self.status != "completed" => format!("{} ({why})", self.status),
-            _ => self.status.clone(),
+            Some(why) if self.status != RowStatus::Completed => format!("{} ({why})", self.status),
+            _ => self.status.to_string(),
         }
     }
 
@@ -144,10 +139,16 @@ impl EarlySummary {
         let full = |r: &Row| r.params.get("epochs").and_then(|e| e.as_u64()).unwrap_or(0);
         let ended: Vec<&Row> = rows
             .iter()
-            .filter(|r| matches!(r.status.as_str(), "completed" | "diverged" | STOPPED))
+            .filter(|r| {
+                matches!(
+                    r.status,
+                    RowStatus::Completed | RowStatus::Diverged | RowStatus::Stopped
+                )
+            })
             .collect();
         let longest = rows.iter().map(full).max().unwrap_or(0) as u32;
-        let stopped_at = |r: &&Row| (r.status == STOPPED).then_some(r.epochs.len() as u32);
+        let stopped_at =
+            |r: &&Row| (r.status == RowStatus::Stopped).then_some(r.epochs.len() as u32);
         let rungs = rule
             .rungs(longest)
             .into_iter()
@@ -166,7 +167,10 @@ impl EarlySummary {
             .collect();
         EarlySummary {
             rule: rule.describe(),
-            stopped: ended.iter().filter(|r| r.status == STOPPED).count(),
+            stopped: ended
+                .iter()
+                .filter(|r| r.status == RowStatus::Stopped)
+                .count(),
             ended: ended.len(),
             epochs_run: ended.iter().map(|r| r.epochs.len() as u64).sum(),
             epochs_full: ended.iter().map(|r| full(r)).sum(),
@@ -191,9 +195,6 @@ impl EarlySummary {
         )
     }
 }
-
-/// A trial the sweep's early-stopping rule ended: it ranks with the epochs it ran.
-pub const STOPPED: &str = "stopped";
 
 /// The axis that makes repeats: its values are seeds, never an effect.
 pub const SEED: &str = "seed";
@@ -489,20 +490,14 @@ pub(crate) fn axis_value(params: &serde_json::Value, axis: &str) -> String {
     }
 }
 
-fn status_name(s: TrialStatus) -> &'static str {
-    match s {
-        TrialStatus::Completed => "completed",
-        TrialStatus::Diverged => "diverged",
-        TrialStatus::Failed => "failed",
-        TrialStatus::Stopped => STOPPED,
-    }
-}
-
 impl Report {
-    pub fn build(sweep: &StoredSweep, core: &Core) -> Report {
+    /// The report of `sweep` over its trials as `trials` holds them (the core, or a snapshot
+    /// of it taken so that the report is built outside the core's lock).
+    pub fn build(sweep: &StoredSweep, trials: &impl TrialLookup) -> Report {
         let mut rows = Vec::new();
-        for (id, label, reported) in &sweep.trials {
-            let Some(trial) = core.trial(id) else {
+        for t in &sweep.trials {
+            let (id, label, reported) = (&t.id, &t.label, &t.reported);
+            let Some(trial) = trials.trial(id) else {
                 continue;
             };
             let params = serde_json::to_value(&trial.spec).unwrap_or_default();
@@ -511,7 +506,7 @@ impl Report {
                 label: label.clone(),
                 axis_values: sweep.axes.iter().map(|a| axis_value(&params, a)).collect(),
                 params,
-                status: String::new(),
+                status: RowStatus::Queued,
                 reason: None,
                 test_accuracy: None,
                 best_val_accuracy: None,
@@ -531,7 +526,7 @@ impl Report {
             };
             match &trial.state {
                 TrialState::Queued { attempt } => {
-                    (row.status, row.attempt) = ("queued".into(), *attempt)
+                    (row.status, row.attempt) = (RowStatus::Queued, *attempt)
                 }
                 TrialState::Running {
                     attempt,
@@ -540,7 +535,7 @@ impl Report {
                     ..
                 } => {
                     (row.status, row.attempt, row.worker) =
-                        ("running".into(), *attempt, Some(worker.clone()));
+                        (RowStatus::Running, *attempt, Some(worker.clone()));
                     row.epochs = epochs.clone();
                 }
                 TrialState::Finished {
@@ -548,7 +543,7 @@ impl Report {
                     worker,
                     result,
                 } => {
-                    row.status = status_name(result.status).into();
+                    row.status = RowStatus::of(result.status);
                     row.attempt = *attempt;
                     row.worker = Some(worker.clone());
                     row.reason = result.reason.clone();
@@ -572,24 +567,15 @@ impl Report {
                 }
                 TrialState::Failed { attempts, reason } => {
                     (row.status, row.attempt, row.reason) =
-                        ("failed".into(), *attempts, Some(reason.clone()));
+                        (RowStatus::Failed, *attempts, Some(reason.clone()));
                 }
-                TrialState::Cancelled => row.status = "cancelled".into(),
+                TrialState::Cancelled => row.status = RowStatus::Cancelled,
             }
             rows.push(row);
         }
         let m = sweep.rank_by;
-        let better = |a: f64, b: f64| match sweep.direction {
-            Direction::Max => b.total_cmp(&a),
-            Direction::Min => a.total_cmp(&b),
-        };
         // Stable sort: ties keep plan order; rows without the metric go last.
-        rows.sort_by(|a, b| match (a.metric(m), b.metric(m)) {
-            (Some(x), Some(y)) => better(x, y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        });
+        rows.sort_by(|a, b| rank::order(sweep.direction, a.metric(m), b.metric(m)));
         let mut report = Report {
             sweep: sweep.name.clone(),
             rank_by: m,
@@ -612,14 +598,7 @@ impl Report {
 
     /// The better of two values of the ranking metric comes first.
     fn order(&self, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
-        use std::cmp::Ordering;
-        match (a, b) {
-            (Some(x), Some(y)) if self.direction == Direction::Max => y.total_cmp(&x),
-            (Some(x), Some(y)) => x.total_cmp(&y),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => Ordering::Equal,
-        }
+        rank::order(self.direction, a, b)
     }
 
     /// Ranks, configurations, effects and findings from the rows.
@@ -944,7 +923,11 @@ impl Report {
             trials: sweep
                 .trials
                 .iter()
-                .map(|t| (t.id.clone(), t.label.clone(), t.reported))
+                .map(|t| crate::store::SweepTrial {
+                    id: t.id.clone(),
+                    label: t.label.clone(),
+                    reported: t.reported,
+                })
                 .collect(),
         };
         Report::build(&stored, &core)
@@ -961,7 +944,7 @@ mod tests {
     use super::*;
     use crate::plan;
     use std::path::Path;
-    use sweep_proto::{EpochMetrics, TestMetrics, TrialResult};
+    use sweep_proto::{EpochMetrics, TestMetrics, TrialResult, TrialStatus};
 
     fn result(acc: f64, status: TrialStatus) -> TrialResult {
         TrialResult {

@@ -106,7 +106,7 @@ pub fn csv(report: &Report) -> String {
         let mut cells = vec![
             r.id.clone(),
             csv_field(r.label.as_deref().unwrap_or("")),
-            r.status.clone(),
+            r.status.to_string(),
         ];
         cells.extend(r.axis_values.iter().map(|v| csv_field(v)));
         cells.extend([

@@ -32,6 +32,14 @@ use sweep_proto::{DeviceRequest, EpochMetrics, TrialResult, TrialSpec};
 pub type TrialId = String;
 pub type WorkerId = String;
 
+/// One lease: a trial and the attempt number it was leased with. Progress, results,
+/// checkpoints and heartbeats name the lease they are about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseRef {
+    pub trial: TrialId,
+    pub attempt: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
     Cpu,
@@ -116,6 +124,27 @@ pub struct Worker {
     secret: String,
 }
 
+/// Where trials are looked up by id: the core itself, or a [`Snapshot`] of some of them
+/// copied out of it (so that long work, a report, is done outside the core's lock).
+pub trait TrialLookup {
+    fn trial(&self, id: &str) -> Option<&Trial>;
+}
+
+/// Some trials copied out of the core.
+pub type Snapshot = HashMap<TrialId, Trial>;
+
+impl TrialLookup for Snapshot {
+    fn trial(&self, id: &str) -> Option<&Trial> {
+        self.get(id)
+    }
+}
+
+impl TrialLookup for Core {
+    fn trial(&self, id: &str) -> Option<&Trial> {
+        Core::trial(self, id)
+    }
+}
+
 /// Most trials one worker may run at once.
 pub const MAX_SLOTS: u32 = 256;
 
@@ -195,7 +224,7 @@ pub enum Rejected {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Beat {
     /// Leases the worker listed that it must stop (cancelled, or no longer its own).
-    pub stop: Vec<(TrialId, u32)>,
+    pub stop: Vec<LeaseRef>,
     /// Leases it held but did not list twice in a row: lost, re-queued or failed.
     pub lost: Vec<Requeued>,
 }
@@ -242,6 +271,14 @@ impl Core {
 
     pub fn trials(&self) -> impl Iterator<Item = (&TrialId, &Trial)> {
         self.trials.iter()
+    }
+
+    /// Copies of the trials `ids` names (those the core has).
+    pub fn snapshot<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Snapshot {
+        ids.into_iter()
+            .filter_map(|id| self.trials.get_key_value(id))
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .collect()
     }
 
     pub fn workers(&self) -> impl Iterator<Item = (&WorkerId, &Worker)> {
@@ -430,19 +467,22 @@ impl Core {
     pub fn heartbeat(
         &mut self,
         worker: &str,
-        running: &[(TrialId, u32)],
+        running: &[LeaseRef],
         now_ms: u64,
     ) -> Result<Beat, Rejected> {
         self.touch(worker, now_ms)?;
         let stop = running
             .iter()
-            .filter(|(id, attempt)| {
-                !matches!(self.trials.get(id).map(|t| &t.state),
-                    Some(TrialState::Running { attempt: a, worker: w, .. }) if a == attempt && w == worker)
+            .filter(|l| {
+                !matches!(self.trials.get(&l.trial).map(|t| &t.state),
+                    Some(TrialState::Running { attempt: a, worker: w, .. }) if *a == l.attempt && w == worker)
             })
             .cloned()
             .collect();
-        let listed: HashSet<(&str, u32)> = running.iter().map(|(t, a)| (t.as_str(), *a)).collect();
+        let listed: HashSet<(&str, u32)> = running
+            .iter()
+            .map(|l| (l.trial.as_str(), l.attempt))
+            .collect();
         let mut missing = Vec::new();
         for (id, attempt) in self.leases_of(worker) {
             let confirmed = listed.contains(&(id.as_str(), attempt));

@@ -41,7 +41,7 @@ impl Default for Policy {
 }
 
 /// Largest checkpoint accepted (a ResNet-110 with Adam's moments is about 20 MB).
-pub const MAX_CHECKPOINT_BYTES: u64 = 512 << 20;
+pub use sweep_proto::limits::MAX_CHECKPOINT_BYTES;
 
 /// What the sidecar says about a trial's stored checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -92,8 +92,17 @@ pub struct StoredSweep {
     pub checkpoints: crate::store::files::Policy,
     /// Which trained models the sweep keeps.
     pub keep_models: crate::plan::KeepModels,
-    /// (trial id, label, reported)
-    pub trials: Vec<(String, Option<String>, Option<f64>)>,
+    pub trials: Vec<SweepTrial>,
+}
+
+/// One trial of a stored sweep, in plan order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepTrial {
+    pub id: String,
+    /// The sweep file's `label` for it, if any.
+    pub label: Option<String>,
+    /// The accuracy a published study reported for it (`reported`), if any.
+    pub reported: Option<f64>,
 }
 
 /// (id, state, attempt, worker) of a trial row, state as stored ("running" included).
@@ -510,7 +519,13 @@ impl Store {
             .prepare("SELECT trial, label, reported FROM sweep_trials WHERE sweep = ?1 ORDER BY position")
             .map_err(|e| self.err(e))?;
         let trials = stmt
-            .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map(params![name], |r| {
+                Ok(SweepTrial {
+                    id: r.get(0)?,
+                    label: r.get(1)?,
+                    reported: r.get(2)?,
+                })
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
         Ok(Some(StoredSweep {
@@ -953,7 +968,7 @@ mod tests {
         assert_eq!(state(&ids[2]), TrialState::Queued { attempt: 1 });
         let s = store.sweep("s").unwrap().unwrap();
         assert_eq!(
-            s.trials.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
+            s.trials.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
             ids
         );
         assert_eq!(s.axes, vec!["lr"]);

@@ -141,7 +141,7 @@ fn a_lease_missing_from_two_heartbeats_goes_back_to_the_queue() {
     let mut core = core_with(&[("a", DeviceRequest::Auto), ("b", DeviceRequest::Auto)]);
     let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
     core.lease(&w, 2, 0).unwrap(); // the reply carrying b is lost
-    let running = [("a".to_string(), 1)];
+    let running = [lease("a", 1)];
     let Beat { stop, lost } = core.heartbeat(&w, &running, 100).unwrap();
     assert!(stop.is_empty() && lost.is_empty(), "one heartbeat of grace");
     let lost = core.heartbeat(&w, &running, 200).unwrap().lost;
@@ -363,8 +363,8 @@ fn cancel_stops_queued_and_running_trials() {
     assert_eq!(cancelled, vec!["b".to_string(), "c".to_string()]);
     // The worker learns at its next heartbeat that b must stop.
     assert_eq!(
-        core.heartbeat(&w, &[("b".into(), 1)], 2).unwrap().stop,
-        vec![("b".to_string(), 1)]
+        core.heartbeat(&w, &[lease("b", 1)], 2).unwrap().stop,
+        vec![lease("b", 1)]
     );
     assert!(core.lease(&w, 5, 3).unwrap().is_empty());
     assert!(
@@ -544,4 +544,11 @@ fn restarts_and_reruns_do_not_use_up_the_retry_budget() {
             .any(|r| matches!(r, Requeued::Retry { trial, lost: 2, .. } if trial == "a")),
         "{out:?}"
     );
+}
+
+fn lease(trial: &str, attempt: u32) -> LeaseRef {
+    LeaseRef {
+        trial: trial.into(),
+        attempt,
+    }
 }

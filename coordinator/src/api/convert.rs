@@ -1,0 +1,153 @@
+//! The one border between protobuf and the coordinator's domain types: every `pb::*` value
+//! the services send or take is made or read here, and every [`AppError`] becomes a tonic
+//! `Status` here.
+
+use crate::app::status::{CountsView, Phase, SweepSummary, SweepView};
+use crate::app::work::{LeaseGrant, Reply};
+use crate::app::{AppError, Event, EventKind};
+use crate::sched::core::{DeviceKind, LeaseRef};
+use sweep_proto::pb;
+use tonic::Status;
+
+impl From<AppError> for Status {
+    fn from(e: AppError) -> Status {
+        match e {
+            AppError::Unavailable(m) => Status::unavailable(m),
+            AppError::NotFound(m) => Status::not_found(m),
+            AppError::Invalid(m) => Status::invalid_argument(m),
+            AppError::NotHeld(m) => Status::failed_precondition(m),
+            AppError::DataLoss(m) => Status::data_loss(m),
+            AppError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+pub fn lease_ref(l: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
+    let l = l.ok_or_else(|| Status::invalid_argument("missing lease"))?;
+    Ok(LeaseRef {
+        trial: l.trial_id,
+        attempt: l.attempt,
+    })
+}
+
+pub fn lease_ref_pb(l: LeaseRef) -> pb::LeaseRef {
+    pb::LeaseRef {
+        trial_id: l.trial,
+        attempt: l.attempt,
+    }
+}
+
+pub fn device(d: i32) -> Result<DeviceKind, Status> {
+    match pb::DeviceKind::try_from(d) {
+        Ok(pb::DeviceKind::Cuda) => Ok(DeviceKind::Cuda),
+        Ok(pb::DeviceKind::Cpu) => Ok(DeviceKind::Cpu),
+        _ => Err(Status::invalid_argument("device must be cpu or cuda")),
+    }
+}
+
+pub fn lease_pb(g: LeaseGrant) -> pb::Lease {
+    pb::Lease {
+        trial_id: g.lease.trial,
+        attempt: g.lease.attempt,
+        spec_toml: g.spec_toml.to_string(),
+        data_hint: g.data_hint,
+        early_stopping: g.early_stopping,
+        checkpoint_epoch: g.checkpoint_epoch,
+        checkpoint_every_epochs: g.checkpoints.every_epochs,
+        checkpoint_every_seconds: g.checkpoints.every_seconds,
+        keep_model: g.keep_model,
+    }
+}
+
+pub fn ack(r: Reply) -> pb::Ack {
+    pb::Ack {
+        accepted: r.accepted,
+        reason: r.reason,
+        stop: r.stop,
+    }
+}
+
+fn event_kind(k: EventKind) -> pb::EventKind {
+    match k {
+        EventKind::Submitted => pb::EventKind::Submitted,
+        EventKind::Leased => pb::EventKind::Leased,
+        EventKind::Epoch => pb::EventKind::Epoch,
+        EventKind::Finished => pb::EventKind::Finished,
+        EventKind::Failed => pb::EventKind::Failed,
+        EventKind::Cancelled => pb::EventKind::Cancelled,
+        EventKind::WorkerLost => pb::EventKind::WorkerLost,
+    }
+}
+
+pub fn event_pb(e: Event) -> pb::TrialEvent {
+    pb::TrialEvent {
+        kind: event_kind(e.kind) as i32,
+        trial_id: e.trial,
+        attempt: e.attempt,
+        worker_id: e.worker,
+        metrics: e.metrics.as_ref().map(pb::EpochMetrics::from),
+        status: e.status.map_or(0, |s| pb::TrialStatus::from(s) as i32),
+        test_accuracy: e.test_accuracy,
+        message: e.message,
+        unix_ms: e.unix_ms,
+        sweep: e.sweep.unwrap_or_default(),
+    }
+}
+
+pub fn counts_pb(c: &CountsView) -> pb::TrialCounts {
+    pb::TrialCounts {
+        queued: c.queued as u32,
+        running: c.running as u32,
+        finished: c.finished as u32,
+        failed: c.failed as u32,
+        cancelled: c.cancelled as u32,
+    }
+}
+
+pub fn summary_pb(s: &SweepSummary) -> pb::SweepSummary {
+    pb::SweepSummary {
+        name: s.name.clone(),
+        file: s.file.clone(),
+        cancelled: s.cancelled,
+        counts: Some(counts_pb(&s.counts)),
+    }
+}
+
+fn phase_pb(p: Phase) -> pb::TrialPhase {
+    match p {
+        Phase::Queued => pb::TrialPhase::Queued,
+        Phase::Running => pb::TrialPhase::Running,
+        Phase::Finished => pb::TrialPhase::Finished,
+        Phase::Failed => pb::TrialPhase::Failed,
+        Phase::Cancelled => pb::TrialPhase::Cancelled,
+    }
+}
+
+pub fn view_pb(v: &SweepView) -> pb::SweepStatusResponse {
+    pb::SweepStatusResponse {
+        sweep: Some(summary_pb(&v.sweep)),
+        axes: v.axes.clone(),
+        trials: v
+            .trials
+            .iter()
+            .map(|t| pb::TrialView {
+                trial_id: t.id.clone(),
+                label: t.label.clone().unwrap_or_default(),
+                params: t.params.clone(),
+                phase: phase_pb(t.phase) as i32,
+                attempt: t.attempt,
+                worker_id: t.worker.clone().unwrap_or_default(),
+                epoch: t.epoch,
+                epochs: t.epochs,
+                accuracy: t.accuracy,
+                test_accuracy: t.test_accuracy,
+                status: t.status.map_or(0, |s| pb::TrialStatus::from(s) as i32),
+                reason: t.reason.clone().unwrap_or_default(),
+                elapsed_seconds: t.elapsed_seconds,
+                eta_seconds: t.eta_seconds,
+                curve: t.metrics.iter().map(pb::EpochMetrics::from).collect(),
+            })
+            .collect(),
+        omitted: v.omitted as u32,
+    }
+}

@@ -1,0 +1,308 @@
+//! The admin operations (submit, cancel, rerun, report, export) and the periodic tick.
+//!
+//! Every admin change takes the admin lock first, so they happen one at a time. The database
+//! is written before the core is locked, never while it is held: a sweep of 100,000 trials
+//! takes seconds to store, and leases and results go on meanwhile. That order is safe
+//! because the store's writes of leases, re-queues and give-ups never overwrite a cancel,
+//! and the core then follows what the database decided.
+
+use super::events::{Event, EventKind};
+use super::settings::{self, SweepSettings};
+use super::{AppError, Handle};
+use crate::plan::Sweep;
+use crate::report::Report;
+use crate::sched::core::{Requeued, TrialId, TrialState};
+use crate::store::files::Meta;
+use crate::store::{StoreError, Write};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+impl Handle {
+    /// Records a sweep and queues its new (or, with `rerun`, all) trials, and those whose
+    /// results came from a trainer of other semantics; returns how many of those there were.
+    ///
+    /// A trial the database re-queued replaces the core's only where the core holds it ended
+    /// (never a running lease).
+    pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
+        let _admin = self.admin_change();
+        // Workers fetch the modules from here: they are stored before any trial can lease.
+        for (hash, path) in &sweep.modules {
+            self.checkpoints
+                .store_module(*hash, path)
+                .map_err(StoreError::Module)?;
+        }
+        for t in &sweep.trials {
+            if let sweep_proto::Model::TorchScript(hash) = t.spec.model {
+                if !self.checkpoints.has_module(hash) {
+                    return Err(StoreError::Module(format!(
+                        "trial {} trains TorchScript module {hash}, which this coordinator does not have: name the file (model = \"torchscript:PATH\") and submit with `coordinator submit`, which uploads it",
+                        t.id
+                    )));
+                }
+            }
+        }
+        let (stale, stored) = {
+            let mut store = self.store();
+            let stale = store.add_sweep(sweep, rerun)?;
+            (stale, store.load_trials()?)
+        };
+        let mut s = self.lock();
+        let wanted: HashSet<&str> = sweep.trials.iter().map(|t| t.id.as_str()).collect();
+        for t in stored
+            .into_iter()
+            .filter(|t| wanted.contains(t.id.as_str()))
+        {
+            let replace = matches!(t.state, TrialState::Queued { .. })
+                && s.core.trial(&t.id).is_none_or(|c| c.state.is_terminal());
+            s.core
+                .add_trial_lost(t.id, t.spec, t.state, t.lost, replace);
+        }
+        s.apply(&SweepSettings::from(sweep));
+        drop(s);
+        self.forget_views();
+        self.emit(Event::submitted(&sweep.name));
+        Ok(stale)
+    }
+
+    /// Cancels sweep `name`: its queued and running trials that no other active sweep needs.
+    /// The database decides (one transaction, finished and shared trials spared); the core
+    /// follows it. What is reported is what the core stopped: a trial whose result waits in
+    /// the open batch ends finished, not cancelled.
+    pub fn cancel(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
+        let _admin = self.admin_change();
+        let in_db = {
+            let mut store = self.store();
+            if store.sweep(name)?.is_none() {
+                return Ok(Vec::new());
+            }
+            store.cancel_sweep(name)?
+        };
+        let cancelled = self.lock().core.cancel(&in_db);
+        self.forget_views();
+        self.cancelled(&cancelled);
+        Ok(cancelled)
+    }
+
+    /// Cancels one trial, if it is still queued or running (whichever sweeps hold it).
+    pub fn cancel_trial(&self, id: &str) -> Result<Vec<TrialId>, StoreError> {
+        let _admin = self.admin_change();
+        let in_db = self.store().cancel_trial(id)?;
+        let cancelled = self.lock().core.cancel(&in_db);
+        self.forget_views();
+        self.cancelled(&cancelled);
+        Ok(cancelled)
+    }
+
+    fn cancelled(&self, ids: &[TrialId]) {
+        for id in ids {
+            self.emit(Event::trial(EventKind::Cancelled, id, 0, ""));
+        }
+    }
+
+    /// Cancels a sweep (`trial` empty) or one of its trials, or NotFound.
+    pub fn cancel_in(&self, name: &str, trial: &str) -> Result<Vec<TrialId>, AppError> {
+        let s = self.stored(name)?;
+        if trial.is_empty() {
+            return Ok(self.cancel(name)?);
+        }
+        if !s.trials.iter().any(|t| t.id == trial) {
+            return Err(AppError::NotFound(format!(
+                "sweep `{name}` has no trial `{trial}`"
+            )));
+        }
+        Ok(self.cancel_trial(trial)?)
+    }
+
+    /// Queues the failed and cancelled trials of sweep `name` again (and makes the sweep
+    /// active again); returns them. The trials it re-queued have ended in the core, so no
+    /// lease races it.
+    pub fn rerun(&self, name: &str) -> Result<Vec<TrialId>, AppError> {
+        self.stored(name)?;
+        let _admin = self.admin_change();
+        let (ids, stored) = {
+            let mut store = self.store();
+            let ids = store.rerun_sweep(name)?;
+            (ids, store.load_trials()?)
+        };
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        {
+            let mut s = self.lock();
+            for t in stored
+                .into_iter()
+                .filter(|t| wanted.contains(t.id.as_str()))
+            {
+                s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
+            }
+        }
+        self.forget_views();
+        // Watchers hear of it as of a submit: the sweep has work again.
+        self.emit(Event::submitted(name));
+        Ok(ids)
+    }
+
+    /// The report of sweep `name` as it stands. Reads the store and builds the report
+    /// outside the core's lock (from a snapshot of the sweep's trials): call on a blocking
+    /// thread.
+    pub fn report(&self, name: &str) -> Result<Report, AppError> {
+        let stored = self.stored(name)?;
+        let trials = self
+            .lock()
+            .core
+            .snapshot(stored.trials.iter().map(|t| t.id.as_str()));
+        Ok(Report::build(&stored, &trials))
+    }
+
+    /// The kept model of a sweep's trial (`trial` empty: of its best-ranked trial that has
+    /// one): (trial id, its description, the file's bytes). Blocking.
+    pub fn model_of(&self, name: &str, trial: &str) -> Result<(TrialId, Meta, Vec<u8>), AppError> {
+        let trial = if trial.is_empty() {
+            self.report(name)?
+                .rows
+                .iter()
+                .filter(|r| r.rank.is_some())
+                .find(|r| self.has_model(&r.id))
+                .map(|r| r.id.clone())
+                .ok_or_else(|| {
+                    AppError::NotFound(format!(
+                        "sweep `{name}` has no kept model yet (keep_models = \"none\", or no trial has finished with one)"
+                    ))
+                })?
+        } else if self.stored(name)?.trials.iter().any(|t| t.id == trial) {
+            trial.to_string()
+        } else {
+            return Err(AppError::NotFound(format!(
+                "sweep `{name}` has no trial {trial}"
+            )));
+        };
+        if !self.has_model(&trial) {
+            return Err(AppError::NotFound(format!(
+                "trial {trial} of sweep `{name}` has no kept model (keep_models keeps the best {} by default; it may not have finished)",
+                crate::plan::DEFAULT_KEEP_BEST
+            )));
+        }
+        let (meta, bytes) = self.model(&trial).map_err(AppError::DataLoss)?;
+        Ok((trial, meta, bytes))
+    }
+
+    /// Picks up what other processes wrote to the database (`submit`, `cancel`): new trials
+    /// are queued, trials re-queued by `--rerun` replace finished ones, cancelled ones stop,
+    /// and every sweep's settings are applied again as on opening. The database is read
+    /// before the scheduling state is locked, so requests never wait on that read.
+    fn sync_from_store(&self) -> Result<(), StoreError> {
+        let seen = self.lock().data_version;
+        let (version, trials, sweeps) = {
+            let store = self.store();
+            let version = store.data_version()?;
+            if version == seen {
+                return Ok(());
+            }
+            (version, store.load_trials()?, settings::restore(&store)?)
+        };
+        let mut s = self.lock();
+        s.data_version = version;
+        for t in trials {
+            let current = s.core.trial(&t.id).map(|c| c.state.clone());
+            match (current, &t.state) {
+                (None, _) => s.core.add_trial(t.id, t.spec, t.state, false),
+                (Some(c), TrialState::Cancelled) if !c.is_terminal() => {
+                    s.core.cancel(&[t.id]);
+                }
+                // A row still `running` is this coordinator's own lease (its result may be in a
+                // batch not yet written), not a re-run.
+                (Some(c), TrialState::Queued { .. }) if c.is_terminal() && !t.running => {
+                    s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true)
+                }
+                _ => {}
+            }
+        }
+        for sweep in &sweeps {
+            s.apply(sweep);
+        }
+        drop(s);
+        // After the core has the new state, so no view is built from the old one.
+        self.forget_views();
+        Ok(())
+    }
+
+    /// Expires silent workers and persists what that changed. Reads the database: call it
+    /// from a blocking thread (`spawn_blocking`), not from an async task.
+    pub fn tick(&self) -> Result<(), StoreError> {
+        self.sync_from_store()?;
+        let mut s = self.lock();
+        let now = s.now_ms();
+        for (worker, requeued) in s.core.tick(now) {
+            tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");
+            for r in requeued {
+                let e = match &r {
+                    Requeued::Retry { trial, .. } => {
+                        Event::trial(EventKind::WorkerLost, trial, 0, &worker)
+                            .with_message("worker stopped sending heartbeats; trial queued again")
+                    }
+                    Requeued::GaveUp { trial, reason, .. } => {
+                        Event::trial(EventKind::Failed, trial, 0, &worker)
+                            .with_message(reason.clone())
+                    }
+                };
+                self.emit(e);
+                s.enqueue(Write::Requeue(r));
+            }
+        }
+        if !s.batch.is_empty() {
+            self.wake_committer();
+        }
+        drop(s);
+        // Checkpoints of trials that ended (finished, failed, cancelled) are of no more use.
+        let removed = self.checkpoints.retain(|t| {
+            self.lock()
+                .core
+                .trial(t)
+                .is_some_and(|c| !c.state.is_terminal())
+        });
+        if removed > 0 {
+            tracing::debug!(removed, "checkpoints of ended trials removed");
+        }
+        if self.models_changed.swap(false, Ordering::Relaxed) {
+            self.prune_models()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the trained models no sweep keeps: for keep_models = "best" the best
+    /// `keep_best` of its ranked trials (ranked as the report ranks them), "all" every one,
+    /// "none" nothing. Blocking.
+    pub fn prune_models(&self) -> Result<(), StoreError> {
+        let mut sweeps = Vec::new();
+        {
+            let store = self.store();
+            for name in store.sweep_names()? {
+                sweeps.extend(store.sweep(&name)?);
+            }
+        }
+        let mut kept: HashSet<TrialId> = HashSet::new();
+        for sweep in &sweeps {
+            let n = sweep.keep_models.count();
+            if n == 0 {
+                continue;
+            }
+            let trials = self
+                .lock()
+                .core
+                .snapshot(sweep.trials.iter().map(|t| t.id.as_str()));
+            let ranked = crate::report::rank::ranked(sweep, &trials);
+            kept.extend(ranked.into_iter().take(n));
+            // A model arrives just before its trial's result: until the result is in, the
+            // trial cannot be ranked and its model stays.
+            kept.extend(
+                trials
+                    .iter()
+                    .filter(|(_, t)| !t.state.is_terminal())
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        let removed = self.models.retain(|t| kept.contains(t));
+        if removed > 0 {
+            tracing::info!(removed, "trained models no sweep keeps removed");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! The workers' operations: register, lease, heartbeat, progress, result, and the checks
+//! behind checkpoint and module transfers. Each changes the core under its lock, adds the
+//! matching write to the open batch, and answers only once that batch is on disk
+//! ([`super::commit`]); events go out after that.
+
+use super::events::{Event, EventKind};
+use super::{AppError, Handle};
+use crate::sched::core::{
+    Beat, Config, DeviceKind, Finished, LeaseRef, NewWorker, Rejected, TrialState, WorkerId,
+    MAX_SLOTS,
+};
+use crate::store::files::{Checkpoints, Meta, Policy as CheckpointPolicy};
+use crate::store::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use sweep_proto::limits::MAX_NAME;
+use sweep_proto::{EpochMetrics, ModuleHash, TrialResult, TrialStatus};
+
+/// Longest free-text label a worker describes itself with (GPU model, version).
+pub const MAX_LABEL: usize = 128;
+
+/// A worker's registration as it asked for it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Empty: "worker".
+    pub name: String,
+    pub device: DeviceKind,
+    pub slots: u32,
+    pub gpu_model: String,
+    pub version: String,
+    /// The id and secret of an earlier registration to resume, if any.
+    pub resume: Option<(String, String)>,
+}
+
+/// What a registered worker is told.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub worker: WorkerId,
+    pub secret: String,
+    pub heartbeat_interval_ms: u32,
+}
+
+/// A lease as a worker receives it: the trial, and what its sweep says about running it.
+#[derive(Debug, Clone)]
+pub struct LeaseGrant {
+    pub lease: LeaseRef,
+    /// The trial's canonical TOML.
+    pub spec_toml: Arc<str>,
+    /// Dataset directory to suggest ("" for none).
+    pub data_hint: String,
+    /// Whether an early-stopping rule judges it (the worker then reports every epoch).
+    pub early_stopping: bool,
+    /// The epoch of the stored checkpoint to resume from (0: none).
+    pub checkpoint_epoch: u32,
+    pub checkpoints: CheckpointPolicy,
+    pub keep_model: bool,
+}
+
+/// The answer to a report: taken, or ignored with the reason (the worker logs it and moves
+/// on); `stop` asks the worker to stop the trial (early stopping).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reply {
+    pub accepted: bool,
+    pub reason: String,
+    pub stop: bool,
+}
+
+impl Reply {
+    pub fn accepted() -> Reply {
+        Reply {
+            accepted: true,
+            ..Reply::default()
+        }
+    }
+
+    pub fn ignored(reason: impl Into<String>) -> Reply {
+        Reply {
+            accepted: false,
+            reason: reason.into(),
+            stop: false,
+        }
+    }
+}
+
+/// Heartbeat period the coordinator asks workers for: a third of the timeout.
+pub fn heartbeat_interval_ms(config: &Config) -> u32 {
+    (config.heartbeat_timeout_ms / 3).clamp(100, 10_000) as u32
+}
+
+/// Worker names appear in ids, logs and reports: letters, digits, `.`, `_` and `-`, at most
+/// [`MAX_NAME`] bytes (a host name fits), so nothing can forge a log line or grow unbounded.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME {
+        return Err(format!(
+            "name: {} bytes, over the limit of {MAX_NAME}",
+            name.len()
+        ));
+    }
+    if let Some(c) = crate::plan::unsafe_name_char(name) {
+        return Err(format!(
+            "name: {c:?} is not allowed (letters, digits, '.', '_' and '-' only)"
+        ));
+    }
+    Ok(())
+}
+
+/// Free text a worker describes itself with: printable, at most [`MAX_LABEL`] bytes.
+fn check_label(field: &str, text: &str) -> Result<(), String> {
+    if text.len() > MAX_LABEL {
+        return Err(format!(
+            "{field}: {} bytes, over the limit of {MAX_LABEL}",
+            text.len()
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{field}: control characters are not allowed"));
+    }
+    Ok(())
+}
+
+impl Handle {
+    /// Registers a worker (or resumes its earlier id with the secret).
+    pub fn register(&self, r: Registration) -> Result<Registered, AppError> {
+        let name = if r.name.trim().is_empty() {
+            "worker".to_string()
+        } else {
+            check_name(&r.name).map_err(AppError::Invalid)?;
+            r.name
+        };
+        check_label("gpu_model", &r.gpu_model).map_err(AppError::Invalid)?;
+        check_label("version", &r.version).map_err(AppError::Invalid)?;
+        if r.slots > MAX_SLOTS {
+            return Err(AppError::Invalid(format!(
+                "slots: {} is over the limit of {MAX_SLOTS}",
+                r.slots
+            )));
+        }
+        let fresh = NewWorker {
+            name,
+            device: r.device,
+            slots: r.slots,
+            nonce: rand::random(),
+            secret: crate::api::tls::random_token(),
+        };
+        let mut s = self.lock();
+        let now = s.now_ms();
+        let resume = r
+            .resume
+            .as_ref()
+            .filter(|(id, _)| !id.is_empty())
+            .map(|(id, secret)| (id.as_str(), secret.as_str()));
+        let (worker, secret) = s.core.register(fresh, resume, now);
+        tracing::info!(%worker, device = ?r.device, slots = r.slots, gpu = %r.gpu_model, "worker registered");
+        Ok(Registered {
+            worker,
+            secret,
+            heartbeat_interval_ms: heartbeat_interval_ms(&s.core.config),
+        })
+    }
+
+    /// Up to `free_slots` leases for `worker`, answered once they are on disk. A lease the
+    /// disk refuses is taken back (see `commit`): no one runs work the database does not know.
+    pub async fn lease(&self, worker: &str, free_slots: u32) -> Result<Vec<LeaseGrant>, AppError> {
+        let mut leases = Vec::new();
+        let mut done = None;
+        {
+            let mut s = self.lock();
+            let now = s.now_ms();
+            for g in s.core.lease(worker, free_slots, now)? {
+                done = Some(s.enqueue(Write::Lease {
+                    trial: g.trial.clone(),
+                    attempt: g.attempt,
+                    worker: worker.to_string(),
+                }));
+                tracing::debug!(trial = %g.trial, attempt = g.attempt, %worker, "leased");
+                let settings = s.settings(&g.trial);
+                leases.push(LeaseGrant {
+                    checkpoint_epoch: self.checkpoints.latest(&g.trial).map_or(0, |m| m.epoch),
+                    lease: LeaseRef {
+                        trial: g.trial,
+                        attempt: g.attempt,
+                    },
+                    spec_toml: g.spec_toml,
+                    data_hint: settings.data_hint.unwrap_or_default(),
+                    early_stopping: settings.judged_by.is_some(),
+                    checkpoints: settings.checkpoints,
+                    keep_model: settings.keep_model,
+                });
+            }
+        }
+        if let Some(done) = done {
+            self.committed(done).await?;
+        }
+        for l in &leases {
+            self.emit(Event::trial(
+                EventKind::Leased,
+                &l.lease.trial,
+                l.lease.attempt,
+                worker,
+            ));
+        }
+        Ok(leases)
+    }
+
+    /// A worker's heartbeat listing the leases it runs; returns those it must stop. Leases it
+    /// did not list twice in a row are re-queued, answered once that is on disk.
+    pub async fn heartbeat(
+        &self,
+        worker: &str,
+        running: &[LeaseRef],
+    ) -> Result<Vec<LeaseRef>, AppError> {
+        let (done, stop) = {
+            let mut s = self.lock();
+            let now = s.now_ms();
+            let Beat { stop, lost } = s.core.heartbeat(worker, running, now)?;
+            let mut done = None;
+            for l in lost {
+                tracing::warn!(%worker, "lease lost: {l:?} (not in two heartbeats)");
+                done = Some(s.enqueue(Write::Requeue(l)));
+            }
+            (done, stop)
+        };
+        if let Some(done) = done {
+            self.committed(done).await?;
+        }
+        Ok(stop)
+    }
+
+    /// An epoch's metrics from the worker holding `lease`; the reply says whether early
+    /// stopping ends the trial. Metrics are validated by the caller's conversion.
+    pub async fn progress(
+        &self,
+        worker: &str,
+        lease: &LeaseRef,
+        metrics: EpochMetrics,
+    ) -> Result<Reply, AppError> {
+        let (done, stop) = {
+            let mut s = self.lock();
+            let now = s.now_ms();
+            match s
+                .core
+                .progress(worker, &lease.trial, lease.attempt, metrics.clone(), now)
+            {
+                Ok(()) => {
+                    let stop = s.judge(&lease.trial, lease.attempt, &metrics);
+                    if let Some(why) = &stop {
+                        tracing::info!(trial = %lease.trial, attempt = lease.attempt, epoch = metrics.epoch, "early stop: {why}");
+                    }
+                    let done = s.enqueue(Write::Epoch {
+                        trial: lease.trial.clone(),
+                        attempt: lease.attempt,
+                        metrics: metrics.clone(),
+                    });
+                    (done, stop)
+                }
+                Err(e @ Rejected::UnknownWorker(_)) => return Err(e.into()),
+                Err(e) => return Ok(Reply::ignored(e.to_string())),
+            }
+        };
+        self.committed(done).await?;
+        let mut e = Event::trial(EventKind::Epoch, &lease.trial, lease.attempt, worker);
+        e.metrics = Some(metrics);
+        self.emit(e);
+        Ok(match stop {
+            Some(why) => Reply {
+                accepted: true,
+                reason: why,
+                stop: true,
+            },
+            None => Reply::accepted(),
+        })
+    }
+
+    /// A trial's result from the worker holding `lease`, answered only once on disk; if the
+    /// write fails the core takes the result back and the worker, told `Unavailable`, keeps
+    /// it and sends it again. An identical repeat of a stored result is acknowledged.
+    pub async fn finish(
+        &self,
+        worker: &str,
+        lease: &LeaseRef,
+        result: TrialResult,
+    ) -> Result<Reply, AppError> {
+        let (trial, attempt) = (&lease.trial, lease.attempt);
+        let mut finished = Event::trial(
+            match result.status {
+                TrialStatus::Failed => EventKind::Failed,
+                _ => EventKind::Finished,
+            },
+            trial,
+            attempt,
+            worker,
+        )
+        .with_message(result.reason.clone().unwrap_or_default());
+        finished.status = Some(result.status);
+        finished.test_accuracy = result.test_accuracy();
+        let (done, repeat) = {
+            let mut s = self.lock();
+            let now = s.now_ms();
+            tracing::debug!(%trial, attempt, status = ?result.status, acc = ?result.test_accuracy(), "result");
+            match s.core.finish(worker, trial, attempt, result.clone(), now) {
+                Ok(Finished::New) => (
+                    s.enqueue(Write::Result {
+                        trial: trial.clone(),
+                        attempt,
+                        worker: worker.to_string(),
+                        result: Box::new(result),
+                    }),
+                    false,
+                ),
+                // Acknowledged once the batch that holds it is on disk: the original's, or
+                // a later one (which the committer writes after it).
+                Ok(Finished::AlreadyStored) => {
+                    tracing::info!(%trial, attempt, %worker, "a repeated result, already stored");
+                    (s.enqueue(Write::Nothing), true)
+                }
+                Err(e) => {
+                    tracing::info!(%trial, attempt, %worker, "ignored a result: {e}");
+                    return Ok(Reply::ignored(e.to_string()));
+                }
+            }
+        };
+        self.committed(done).await?;
+        if repeat {
+            // The original's batch may have failed meanwhile (and been taken back).
+            let s = self.lock();
+            let kept = matches!(s.core.trial(trial).map(|t| &t.state),
+                Some(TrialState::Finished { attempt: a, .. }) if *a == attempt);
+            if !kept {
+                return Err(AppError::Unavailable(
+                    "the original report was not stored; send it again".into(),
+                ));
+            }
+            return Ok(Reply {
+                accepted: true,
+                reason: "already stored (a repeated report)".into(),
+                stop: false,
+            });
+        }
+        self.emit(finished);
+        // Its model (sent just before) can be ranked now: the next tick prunes.
+        if self.models.latest(trial).is_some() {
+            self.models_changed.store(true, Ordering::Relaxed);
+        }
+        Ok(Reply::accepted())
+    }
+
+    /// Whether `worker` holds `lease` now: NotFound for an unknown trial, NotHeld for a lease
+    /// that is not (or no longer) its own, Invalid for a trial id no trial can have.
+    pub fn holds(&self, worker: &str, lease: &LeaseRef) -> Result<(), AppError> {
+        let LeaseRef { trial, attempt } = lease;
+        if !crate::store::files::valid_id(trial) {
+            return Err(AppError::Invalid(format!(
+                "lease.trial_id {trial:?} is not a trial id"
+            )));
+        }
+        let s = self.lock();
+        match s.core.trial(trial).map(|t| &t.state) {
+            Some(TrialState::Running {
+                attempt: a,
+                worker: w,
+                ..
+            }) if a == attempt && w == worker => Ok(()),
+            None => Err(AppError::NotFound(format!("unknown trial {trial}"))),
+            _ => Err(AppError::NotHeld(format!(
+                "trial {trial} attempt {attempt} is not leased to {worker}"
+            ))),
+        }
+    }
+
+    /// Where an upload for `lease` goes (a model or a checkpoint), once `holds` said yes.
+    pub fn upload_target(&self, model: bool) -> Arc<Checkpoints> {
+        if model {
+            self.models.clone()
+        } else {
+            self.checkpoints.clone()
+        }
+    }
+
+    /// Keeps an uploaded checkpoint or model whose bytes were checked, unless the lease went
+    /// while the bytes came (a worker paused mid-upload and presumed dead: its checkpoint
+    /// must not replace the new attempt's). Returns the reply: not accepted when a later
+    /// epoch is stored.
+    pub async fn keep_upload(
+        &self,
+        worker: &str,
+        lease: &LeaseRef,
+        path: PathBuf,
+        meta: Meta,
+        model: bool,
+    ) -> Result<Reply, AppError> {
+        if let Err(e) = self.holds(worker, lease) {
+            let _ = tokio::fs::remove_file(&path).await;
+            return match e {
+                AppError::NotHeld(_) | AppError::NotFound(_) => Ok(Reply::ignored(
+                    Rejected::StaleLease {
+                        trial: lease.trial.clone(),
+                        attempt: lease.attempt,
+                    }
+                    .to_string(),
+                )),
+                e => Err(e),
+            };
+        }
+        let (epoch, size) = (meta.epoch, meta.size);
+        let store = self.upload_target(model);
+        let t = lease.trial.clone();
+        let kept = super::blocking(move || {
+            store
+                .commit(&t, &path, meta)
+                .map_err(|e| AppError::Unavailable(format!("cannot store the checkpoint: {e}")))
+        })
+        .await?;
+        if model {
+            self.models_changed.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(trial = %lease.trial, attempt = lease.attempt, epoch, size, kept, model, "checkpoint");
+        Ok(if kept {
+            Reply::accepted()
+        } else {
+            Reply::ignored("a checkpoint of a later epoch is stored")
+        })
+    }
+
+    /// The stored checkpoint of the trial `worker` leases, to resume from. Blocking.
+    pub async fn load_checkpoint(
+        &self,
+        worker: &str,
+        lease: &LeaseRef,
+    ) -> Result<(Meta, Vec<u8>), AppError> {
+        self.holds(worker, lease)?;
+        let store = self.checkpoints.clone();
+        let t = lease.trial.clone();
+        let read = super::blocking(move || store.read(&t).map_err(AppError::DataLoss)).await;
+        match read {
+            Ok((meta, bytes)) => {
+                tracing::info!(trial = %lease.trial, attempt = lease.attempt, epoch = meta.epoch, "resuming from a checkpoint");
+                Ok((meta, bytes))
+            }
+            Err(e) => {
+                tracing::warn!(trial = %lease.trial, attempt = lease.attempt, "{e}");
+                Err(AppError::DataLoss(format!(
+                    "{e}; train from the first epoch"
+                )))
+            }
+        }
+    }
+
+    /// The TorchScript module the trial `worker` leases trains: its hash, size, SHA-256 and
+    /// file (streamed from disk by the caller).
+    pub async fn module_for(
+        &self,
+        worker: &str,
+        lease: &LeaseRef,
+    ) -> Result<(ModuleHash, u64, String, PathBuf), AppError> {
+        self.holds(worker, lease)?;
+        let trial = &lease.trial;
+        let model = self.lock().core.trial(trial).map(|t| t.spec.model);
+        let Some(sweep_proto::Model::TorchScript(hash)) = model else {
+            return Err(AppError::NotHeld(format!(
+                "trial {trial} does not train a TorchScript module"
+            )));
+        };
+        let store = self.checkpoints.clone();
+        let (size, sha256) =
+            super::blocking(move || store.module_digest(hash).map_err(AppError::NotFound))
+                .await
+                .inspect_err(|e| tracing::warn!(%trial, "{e}"))?;
+        tracing::info!(%trial, %hash, size, "sending a TorchScript module");
+        Ok((hash, size, sha256, self.checkpoints.module_path(hash)))
+    }
+}
