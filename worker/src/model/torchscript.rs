@@ -14,7 +14,7 @@
 //! module as TorchScript ([`Scripted::to_bytes`]), and a resumed trial loads it from there
 //! ([`load_bytes`]).
 
-use crate::models::Io;
+use crate::model::Io;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -147,7 +147,7 @@ impl ModuleT for Scripted {
             *mode = Some(train);
         }
         // A module that fails is a libtorch error like any other: the trial fails with it
-        // (crate::trial_panic turns the panic into the reason).
+        // (crate::train::trial_panic turns the panic into the reason).
         match module.forward_ts(&[xs]) {
             Ok(t) => t,
             Err(e) => panic!("the TorchScript module failed: {e}"),
@@ -236,7 +236,7 @@ fn checked(
         module: Arc::new(Mutex::new((module, None))),
     };
     probe(
-        |x| crate::trial_panic::catch(|| scripted.forward_t(x, false)),
+        |x| crate::train::trial_panic::catch(|| scripted.forward_t(x, false)),
         device,
         io,
         what,

@@ -5,7 +5,7 @@
 //! gathered, converted, augmented and normalised there, so training makes no per-batch
 //! host-to-device copies.
 
-use crate::augment;
+use crate::data::augment;
 use crate::data::{Batch, Dataset, Shape};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

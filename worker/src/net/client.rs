@@ -6,10 +6,10 @@
 //! that were training keep going, and their results are delivered once it is back (the
 //! coordinator ignores them if it has given the lease to someone else meanwhile).
 
-use crate::checkpoint;
+use crate::artifacts::checkpoint;
 use crate::data::{self, Dataset};
-use crate::device;
-use crate::torchscript;
+use crate::model::torchscript;
+use crate::train::device;
 use crate::train::{self, failed, Control, Event};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -363,7 +363,7 @@ impl Session<'_> {
                     let result = match fetched {
                         // Whatever panics (a bug included) ends the trial, not the thread
                         // that must report it.
-                        Ok(()) => crate::trial_panic::catch(|| {
+                        Ok(()) => crate::train::trial_panic::catch(|| {
                             train_lease(&lease, data, device, &control, &tx)
                         })
                         .unwrap_or_else(|why| train::failed(why, device)),
@@ -517,7 +517,7 @@ async fn open_session<'a>(
 }
 
 /// After a failed connection over TLS without a client certificate: the reason, if the
-/// coordinator requires one (see [`crate::tls_probe`]).
+/// coordinator requires one (see [`crate::net::tls_probe`]).
 async fn missing_client_certificate(opts: &Options) -> Option<String> {
     if opts.tls.cert.is_some() {
         return None;
@@ -528,7 +528,7 @@ async fn missing_client_certificate(opts: &Options) -> Option<String> {
     }
     let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(443);
-    crate::tls_probe::requires_client_certificate(host, port)
+    crate::net::tls_probe::requires_client_certificate(host, port)
         .await
         .then(|| {
             "the coordinator requires a client certificate (mTLS): pass --tls-cert and --tls-key"

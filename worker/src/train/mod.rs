@@ -2,12 +2,25 @@
 //!
 //! The loop reports through an observer callback so the CLI can draw progress bars and the
 //! gRPC loop can stream per-epoch metrics, without the trainer knowing about either.
+//!
+//! - [`optim`], [`schedule`], [`metrics`]: the pieces a trial is made of.
+//! - [`device`]: choosing the training device from `--device` and the trial's request.
+//! - [`trial_panic`]: libtorch errors (out of memory included) as a trial's failure reason.
+//! - [`bench`]: training throughput for `worker bench`.
 
+pub mod bench;
+pub mod device;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+pub mod trial_panic;
+
+use crate::artifacts::checkpoint;
+use crate::data::pipeline::{Pipeline, Split};
 use crate::data::Dataset;
-use crate::metrics::{self, Confusion, Tally};
-use crate::pipeline::{Pipeline, Split};
-use crate::torchscript::{self, Scripted};
-use crate::{amp, checkpoint, models, optim, schedule};
+use crate::model::torchscript::{self, Scripted};
+use crate::model::{self as models, amp};
+use metrics::{Confusion, Tally};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -42,7 +55,7 @@ pub enum Event<'a> {
         epoch: u32,
         bytes: &'a [u8],
     },
-    /// The trained model's file ([`crate::export`]) after `epochs` epochs, after the test set.
+    /// The trained model's file ([`crate::artifacts::export`]) after `epochs` epochs, after the test set.
     Model {
         epochs: u32,
         bytes: &'a [u8],
@@ -66,7 +79,7 @@ pub fn epoch_seed(seed: u64, epoch: u32) -> i64 {
 pub struct Control {
     /// Abandon it now (its lease is gone): checked before every step; ends as failed.
     pub cancel: AtomicBool,
-    /// A checkpoint (see [`crate::checkpoint`]) to start from. One that cannot be used (corrupt,
+    /// A checkpoint (see [`crate::artifacts::checkpoint`]) to start from. One that cannot be used (corrupt,
     /// another trial's) is noted in the result and the trial starts from scratch.
     pub resume: Option<Vec<u8>>,
     /// Why a checkpoint that existed could not be fetched: noted in the result.
@@ -115,21 +128,25 @@ pub fn run_until(
 ) -> TrialResult {
     let started = Instant::now();
     let wall = std::time::SystemTime::now();
-    let outcome = crate::trial_panic::catch(|| train(spec, data, device, control, observe));
+    let outcome = crate::train::trial_panic::catch(|| train(spec, data, device, control, observe));
     let mut result = match outcome {
         Ok(Ok(result)) => result,
         // Provenance is recorded once, below, with the data.
         Ok(Err(reason)) | Err(reason) => TrialResult::failed(reason, device_name(device)),
     };
     result.seconds = started.elapsed().as_secs_f64();
-    result.provenance = Some(crate::provenance::record(wall, Some(data), device));
+    result.provenance = Some(crate::artifacts::provenance::record(
+        wall,
+        Some(data),
+        device,
+    ));
     result
 }
 
 /// A trial that could not run, on `device`, with the provenance of this worker.
 pub fn failed(reason: String, device: Device) -> TrialResult {
     let mut r = TrialResult::failed(reason, device_name(device));
-    r.provenance = Some(crate::provenance::record(
+    r.provenance = Some(crate::artifacts::provenance::record(
         std::time::SystemTime::now(),
         None,
         device,
@@ -374,14 +391,14 @@ fn train(
         class_names: data.classes.clone(),
     });
     if control.export_model {
-        let info = crate::export::ModelInfo {
+        let info = crate::artifacts::export::ModelInfo {
             format: 1,
-            trial_id: crate::export::trial_id(spec),
+            trial_id: crate::artifacts::export::trial_id(spec),
             trial: spec.clone(),
             classes: data.classes.clone(),
             input: [spec.input_channels(), io.size, io.size],
-            mean: crate::export::channel_values(&pipe.mean),
-            std: crate::export::channel_values(&pipe.std),
+            mean: crate::artifacts::export::channel_values(&pipe.mean),
+            std: crate::artifacts::export::channel_values(&pipe.std),
             test_accuracy: Some(accuracy),
             test_images: Some(pipe.test.len() as u64),
             semantics: sweep_proto::TRAINER_SEMANTICS,
@@ -391,8 +408,8 @@ fn train(
             Some(script) => script
                 .to_bytes()
                 .and_then(|module| torchscript::portable(&module))
-                .and_then(|module| crate::export::encode_module(&module, &info)),
-            None => crate::export::encode(&vs, &info),
+                .and_then(|module| crate::artifacts::export::encode_module(&module, &info)),
+            None => crate::artifacts::export::encode(&vs, &info),
         };
         match file {
             Ok(bytes) => observe(Event::Model {
@@ -651,8 +668,8 @@ mod tests {
     fn a_torchscript_trial_resumes_exactly_and_keeps_its_trained_module() {
         let _lock = crate::test_rng_lock();
         let (d, data) = tiny_data();
-        let file = crate::torchscript::test_module(d.path(), 10);
-        let hash = crate::torchscript::store_file(&file).unwrap();
+        let file = crate::model::torchscript::test_module(d.path(), 10);
+        let hash = crate::model::torchscript::store_file(&file).unwrap();
         let spec = TrialSpec {
             epochs: 3,
             optimizer: sweep_proto::Optimizer::Sgd,
@@ -714,11 +731,11 @@ mod tests {
         assert_starts_over(&spec, &data, no_optimiser, &full, "no optimizer state");
 
         let out = d.path().join("kept");
-        let info = crate::export::write_dir(&out, &kept.expect("a kept model")).unwrap();
+        let info = crate::artifacts::export::write_dir(&out, &kept.expect("a kept model")).unwrap();
         assert_eq!(info.trial, spec);
-        assert!(out.join(crate::export::MODULE).is_file());
-        let loaded = crate::export::load(&out, Device::Cpu).unwrap();
-        let e = crate::predict::eval(&loaded, Some(d.path())).unwrap();
+        assert!(out.join(crate::artifacts::export::MODULE).is_file());
+        let loaded = crate::artifacts::export::load(&out, Device::Cpu).unwrap();
+        let e = crate::artifacts::predict::eval(&loaded, Some(d.path())).unwrap();
         let stored = full.test.unwrap();
         assert_eq!(
             (e.test_accuracy, e.images),

@@ -145,10 +145,10 @@ mod tests {
         assert!(is_channels_last(&y) && !is_channels_last(&x));
         assert!(y.equal(&x));
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = crate::models::build(
+        let net = crate::model::build(
             &vs.root(),
             sweep_proto::Model::Fast,
-            crate::models::Io::cifar10(3),
+            crate::model::Io::cifar10(3),
             Default::default(),
         )
         .unwrap();

@@ -99,7 +99,7 @@ pub(crate) fn to_bytes(t: &Tensor) -> Result<Bytes, String> {
 }
 
 /// The checkpoint of `vs` and the optimiser state after `header.epoch` epochs; `module`: a
-/// TorchScript trial's module ([`crate::torchscript::Scripted::to_bytes`]).
+/// TorchScript trial's module ([`crate::model::torchscript::Scripted::to_bytes`]).
 pub fn encode(
     header: &Header,
     vs: &nn::VarStore,

@@ -1,9 +1,9 @@
 //! Using an exported model: `worker eval` (its test accuracy again, from the files alone) and
 //! `worker predict` (the top classes of PNG or JPEG images).
 
+use crate::artifacts::export::{self, Loaded};
 use crate::data::Dataset;
-use crate::export::{self, Loaded};
-use crate::metrics::{self, Confusion, Tally};
+use crate::train::metrics::{self, Confusion, Tally};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};

@@ -646,10 +646,10 @@ mod tests {
             model: sweep_proto::Model::ResNet(20),
             ..TrialSpec::default()
         };
-        let _net = crate::models::build(
+        let _net = crate::model::build(
             &vs.root(),
             spec.model,
-            crate::models::Io::cifar10(3),
+            crate::model::Io::cifar10(3),
             spec.semantics,
         );
         let penalty = l2_penalty(&vs, &spec).expect("a penalty");

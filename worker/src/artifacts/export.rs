@@ -12,8 +12,8 @@
 //! trial's `color` says, then normalised by `normalization` (`standard`: (x - mean) / std
 //! per channel, with the training split's statistics stored here; `scale`: x / 255).
 
-use crate::checkpoint::{self, Bytes};
-use crate::pipeline;
+use crate::artifacts::checkpoint::{self, Bytes};
+use crate::data::pipeline;
 use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -180,7 +180,7 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
             info.input
         ));
     }
-    let io = crate::models::Io {
+    let io = crate::model::Io {
         channels,
         size,
         classes: info.classes.len() as i64,
@@ -193,7 +193,7 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
                     "no {MODULE_TENSOR} tensor for the trial's TorchScript model"
                 ))
             })
-            .and_then(|m| crate::torchscript::load_frozen(&m, device, io))
+            .and_then(|m| crate::model::torchscript::load_frozen(&m, device, io))
             .map_err(|e| format!("{}: {e}", file.display()))?;
         let vs = nn::VarStore::new(device);
         return Ok(Loaded {
@@ -203,7 +203,7 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded, String> {
         });
     }
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = crate::models::build(&vs.root(), info.trial.model, io, info.trial.semantics)
+    let model = crate::model::build(&vs.root(), info.trial.model, io, info.trial.semantics)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     checkpoint::load_model(&vs, &tensors).map_err(|e| format!("{}: {e}", file.display()))?;
     vs.set_device(device);

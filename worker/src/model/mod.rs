@@ -1,13 +1,15 @@
 //! Model builders in the tch-rs style: each takes an `nn::Path` and returns a module.
 //! Every model maps `[B, C, S, S]` float images to `[B, classes]` logits ([`Io`]); C is 3
 //! (colour) or 1 (grayscale), S is 32 for CIFAR. The user's TorchScript modules are loaded by
-//! [`crate::torchscript`].
+//! [`torchscript`]. [`amp`]: bf16 autocast (with fp32 fallback) and channels-last.
 
+pub mod amp;
 mod dense;
 mod fast;
 pub mod layers;
 mod resnet;
 mod seed_cnn;
+pub mod torchscript;
 
 pub use layers::{Conv, Layers};
 use sweep_proto::{Model, Semantics};
@@ -52,7 +54,7 @@ pub fn build(
             io,
         )),
         Model::Fast => Box::new(fast::fast(vs, layers, io)),
-        Model::TorchScript(hash) => Box::new(crate::torchscript::load(vs, hash, io)?),
+        Model::TorchScript(hash) => Box::new(crate::model::torchscript::load(vs, hash, io)?),
     })
 }
 

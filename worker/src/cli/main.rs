@@ -18,7 +18,7 @@ use std::sync::Arc;
 use sweep_proto::tls::ClientTls;
 use sweep_proto::{EpochMetrics, Model, Precision, TrialResult, TrialSpec, TrialStatus};
 use worker::data::{self, fetch, Dataset};
-use worker::device::{self, DeviceArg};
+use worker::train::device::{self, DeviceArg};
 use worker::train::{self, Event};
 
 #[derive(Parser)]
@@ -248,7 +248,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             device,
         } => {
             let device = device::choose(device).map_err(anyhow::Error::msg)?;
-            let model = worker::export::load(&model, device).map_err(anyhow::Error::msg)?;
+            let model =
+                worker::artifacts::export::load(&model, device).map_err(anyhow::Error::msg)?;
             // The dataset is the one the model was trained on (its description says which);
             // CIFAR-10 without --data is looked for as `worker train` does, download offered.
             let data = match data {
@@ -257,7 +258,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 data => data,
             };
-            let out = worker::predict::eval(&model, data.as_deref()).map_err(anyhow::Error::msg)?;
+            let out = worker::artifacts::predict::eval(&model, data.as_deref())
+                .map_err(anyhow::Error::msg)?;
             print_out(&serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -268,7 +270,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             device,
         } => {
             let device = device::choose(device).map_err(anyhow::Error::msg)?;
-            let out = worker::predict::predict(&model, &images, top, device)
+            let out = worker::artifacts::predict::predict(&model, &images, top, device)
                 .map_err(anyhow::Error::msg)?;
             print_out(&serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
@@ -329,7 +331,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             channels_last,
         } => {
             let device = device::choose(device).map_err(anyhow::Error::msg)?;
-            let config = worker::bench::BenchConfig {
+            let config = worker::train::bench::BenchConfig {
                 model,
                 batch_size,
                 images,
@@ -337,7 +339,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 precision,
                 channels_last,
             };
-            let result = worker::bench::run(config, device).map_err(anyhow::Error::msg)?;
+            let result = worker::train::bench::run(config, device).map_err(anyhow::Error::msg)?;
             print_out(&serde_json::to_string(&result)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -376,7 +378,7 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
         tch::set_num_threads(n as i32);
     }
     let connected = Arc::new(AtomicBool::new(false));
-    let opts = worker::client::Options {
+    let opts = worker::net::client::Options {
         url,
         token,
         name,
@@ -417,7 +419,7 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
                 _ = parent_gone(parent) => {}
             }
         };
-        worker::client::run(opts, stop).await?;
+        worker::net::client::run(opts, stop).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -458,7 +460,7 @@ fn train_cmd(
     let text = std::fs::read_to_string(trial)
         .with_context(|| format!("cannot read {}", trial.display()))?;
     let base = trial.parent().unwrap_or(Path::new("."));
-    let text = worker::torchscript::resolve_trial_text(&text, base)
+    let text = worker::model::torchscript::resolve_trial_text(&text, base)
         .map_err(|e| anyhow::anyhow!("{}: {e}", trial.display()))?;
     let mut spec = TrialSpec::from_toml(&text).with_context(|| format!("{}", trial.display()))?;
     let device = device::choose(device).map_err(anyhow::Error::msg)?;
@@ -499,7 +501,7 @@ fn train_cmd(
     let mut saved = Ok(());
     let result = train::run_until(&spec, &dataset, device, &control, &mut |e| {
         if let (Event::Model { bytes, .. }, Some(dir)) = (&e, save_model) {
-            saved = worker::export::write_dir(dir, bytes).map(|_| ());
+            saved = worker::artifacts::export::write_dir(dir, bytes).map(|_| ());
         }
         progress.on_event(e)
     });
