@@ -32,18 +32,45 @@ pub enum TlsError {
     Setup(String),
 }
 
-/// Client-side TLS files, all optional.
-#[derive(Clone, Debug, Default)]
+/// Client-side TLS files, all optional: the flags of every client (`worker`, the
+/// coordinator's `--server` commands), flattened into their clap commands.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct ClientTls {
-    /// CA that signed the coordinator's certificate (default: the system's roots).
+    /// CA certificate (PEM) that signed the coordinator's certificate (default: the system's
+    /// roots; https:// only).
+    #[arg(long = "tls-ca")]
     pub ca: Option<PathBuf>,
-    /// Client certificate and key, for coordinators that require mTLS.
+    /// Client certificate (PEM), for coordinators that require mTLS.
+    #[arg(long = "tls-cert", requires = "key")]
     pub cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long = "tls-key", requires = "cert")]
     pub key: Option<PathBuf>,
     /// Name to check the coordinator's certificate against (default: the URL's host).
+    #[arg(long = "tls-domain")]
     pub domain: Option<String>,
-    /// Allow `http://` to a host that is not loopback.
+    /// Allow an http:// coordinator that is not on loopback (the token crosses in clear).
+    #[arg(long)]
     pub plaintext: bool,
+}
+
+/// Adds `authorization: Bearer <token>` to every request: the one client-side half of the
+/// token check (worker token for workers, admin token for admin commands).
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// `None` when the token has characters a header cannot carry.
+    pub fn new(token: &str) -> Option<Bearer> {
+        format!("Bearer {token}").parse().ok().map(Bearer)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
 }
 
 /// Reads a PEM file and checks it holds at least one `what` block, so a wrong path or an empty

@@ -159,92 +159,8 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     if reused > 0 {
         eprintln!("reusing {reused} finished trials from {}", db.display());
     }
-
     if !handle.counts(&ids).is_done() {
-        let token = make_token(out, "worker-token")?;
-        let tokens = Tokens {
-            worker: token.clone(),
-            admin: Some(match opts.admin_token.clone() {
-                Some(t) => t,
-                None => make_token(out, "admin-token")?,
-            }),
-        };
-        let listener = tokio::net::TcpListener::bind(&opts.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", opts.listen))?;
-        let addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = {
-            let (handle, tokens) = (handle.clone(), tokens.clone());
-            tokio::spawn(async move {
-                serve(handle, listener, &tokens, None, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            })
-        };
-        let n_local = opts.local_workers.unwrap_or_else(|| gpu_count().max(1));
-        let host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            addr.ip().to_string()
-        };
-        let url = format!("http://{host}:{}", addr.port());
-        let dashboard = match &opts.http_listen {
-            Some(a) => Some(
-                coordinator::api::dashboard::spawn(a, handle.clone(), &tokens)
-                    .await
-                    .with_context(|| format!("cannot listen on {a} for the dashboard"))?,
-            ),
-            None => None,
-        };
-        if !opts.quiet {
-            eprintln!(
-                "sweep `{}`: {} trial{} on {n_local} local worker{}; remote workers may join at {url} with --token-file {}",
-                sweep.name,
-                ids.len(),
-                if ids.len() == 1 { "" } else { "s" },
-                if n_local == 1 { "" } else { "s" },
-                out.join("worker-token").display()
-            );
-            if opts.admin_token.is_none() {
-                eprintln!(
-                    "  from another terminal: coordinator watch {} --server {url} --token-file {}",
-                    sweep.name,
-                    out.join("admin-token").display()
-                );
-            }
-            if let Some(d) = dashboard {
-                eprintln!("  dashboard: http://{d}/#/sweep/{}", sweep.name);
-            }
-        }
-        let mut workers = Vec::new();
-        // The local workers share this machine's cores: libtorch alone would give each one a
-        // thread per core, and two workers on 2 cores then trained a dense-model epoch in
-        // 16-25 s instead of 2.5 s (bench/asha.sh, before this split).
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        if let Some(threads) = cores.checked_div(n_local) {
-            let local = LocalWorkers {
-                bin: worker_binary(opts.worker_bin.clone())?,
-                url: &url,
-                token: &token,
-                device: &opts.device,
-                data: sweep
-                    .data
-                    .as_deref()
-                    .filter(|d| *d != Path::new(coordinator::plan::FETCH)),
-                threads: threads.max(1),
-            };
-            for n in 1..=n_local {
-                workers.push(spawn_worker(&local, n, out)?);
-            }
-        }
-        let outcome = watch(&handle, &ids, &mut workers, out, opts.quiet).await;
-        for w in &mut workers {
-            let _ = w.kill().await;
-        }
-        let _ = stop_tx.send(());
-        let _ = server.await;
+        let outcome = train_here(&handle, &sweep, &ids, out, &opts).await?;
         // The last models may have come after the last tick: keep only what the sweep keeps.
         let h = handle.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.prune_models()).await {
@@ -263,7 +179,6 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
             };
         }
     }
-
     // Built from a snapshot, outside the core's lock (the server may still be answering).
     let report = handle.report(&sweep.name)?;
     coordinator::report::render::write(&report, out)
@@ -271,6 +186,133 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     print!("{}", coordinator::report::render::terminal(&report));
     println!("{}; report in {}", handle.counts(&ids), out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the sweep's trials to local workers (and any remote ones) until they have all
+/// ended, Ctrl-C, or no worker is left; then stops the workers and the server.
+async fn train_here(
+    handle: &Handle,
+    sweep: &Sweep,
+    ids: &[String],
+    out: &Path,
+    opts: &Options,
+) -> Result<Result<(), Stop>> {
+    let tokens = Tokens {
+        worker: make_token(out, "worker-token")?,
+        admin: Some(match opts.admin_token.clone() {
+            Some(t) => t,
+            None => make_token(out, "admin-token")?,
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let (handle, tokens) = (handle.clone(), tokens.clone());
+        tokio::spawn(async move {
+            serve(handle, listener, &tokens, None, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let n_local = opts.local_workers.unwrap_or_else(|| gpu_count().max(1));
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = format!("http://{host}:{}", addr.port());
+    let dashboard = match &opts.http_listen {
+        Some(a) => Some(
+            coordinator::api::dashboard::spawn(a, handle.clone(), &tokens)
+                .await
+                .with_context(|| format!("cannot listen on {a} for the dashboard"))?,
+        ),
+        None => None,
+    };
+    if !opts.quiet {
+        announce(
+            sweep,
+            n_local,
+            &url,
+            out,
+            opts.admin_token.is_none(),
+            dashboard,
+        );
+    }
+    let mut workers = spawn_workers(sweep, n_local, &url, &tokens.worker, out, opts)?;
+    let outcome = watch(handle, ids, &mut workers, out, opts.quiet).await;
+    for w in &mut workers {
+        let _ = w.kill().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok(outcome)
+}
+
+/// Where the sweep runs and how to follow it from elsewhere.
+fn announce(
+    sweep: &Sweep,
+    n_local: u32,
+    url: &str,
+    out: &Path,
+    admin_token_written: bool,
+    dashboard: Option<std::net::SocketAddr>,
+) {
+    let n = sweep.trials.len();
+    eprintln!(
+        "sweep `{}`: {n} trial{} on {n_local} local worker{}; remote workers may join at {url} with --token-file {}",
+        sweep.name,
+        if n == 1 { "" } else { "s" },
+        if n_local == 1 { "" } else { "s" },
+        out.join("worker-token").display()
+    );
+    if admin_token_written {
+        eprintln!(
+            "  from another terminal: coordinator watch {} --server {url} --token-file {}",
+            sweep.name,
+            out.join("admin-token").display()
+        );
+    }
+    if let Some(d) = dashboard {
+        eprintln!("  dashboard: http://{d}/#/sweep/{}", sweep.name);
+    }
+}
+
+/// Starts `n_local` worker processes sharing this machine's cores.
+fn spawn_workers(
+    sweep: &Sweep,
+    n_local: u32,
+    url: &str,
+    token: &str,
+    out: &Path,
+    opts: &Options,
+) -> Result<Vec<Child>> {
+    let mut workers = Vec::new();
+    // The local workers share this machine's cores: libtorch alone would give each one a
+    // thread per core, and two workers on 2 cores then trained a dense-model epoch in
+    // 16-25 s instead of 2.5 s (bench/asha.sh, before this split).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    if let Some(threads) = cores.checked_div(n_local) {
+        let local = LocalWorkers {
+            bin: worker_binary(opts.worker_bin.clone())?,
+            url,
+            token,
+            device: &opts.device,
+            data: sweep
+                .data
+                .as_deref()
+                .filter(|d| *d != Path::new(coordinator::plan::FETCH)),
+            threads: threads.max(1),
+        };
+        for n in 1..=n_local {
+            workers.push(spawn_worker(&local, n, out)?);
+        }
+    }
+    Ok(workers)
 }
 
 enum Stop {

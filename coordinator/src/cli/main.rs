@@ -55,73 +55,11 @@ enum Command {
     },
     /// Run a sweep on this machine: an embedded coordinator plus local worker processes
     /// (remote workers may join). Ctrl-C stops; running it again resumes.
-    Sweep {
-        sweep: PathBuf,
-        /// Local worker processes (default: one per GPU, else one). 0 waits for remote workers.
-        #[arg(long)]
-        local_workers: Option<u32>,
-        /// Report and database directory (default: out/<sweep name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Address for workers; use 0.0.0.0:PORT (with --plaintext) to accept remote workers.
-        /// For TLS between machines use `serve` instead.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: String,
-        /// Allow remote workers without TLS when --listen is not a loopback address.
-        #[arg(long)]
-        plaintext: bool,
-        /// Device for the local workers.
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// Train finished trials again instead of reusing their results.
-        #[arg(long)]
-        rerun: bool,
-        #[arg(long)]
-        force: bool,
-        /// The worker binary (default: `worker` next to this binary).
-        #[arg(long, env = "SWEEP_WORKER_BIN")]
-        worker_bin: Option<PathBuf>,
-        /// Seconds without a heartbeat before a worker is declared lost.
-        #[arg(long, default_value_t = 15.0)]
-        heartbeat_timeout: f64,
-        /// Serve the live dashboard on this address (e.g. 127.0.0.1:8080).
-        #[arg(long)]
-        http_listen: Option<String>,
-        /// File holding the admin token for `watch`, `status`, `cancel` from another terminal
-        /// (default: $SWEEP_ADMIN_TOKEN, else a new one written to OUT/admin-token).
-        #[arg(long)]
-        admin_token_file: Option<PathBuf>,
-        #[arg(long, short)]
-        quiet: bool,
-    },
+    Sweep(SweepArgs),
     /// Run a long-lived coordinator for remote workers and admin commands. The worker token
     /// comes from $SWEEP_TOKEN or --token-file, the admin token from $SWEEP_ADMIN_TOKEN or
     /// --admin-token-file; sweeps are added with `submit --server`.
-    Serve {
-        #[arg(long, default_value = "0.0.0.0:50051")]
-        listen: String,
-        #[arg(long)]
-        db: PathBuf,
-        /// File holding the worker token (default: $SWEEP_TOKEN).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// File holding the admin token (default: $SWEEP_ADMIN_TOKEN). Without one, the Admin
-        /// API refuses every call.
-        #[arg(long)]
-        admin_token_file: Option<PathBuf>,
-        #[arg(long, default_value_t = 15.0)]
-        heartbeat_timeout: f64,
-        #[command(flatten)]
-        tls: TlsArgs,
-        /// Serve the live dashboard, /healthz and /readyz over HTTP on this address (e.g.
-        /// 127.0.0.1:8080). Off loopback, the dashboard needs the admin token.
-        #[arg(long, alias = "health-listen")]
-        http_listen: Option<String>,
-        /// Where running trials' checkpoints are kept (default: DB.checkpoints beside the
-        /// database; in Kubernetes, on the same volume).
-        #[arg(long)]
-        checkpoint_dir: Option<PathBuf>,
-    },
+    Serve(ServeArgs),
     /// Certificates for TLS/mTLS between the coordinator and its workers.
     Tls {
         #[command(subcommand)]
@@ -205,6 +143,74 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct SweepArgs {
+    sweep: PathBuf,
+    /// Local worker processes (default: one per GPU, else one). 0 waits for remote workers.
+    #[arg(long)]
+    local_workers: Option<u32>,
+    /// Report and database directory (default: out/<sweep name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Address for workers; use 0.0.0.0:PORT (with --plaintext) to accept remote workers.
+    /// For TLS between machines use `serve` instead.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Allow remote workers without TLS when --listen is not a loopback address.
+    #[arg(long)]
+    plaintext: bool,
+    /// Device for the local workers.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Train finished trials again instead of reusing their results.
+    #[arg(long)]
+    rerun: bool,
+    #[arg(long)]
+    force: bool,
+    /// The worker binary (default: `worker` next to this binary).
+    #[arg(long, env = "SWEEP_WORKER_BIN")]
+    worker_bin: Option<PathBuf>,
+    /// Seconds without a heartbeat before a worker is declared lost.
+    #[arg(long, default_value_t = 15.0)]
+    heartbeat_timeout: f64,
+    /// Serve the live dashboard on this address (e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// File holding the admin token for `watch`, `status`, `cancel` from another terminal
+    /// (default: $SWEEP_ADMIN_TOKEN, else a new one written to OUT/admin-token).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    listen: String,
+    #[arg(long)]
+    db: PathBuf,
+    /// File holding the worker token (default: $SWEEP_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// File holding the admin token (default: $SWEEP_ADMIN_TOKEN). Without one, the Admin
+    /// API refuses every call.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 15.0)]
+    heartbeat_timeout: f64,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Serve the live dashboard, /healthz and /readyz over HTTP on this address (e.g.
+    /// 127.0.0.1:8080). Off loopback, the dashboard needs the admin token.
+    #[arg(long, alias = "health-listen")]
+    http_listen: Option<String>,
+    /// Where running trials' checkpoints are kept (default: DB.checkpoints beside the
+    /// database; in Kubernetes, on the same volume).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+}
+
 /// Where an admin command goes: a running coordinator, or a database nobody serves.
 #[derive(clap::Args)]
 struct Target {
@@ -225,41 +231,50 @@ struct ClientArgs {
     /// File holding the admin token (default: $SWEEP_ADMIN_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// CA that signed the coordinator's certificate (https:// only).
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate for a coordinator that requires mTLS.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Name to check the coordinator's certificate against (default: the URL's host).
-    #[arg(long)]
-    tls_domain: Option<String>,
-    /// Allow an http:// coordinator that is not on loopback (the token crosses in clear).
-    #[arg(long)]
-    plaintext: bool,
+    #[command(flatten)]
+    tls: ClientTls,
 }
 
 impl ClientArgs {
     async fn connect(self, server: &str) -> Result<remote::Client> {
         let token = remote::admin_token(self.token_file.as_deref())?;
-        let tls = ClientTls {
-            ca: self.tls_ca,
-            cert: self.tls_cert,
-            key: self.tls_key,
-            domain: self.tls_domain,
-            plaintext: self.plaintext,
-        };
-        remote::connect(server, &tls, &token).await
+        remote::connect(server, &self.tls, &token).await
     }
 }
 
-/// A local database for an admin command, locked so that no coordinator serves it meanwhile.
-fn open_local(db: &Path, what: &str) -> Result<(ServerLock, Handle)> {
-    let lock = ServerLock::acquire(db, &format!("coordinator {what} --db (local)"))?;
-    Ok((lock, Handle::open(db, Config::default())?))
+/// Where an admin command runs, once its flags are read.
+enum Place {
+    /// A running coordinator, over its Admin API.
+    Remote(remote::Client),
+    /// A database nobody serves, locked for the command's length.
+    Local {
+        db: PathBuf,
+        handle: Handle,
+        _lock: ServerLock,
+    },
+}
+
+impl Target {
+    /// Connects to `--server`, or opens and locks `--db` (models in `checkpoint_dir` when
+    /// given) for the command `what`.
+    async fn open(self, what: &str, checkpoint_dir: Option<PathBuf>) -> Result<Place> {
+        if let Some(server) = self.server {
+            return Ok(Place::Remote(self.client.connect(&server).await?));
+        }
+        let db = self.db.context(
+            "give --server URL (a running coordinator) or --db PATH (a database nobody serves)",
+        )?;
+        let lock = ServerLock::acquire(&db, &format!("coordinator {what} --db (local)"))?;
+        let handle = match checkpoint_dir {
+            Some(dir) => Handle::open_with(&db, Config::default(), &dir)?,
+            None => Handle::open(&db, Config::default())?,
+        };
+        Ok(Place::Local {
+            db,
+            handle,
+            _lock: lock,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -381,110 +396,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Plan { sweep, force } => {
             let s = load_sweep(&sweep, force)?;
-            print!("{}", plan_table(&s));
-            println!("{} trials", s.trials.len());
-            Ok(ExitCode::SUCCESS)
+            println!("{}{} trials", plan_table(&s), s.trials.len());
         }
-        Command::Sweep {
-            sweep,
-            local_workers,
-            out,
-            listen,
-            plaintext,
-            device,
-            rerun,
-            force,
-            worker_bin,
-            heartbeat_timeout,
-            http_listen,
-            admin_token_file,
-            quiet,
-        } => {
-            let s = load_sweep(&sweep, force)?;
-            server_tls(
-                TlsArgs {
-                    tls_cert: None,
-                    tls_key: None,
-                    tls_client_ca: None,
-                    plaintext,
-                },
-                &listen,
-            )?;
-            let out = out.unwrap_or_else(|| Path::new("out").join(&s.name));
-            let opts = local::Options {
-                local_workers,
-                listen,
-                device,
-                rerun,
-                worker_bin,
-                config: config(heartbeat_timeout)?,
-                quiet,
-                http_listen,
-                admin_token: optional_admin_token(admin_token_file.as_deref())?,
-            };
-            local::run_sweep(s, &out, opts).await
-        }
-        Command::Serve {
-            listen,
-            db,
-            token_file,
-            admin_token_file,
-            heartbeat_timeout,
-            tls,
-            http_listen,
-            checkpoint_dir,
-        } => {
-            let tls = server_tls(tls, &listen)?;
-            let tokens = Tokens {
-                worker: sweep_proto::read_token(token_file.as_deref())
-                    .map_err(anyhow::Error::msg)?,
-                admin: optional_admin_token(admin_token_file.as_deref())?,
-            };
-            if tokens.admin.as_deref() == Some(tokens.worker.as_str()) {
-                bail!("the admin token must differ from the worker token (workers must not be able to administer)");
-            }
-            if tokens.admin.is_none() {
-                eprintln!("coordinator: no admin token ($SWEEP_ADMIN_TOKEN or --admin-token-file): submit, status, cancel, report and watch over --server are refused");
-            }
-            let _lock = ServerLock::acquire(&db, &format!("coordinator serve --listen {listen}"))?;
-            let handle = match &checkpoint_dir {
-                Some(dir) => Handle::open_with(&db, config(heartbeat_timeout)?, dir)?,
-                None => Handle::open(&db, config(heartbeat_timeout)?)?,
-            };
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            eprintln!(
-                "coordinator: serving workers on {} over {} (database {}, checkpoints in {})",
-                listener.local_addr()?,
-                match &tls {
-                    Some(t) if t.client_ca.is_some() => "mTLS",
-                    Some(_) => "TLS",
-                    None => "plaintext",
-                },
-                db.display(),
-                handle.checkpoint_dir().display()
-            );
-            if let Some(addr) = http_listen {
-                let bound = coordinator::api::dashboard::spawn(&addr, handle.clone(), &tokens)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
-                eprintln!("coordinator: dashboard, /healthz and /readyz on http://{bound}");
-            }
-            serve(
-                handle.clone(),
-                listener,
-                &tokens,
-                tls,
-                sweep_proto::signal::shutdown(),
-            )
-            .await?;
-            handle
-                .checkpoint()
-                .await
-                .map_err(|e| anyhow::anyhow!("{}: final checkpoint failed: {e}", db.display()))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Sweep(args) => return sweep_here(args).await,
+        Command::Serve(args) => serve_db(args).await?,
         Command::Tls {
             command:
                 TlsCommand::Init {
@@ -493,111 +408,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     days,
                     force,
                 },
-        } => {
-            if days <= 0 {
-                bail!("--days must be at least 1");
-            }
-            let files = coordinator::api::tls::init(&out, &hosts, days, force)?;
-            for f in &files {
-                println!("{}", f.display());
-            }
-            println!("coordinator: --tls-cert {0}/server.pem --tls-key {0}/server-key.pem --tls-client-ca {0}/ca.pem --token-file {0}/token --admin-token-file {0}/admin-token", out.display());
-            println!("worker:      --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/token", out.display());
-            println!("admin:       --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/admin-token", out.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        } => tls_init(&out, &hosts, days, force)?,
         Command::Submit {
             sweep,
             target,
             rerun,
             force,
-        } => {
-            if let Some(server) = target.server {
-                let mut c = target.client.connect(&server).await?;
-                remote::submit(&mut c, &sweep, rerun, force).await?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let s = load_sweep(&sweep, force)?;
-            let (_lock, handle) = open_local(&local_db(target.db)?, "submit")?;
-            let stale = handle.submit(&s, rerun)?;
-            println!("submitted sweep `{}`: {} trials", s.name, s.trials.len());
-            if stale > 0 {
-                println!("{stale} finished trials will run again: their results came from a trainer of other semantics (this one is v{})", sweep_proto::TRAINER_SEMANTICS);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status { sweep, target } => {
-            if let Some(server) = target.server {
-                let mut c = target.client.connect(&server).await?;
-                remote::status(&mut c, sweep.as_deref()).await?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let db = local_db(target.db)?;
-            let (_lock, handle) = open_local(&db, "status")?;
-            let names = match sweep {
-                Some(n) => vec![n],
-                None => handle.store().sweep_names()?,
-            };
-            for name in names {
-                let stored = handle
-                    .sweep(&name)?
-                    .with_context(|| format!("no sweep named `{name}` in {}", db.display()))?;
-                let c = handle.store().state_counts(&name)?;
-                println!(
-                    "{name}: {c}{}",
-                    if stored.cancelled { " (cancelled)" } else { "" }
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => match target.open("submit", None).await? {
+            Place::Remote(mut c) => remote::submit(&mut c, &sweep, rerun, force).await?,
+            Place::Local { handle, .. } => submit_here(&handle, &sweep, rerun, force)?,
+        },
+        Command::Status { sweep, target } => match target.open("status", None).await? {
+            Place::Remote(mut c) => remote::status(&mut c, sweep.as_deref()).await?,
+            Place::Local { db, handle, .. } => local_status(&db, &handle, sweep)?,
+        },
         Command::Cancel {
             sweep,
             trial,
             target,
-        } => {
-            if let Some(server) = target.server {
-                let mut c = target.client.connect(&server).await?;
-                remote::cancel(&mut c, &sweep, trial.as_deref()).await?;
-                return Ok(ExitCode::SUCCESS);
+        } => match target.open("cancel", None).await? {
+            Place::Remote(mut c) => remote::cancel(&mut c, &sweep, trial.as_deref()).await?,
+            Place::Local { handle, .. } => cancel_here(&handle, &sweep, trial)?,
+        },
+        Command::Rerun { sweep, target } => match target.open("rerun", None).await? {
+            Place::Remote(mut c) => remote::rerun(&mut c, &sweep).await?,
+            Place::Local { handle, .. } => {
+                let n = handle.rerun(&sweep)?.len();
+                println!("sweep `{sweep}`: {n} failed or cancelled trials queued again");
             }
-            let (_lock, handle) = open_local(&local_db(target.db)?, "cancel")?;
-            let n = handle
-                .cancel_in(&sweep, trial.as_deref().unwrap_or(""))?
-                .len();
-            match trial {
-                Some(t) => println!("trial {t}: {n} cancelled"),
-                None => println!("cancelled sweep `{sweep}`: {n} unfinished trials stopped"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Rerun { sweep, target } => {
-            if let Some(server) = target.server {
-                let mut c = target.client.connect(&server).await?;
-                remote::rerun(&mut c, &sweep).await?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let (_lock, handle) = open_local(&local_db(target.db)?, "rerun")?;
-            let n = handle.rerun(&sweep)?.len();
-            println!("sweep `{sweep}`: {n} failed or cancelled trials queued again");
-            Ok(ExitCode::SUCCESS)
-        }
+        },
         Command::Report { sweep, target, out } => {
             let out = out.unwrap_or_else(|| remote::default_out(&sweep));
-            if let Some(server) = target.server {
-                let mut c = target.client.connect(&server).await?;
-                remote::report(&mut c, &sweep, &out).await?;
-                return Ok(ExitCode::SUCCESS);
+            match target.open("report", None).await? {
+                Place::Remote(mut c) => remote::report(&mut c, &sweep, &out).await?,
+                Place::Local { db, handle, .. } => report_here(&db, &handle, &sweep, &out)?,
             }
-            let db = local_db(target.db)?;
-            let (_lock, handle) = open_local(&db, "report")?;
-            let report = handle
-                .report(&sweep)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
-            coordinator::report::render::write(&report, &out)
-                .with_context(|| format!("cannot write the report to {}", out.display()))?;
-            print!("{}", coordinator::report::render::terminal(&report));
-            println!("report written to {}", out.display());
-            Ok(ExitCode::SUCCESS)
         }
         Command::Export {
             sweep,
@@ -609,24 +454,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let out = out.unwrap_or_else(|| remote::default_out(&sweep).join("model"));
             let trial = trial.unwrap_or_default();
-            if let Some(server) = target.server {
-                let mut c = target.client.connect(&server).await?;
-                remote::export(&mut c, &sweep, &trial, &out).await?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let db = local_db(target.db)?;
-            let (_lock, handle) = match checkpoint_dir {
-                Some(dir) => {
-                    let lock = ServerLock::acquire(&db, "coordinator export")?;
-                    (lock, Handle::open_with(&db, Config::default(), &dir)?)
+            match target.open("export", checkpoint_dir).await? {
+                Place::Remote(mut c) => remote::export(&mut c, &sweep, &trial, &out).await?,
+                Place::Local { db, handle, .. } => {
+                    let (id, _, bytes) = handle
+                        .model_of(&sweep, &trial)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
+                    remote::write_model(&bytes, &out, &id)?;
                 }
-                None => open_local(&db, "export")?,
-            };
-            let (id, _, bytes) = handle
-                .model_of(&sweep, &trial)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
-            remote::write_model(&bytes, &out, &id)?;
-            Ok(ExitCode::SUCCESS)
+            }
         }
         Command::Watch {
             sweep,
@@ -636,14 +472,152 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let mut c = client.connect(&server).await?;
             remote::watch(&mut c, &sweep, quiet).await?;
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `--db` where `--server` is absent (clap makes one of them required).
-fn local_db(db: Option<PathBuf>) -> Result<PathBuf> {
-    db.context("give --server URL (a running coordinator) or --db PATH (a database nobody serves)")
+/// `coordinator sweep`: an embedded coordinator with local workers.
+async fn sweep_here(a: SweepArgs) -> Result<ExitCode> {
+    let s = load_sweep(&a.sweep, a.force)?;
+    server_tls(
+        TlsArgs {
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            plaintext: a.plaintext,
+        },
+        &a.listen,
+    )?;
+    let out = a.out.unwrap_or_else(|| Path::new("out").join(&s.name));
+    let opts = local::Options {
+        local_workers: a.local_workers,
+        listen: a.listen,
+        device: a.device,
+        rerun: a.rerun,
+        worker_bin: a.worker_bin,
+        config: config(a.heartbeat_timeout)?,
+        quiet: a.quiet,
+        http_listen: a.http_listen,
+        admin_token: optional_admin_token(a.admin_token_file.as_deref())?,
+    };
+    local::run_sweep(s, &out, opts).await
+}
+
+/// `coordinator serve`: a long-lived coordinator for remote workers and admin commands, until
+/// SIGTERM or Ctrl-C; the database is one self-contained file afterwards.
+async fn serve_db(a: ServeArgs) -> Result<()> {
+    let tls = server_tls(a.tls, &a.listen)?;
+    let tokens = Tokens {
+        worker: sweep_proto::read_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+        admin: optional_admin_token(a.admin_token_file.as_deref())?,
+    };
+    if tokens.admin.as_deref() == Some(tokens.worker.as_str()) {
+        bail!("the admin token must differ from the worker token (workers must not be able to administer)");
+    }
+    if tokens.admin.is_none() {
+        eprintln!("coordinator: no admin token ($SWEEP_ADMIN_TOKEN or --admin-token-file): submit, status, cancel, report and watch over --server are refused");
+    }
+    let (listen, db) = (a.listen, a.db);
+    let _lock = ServerLock::acquire(&db, &format!("coordinator serve --listen {listen}"))?;
+    let handle = match &a.checkpoint_dir {
+        Some(dir) => Handle::open_with(&db, config(a.heartbeat_timeout)?, dir)?,
+        None => Handle::open(&db, config(a.heartbeat_timeout)?)?,
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!(
+        "coordinator: serving workers on {} over {} (database {}, checkpoints in {})",
+        listener.local_addr()?,
+        match &tls {
+            Some(t) if t.client_ca.is_some() => "mTLS",
+            Some(_) => "TLS",
+            None => "plaintext",
+        },
+        db.display(),
+        handle.checkpoint_dir().display()
+    );
+    if let Some(addr) = a.http_listen {
+        let bound = coordinator::api::dashboard::spawn(&addr, handle.clone(), &tokens)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
+        eprintln!("coordinator: dashboard, /healthz and /readyz on http://{bound}");
+    }
+    let shutdown = sweep_proto::signal::shutdown();
+    serve(handle.clone(), listener, &tokens, tls, shutdown).await?;
+    handle
+        .checkpoint()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: final checkpoint failed: {e}", db.display()))
+}
+
+/// `coordinator tls init`: a CA, certificates and tokens, and the flags that use them.
+fn tls_init(out: &Path, hosts: &[String], days: i64, force: bool) -> Result<()> {
+    if days <= 0 {
+        bail!("--days must be at least 1");
+    }
+    for f in &coordinator::api::tls::init(out, hosts, days, force)? {
+        println!("{}", f.display());
+    }
+    println!("coordinator: --tls-cert {0}/server.pem --tls-key {0}/server-key.pem --tls-client-ca {0}/ca.pem --token-file {0}/token --admin-token-file {0}/admin-token", out.display());
+    println!("worker:      --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/token", out.display());
+    println!("admin:       --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/admin-token", out.display());
+    Ok(())
+}
+
+/// `coordinator submit --db`: the sweep goes into a database nobody serves.
+fn submit_here(handle: &Handle, sweep: &Path, rerun: bool, force: bool) -> Result<()> {
+    let s = load_sweep(sweep, force)?;
+    let stale = handle.submit(&s, rerun)?;
+    println!("submitted sweep `{}`: {} trials", s.name, s.trials.len());
+    if stale > 0 {
+        println!("{stale} finished trials will run again: their results came from a trainer of other semantics (this one is v{})", sweep_proto::TRAINER_SEMANTICS);
+    }
+    Ok(())
+}
+
+/// `coordinator cancel --db`: a sweep, or one of its trials.
+fn cancel_here(handle: &Handle, sweep: &str, trial: Option<String>) -> Result<()> {
+    let n = handle
+        .cancel_in(sweep, trial.as_deref().unwrap_or(""))?
+        .len();
+    match trial {
+        Some(t) => println!("trial {t}: {n} cancelled"),
+        None => println!("cancelled sweep `{sweep}`: {n} unfinished trials stopped"),
+    }
+    Ok(())
+}
+
+/// `coordinator report --db`: the report files, and the summary on the terminal.
+fn report_here(db: &Path, handle: &Handle, sweep: &str, out: &Path) -> Result<()> {
+    let report = handle
+        .report(sweep)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
+    coordinator::report::render::write(&report, out)
+        .with_context(|| format!("cannot write the report to {}", out.display()))?;
+    print!("{}", coordinator::report::render::terminal(&report));
+    println!("report written to {}", out.display());
+    Ok(())
+}
+
+/// `coordinator status --db`: counts per sweep, read from the database.
+fn local_status(db: &Path, handle: &Handle, sweep: Option<String>) -> Result<()> {
+    let names = match sweep {
+        Some(n) => vec![n],
+        None => handle.store().sweep_names()?,
+    };
+    for name in names {
+        let stored = handle
+            .sweep(&name)?
+            .with_context(|| format!("no sweep named `{name}` in {}", db.display()))?;
+        let c = handle.store().state_counts(&name)?;
+        println!(
+            "{name}: {c}{}",
+            if stored.cancelled { " (cancelled)" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 fn plan_table(s: &Sweep) -> String {

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use sweep_proto::pb::{self, admin_client::AdminClient};
-use sweep_proto::tls::ClientTls;
+use sweep_proto::tls::{Bearer, ClientTls};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -18,16 +18,6 @@ const REPORT_FILES: [&str; 4] = ["report.md", "results.csv", "results.json", "re
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 
 pub type Client = AdminClient<InterceptedService<Channel, Bearer>>;
-
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
 
 /// The admin token from `file`, else `$SWEEP_ADMIN_TOKEN`; never from the command line.
 pub fn admin_token(file: Option<&Path>) -> Result<String> {
@@ -45,11 +35,9 @@ pub async fn connect(server: &str, tls: &ClientTls, token: &str) -> Result<Clien
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {server}"))?;
-    let value = format!("Bearer {token}")
-        .parse()
-        .context("the admin token has characters a header cannot carry")?;
-    Ok(AdminClient::with_interceptor(channel, Bearer(value))
-        .max_decoding_message_size(MAX_ANSWER_BYTES))
+    let bearer =
+        Bearer::new(token).context("the admin token has characters a header cannot carry")?;
+    Ok(AdminClient::with_interceptor(channel, bearer).max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
 /// A refused call as one line: the server's own message.
@@ -256,53 +244,38 @@ pub async fn rerun(c: &mut Client, sweep: &str) -> Result<()> {
     Ok(())
 }
 
-/// A safetensors file's header (JSON) and where its data starts.
-fn safetensors_header(bytes: &[u8]) -> Result<(serde_json::Value, usize)> {
-    let len = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-        .ok_or_else(|| anyhow::anyhow!("not a safetensors file: shorter than its header"))?;
-    let end = 8usize.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-    let header = bytes
-        .get(8..end)
-        .ok_or_else(|| anyhow::anyhow!("not a safetensors file: header length {len}"))?;
-    let header = serde_json::from_slice(header).context("not a safetensors file")?;
-    Ok((header, end))
-}
-
-/// A TorchScript trial's trained module inside its model file (the U8 tensor `torchscript`).
+/// A TorchScript trial's trained module inside its model file (the U8 tensor `torchscript`),
+/// read through the safetensors crate, which checks the header and every tensor's offsets.
 fn model_module(bytes: &[u8]) -> Result<Option<&[u8]>> {
-    let (header, start) = safetensors_header(bytes)?;
-    let tensor = &header["torchscript"];
-    if tensor.is_null() {
-        return Ok(None);
+    use safetensors::{tensor::Dtype, SafeTensorError, SafeTensors};
+    let file = SafeTensors::deserialize(bytes).context("not a safetensors model file")?;
+    let tensor = match file.tensor("torchscript") {
+        Ok(t) => t,
+        Err(SafeTensorError::TensorNotFound(_)) => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("the model's torchscript tensor: {e:?}")),
+    };
+    if tensor.dtype() != Dtype::U8 || tensor.shape() != [tensor.data().len()] {
+        anyhow::bail!(
+            "the model's torchscript tensor is not a U8 vector: {:?} {:?}",
+            tensor.dtype(),
+            tensor.shape()
+        );
     }
-    let offsets = tensor["data_offsets"].as_array().and_then(|o| {
-        o.iter()
-            .map(|v| v.as_u64().and_then(|v| usize::try_from(v).ok()))
-            .collect::<Option<Vec<_>>>()
-    });
-    let shape = tensor["shape"].as_array().map(|s| s.as_slice());
-    match (tensor["dtype"].as_str(), offsets.as_deref(), shape) {
-        (Some("U8"), Some(&[a, b]), Some([n])) if a <= b && n.as_u64() == Some((b - a) as u64) => {
-            start
-                .checked_add(b)
-                .and_then(|end| bytes.get(start + a..end))
-                .map(Some)
-                .ok_or_else(|| {
-                    anyhow::anyhow!("the model's torchscript tensor lies beyond the file")
-                })
-        }
-        _ => anyhow::bail!("the model's torchscript tensor is not a U8 vector: {tensor}"),
-    }
+    // The view borrows the parsed file; the same bytes as a slice of the caller's buffer.
+    let data = tensor.data();
+    let start = data.as_ptr() as usize - bytes.as_ptr() as usize;
+    Ok(bytes.get(start..start + data.len()))
 }
 
 /// A model file's description: the JSON the worker put in its safetensors header
 /// (`__metadata__["sweep_model"]`), read without loading the tensors.
 pub fn model_info(bytes: &[u8]) -> Result<serde_json::Value> {
-    let (header, _) = safetensors_header(bytes)?;
-    let info = header["__metadata__"]["sweep_model"]
-        .as_str()
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("not a safetensors model file: {e:?}"))?;
+    let info = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("sweep_model"))
         .ok_or_else(|| anyhow::anyhow!("not a model of this project (no sweep_model metadata)"))?;
     serde_json::from_str(info).context("the model's metadata")
 }

@@ -406,7 +406,22 @@ pub fn render(report: &Report) -> String {
     h += "<h2 id=\"every-trial\">Every trial, ranked</h2>";
     h += &html_table(&report.trials_grid(), "row");
 
-    h += "<h2 id=\"top-curves\">Learning curves of the top trials</h2><div class=\"grid\">";
+    h += &top_curves(report);
+    h += &sections(report);
+    h += "<h2 id=\"trials\">Learning curves of every trial</h2>";
+    for r in &report.rows {
+        let _ = write!(h, "<div class=\"trial\" id=\"trial-{}\"><h3>{} <small>{}</small></h3><div class=\"grid\">", esc(&r.id), esc(&r.name()), esc(r.status.as_str()));
+        h += &trial_curves(r);
+        h += "</div></div>";
+    }
+    h + "</body></html>\n"
+}
+
+/// The learning curves of the best-ranked trials, side by side.
+fn top_curves(report: &Report) -> String {
+    let mut h = String::from(
+        "<h2 id=\"top-curves\">Learning curves of the top trials</h2><div class=\"grid\">",
+    );
     let top: Vec<&Row> = report
         .rows
         .iter()
@@ -434,6 +449,13 @@ pub fn render(report: &Report) -> String {
     );
     h += &curves("training loss", &loss, None, "loss");
     h += "</div>";
+    h
+}
+
+/// The sections a report has only sometimes: effects, matched pairs, early stopping, the
+/// confusion matrix, the binary cross-entropy trap.
+fn sections(report: &Report) -> String {
+    let mut h = String::new();
 
     if !report.effects.is_empty() {
         h += "<h2 id=\"effects\">Effect of each axis</h2><div class=\"grid\">";
@@ -479,12 +501,5 @@ pub fn render(report: &Report) -> String {
               ";
         h += &html_table(&report.bce_grid(bce), "bce");
     }
-
-    h += "<h2 id=\"trials\">Learning curves of every trial</h2>";
-    for r in &report.rows {
-        let _ = write!(h, "<div class=\"trial\" id=\"trial-{}\"><h3>{} <small>{}</small></h3><div class=\"grid\">", esc(&r.id), esc(&r.name()), esc(r.status.as_str()));
-        h += &trial_curves(r);
-        h += "</div></div>";
-    }
-    h + "</body></html>\n"
+    h
 }

@@ -490,88 +490,98 @@ pub(crate) fn axis_value(params: &serde_json::Value, axis: &str) -> String {
     }
 }
 
+impl Row {
+    /// Trial `t` of `sweep` as it stands.
+    fn of(
+        sweep: &StoredSweep,
+        t: &crate::store::SweepTrial,
+        trial: &crate::sched::core::Trial,
+    ) -> Row {
+        let (id, label, reported) = (&t.id, &t.label, &t.reported);
+        let params = serde_json::to_value(&trial.spec).unwrap_or_default();
+        let mut row = Row {
+            id: id.clone(),
+            label: label.clone(),
+            axis_values: sweep.axes.iter().map(|a| axis_value(&params, a)).collect(),
+            params,
+            status: RowStatus::Queued,
+            reason: None,
+            test_accuracy: None,
+            best_val_accuracy: None,
+            test_binary_accuracy: None,
+            reported: *reported,
+            epochs: Vec::new(),
+            seconds: None,
+            worker: None,
+            attempt: 0,
+            resumed_from_epoch: None,
+            confusion: None,
+            class_names: Vec::new(),
+            provenance: None,
+            rank: None,
+            config: None,
+            metric_images: None,
+        };
+        match &trial.state {
+            TrialState::Queued { attempt } => {
+                (row.status, row.attempt) = (RowStatus::Queued, *attempt)
+            }
+            TrialState::Running {
+                attempt,
+                worker,
+                epochs,
+                ..
+            } => {
+                (row.status, row.attempt, row.worker) =
+                    (RowStatus::Running, *attempt, Some(worker.clone()));
+                row.epochs = epochs.clone();
+            }
+            TrialState::Finished {
+                attempt,
+                worker,
+                result,
+            } => {
+                row.status = RowStatus::of(result.status);
+                row.attempt = *attempt;
+                row.worker = Some(worker.clone());
+                row.reason = result.reason.clone();
+                row.test_accuracy = result.test_accuracy();
+                row.test_binary_accuracy = result.test.as_ref().and_then(|t| t.binary_accuracy);
+                row.confusion = result.test.as_ref().map(|t| t.confusion.clone());
+                row.class_names = result
+                    .test
+                    .as_ref()
+                    .map(|t| t.class_names.clone())
+                    .unwrap_or_default();
+                row.best_val_accuracy = result.best_val_accuracy;
+                row.epochs = result.epochs.clone();
+                row.seconds = Some(result.seconds);
+                row.provenance = result.provenance.clone();
+                row.resumed_from_epoch = result.resumed_from_epoch;
+                row.metric_images = match sweep.rank_by {
+                    Metric::TestAccuracy => result.test.as_ref().map(|t| t.images),
+                    Metric::BestValAccuracy => Some(result.val_images),
+                };
+            }
+            TrialState::Failed { attempts, reason } => {
+                (row.status, row.attempt, row.reason) =
+                    (RowStatus::Failed, *attempts, Some(reason.clone()));
+            }
+            TrialState::Cancelled => row.status = RowStatus::Cancelled,
+        }
+        row
+    }
+}
+
 impl Report {
     /// The report of `sweep` over its trials as `trials` holds them (the core, or a snapshot
     /// of it taken so that the report is built outside the core's lock).
     pub fn build(sweep: &StoredSweep, trials: &impl TrialLookup) -> Report {
         let mut rows = Vec::new();
         for t in &sweep.trials {
-            let (id, label, reported) = (&t.id, &t.label, &t.reported);
-            let Some(trial) = trials.trial(id) else {
-                continue;
-            };
-            let params = serde_json::to_value(&trial.spec).unwrap_or_default();
-            let mut row = Row {
-                id: id.clone(),
-                label: label.clone(),
-                axis_values: sweep.axes.iter().map(|a| axis_value(&params, a)).collect(),
-                params,
-                status: RowStatus::Queued,
-                reason: None,
-                test_accuracy: None,
-                best_val_accuracy: None,
-                test_binary_accuracy: None,
-                reported: *reported,
-                epochs: Vec::new(),
-                seconds: None,
-                worker: None,
-                attempt: 0,
-                resumed_from_epoch: None,
-                confusion: None,
-                class_names: Vec::new(),
-                provenance: None,
-                rank: None,
-                config: None,
-                metric_images: None,
-            };
-            match &trial.state {
-                TrialState::Queued { attempt } => {
-                    (row.status, row.attempt) = (RowStatus::Queued, *attempt)
-                }
-                TrialState::Running {
-                    attempt,
-                    worker,
-                    epochs,
-                    ..
-                } => {
-                    (row.status, row.attempt, row.worker) =
-                        (RowStatus::Running, *attempt, Some(worker.clone()));
-                    row.epochs = epochs.clone();
-                }
-                TrialState::Finished {
-                    attempt,
-                    worker,
-                    result,
-                } => {
-                    row.status = RowStatus::of(result.status);
-                    row.attempt = *attempt;
-                    row.worker = Some(worker.clone());
-                    row.reason = result.reason.clone();
-                    row.test_accuracy = result.test_accuracy();
-                    row.test_binary_accuracy = result.test.as_ref().and_then(|t| t.binary_accuracy);
-                    row.confusion = result.test.as_ref().map(|t| t.confusion.clone());
-                    row.class_names = result
-                        .test
-                        .as_ref()
-                        .map(|t| t.class_names.clone())
-                        .unwrap_or_default();
-                    row.best_val_accuracy = result.best_val_accuracy;
-                    row.epochs = result.epochs.clone();
-                    row.seconds = Some(result.seconds);
-                    row.provenance = result.provenance.clone();
-                    row.resumed_from_epoch = result.resumed_from_epoch;
-                    row.metric_images = match sweep.rank_by {
-                        Metric::TestAccuracy => result.test.as_ref().map(|t| t.images),
-                        Metric::BestValAccuracy => Some(result.val_images),
-                    };
-                }
-                TrialState::Failed { attempts, reason } => {
-                    (row.status, row.attempt, row.reason) =
-                        (RowStatus::Failed, *attempts, Some(reason.clone()));
-                }
-                TrialState::Cancelled => row.status = RowStatus::Cancelled,
+            if let Some(trial) = trials.trial(&t.id) {
+                rows.push(Row::of(sweep, t, trial));
             }
-            rows.push(row);
         }
         let m = sweep.rank_by;
         // Stable sort: ties keep plan order; rows without the metric go last.

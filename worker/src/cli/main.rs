@@ -55,21 +55,8 @@ struct Cli {
     /// File holding the worker token (instead of $SWEEP_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// CA certificate (PEM) that signed the coordinator's certificate (default: system roots).
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for coordinators that require mTLS.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key of --tls-cert (PEM).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Name to check the coordinator's certificate against (default: the URL's host).
-    #[arg(long)]
-    tls_domain: Option<String>,
-    /// Allow an http:// coordinator that is not on loopback (token sent unencrypted).
-    #[arg(long)]
-    plaintext: bool,
+    #[command(flatten)]
+    tls: ClientTls,
     /// Serve /healthz and /readyz over HTTP here (e.g. 0.0.0.0:8081); ready = connected.
     #[arg(long)]
     health_listen: Option<String>,
@@ -246,23 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             data,
             device,
-        } => {
-            let device = device::choose(device).map_err(anyhow::Error::msg)?;
-            let model =
-                worker::artifacts::export::load(&model, device).map_err(anyhow::Error::msg)?;
-            // The dataset is the one the model was trained on (its description says which);
-            // CIFAR-10 without --data is looked for as `worker train` does, download offered.
-            let data = match data {
-                None if model.info.trial.dataset == data::DatasetKind::Cifar10 => {
-                    Some(find_or_offer_fetch(None)?)
-                }
-                data => data,
-            };
-            let out = worker::artifacts::predict::eval(&model, data.as_deref())
-                .map_err(anyhow::Error::msg)?;
-            print_out(&serde_json::to_string_pretty(&out)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => eval_cmd(&model, data, device),
         Command::Predict {
             model,
             images,
@@ -282,45 +253,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     coarse,
                     image_size,
                 },
-        } => {
-            let arg = data.as_deref().map(data::DataArg::from_path);
-            let kind = match &arg {
-                Some(a) => match Dataset::detect(&a.dir) {
-                    data::DatasetKind::Cifar100 if coarse => data::DatasetKind::Cifar100Coarse,
-                    _ if a.image_folder => data::DatasetKind::ImageFolder(0),
-                    k => k,
-                },
-                None => data::DatasetKind::Cifar10,
-            };
-            let summary = match kind {
-                data::DatasetKind::Cifar10 => {
-                    let dir = find_or_offer_fetch(arg.as_ref().map(|a| a.dir.as_path()))?;
-                    Dataset::load(&dir, data::TRAIN_BATCHES)?
-                }
-                data::DatasetKind::ImageFolder(_) => {
-                    let dir = arg.map(|a| a.dir).unwrap_or_default();
-                    data::imagefolder::Folder::scan(&dir)?
-                        .load(image_size as usize, &data::imagefolder::Cache::from_env())?
-                }
-                k => Dataset::open(&data::find_data_for(data.as_deref(), k)?, k, 32, 5)?,
-            }
-            .summary();
-            print_out(&serde_json::to_string_pretty(&summary)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => data_check(data, coarse, image_size),
         Command::Data {
             command: DataCommand::Fetch { dest, url },
-        } => {
-            let mut archive = fetch::Archive::official();
-            if let Some(url) = url {
-                archive.url = url;
-            }
-            // Offline, say what to do by hand as well as why the download failed.
-            let root = fetch::fetch(&archive, &dest, std::io::stderr().is_terminal())
-                .map_err(|e| anyhow::anyhow!("{e}\n{}", data::missing_message(&dest)))?;
-            eprintln!("CIFAR-10 is ready in {}", root.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        } => fetch_cmd(&dest, url),
         Command::Bench {
             model,
             batch_size,
@@ -330,7 +266,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             precision,
             channels_last,
         } => {
-            let device = device::choose(device).map_err(anyhow::Error::msg)?;
             let config = worker::train::bench::BenchConfig {
                 model,
                 batch_size,
@@ -339,11 +274,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 precision,
                 channels_last,
             };
-            let result = worker::train::bench::run(config, device).map_err(anyhow::Error::msg)?;
-            print_out(&serde_json::to_string(&result)?);
-            Ok(ExitCode::SUCCESS)
+            bench_cmd(config, device)
         }
     }
+}
+
+/// `worker data fetch`: the official CIFAR-10 archive into `dest`.
+fn fetch_cmd(dest: &Path, url: Option<String>) -> Result<ExitCode> {
+    let mut archive = fetch::Archive::official();
+    if let Some(url) = url {
+        archive.url = url;
+    }
+    // Offline, say what to do by hand as well as why the download failed.
+    let root = fetch::fetch(&archive, dest, std::io::stderr().is_terminal())
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", data::missing_message(dest)))?;
+    eprintln!("CIFAR-10 is ready in {}", root.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `worker bench`: training throughput of one model.
+fn bench_cmd(config: worker::train::bench::BenchConfig, device: DeviceArg) -> Result<ExitCode> {
+    let device = device::choose(device).map_err(anyhow::Error::msg)?;
+    let result = worker::train::bench::run(config, device).map_err(anyhow::Error::msg)?;
+    print_out(&serde_json::to_string(&result)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `worker eval`: an exported model on the test set of the dataset it was trained on.
+fn eval_cmd(model: &Path, data: Option<PathBuf>, device: DeviceArg) -> Result<ExitCode> {
+    let device = device::choose(device).map_err(anyhow::Error::msg)?;
+    let model = worker::artifacts::export::load(model, device).map_err(anyhow::Error::msg)?;
+    // The dataset is the one the model was trained on (its description says which);
+    // CIFAR-10 without --data is looked for as `worker train` does, download offered.
+    let data = match data {
+        None if model.info.trial.dataset == data::DatasetKind::Cifar10 => {
+            Some(find_or_offer_fetch(None)?)
+        }
+        data => data,
+    };
+    let out =
+        worker::artifacts::predict::eval(&model, data.as_deref()).map_err(anyhow::Error::msg)?;
+    print_out(&serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `worker data check`: what a dataset directory holds, after reading all of it.
+fn data_check(data: Option<PathBuf>, coarse: bool, image_size: u32) -> Result<ExitCode> {
+    let arg = data.as_deref().map(data::DataArg::from_path);
+    let kind = match &arg {
+        Some(a) => match Dataset::detect(&a.dir) {
+            data::DatasetKind::Cifar100 if coarse => data::DatasetKind::Cifar100Coarse,
+            _ if a.image_folder => data::DatasetKind::ImageFolder(0),
+            k => k,
+        },
+        None => data::DatasetKind::Cifar10,
+    };
+    let summary = match kind {
+        data::DatasetKind::Cifar10 => {
+            let dir = find_or_offer_fetch(arg.as_ref().map(|a| a.dir.as_path()))?;
+            Dataset::load(&dir, data::TRAIN_BATCHES)?
+        }
+        data::DatasetKind::ImageFolder(_) => {
+            let dir = arg.map(|a| a.dir).unwrap_or_default();
+            data::imagefolder::Folder::scan(&dir)?
+                .load(image_size as usize, &data::imagefolder::Cache::from_env())?
+        }
+        k => Dataset::open(&data::find_data_for(data.as_deref(), k)?, k, 32, 5)?,
+    }
+    .summary();
+    print_out(&serde_json::to_string_pretty(&summary)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn worker_loop(cli: Cli) -> Result<ExitCode> {
@@ -385,13 +385,7 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
         device,
         slots: cli.slots.max(1),
         data: cli.data,
-        tls: ClientTls {
-            ca: cli.tls_ca,
-            cert: cli.tls_cert,
-            key: cli.tls_key,
-            domain: cli.tls_domain,
-            plaintext: cli.plaintext,
-        },
+        tls: cli.tls,
         connected: connected.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use sweep_proto::convert::{artifact_chunks, receive_artifact, CHUNK_BYTES};
+use sweep_proto::limits::MAX_CHECKPOINT_BYTES;
 use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
-use sweep_proto::tls::{ClientTls, TlsError};
+use sweep_proto::tls::{Bearer, ClientTls, TlsError};
 use sweep_proto::{EpochMetrics, TrialResult, TrialSpec};
 use tch::Device;
 use tokio::sync::mpsc;
-use tonic::metadata::MetadataValue;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -195,9 +195,6 @@ fn train_lease(
     })
 }
 
-/// Largest checkpoint accepted from the coordinator (its own limit).
-use sweep_proto::limits::MAX_CHECKPOINT_BYTES;
-
 /// How long a trial under early stopping waits, after each epoch, for the coordinator's
 /// verdict on it before it trains on regardless.
 const VERDICT_WAIT: Duration = Duration::from_secs(30);
@@ -227,19 +224,8 @@ impl Backoff {
     }
 }
 
-/// Adds the worker token to every request.
-#[derive(Clone)]
-struct Auth(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
 type Client = CoordinatorClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
 >;
 
 /// What outlives a session: the trials training on their threads and the results not yet
@@ -494,7 +480,7 @@ enum Failure {
 async fn open_session<'a>(
     opts: &'a Options,
     endpoint: &tonic::transport::Endpoint,
-    auth: &Auth,
+    auth: &Bearer,
     trials: &mut Trials,
 ) -> Result<(Session<'a>, Duration), Failure> {
     let outcome = try_open(opts, endpoint, auth, trials).await;
@@ -539,7 +525,7 @@ async fn missing_client_certificate(opts: &Options) -> Option<String> {
 async fn try_open<'a>(
     opts: &'a Options,
     endpoint: &tonic::transport::Endpoint,
-    auth: &Auth,
+    auth: &Bearer,
     trials: &mut Trials,
 ) -> Result<(Session<'a>, Duration), Failure> {
     let tls_error = |reason| {
@@ -612,11 +598,8 @@ pub async fn run(
     // A request that hangs (a half-dead network path) must end so the session can reconnect.
     let endpoint =
         sweep_proto::tls::endpoint(&opts.url, &opts.tls)?.timeout(Duration::from_secs(30));
-    let auth = Auth(
-        format!("Bearer {}", opts.token)
-            .parse()
-            .map_err(|_| ClientError::Refused("the token has invalid characters".into()))?,
-    );
+    let auth = Bearer::new(&opts.token)
+        .ok_or_else(|| ClientError::Refused("the token has invalid characters".into()))?;
     let (tx, rx) = mpsc::unbounded_channel::<Msg>();
     let mut trials = Trials {
         tx,

@@ -162,6 +162,31 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
+/// One trial while it trains: its data on the device, its model and optimiser, and the
+/// epochs it has trained (restored ones included).
+struct Session<'a> {
+    spec: &'a TrialSpec,
+    data: &'a Dataset,
+    device: Device,
+    pipe: Pipeline,
+    io: models::Io,
+    vs: nn::VarStore,
+    model: Box<dyn ModuleT>,
+    script: Option<Scripted>,
+    opt: optim::Optim,
+    epochs: Vec<EpochMetrics>,
+    /// Training images, the batch size, and batches per epoch.
+    n: i64,
+    bs: i64,
+    steps: i64,
+}
+
+/// How an epoch ended when it did not end with metrics.
+enum Cut {
+    /// The loss became NaN or infinite: (epoch, reason).
+    Diverged(u32, String),
+}
+
 fn train(
     spec: &TrialSpec,
     data: &Dataset,
@@ -169,146 +194,33 @@ fn train(
     control: &Control,
     observe: &mut dyn FnMut(Event),
 ) -> Result<TrialResult, String> {
-    spec.validate().map_err(|e| e.to_string())?;
-    tch::manual_seed(spec.seed as i64);
-    let pipe = Pipeline::new(data, spec, device).map_err(|e| e.to_string())?;
-    let io = models::Io {
-        channels: spec.input_channels(),
-        size: spec.image_size as i64,
-        classes: data.classes.len() as i64,
-    };
-    if data.shape.height != spec.image_size as usize || data.shape.width != spec.image_size as usize
-    {
-        return Err(format!(
-            "the dataset's images are {}x{}, the trial's image_size is {}",
-            data.shape.height, data.shape.width, spec.image_size
-        ));
-    }
-    let restored = control
-        .resume
-        .as_ref()
-        .map(|bytes| checkpoint::decode(bytes, spec));
-    let Start {
-        vs,
-        model,
-        script,
-        mut opt,
-        mut epochs,
-        resumed_from_epoch,
-        resume_note,
-    } = start(spec, device, io, restored)?;
-    if device.is_cuda() {
-        // Input shapes are fixed within a trial: let cuDNN time its algorithms once and keep
-        // the fastest.
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
+    let (mut t, resumed_from_epoch, resume_note) = Session::prepare(spec, data, device, control)?;
     // Held for the whole trial: autocast is per thread, and this thread trains the trial.
     let (_autocast, precision_note) = amp::enable(spec.precision, device, amp::bf16_works);
-
-    let n = pipe.train.len();
-    let bs = spec.batch_size as i64;
-    // A trailing batch of one image would break batch norm; it is dropped (as if by chance).
-    let steps = if n > 1 && n % bs == 1 {
-        n / bs
-    } else {
-        (n + bs - 1) / bs
-    };
-    let val_images = pipe.val.as_ref().map_or(0, Split::len);
-    let parameters = models::parameter_count(&vs);
+    let val_images = t.pipe.val.as_ref().map_or(0, Split::len);
+    let parameters = models::parameter_count(&t.vs);
     observe(Event::Started {
-        train_images: n,
+        train_images: t.n,
         val_images,
-        steps_per_epoch: steps,
+        steps_per_epoch: t.steps,
         parameters,
     });
-
     let mut notes: Vec<String> = precision_note.into_iter().collect();
     notes.extend(control.resume_note.clone());
     notes.extend(resume_note);
-    let mut diverged = None;
+    let mut cut = None;
     let mut stopped = None;
-    let mut last_checkpoint = (epochs.len() as u32, Instant::now());
-    'epochs: for epoch in epochs.len() as u32..spec.epochs {
-        tch::manual_seed(epoch_seed(spec.seed, epoch));
-        let t0 = Instant::now();
-        let mut tally = Tally::new(spec.loss, device);
-        let perm = Tensor::randperm(n, (Kind::Int64, device));
-        for step in 0..steps {
-            if control.cancel.load(Ordering::Relaxed) {
-                return Err(format!("cancelled during epoch {}", epoch + 1));
+    let mut last_checkpoint = (t.epochs.len() as u32, Instant::now());
+    for epoch in t.epochs.len() as u32..spec.epochs {
+        let m = match t.epoch(epoch, control, observe)? {
+            Ok(m) => m,
+            Err(c) => {
+                cut = Some(c);
+                break;
             }
-            let start = step * bs;
-            let len = bs.min(n - start);
-            opt.set_lr(schedule::lr_at(
-                spec,
-                epoch as f64 + step as f64 / steps as f64,
-            ));
-            let (x, y) = pipe.train_batch(&perm.narrow(0, start, len));
-            let x = layout(x, spec);
-            let logits = model.forward_t(&x, true);
-            let mut loss = metrics::loss(&logits, &y, spec.loss, spec.label_smoothing);
-            // Keras' l2() is part of the loss it minimises and logs (train loss only here).
-            if let Some(penalty) = optim::l2_penalty(&vs, spec) {
-                loss += penalty;
-            }
-            opt.backward_step(&loss);
-            tally.add(&loss, &logits, &y);
-            let check = step % LOSS_CHECK_EVERY == 0 || step + 1 == steps;
-            let value = check.then(|| loss.double_value(&[]));
-            if let Some(v) = value.filter(|v| !v.is_finite()) {
-                diverged = Some((
-                    epoch + 1,
-                    format!(
-                        "training loss became {v} at epoch {}, step {}",
-                        epoch + 1,
-                        step + 1
-                    ),
-                ));
-                break 'epochs;
-            }
-            observe(Event::Step {
-                epoch: epoch + 1,
-                step: step + 1,
-                steps,
-                loss: value,
-            });
-        }
-        let train_seconds = t0.elapsed().as_secs_f64();
-        let (train_loss, train_accuracy, train_binary_accuracy) = tally.finish();
-        if !train_loss.is_finite() {
-            diverged = Some((
-                epoch + 1,
-                format!("training loss became {train_loss} in epoch {}", epoch + 1),
-            ));
-            break;
-        }
-        let val = pipe
-            .val
-            .as_ref()
-            .map(|v| evaluate(model.as_ref(), &pipe, v, spec, None));
-        // A NaN or infinite validation loss cannot be reported as a metric (the coordinator
-        // refuses it): the epoch diverged.
-        if let Some(v) = val.map(|v| v.0).filter(|v| !v.is_finite()) {
-            diverged = Some((
-                epoch + 1,
-                format!("validation loss became {v} in epoch {}", epoch + 1),
-            ));
-            break;
-        }
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss,
-            train_accuracy,
-            val_loss: val.map(|v| v.0),
-            val_accuracy: val.map(|v| v.1),
-            train_binary_accuracy,
-            val_binary_accuracy: val.and_then(|v| v.2),
-            lr: schedule::lr_at(spec, epoch as f64),
-            seconds: t0.elapsed().as_secs_f64(),
-            images_per_sec: tally.images() as f64 / train_seconds.max(1e-9),
         };
         observe(Event::Epoch(&m));
-        epochs.push(m);
+        t.epochs.push(m);
         // The observer may have heard, for this epoch, that the trial goes no further.
         stopped = control.stop_reason();
         if stopped.is_some() && epoch + 1 < spec.epochs {
@@ -321,47 +233,12 @@ fn train(
                 .checkpoints
                 .due(epoch + 1 - since, at.elapsed().as_secs_f64())
         {
-            let (state, step) = opt.state();
-            let header = checkpoint::Header {
-                semantics: sweep_proto::TRAINER_SEMANTICS,
-                spec_sha256: checkpoint::spec_sha256(spec),
-                epoch: epoch + 1,
-                optimizer_step: step,
-                epochs: epochs.clone(),
-            };
-            // A checkpoint that cannot be written costs only the resume: training goes on.
-            let module = script.as_ref().map(Scripted::to_bytes).transpose();
-            match module.and_then(|m| checkpoint::encode(&header, &vs, &state, m.as_deref())) {
-                Ok(bytes) => observe(Event::Checkpoint {
-                    epoch: epoch + 1,
-                    bytes: &bytes,
-                }),
-                Err(e) => tracing::warn!("no checkpoint after epoch {}: {e}", epoch + 1),
-            }
+            t.checkpoint(epoch + 1, observe);
             last_checkpoint = (epoch + 1, Instant::now());
         }
     }
-    let best_val_accuracy = epochs
-        .iter()
-        .filter_map(|e| e.val_accuracy)
-        .reduce(f64::max);
-    let mut result = TrialResult {
-        status: TrialStatus::Completed,
-        reason: None,
-        epochs,
-        test: None,
-        best_val_accuracy,
-        train_images: n as u64,
-        val_images: val_images as u64,
-        parameters,
-        device: device_name(device),
-        seconds: 0.0,
-        notes,
-        diverged_epoch: None,
-        resumed_from_epoch,
-        provenance: None,
-    };
-    if let Some((epoch, reason)) = diverged {
+    let mut result = t.result(val_images, parameters, notes, resumed_from_epoch);
+    if let Some(Cut::Diverged(epoch, reason)) = cut {
         result.status = TrialStatus::Diverged;
         result.reason = Some(reason);
         result.diverged_epoch = Some(epoch);
@@ -372,56 +249,266 @@ fn train(
         result.reason = Some(why);
     }
     observe(Event::Testing);
-    let mut confusion = Confusion::new(device, data.classes.len());
-    let (loss, accuracy, binary_accuracy) = evaluate(
-        model.as_ref(),
-        &pipe,
-        &pipe.test,
-        spec,
-        Some(&mut confusion),
-    );
-    let matrix = confusion.matrix();
-    result.test = Some(TestMetrics {
-        loss,
-        accuracy,
-        binary_accuracy,
-        per_class_accuracy: metrics::per_class_accuracy(&matrix),
-        confusion: matrix,
-        images: pipe.test.len() as u64,
-        class_names: data.classes.clone(),
-    });
+    let test = t.test();
+    let accuracy = test.accuracy;
+    result.test = Some(test);
     if control.export_model {
-        let info = crate::artifacts::export::ModelInfo {
-            format: 1,
-            trial_id: crate::artifacts::export::trial_id(spec),
-            trial: spec.clone(),
-            classes: data.classes.clone(),
-            input: [spec.input_channels(), io.size, io.size],
-            mean: crate::artifacts::export::channel_values(&pipe.mean),
-            std: crate::artifacts::export::channel_values(&pipe.std),
-            test_accuracy: Some(accuracy),
-            test_images: Some(pipe.test.len() as u64),
-            semantics: sweep_proto::TRAINER_SEMANTICS,
-        };
-        // A model that cannot be written costs only the export: the result stands.
-        let file = match &script {
-            Some(script) => script
-                .to_bytes()
-                .and_then(|module| torchscript::portable(&module))
-                .and_then(|module| crate::artifacts::export::encode_module(&module, &info)),
-            None => crate::artifacts::export::encode(&vs, &info),
-        };
-        match file {
+        match t.export(accuracy) {
             Ok(bytes) => observe(Event::Model {
                 epochs: result.epochs.len() as u32,
                 bytes: &bytes,
             }),
+            // A model that cannot be written costs only the export: the result stands.
             Err(e) => result
                 .notes
                 .push(format!("the trained model was not exported: {e}")),
         }
     }
     Ok(result)
+}
+
+impl<'a> Session<'a> {
+    /// Checks the trial against its data, seeds, moves the data to the device, and builds
+    /// (or restores from `control.resume`) the model and optimiser. Also returns the epoch
+    /// resumed from and why a checkpoint was not used.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        spec: &'a TrialSpec,
+        data: &'a Dataset,
+        device: Device,
+        control: &Control,
+    ) -> Result<(Session<'a>, Option<u32>, Option<String>), String> {
+        spec.validate().map_err(|e| e.to_string())?;
+        tch::manual_seed(spec.seed as i64);
+        let pipe = Pipeline::new(data, spec, device).map_err(|e| e.to_string())?;
+        let io = models::Io {
+            channels: spec.input_channels(),
+            size: spec.image_size as i64,
+            classes: data.classes.len() as i64,
+        };
+        if data.shape.height != spec.image_size as usize
+            || data.shape.width != spec.image_size as usize
+        {
+            return Err(format!(
+                "the dataset's images are {}x{}, the trial's image_size is {}",
+                data.shape.height, data.shape.width, spec.image_size
+            ));
+        }
+        let restored = control
+            .resume
+            .as_ref()
+            .map(|bytes| checkpoint::decode(bytes, spec));
+        let s = start(spec, device, io, restored)?;
+        if device.is_cuda() {
+            // Input shapes are fixed within a trial: let cuDNN time its algorithms once and
+            // keep the fastest.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        let n = pipe.train.len();
+        let bs = spec.batch_size as i64;
+        // A trailing batch of one image would break batch norm; it is dropped (as if by
+        // chance).
+        let steps = if n > 1 && n % bs == 1 {
+            n / bs
+        } else {
+            (n + bs - 1) / bs
+        };
+        let session = Session {
+            spec,
+            data,
+            device,
+            pipe,
+            io,
+            vs: s.vs,
+            model: s.model,
+            script: s.script,
+            opt: s.opt,
+            epochs: s.epochs,
+            n,
+            bs,
+            steps,
+        };
+        Ok((session, s.resumed_from_epoch, s.resume_note))
+    }
+
+    /// Trains epoch `epoch` (0-based) and validates it: its metrics, or why it was cut
+    /// short. Cancelling is an error (the trial ends as failed).
+    fn epoch(
+        &mut self,
+        epoch: u32,
+        control: &Control,
+        observe: &mut dyn FnMut(Event),
+    ) -> Result<Result<EpochMetrics, Cut>, String> {
+        let (spec, n, bs, steps) = (self.spec, self.n, self.bs, self.steps);
+        tch::manual_seed(epoch_seed(spec.seed, epoch));
+        let t0 = Instant::now();
+        let mut tally = Tally::new(spec.loss, self.device);
+        let perm = Tensor::randperm(n, (Kind::Int64, self.device));
+        for step in 0..steps {
+            if control.cancel.load(Ordering::Relaxed) {
+                return Err(format!("cancelled during epoch {}", epoch + 1));
+            }
+            let start = step * bs;
+            let len = bs.min(n - start);
+            self.opt.set_lr(schedule::lr_at(
+                spec,
+                epoch as f64 + step as f64 / steps as f64,
+            ));
+            let (x, y) = self.pipe.train_batch(&perm.narrow(0, start, len));
+            let x = layout(x, spec);
+            let logits = self.model.forward_t(&x, true);
+            let mut loss = metrics::loss(&logits, &y, spec.loss, spec.label_smoothing);
+            // Keras' l2() is part of the loss it minimises and logs (train loss only here).
+            if let Some(penalty) = optim::l2_penalty(&self.vs, spec) {
+                loss += penalty;
+            }
+            self.opt.backward_step(&loss);
+            tally.add(&loss, &logits, &y);
+            let check = step % LOSS_CHECK_EVERY == 0 || step + 1 == steps;
+            let value = check.then(|| loss.double_value(&[]));
+            if let Some(v) = value.filter(|v| !v.is_finite()) {
+                let why = format!(
+                    "training loss became {v} at epoch {}, step {}",
+                    epoch + 1,
+                    step + 1
+                );
+                return Ok(Err(Cut::Diverged(epoch + 1, why)));
+            }
+            observe(Event::Step {
+                epoch: epoch + 1,
+                step: step + 1,
+                steps,
+                loss: value,
+            });
+        }
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let (train_loss, train_accuracy, train_binary_accuracy) = tally.finish();
+        if !train_loss.is_finite() {
+            let why = format!("training loss became {train_loss} in epoch {}", epoch + 1);
+            return Ok(Err(Cut::Diverged(epoch + 1, why)));
+        }
+        let val = self
+            .pipe
+            .val
+            .as_ref()
+            .map(|v| evaluate(self.model.as_ref(), &self.pipe, v, spec, None));
+        // A NaN or infinite validation loss cannot be reported as a metric (the coordinator
+        // refuses it): the epoch diverged.
+        if let Some(v) = val.map(|v| v.0).filter(|v| !v.is_finite()) {
+            let why = format!("validation loss became {v} in epoch {}", epoch + 1);
+            return Ok(Err(Cut::Diverged(epoch + 1, why)));
+        }
+        Ok(Ok(EpochMetrics {
+            epoch: epoch + 1,
+            train_loss,
+            train_accuracy,
+            val_loss: val.map(|v| v.0),
+            val_accuracy: val.map(|v| v.1),
+            train_binary_accuracy,
+            val_binary_accuracy: val.and_then(|v| v.2),
+            lr: schedule::lr_at(spec, epoch as f64),
+            seconds: t0.elapsed().as_secs_f64(),
+            images_per_sec: tally.images() as f64 / train_seconds.max(1e-9),
+        }))
+    }
+
+    /// Hands out a checkpoint after `epoch` epochs. One that cannot be written costs only
+    /// the resume: training goes on.
+    fn checkpoint(&self, epoch: u32, observe: &mut dyn FnMut(Event)) {
+        let (state, step) = self.opt.state();
+        let header = checkpoint::Header {
+            semantics: sweep_proto::TRAINER_SEMANTICS,
+            spec_sha256: checkpoint::spec_sha256(self.spec),
+            epoch,
+            optimizer_step: step,
+            epochs: self.epochs.clone(),
+        };
+        let module = self.script.as_ref().map(Scripted::to_bytes).transpose();
+        match module.and_then(|m| checkpoint::encode(&header, &self.vs, &state, m.as_deref())) {
+            Ok(bytes) => observe(Event::Checkpoint {
+                epoch,
+                bytes: &bytes,
+            }),
+            Err(e) => tracing::warn!("no checkpoint after epoch {epoch}: {e}"),
+        }
+    }
+
+    /// The result of the epochs trained, completed until said otherwise, with no test yet.
+    fn result(
+        &mut self,
+        val_images: i64,
+        parameters: u64,
+        notes: Vec<String>,
+        resumed_from_epoch: Option<u32>,
+    ) -> TrialResult {
+        let epochs = std::mem::take(&mut self.epochs);
+        TrialResult {
+            status: TrialStatus::Completed,
+            reason: None,
+            best_val_accuracy: epochs
+                .iter()
+                .filter_map(|e| e.val_accuracy)
+                .reduce(f64::max),
+            epochs,
+            test: None,
+            train_images: self.n as u64,
+            val_images: val_images as u64,
+            parameters,
+            device: device_name(self.device),
+            seconds: 0.0,
+            notes,
+            diverged_epoch: None,
+            resumed_from_epoch,
+            provenance: None,
+        }
+    }
+
+    /// The test set's metrics and confusion matrix.
+    fn test(&self) -> TestMetrics {
+        let mut confusion = Confusion::new(self.device, self.data.classes.len());
+        let (loss, accuracy, binary_accuracy) = evaluate(
+            self.model.as_ref(),
+            &self.pipe,
+            &self.pipe.test,
+            self.spec,
+            Some(&mut confusion),
+        );
+        let matrix = confusion.matrix();
+        TestMetrics {
+            loss,
+            accuracy,
+            binary_accuracy,
+            per_class_accuracy: metrics::per_class_accuracy(&matrix),
+            confusion: matrix,
+            images: self.pipe.test.len() as u64,
+            class_names: self.data.classes.clone(),
+        }
+    }
+
+    /// The trained model as a model file (see [`crate::artifacts::export`]).
+    fn export(&self, test_accuracy: f64) -> Result<Vec<u8>, String> {
+        use crate::artifacts::export;
+        let spec = self.spec;
+        let info = export::ModelInfo {
+            format: 1,
+            trial_id: export::trial_id(spec),
+            trial: spec.clone(),
+            classes: self.data.classes.clone(),
+            input: [spec.input_channels(), self.io.size, self.io.size],
+            mean: export::channel_values(&self.pipe.mean),
+            std: export::channel_values(&self.pipe.std),
+            test_accuracy: Some(test_accuracy),
+            test_images: Some(self.pipe.test.len() as u64),
+            semantics: sweep_proto::TRAINER_SEMANTICS,
+        };
+        match &self.script {
+            Some(script) => script
+                .to_bytes()
+                .and_then(|module| torchscript::portable(&module))
+                .and_then(|module| export::encode_module(&module, &info)),
+            None => export::encode(&self.vs, &info),
+        }
+    }
 }
 
 /// A trial ready for its first epoch to train: the model, its optimiser and, when resumed
