@@ -7,7 +7,7 @@ use coordinator::app::Handle;
 use coordinator::sched::core::{Config, TrialState};
 use std::path::Path;
 use sweep_proto::pb::{self, admin_client::AdminClient, coordinator_client::CoordinatorClient};
-use sweep_proto::{TestMetrics, TrialResult, TrialStatus};
+use sweep_proto::{TrialResult, TrialStatus};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -150,30 +150,15 @@ async fn lease_one(c: &mut Client, worker: &str) -> pb::Lease {
 
 /// A valid completed result whose best validation accuracy is `acc`.
 fn result_msg(acc: f64) -> pb::TrialResult {
-    pb::TrialResult::from(&TrialResult {
-        status: TrialStatus::Completed,
-        reason: None,
-        epochs: vec![],
-        test: Some(TestMetrics {
-            loss: 1.0,
-            accuracy: 0.5,
-            binary_accuracy: None,
-            per_class_accuracy: vec![0.5, 0.5],
-            confusion: vec![vec![1, 1], vec![1, 1]],
-            images: 4,
-            class_names: Vec::new(),
-        }),
-        best_val_accuracy: Some(acc),
-        train_images: 1,
-        val_images: 0,
-        parameters: 1,
-        device: "cpu".into(),
-        seconds: 1.0,
-        notes: Vec::new(),
-        diverged_epoch: None,
-        resumed_from_epoch: None,
-        provenance: None,
-    })
+    pb::TrialResult::from(
+        &TrialResult::builder()
+            .test_accuracy(0.5)
+            .best_val_accuracy(acc)
+            .images(1, 0)
+            .parameters(1)
+            .seconds(1.0)
+            .build(),
+    )
 }
 
 fn report(worker: &str, trial: &str, attempt: u32, result: pb::TrialResult) -> pb::ResultReport {

@@ -24,6 +24,7 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 
 pub mod convert;
 pub mod health;
+pub mod ids;
 pub mod limits;
 pub mod module;
 pub mod result;

@@ -357,24 +357,33 @@ impl TrialResult {
 }
 
 impl TrialResult {
-    /// A trial that could not run, with the reason.
-    pub fn failed(reason: String, device: String) -> TrialResult {
-        TrialResult {
-            status: TrialStatus::Failed,
-            reason: Some(reason),
+    /// A result built field by field (tests, tools, benchmarks): see [`ResultBuilder`].
+    pub fn builder() -> ResultBuilder {
+        ResultBuilder(TrialResult {
+            status: TrialStatus::Completed,
+            reason: None,
             epochs: Vec::new(),
             test: None,
             best_val_accuracy: None,
             train_images: 0,
             val_images: 0,
             parameters: 0,
-            device,
+            device: "cpu".into(),
             seconds: 0.0,
             notes: Vec::new(),
             diverged_epoch: None,
             resumed_from_epoch: None,
             provenance: None,
-        }
+        })
+    }
+
+    /// A trial that could not run, with the reason.
+    pub fn failed(reason: String, device: String) -> TrialResult {
+        TrialResult::builder()
+            .status(TrialStatus::Failed)
+            .reason(reason)
+            .device(device)
+            .build()
     }
 
     /// The trainer semantics the result was produced under (1 when it predates provenance).
@@ -385,5 +394,87 @@ impl TrialResult {
     /// True top-1 test accuracy, for completed trials.
     pub fn test_accuracy(&self) -> Option<f64> {
         self.test.as_ref().map(|t| t.accuracy)
+    }
+}
+
+/// Builds a [`TrialResult`]: it starts as a completed trial on the CPU with no epochs, no
+/// test metrics and nothing counted, and each method sets one field. A new result field
+/// needs its default in [`TrialResult::builder`] only, not in every test that makes results.
+#[derive(Debug, Clone)]
+pub struct ResultBuilder(TrialResult);
+
+impl ResultBuilder {
+    pub fn status(mut self, status: TrialStatus) -> Self {
+        self.0.status = status;
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.0.reason = Some(reason.into());
+        self
+    }
+
+    pub fn epochs(mut self, epochs: Vec<EpochMetrics>) -> Self {
+        self.0.epochs = epochs;
+        self
+    }
+
+    pub fn test(mut self, test: TestMetrics) -> Self {
+        self.0.test = Some(test);
+        self
+    }
+
+    /// Test metrics with this accuracy over a balanced two-class confusion matrix of four
+    /// images (loss 1).
+    pub fn test_accuracy(self, accuracy: f64) -> Self {
+        self.test(TestMetrics {
+            loss: 1.0,
+            accuracy,
+            binary_accuracy: None,
+            per_class_accuracy: vec![0.5, 0.5],
+            confusion: vec![vec![1, 1], vec![1, 1]],
+            images: 4,
+            class_names: Vec::new(),
+        })
+    }
+
+    pub fn best_val_accuracy(mut self, accuracy: f64) -> Self {
+        self.0.best_val_accuracy = Some(accuracy);
+        self
+    }
+
+    /// Training and validation images.
+    pub fn images(mut self, train: u64, val: u64) -> Self {
+        (self.0.train_images, self.0.val_images) = (train, val);
+        self
+    }
+
+    pub fn parameters(mut self, parameters: u64) -> Self {
+        self.0.parameters = parameters;
+        self
+    }
+
+    pub fn device(mut self, device: impl Into<String>) -> Self {
+        self.0.device = device.into();
+        self
+    }
+
+    pub fn seconds(mut self, seconds: f64) -> Self {
+        self.0.seconds = seconds;
+        self
+    }
+
+    pub fn diverged_epoch(mut self, epoch: u32) -> Self {
+        self.0.diverged_epoch = Some(epoch);
+        self
+    }
+
+    pub fn provenance(mut self, provenance: Provenance) -> Self {
+        self.0.provenance = Some(provenance);
+        self
+    }
+
+    pub fn build(self) -> TrialResult {
+        self.0
     }
 }

@@ -13,31 +13,29 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-9876543210";
 pub const SLOW: &str = "[defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_images = 50\nepochs = 3\nbatch_size = 50\n\
                         [grid]\nseed = [1, 2, 3]\n";
 
-/// (id, state, attempt, worker) of every trial in the database.
-pub fn states(db: &Path) -> Vec<(String, String, u32, Option<String>)> {
+/// Every trial in the database as stored.
+pub fn states(db: &Path) -> Vec<coordinator::store::RawTrial> {
     Store::open(db)
         .and_then(|s| s.raw_states())
         .unwrap_or_default()
 }
 
 pub fn any_in(db: &Path, state: &str) -> bool {
-    states(db).iter().any(|t| t.1 == state)
+    states(db).iter().any(|t| t.state == state)
 }
 
 pub fn all_finished(db: &Path, n: usize) -> bool {
     let s = states(db);
-    s.len() == n && s.iter().all(|t| t.1 == "finished")
+    s.len() == n && s.iter().all(|t| t.state == "finished")
 }
 
 /// A running trial that has stored at least one epoch: (id, attempt, worker).
 pub fn running_with_an_epoch(db: &Path) -> Option<(String, u32, String)> {
     let store = Store::open(db).ok()?;
-    states(db)
-        .into_iter()
-        .find_map(|(id, state, attempt, worker)| {
-            (state == "running" && store.epochs_of(&id, attempt).unwrap_or(0) >= 1)
-                .then(|| (id, attempt, worker.unwrap_or_default()))
-        })
+    states(db).into_iter().find_map(|t| {
+        (t.state == "running" && store.epochs_of(&t.id, t.attempt).unwrap_or(0) >= 1)
+            .then(|| (t.id.to_string(), t.attempt, t.worker.unwrap_or_default()))
+    })
 }
 
 pub fn write_sweep(dir: &Path, name: &str, body: &str) -> PathBuf {

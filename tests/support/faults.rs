@@ -213,7 +213,12 @@ pub fn assert_every_result_counted_once(c: &Cluster, n: usize, workers: &[&Proc]
             } => {
                 assert_eq!(accepted.len(), 1, "trial {}: accepted {accepted:?}", t.id);
                 let s = accepted[0];
-                assert_eq!((&s.worker, s.attempt), (worker, *attempt), "trial {}", t.id);
+                assert_eq!(
+                    (s.worker.as_str(), s.attempt),
+                    (worker.as_str(), *attempt),
+                    "trial {}",
+                    t.id
+                );
                 assert_eq!(
                     serde_json::to_value(result).unwrap(),
                     s.result,

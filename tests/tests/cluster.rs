@@ -237,10 +237,14 @@ fn killed_worker_trial_finishes_elsewhere() {
         let store = Store::open(&db).unwrap();
         states(&db)
             .iter()
-            .any(|t| t.1 == "running" && store.epochs_of(&t.0, t.2).unwrap_or(0) >= 1)
+            .any(|t| t.state == "running" && store.epochs_of(&t.id, t.attempt).unwrap_or(0) >= 1)
     });
     assert!(running, "no trial got going: {}", victim.log_text());
-    let (victim_trial, _, attempt, _) = states(&db).into_iter().find(|t| t.1 == "running").unwrap();
+    let running = states(&db)
+        .into_iter()
+        .find(|t| t.state == "running")
+        .unwrap();
+    let (victim_trial, attempt) = (running.id, running.attempt);
     assert_eq!(attempt, 1);
     victim.kill();
 
@@ -251,9 +255,9 @@ fn killed_worker_trial_finishes_elsewhere() {
         states(&db)
     );
     let s = states(&db);
-    let t = s.iter().find(|t| t.0 == victim_trial).unwrap();
-    assert_eq!(t.2, 2, "the killed trial ran again as attempt 2");
-    assert!(t.3.as_deref().unwrap().starts_with("rescuer"));
+    let t = s.iter().find(|t| t.id == victim_trial).unwrap();
+    assert_eq!(t.attempt, 2, "the killed trial ran again as attempt 2");
+    assert!(t.worker.as_deref().unwrap().starts_with("rescuer"));
     // Every trial has exactly one result, and all came from the rescuer: the victim died
     // before finishing anything, and its attempt's late report could not count.
     let store = Store::open(&db).unwrap();
@@ -392,7 +396,7 @@ fn kill_after_a_checkpoint(damage: bool) {
     std::thread::sleep(Duration::from_millis(500));
     let (trial, epoch) = saved(2).unwrap();
     assert!(epoch < 6, "killed mid-trial: {epoch}");
-    assert_eq!(states(&db)[0].1, "running");
+    assert_eq!(states(&db)[0].state, "running");
     victim.kill();
     if damage {
         let file = dir.join(format!("{trial}.ckpt"));
@@ -500,12 +504,12 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
         "{}",
         w.log_text()
     );
-    let finished_before: Vec<String> = states(&db)
+    let finished_before: Vec<_> = states(&db)
         .into_iter()
-        .filter(|t| t.1 == "finished")
-        .map(|t| t.0)
+        .filter(|t| t.state == "finished")
+        .map(|t| t.id)
         .collect();
-    let results_of = |ids: &[String]| -> Vec<String> {
+    let results_of = |ids: &[coordinator::sched::core::TrialId]| -> Vec<String> {
         let trials = Store::open(&db).unwrap().load_trials().unwrap();
         trials
             .into_iter()
@@ -578,7 +582,7 @@ fn cpu_workers_never_get_cuda_trials() {
     let _w = c.worker("cpu-only");
     assert!(wait_until(Duration::from_secs(60), || states(&db)
         .iter()
-        .filter(|t| t.1 == "finished")
+        .filter(|t| t.state == "finished")
         .count()
         == 2));
     std::thread::sleep(Duration::from_secs(2));
@@ -623,7 +627,7 @@ fn cancel_stops_a_running_sweep() {
         w.log_text()
     );
     assert!(
-        states(&db).iter().all(|t| t.1 == "cancelled"),
+        states(&db).iter().all(|t| t.state == "cancelled"),
         "{:?}",
         states(&db)
     );
@@ -694,7 +698,7 @@ fn ctrl_c_stops_the_sweep_and_a_second_run_resumes() {
     assert!(first
         .log_text()
         .contains("Run the same command again to resume"));
-    let finished_before = states(&db).iter().filter(|t| t.1 == "finished").count();
+    let finished_before = states(&db).iter().filter(|t| t.state == "finished").count();
     assert!((1..3).contains(&finished_before), "{:?}", states(&db));
 
     let second = start().output().unwrap();

@@ -81,10 +81,12 @@ fn a_hung_worker_loses_its_lease_and_its_late_result_is_ignored() {
     let rescuer = c.worker("rescuer");
     assert!(
         wait_until(Duration::from_secs(60), || states(&c.db).iter().any(|t| t
-            .0
+            .id
             == trial
-            && t.2 == 2
-            && t.3.as_deref().is_some_and(|w| w.starts_with("rescuer-")))),
+            && t.attempt == 2
+            && t.worker
+                .as_deref()
+                .is_some_and(|w| w.starts_with("rescuer-")))),
         "the lease was not given away: {:?}",
         states(&c.db)
     );
@@ -139,14 +141,14 @@ fn network_cuts_short_and_long() {
     assert!(
         wait_until(Duration::from_secs(120), || states(&c.db)
             .iter()
-            .any(|t| t.0 == first && t.1 == "finished")),
+            .any(|t| t.id == first && t.state == "finished")),
         "{:?}\n{}",
         states(&c.db),
         w.log_text()
     );
-    let t = states(&c.db).into_iter().find(|t| t.0 == first).unwrap();
+    let t = states(&c.db).into_iter().find(|t| t.id == first).unwrap();
     assert_eq!(
-        (t.2, t.3.as_deref()),
+        (t.attempt, t.worker.as_deref()),
         (1, Some(id.as_str())),
         "{}",
         w.log_text()
@@ -171,10 +173,10 @@ fn network_cuts_short_and_long() {
     proxy.cut();
     assert!(
         wait_until(Duration::from_secs(30), || states(&c.db).iter().any(|t| t
-            .0
+            .id
             == second
-            && t.1 == "queued"
-            && t.2 == 2)),
+            && t.state == "queued"
+            && t.attempt == 2)),
         "{:?}",
         states(&c.db)
     );
@@ -213,10 +215,10 @@ fn a_full_disk_stops_work_and_loses_nothing() {
         w.log_text()
     );
     assert_eq!(http_status(c.health_port, "/readyz"), Some(200));
-    let finished_before: Vec<String> = states(&c.db)
+    let finished_before: Vec<_> = states(&c.db)
         .into_iter()
-        .filter(|t| t.1 == "finished")
-        .map(|t| t.0)
+        .filter(|t| t.state == "finished")
+        .map(|t| t.id)
         .collect();
     // The disk is "full": no file of the coordinator may grow (its write-ahead log must).
     let wal = std::fs::metadata(c.db.with_extension("db-wal"))
@@ -242,10 +244,10 @@ fn a_full_disk_stops_work_and_loses_nothing() {
         "{}",
         w.log_text()
     );
-    let finished_during: Vec<String> = states(&c.db)
+    let finished_during: Vec<_> = states(&c.db)
         .into_iter()
-        .filter(|t| t.1 == "finished")
-        .map(|t| t.0)
+        .filter(|t| t.state == "finished")
+        .map(|t| t.id)
         .collect();
     assert_eq!(finished_during, finished_before);
 

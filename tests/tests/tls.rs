@@ -131,7 +131,7 @@ impl TlsCluster {
             .and_then(|s| s.raw_states())
             .unwrap_or_default()
             .iter()
-            .filter(|t| t.1 == "finished")
+            .filter(|t| t.state == "finished")
             .count()
     }
 }

@@ -5,6 +5,7 @@
 use super::convert::{event_pb, summary_pb, view_pb};
 use crate::app::{blocking, AppError, EventKind, Handle};
 use crate::plan::{self, MAX_FILE_BYTES, MAX_TRIALS};
+use crate::sched::core::TrialId;
 use std::collections::HashSet;
 use std::path::Path;
 use std::pin::Pin;
@@ -75,7 +76,7 @@ impl Admin for AdminService {
         let h = self.handle.clone();
         run(move || {
             let stale = h.submit(&sweep, r.rerun)?;
-            let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+            let ids: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
             let finished = h.counts(&ids).finished;
             tracing::info!(sweep = %sweep.name, trials = ids.len(), "sweep submitted");
             Ok(pb::SubmitSweepResponse {
@@ -117,7 +118,9 @@ impl Admin for AdminService {
         let r = req.into_inner();
         let h = self.handle.clone();
         let cancelled = run(move || h.cancel_in(&r.sweep, &r.trial_id)).await?;
-        Ok(Response::new(pb::CancelResponse { cancelled }))
+        Ok(Response::new(pb::CancelResponse {
+            cancelled: cancelled.into_iter().map(String::from).collect(),
+        }))
     }
 
     async fn rerun(
@@ -127,7 +130,9 @@ impl Admin for AdminService {
         let r = req.into_inner();
         let h = self.handle.clone();
         let queued = run(move || h.rerun(&r.sweep)).await?;
-        Ok(Response::new(pb::RerunResponse { queued }))
+        Ok(Response::new(pb::RerunResponse {
+            queued: queued.into_iter().map(String::from).collect(),
+        }))
     }
 
     async fn get_report(
@@ -174,7 +179,7 @@ impl Admin for AdminService {
         .await?;
         let header = pb::CheckpointChunk {
             lease: Some(pb::LeaseRef {
-                trial_id: trial,
+                trial_id: trial.into(),
                 attempt: 0,
             }),
             size: bytes.len() as u64,
@@ -227,10 +232,10 @@ impl Admin for AdminService {
                 s.trials
                     .into_iter()
                     .map(|t| t.id)
-                    .collect::<HashSet<String>>()
+                    .collect::<HashSet<TrialId>>()
             })
         };
-        let mut filter: Option<HashSet<String>> = if name.is_empty() {
+        let mut filter: Option<HashSet<TrialId>> = if name.is_empty() {
             None
         } else {
             Some(members(self.handle.clone(), name.clone()).await?)

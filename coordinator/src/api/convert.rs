@@ -25,14 +25,14 @@ impl From<AppError> for Status {
 pub fn lease_ref(l: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
     let l = l.ok_or_else(|| Status::invalid_argument("missing lease"))?;
     Ok(LeaseRef {
-        trial: l.trial_id,
+        trial: l.trial_id.into(),
         attempt: l.attempt,
     })
 }
 
 pub fn lease_ref_pb(l: LeaseRef) -> pb::LeaseRef {
     pb::LeaseRef {
-        trial_id: l.trial,
+        trial_id: l.trial.into(),
         attempt: l.attempt,
     }
 }
@@ -47,7 +47,7 @@ pub fn device(d: i32) -> Result<DeviceKind, Status> {
 
 pub fn lease_pb(g: LeaseGrant) -> pb::Lease {
     pb::Lease {
-        trial_id: g.lease.trial,
+        trial_id: g.lease.trial.into(),
         attempt: g.lease.attempt,
         spec_toml: g.spec_toml.to_string(),
         data_hint: g.data_hint,
@@ -82,9 +82,9 @@ fn event_kind(k: EventKind) -> pb::EventKind {
 pub fn event_pb(e: Event) -> pb::TrialEvent {
     pb::TrialEvent {
         kind: event_kind(e.kind) as i32,
-        trial_id: e.trial,
+        trial_id: e.trial.into(),
         attempt: e.attempt,
-        worker_id: e.worker,
+        worker_id: e.worker.into(),
         metrics: e.metrics.as_ref().map(pb::EpochMetrics::from),
         status: e.status.map_or(0, |s| pb::TrialStatus::from(s) as i32),
         test_accuracy: e.test_accuracy,

@@ -226,7 +226,7 @@ impl Coordinator for WorkerApi {
             resume: Some((r.resume_worker_id, r.resume_secret)),
         })?;
         Ok(Response::new(pb::RegisterResponse {
-            worker_id: registered.worker,
+            worker_id: registered.worker.into(),
             heartbeat_interval_ms: registered.heartbeat_interval_ms,
             resume_secret: registered.secret,
         }))
@@ -252,7 +252,7 @@ impl Coordinator for WorkerApi {
             .running
             .into_iter()
             .map(|l| LeaseRef {
-                trial: l.trial_id,
+                trial: l.trial_id.into(),
                 attempt: l.attempt,
             })
             .collect();

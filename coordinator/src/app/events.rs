@@ -3,6 +3,7 @@
 //! some and reads the state again.
 
 use super::Handle;
+use crate::sched::core::{TrialId, WorkerId};
 use sweep_proto::{EpochMetrics, TrialStatus};
 use tokio::sync::{broadcast, watch};
 
@@ -27,9 +28,9 @@ pub enum EventKind {
 pub struct Event {
     pub kind: EventKind,
     /// Empty for [`EventKind::Submitted`].
-    pub trial: String,
+    pub trial: TrialId,
     pub attempt: u32,
-    pub worker: String,
+    pub worker: WorkerId,
     /// The sweep an [`EventKind::Submitted`] event is about.
     pub sweep: Option<String>,
     /// [`EventKind::Epoch`]: the epoch's metrics.
@@ -53,9 +54,9 @@ impl Event {
     pub fn trial(kind: EventKind, trial: &str, attempt: u32, worker: &str) -> Event {
         Event {
             kind,
-            trial: trial.to_string(),
+            trial: trial.into(),
             attempt,
-            worker: worker.to_string(),
+            worker: worker.into(),
             sweep: None,
             metrics: None,
             status: None,

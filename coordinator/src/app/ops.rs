@@ -124,7 +124,7 @@ impl Handle {
             let ids = store.rerun_sweep(name)?;
             (ids, store.load_trials()?)
         };
-        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let wanted: HashSet<&str> = ids.iter().map(TrialId::as_str).collect();
         {
             let mut s = self.lock();
             for t in stored
@@ -161,14 +161,14 @@ impl Handle {
                 .iter()
                 .filter(|r| r.rank.is_some())
                 .find(|r| self.has_model(&r.id))
-                .map(|r| r.id.clone())
+                .map(|r| TrialId::from(r.id.as_str()))
                 .ok_or_else(|| {
                     AppError::NotFound(format!(
                         "sweep `{name}` has no kept model yet (keep_models = \"none\", or no trial has finished with one)"
                     ))
                 })?
         } else if self.stored(name)?.trials.iter().any(|t| t.id == trial) {
-            trial.to_string()
+            TrialId::from(trial)
         } else {
             return Err(AppError::NotFound(format!(
                 "sweep `{name}` has no trial {trial}"

@@ -199,7 +199,7 @@ fn trial_view(
             ..
         } => {
             v.attempt = *attempt;
-            v.worker = Some(worker.clone());
+            v.worker = Some(worker.to_string());
             let elapsed = now_ms.saturating_sub(*since_ms) as f64 / 1000.0;
             v.elapsed_seconds = Some(elapsed);
             let done = epochs.len() as f64;
@@ -215,7 +215,7 @@ fn trial_view(
             result,
         } => {
             v.attempt = *attempt;
-            v.worker = Some(worker.clone());
+            v.worker = Some(worker.to_string());
             v.status = Some(result.status);
             v.test_accuracy = result.test_accuracy();
             v.reason = result.reason.clone();
@@ -311,7 +311,12 @@ mod tests {
                 epochs: 4,
                 ..TrialSpec::default()
             };
-            core.add_trial(id.clone(), spec, TrialState::Queued { attempt: 1 }, false);
+            core.add_trial(
+                id.clone().into(),
+                spec,
+                TrialState::Queued { attempt: 1 },
+                false,
+            );
         }
         let (w, _) = core.register(
             NewWorker {
@@ -339,7 +344,7 @@ mod tests {
             trials: ids
                 .into_iter()
                 .map(|id| crate::store::SweepTrial {
-                    id,
+                    id: id.into(),
                     label: None,
                     reported: None,
                 })

@@ -171,7 +171,7 @@ impl Handle {
                 done = Some(s.enqueue(Write::Lease {
                     trial: g.trial.clone(),
                     attempt: g.attempt,
-                    worker: worker.to_string(),
+                    worker: worker.into(),
                 }));
                 tracing::debug!(trial = %g.trial, attempt = g.attempt, %worker, "leased");
                 let settings = s.settings(&g.trial);
@@ -303,7 +303,7 @@ impl Handle {
                     s.enqueue(Write::Result {
                         trial: trial.clone(),
                         attempt,
-                        worker: worker.to_string(),
+                        worker: worker.into(),
                         result: Box::new(result),
                     }),
                     false,

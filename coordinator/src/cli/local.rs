@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use coordinator::api::server::{serve, Tokens};
 use coordinator::app::Handle;
 use coordinator::plan::Sweep;
-use coordinator::sched::core::{Config, TrialState};
+use coordinator::sched::core::{Config, TrialId, TrialState};
 use coordinator::store::ServerLock;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -120,7 +120,7 @@ fn spawn_worker(w: &LocalWorkers, n: u32, out: &Path) -> Result<Child> {
 }
 
 /// One line about the running trials: id, epoch and latest accuracy.
-fn running_line(handle: &Handle, ids: &[String]) -> String {
+fn running_line(handle: &Handle, ids: &[TrialId]) -> String {
     let s = handle.lock();
     let mut parts = Vec::new();
     for id in ids {
@@ -154,7 +154,7 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
             sweep_proto::TRAINER_SEMANTICS
         );
     }
-    let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+    let ids: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
     let reused = handle.counts(&ids).finished;
     if reused > 0 {
         eprintln!("reusing {reused} finished trials from {}", db.display());
@@ -193,7 +193,7 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
 async fn train_here(
     handle: &Handle,
     sweep: &Sweep,
-    ids: &[String],
+    ids: &[TrialId],
     out: &Path,
     opts: &Options,
 ) -> Result<Result<(), Stop>> {
@@ -323,7 +323,7 @@ enum Stop {
 /// Shows progress until every trial has ended, Ctrl-C, or no worker is left.
 async fn watch(
     handle: &Handle,
-    ids: &[String],
+    ids: &[TrialId],
     workers: &mut [Child],
     out: &Path,
     quiet: bool,

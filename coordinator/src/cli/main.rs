@@ -630,7 +630,7 @@ fn plan_table(s: &Sweep) -> String {
     let mut out = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
     for (i, t) in s.trials.iter().enumerate() {
         let params = serde_json::to_value(&t.spec).unwrap_or_default();
-        let mut cells = vec![(i + 1).to_string(), t.id.clone()];
+        let mut cells = vec![(i + 1).to_string(), t.id.to_string()];
         if labels {
             cells.push(t.label.clone().unwrap_or_default());
         }

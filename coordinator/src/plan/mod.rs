@@ -210,7 +210,7 @@ struct RawEarly {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTrial {
     /// Stable id: a hash of the fully resolved configuration.
-    pub id: String,
+    pub id: sweep_proto::ids::TrialId,
     pub spec: TrialSpec,
     pub label: Option<String>,
     /// The accuracy a publication reported for this row, for side-by-side reports.
@@ -244,10 +244,10 @@ pub struct Sweep {
 pub use sweep_proto::module::MAX_MODULE_BYTES;
 
 /// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
-pub fn trial_id(spec: &TrialSpec) -> String {
+pub fn trial_id(spec: &TrialSpec) -> sweep_proto::ids::TrialId {
     let mut id = sha256_hex(spec.to_toml().as_bytes());
     id.truncate(16);
-    id
+    id.into()
 }
 
 /// SHA-256 of `data` in lower-case hex (trial ids, stored results' checksums).
@@ -927,7 +927,7 @@ impl<'a> Parser<'a> {
 struct Plan {
     repeats: u32,
     trials: Vec<PlannedTrial>,
-    seen: HashMap<String, usize>,
+    seen: HashMap<sweep_proto::ids::TrialId, usize>,
 }
 
 impl Plan {

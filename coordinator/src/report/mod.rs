@@ -500,7 +500,7 @@ impl Row {
         let (id, label, reported) = (&t.id, &t.label, &t.reported);
         let params = serde_json::to_value(&trial.spec).unwrap_or_default();
         let mut row = Row {
-            id: id.clone(),
+            id: id.to_string(),
             label: label.clone(),
             axis_values: sweep.axes.iter().map(|a| axis_value(&params, a)).collect(),
             params,
@@ -533,7 +533,7 @@ impl Row {
                 ..
             } => {
                 (row.status, row.attempt, row.worker) =
-                    (RowStatus::Running, *attempt, Some(worker.clone()));
+                    (RowStatus::Running, *attempt, Some(worker.to_string()));
                 row.epochs = epochs.clone();
             }
             TrialState::Finished {
@@ -543,7 +543,7 @@ impl Row {
             } => {
                 row.status = RowStatus::of(result.status);
                 row.attempt = *attempt;
-                row.worker = Some(worker.clone());
+                row.worker = Some(worker.to_string());
                 row.reason = result.reason.clone();
                 row.test_accuracy = result.test_accuracy();
                 row.test_binary_accuracy = result.test.as_ref().and_then(|t| t.binary_accuracy);
@@ -957,24 +957,35 @@ mod tests {
     use sweep_proto::{EpochMetrics, TestMetrics, TrialResult, TrialStatus};
 
     fn result(acc: f64, status: TrialStatus) -> TrialResult {
-        TrialResult {
-            status,
-            reason: (status != TrialStatus::Completed).then(|| "loss became NaN".into()),
-            epochs: (1..=3)
-                .map(|epoch| EpochMetrics {
-                    epoch,
-                    train_loss: 2.0 / epoch as f64,
-                    train_accuracy: acc * epoch as f64 / 3.0,
-                    val_loss: Some(2.2 / epoch as f64),
-                    val_accuracy: Some(acc * epoch as f64 / 3.1),
-                    train_binary_accuracy: None,
-                    val_binary_accuracy: None,
-                    lr: 0.001,
-                    seconds: 1.0,
-                    images_per_sec: 100.0,
-                })
-                .collect(),
-            test: (status == TrialStatus::Completed).then(|| TestMetrics {
+        let epochs = (1..=3)
+            .map(|epoch| EpochMetrics {
+                epoch,
+                train_loss: 2.0 / epoch as f64,
+                train_accuracy: acc * epoch as f64 / 3.0,
+                val_loss: Some(2.2 / epoch as f64),
+                val_accuracy: Some(acc * epoch as f64 / 3.1),
+                train_binary_accuracy: None,
+                val_binary_accuracy: None,
+                lr: 0.001,
+                seconds: 1.0,
+                images_per_sec: 100.0,
+            })
+            .collect();
+        let mut r = TrialResult::builder()
+            .status(status)
+            .epochs(epochs)
+            .best_val_accuracy(acc)
+            .images(1, 1)
+            .parameters(1)
+            .seconds(3.0)
+            .provenance(Provenance {
+                libtorch_version: "2.11.0".into(),
+                ..Provenance::default()
+            });
+        if status != TrialStatus::Completed {
+            r = r.reason("loss became NaN");
+        } else {
+            r = r.test(TestMetrics {
                 loss: 1.0,
                 accuracy: acc,
                 binary_accuracy: (acc > 0.7).then_some(0.93),
@@ -984,21 +995,12 @@ mod tests {
                     .collect(),
                 images: 160,
                 class_names: Vec::new(),
-            }),
-            best_val_accuracy: Some(acc),
-            train_images: 1,
-            val_images: 1,
-            parameters: 1,
-            device: "cpu".into(),
-            seconds: 3.0,
-            notes: Vec::new(),
-            diverged_epoch: (status == TrialStatus::Diverged).then_some(4),
-            resumed_from_epoch: None,
-            provenance: Some(Provenance {
-                libtorch_version: "2.11.0".into(),
-                ..Provenance::default()
-            }),
+            });
         }
+        if status == TrialStatus::Diverged {
+            r = r.diverged_epoch(4);
+        }
+        r.build()
     }
 
     fn report_for(accs: &[Option<f64>]) -> Report {

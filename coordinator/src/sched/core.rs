@@ -29,16 +29,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use sweep_proto::{DeviceRequest, EpochMetrics, TrialResult, TrialSpec};
 
-pub type TrialId = String;
-pub type WorkerId = String;
-
-/// One lease: a trial and the attempt number it was leased with. Progress, results,
-/// checkpoints and heartbeats name the lease they are about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LeaseRef {
-    pub trial: TrialId,
-    pub attempt: u32,
-}
+pub use sweep_proto::ids::{LeaseRef, TrialId, WorkerId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -88,7 +79,7 @@ impl TrialState {
     fn running(attempt: u32, worker: &str, now_ms: u64) -> TrialState {
         TrialState::Running {
             attempt,
-            worker: worker.to_string(),
+            worker: worker.into(),
             since_ms: now_ms,
             epochs: Vec::new(),
             unconfirmed: 0,
@@ -339,7 +330,7 @@ impl Core {
             h.remove(trial);
         }
         if let Some(w) = new {
-            self.held.entry(w).or_default().insert(trial.to_string());
+            self.held.entry(w).or_default().insert(trial.into());
         }
     }
 
@@ -372,13 +363,13 @@ impl Core {
                 {
                     old.last_seen_ms = now_ms;
                     old.slots = slots;
-                    return (id.to_string(), old.secret.clone());
+                    return (id.into(), old.secret.clone());
                 }
             }
         }
         let mut nonce = w.nonce;
         let id = loop {
-            let id = format!("{}-{nonce:016x}", w.name);
+            let id = WorkerId::new(format!("{}-{nonce:016x}", w.name));
             if !self.known_ids.contains(&id) {
                 break id;
             }
@@ -402,7 +393,7 @@ impl Core {
         let w = self
             .workers
             .get_mut(worker)
-            .ok_or_else(|| Rejected::UnknownWorker(worker.to_string()))?;
+            .ok_or_else(|| Rejected::UnknownWorker(worker.into()))?;
         w.last_seen_ms = now_ms;
         Ok(w)
     }
@@ -518,7 +509,7 @@ impl Core {
         let t = self
             .trials
             .get_mut(trial)
-            .ok_or_else(|| Rejected::UnknownTrial(trial.to_string()))?;
+            .ok_or_else(|| Rejected::UnknownTrial(trial.into()))?;
         match &t.state {
             TrialState::Running {
                 attempt: a,
@@ -526,7 +517,7 @@ impl Core {
                 ..
             } if *a == attempt && w == worker => Ok(&mut t.state),
             _ => Err(Rejected::StaleLease {
-                trial: trial.to_string(),
+                trial: trial.into(),
                 attempt,
             }),
         }
@@ -577,7 +568,7 @@ impl Core {
             trial,
             TrialState::Finished {
                 attempt,
-                worker: worker.to_string(),
+                worker: worker.into(),
                 result: Box::new(result),
             },
         );
@@ -589,7 +580,7 @@ impl Core {
     pub fn unlease(&mut self, worker: &str, trial: &str, attempt: u32) {
         if self.current(worker, trial, attempt).is_ok() {
             self.set_state(trial, TrialState::Queued { attempt });
-            self.queue.push_front(trial.to_string());
+            self.queue.push_front(trial.into());
         }
     }
 
@@ -608,7 +599,7 @@ impl Core {
         let state = if alive {
             TrialState::running(attempt, worker, now_ms)
         } else {
-            self.queue.push_front(trial.to_string());
+            self.queue.push_front(trial.into());
             TrialState::Queued {
                 attempt: attempt + 1,
             }
@@ -649,7 +640,7 @@ impl Core {
                 },
             );
             Requeued::GaveUp {
-                trial: id.to_string(),
+                trial: id.into(),
                 reason,
                 lost,
             }
@@ -660,9 +651,9 @@ impl Core {
                     attempt: attempt + 1,
                 },
             );
-            self.queue.push_front(id.to_string());
+            self.queue.push_front(id.into());
             Requeued::Retry {
-                trial: id.to_string(),
+                trial: id.into(),
                 next_attempt: attempt + 1,
                 lost,
             }

@@ -10,7 +10,7 @@
 //! main file, so a stopped coordinator's database is one self-contained file.
 
 use crate::plan::{Direction, Metric, Sweep};
-use crate::sched::core::{Counts, Requeued, TrialState};
+use crate::sched::core::{Counts, Requeued, TrialId, TrialState, WorkerId};
 use crate::sched::early_stop::EarlyStopping;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -98,15 +98,23 @@ pub struct StoredSweep {
 /// One trial of a stored sweep, in plan order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepTrial {
-    pub id: String,
+    pub id: TrialId,
     /// The sweep file's `label` for it, if any.
     pub label: Option<String>,
     /// The accuracy a published study reported for it (`reported`), if any.
     pub reported: Option<f64>,
 }
 
-/// (id, state, attempt, worker) of a trial row, state as stored ("running" included).
-pub type RawTrial = (String, String, u32, Option<String>);
+/// A trial's row as stored, for tools and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTrial {
+    pub id: TrialId,
+    /// The `state` column: queued, running, finished, failed or cancelled ("running" exists
+    /// only on disk; a restarted coordinator queues such trials again).
+    pub state: String,
+    pub attempt: u32,
+    pub worker: Option<String>,
+}
 
 /// The columns of `trials` that restore a trial.
 struct TrialRow {
@@ -126,19 +134,19 @@ struct TrialRow {
 #[derive(Debug, Clone)]
 pub enum Write {
     Lease {
-        trial: String,
+        trial: TrialId,
         attempt: u32,
-        worker: String,
+        worker: WorkerId,
     },
     Epoch {
-        trial: String,
+        trial: TrialId,
         attempt: u32,
         metrics: EpochMetrics,
     },
     Result {
-        trial: String,
+        trial: TrialId,
         attempt: u32,
-        worker: String,
+        worker: WorkerId,
         result: Box<TrialResult>,
     },
     Requeue(Requeued),
@@ -250,7 +258,7 @@ impl ServerLock {
 /// One trial as stored.
 #[derive(Debug, Clone)]
 pub struct StoredTrial {
-    pub id: String,
+    pub id: TrialId,
     pub spec: TrialSpec,
     pub state: TrialState,
     /// Attempts that lost their worker (the retry budget).
@@ -389,12 +397,12 @@ impl Store {
     }
 
     /// Every worker id the database has seen (they are never given out again).
-    pub fn worker_ids(&self) -> Result<Vec<String>, StoreError> {
+    pub fn worker_ids(&self) -> Result<Vec<WorkerId>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT DISTINCT worker FROM attempts")
             .map_err(|e| self.err(e))?;
-        stmt.query_map([], |r| r.get(0))
+        stmt.query_map([], |r| r.get::<_, String>(0).map(WorkerId::from))
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err(e))
     }
@@ -444,11 +452,11 @@ impl Store {
             for (pos, t) in sweep.trials.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO sweep_trials (sweep, trial, position, label, reported) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![sweep.name, t.id, pos as i64, t.label, t.reported],
+                    params![sweep.name, t.id.as_str(), pos as i64, t.label, t.reported],
                 )?;
                 tx.execute(
                     "INSERT OR IGNORE INTO trials (id, spec, state, attempt) VALUES (?1, ?2, 'queued', 1)",
-                    params![t.id, t.spec.to_toml()],
+                    params![t.id.as_str(), t.spec.to_toml()],
                 )?;
                 // Cancelled trials come back when their sweep is submitted again.
                 let requeue = if rerun {
@@ -458,7 +466,7 @@ impl Store {
                 };
                 tx.execute(
                     &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1 AND {requeue}"),
-                    params![t.id],
+                    params![t.id.as_str()],
                 )?;
                 // A trial stopped early has not run its epochs: a sweep without early stopping
                 // trains it in full, and one with another rule judges it anew. The stop's
@@ -468,13 +476,13 @@ impl Store {
                     "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
                      WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'
                        AND (?2 IS NULL OR substr(IFNULL(json_extract(result, '$.reason'), ''), 1, length(?2)) != ?2)",
-                    params![t.id, rule],
+                    params![t.id.as_str(), rule],
                 )?;
                 // Results without provenance are semantics 1.
                 stale += tx.execute(
                     "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
                      WHERE id = ?1 AND state = 'finished' AND IFNULL(json_extract(result, '$.provenance.semantics'), 1) != ?2",
-                    params![t.id, TRAINER_SEMANTICS],
+                    params![t.id.as_str(), TRAINER_SEMANTICS],
                 )?;
             }
             Ok(stale)
@@ -521,7 +529,7 @@ impl Store {
         let trials = stmt
             .query_map(params![name], |r| {
                 Ok(SweepTrial {
-                    id: r.get(0)?,
+                    id: TrialId::from(r.get::<_, String>(0)?),
                     label: r.get(1)?,
                     reported: r.get(2)?,
                 })
@@ -668,7 +676,7 @@ impl Store {
                         serde_json::from_str(json).map_err(|e| corrupt(format!("result: {e}")))?;
                     TrialState::Finished {
                         attempt,
-                        worker: worker.unwrap_or_default(),
+                        worker: worker.unwrap_or_default().into(),
                         result: Box::new(result),
                     }
                 }
@@ -679,7 +687,7 @@ impl Store {
                 StoredState::Cancelled => TrialState::Cancelled,
             };
             out.push(StoredTrial {
-                id,
+                id: id.into(),
                 spec,
                 state,
                 lost,
@@ -695,9 +703,16 @@ impl Store {
             .conn
             .prepare("SELECT id, state, attempt, worker FROM trials ORDER BY id")
             .map_err(|e| self.err(e))?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.err(e))
+        stmt.query_map([], |r| {
+            Ok(RawTrial {
+                id: TrialId::from(r.get::<_, String>(0)?),
+                state: r.get(1)?,
+                attempt: r.get(2)?,
+                worker: r.get(3)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
     }
 
     /// Number of epoch rows stored for a trial's attempt.
@@ -729,7 +744,7 @@ impl Store {
     /// its trials still queued or running that no other active (not cancelled) sweep holds.
     /// A finished, failed or already cancelled trial is never changed, whatever the caller's
     /// view of it was, so a cancel racing a result cannot overwrite it.
-    pub fn cancel_sweep(&mut self, name: &str) -> Result<Vec<String>, StoreError> {
+    pub fn cancel_sweep(&mut self, name: &str) -> Result<Vec<TrialId>, StoreError> {
         self.flag_sweep_and_update(
             name,
             true,
@@ -743,7 +758,7 @@ impl Store {
     }
 
     /// Cancels one trial if it is still queued or running; returns it if it was.
-    pub fn cancel_trial(&mut self, id: &str) -> Result<Vec<String>, StoreError> {
+    pub fn cancel_trial(&mut self, id: &str) -> Result<Vec<TrialId>, StoreError> {
         returned_ids(
             &self.conn,
             "UPDATE trials SET state = 'cancelled' WHERE id = ?1 AND state IN ('queued', 'running')
@@ -760,7 +775,7 @@ impl Store {
     /// (failed: lost their worker too often, or a worker reported `failed`; a diverged
     /// trial would diverge again and is kept), and makes the sweep active again. One
     /// transaction; returns the trials queued.
-    pub fn rerun_sweep(&mut self, name: &str) -> Result<Vec<String>, StoreError> {
+    pub fn rerun_sweep(&mut self, name: &str) -> Result<Vec<TrialId>, StoreError> {
         self.flag_sweep_and_update(
             name,
             false,
@@ -780,7 +795,7 @@ impl Store {
         name: &str,
         cancelled: bool,
         update: &str,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<TrialId>, StoreError> {
         let path = self.path.clone();
         let wrap = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -799,9 +814,9 @@ impl Store {
 }
 
 /// The ids an `UPDATE ... RETURNING id` with one parameter changed.
-fn returned_ids(conn: &Connection, sql: &str, arg: &str) -> Result<Vec<String>, rusqlite::Error> {
+fn returned_ids(conn: &Connection, sql: &str, arg: &str) -> Result<Vec<TrialId>, rusqlite::Error> {
     let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map(params![arg], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map(params![arg], |r| r.get::<_, String>(0).map(TrialId::from))?;
     rows.collect()
 }
 
@@ -819,11 +834,11 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
                 // granted: the coordinator picks the cancel up and stops the worker.
                 "UPDATE trials SET state = 'running', attempt = ?2, worker = ?3 WHERE id = ?1 AND state != 'cancelled'",
             )?
-            .execute(params![trial, attempt, worker])?;
+            .execute(params![trial.as_str(), attempt, worker.as_str()])?;
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO attempts (trial, attempt, worker, outcome) VALUES (?1, ?2, ?3, NULL)",
             )?
-            .execute(params![trial, attempt, worker])?;
+            .execute(params![trial.as_str(), attempt, worker.as_str()])?;
         }
         Write::Epoch {
             trial,
@@ -833,7 +848,7 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO epochs (trial, attempt, epoch, metrics) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![trial, attempt, metrics.epoch, serde_json::to_string(metrics).unwrap_or_default()])?;
+            .execute(params![trial.as_str(), attempt, metrics.epoch, serde_json::to_string(metrics).unwrap_or_default()])?;
         }
         Write::Result {
             trial,
@@ -845,11 +860,11 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             conn.prepare_cached(
                 "UPDATE trials SET state = 'finished', attempt = ?2, worker = ?3, result = ?4, reason = ?5, result_sha = ?6 WHERE id = ?1",
             )?
-            .execute(params![trial, attempt, worker, json, result.reason, checksum(&json)])?;
+            .execute(params![trial.as_str(), attempt, worker.as_str(), json, result.reason, checksum(&json)])?;
             conn.prepare_cached(
                 "UPDATE attempts SET outcome = ?3 WHERE trial = ?1 AND attempt = ?2",
             )?
-            .execute(params![trial, attempt, enum_str(&result.status)])?;
+            .execute(params![trial.as_str(), attempt, enum_str(&result.status)])?;
         }
         Write::Requeue(Requeued::Retry {
             trial,
@@ -861,7 +876,7 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
                 // followed the cancel by then).
                 "UPDATE trials SET state = 'queued', attempt = ?2, lost = ?3 WHERE id = ?1 AND state != 'cancelled'",
             )?
-            .execute(params![trial, next_attempt, lost])?;
+            .execute(params![trial.as_str(), next_attempt, lost])?;
         }
         Write::Requeue(Requeued::GaveUp {
             trial,
@@ -871,7 +886,7 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             conn.prepare_cached(
                 "UPDATE trials SET state = 'failed', reason = ?2, lost = ?3 WHERE id = ?1 AND state != 'cancelled'",
             )?
-            .execute(params![trial, reason, lost])?;
+            .execute(params![trial.as_str(), reason, lost])?;
         }
         Write::Nothing => {}
     }
@@ -920,25 +935,16 @@ mod tests {
     }
 
     fn result(acc: f64) -> TrialResult {
-        TrialResult {
-            status: TrialStatus::Completed,
-            reason: None,
-            epochs: vec![],
-            test: None,
-            best_val_accuracy: Some(acc),
-            train_images: 10,
-            val_images: 0,
-            parameters: 5,
-            device: "cpu".into(),
-            seconds: 2.0,
-            notes: Vec::new(),
-            diverged_epoch: None,
-            resumed_from_epoch: None,
-            provenance: Some(sweep_proto::Provenance {
+        TrialResult::builder()
+            .best_val_accuracy(acc)
+            .images(10, 0)
+            .parameters(5)
+            .seconds(2.0)
+            .provenance(sweep_proto::Provenance {
                 semantics: TRAINER_SEMANTICS,
                 ..Default::default()
-            }),
-        }
+            })
+            .build()
     }
 
     #[test]
@@ -950,7 +956,7 @@ mod tests {
             Path::new("g.toml"),
         )
         .unwrap();
-        let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+        let ids: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
         {
             let mut store = Store::open(&db).unwrap();
             store.add_sweep(&sweep, false).unwrap();
@@ -983,7 +989,7 @@ mod tests {
             Path::new("g.toml"),
         )
         .unwrap();
-        let ids: Vec<String> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+        let ids: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
         assert_eq!(store.add_sweep(&sweep, false).unwrap(), 0);
         let with = |semantics: Option<u32>| {
             let mut r = result(0.5);
@@ -1098,7 +1104,7 @@ mod tests {
         )
         .unwrap();
         store.add_sweep(&a, false).unwrap();
-        let ids: Vec<String> = a.trials.iter().map(|t| t.id.clone()).collect();
+        let ids: Vec<TrialId> = a.trials.iter().map(|t| t.id.clone()).collect();
         // 1 completed, 2 failed by its worker, 3 diverged, 4 cancelled, 5 queued.
         let mut failed = result(0.0);
         failed.status = TrialStatus::Failed;
@@ -1122,7 +1128,7 @@ mod tests {
         );
         store.cancel_sweep("a").unwrap();
         assert!(store.sweep("a").unwrap().unwrap().cancelled);
-        let queued: HashSet<String> = store.rerun_sweep("a").unwrap().into_iter().collect();
+        let queued: HashSet<TrialId> = store.rerun_sweep("a").unwrap().into_iter().collect();
         assert_eq!(
             queued,
             [&ids[1], &ids[3], &ids[4]].into_iter().cloned().collect()
@@ -1151,7 +1157,7 @@ mod tests {
         let b = plan::parse("name = \"b\"\n[grid]\nseed = [4, 5]\n", Path::new("b.toml")).unwrap();
         store.add_sweep(&a, false).unwrap();
         store.add_sweep(&b, false).unwrap();
-        let ids: Vec<String> = a.trials.iter().map(|t| t.id.clone()).collect();
+        let ids: Vec<TrialId> = a.trials.iter().map(|t| t.id.clone()).collect();
         // Seed 1 finished, seed 2 running, seed 3 queued, seed 4 queued and shared with b.
         record_lease(&mut store, &ids[0], 1, "w");
         record_result(&mut store, &ids[0], 1, "w", result(0.3));
@@ -1196,7 +1202,7 @@ mod tests {
     }
 
     /// A database with one finished trial, and its writer still open.
-    fn finished_db(dir: &Path) -> (std::path::PathBuf, String, Store) {
+    fn finished_db(dir: &Path) -> (std::path::PathBuf, TrialId, Store) {
         let db = dir.join("s.db");
         let sweep = plan::parse("name = \"s\"\n", Path::new("g.toml")).unwrap();
         let id = sweep.trials[0].id.clone();
@@ -1251,7 +1257,7 @@ mod tests {
             .load_trials()
             .unwrap_err()
             .to_string();
-        assert!(e.contains(&id) && e.contains("checksum"), "{e}");
+        assert!(e.contains(id.as_str()) && e.contains("checksum"), "{e}");
         // Garbage over the pages: refused at open, naming the file.
         let bytes = std::fs::read(&db).unwrap();
         let mut bad = bytes.clone();

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use sweep_proto::convert::{artifact_chunks, receive_artifact, CHUNK_BYTES};
+use sweep_proto::ids::LeaseRef;
 use sweep_proto::limits::MAX_CHECKPOINT_BYTES;
 use sweep_proto::pb::{self, coordinator_client::CoordinatorClient};
 use sweep_proto::tls::{Bearer, ClientTls, TlsError};
@@ -83,7 +84,16 @@ fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
-type Key = (String, u32);
+/// A lease, as trials, uploads and results name it.
+type Key = LeaseRef;
+
+/// The lease a coordinator's `pb::Lease` or `pb::LeaseRef` names.
+fn key(trial_id: &str, attempt: u32) -> Key {
+    LeaseRef {
+        trial: trial_id.into(),
+        attempt,
+    }
+}
 
 enum Msg {
     /// An epoch's metrics; with a reply channel, the trainer waits for the coordinator's
@@ -100,8 +110,8 @@ enum Msg {
 
 fn lease_ref(k: &Key) -> pb::LeaseRef {
     pb::LeaseRef {
-        trial_id: k.0.clone(),
-        attempt: k.1,
+        trial_id: k.trial.to_string(),
+        attempt: k.attempt,
     }
 }
 
@@ -113,7 +123,7 @@ fn train_lease(
     control: &Control,
     tx: &mpsc::UnboundedSender<Msg>,
 ) -> TrialResult {
-    let key = (lease.trial_id.clone(), lease.attempt);
+    let key = key(&lease.trial_id, lease.attempt);
     let spec = match TrialSpec::from_toml(&lease.spec_toml) {
         Ok(s) => s,
         Err(e) => return failed(format!("invalid trial from the coordinator: {e}"), device),
@@ -262,14 +272,14 @@ impl Session<'_> {
             let ack = match self.client.report_result(report).await {
                 Ok(ack) => ack.into_inner(),
                 Err(e) => {
-                    tracing::warn!(trial = %key.0, attempt = key.1, "could not deliver the result, keeping it: {}", e.message());
+                    tracing::warn!(trial = %key.trial, attempt = key.attempt, "could not deliver the result, keeping it: {}", e.message());
                     return Err(e);
                 }
             };
             if ack.accepted {
-                tracing::info!(worker = %self.id, trial = %key.0, attempt = key.1, result = %json, "result accepted");
+                tracing::info!(worker = %self.id, trial = %key.trial, attempt = key.attempt, result = %json, "result accepted");
             } else {
-                tracing::info!(worker = %self.id, trial = %key.0, attempt = key.1, result = %json, "result not accepted: {}", ack.reason);
+                tracing::info!(worker = %self.id, trial = %key.trial, attempt = key.attempt, result = %json, "result not accepted: {}", ack.reason);
             }
             trials.pending.remove(0);
         }
@@ -288,7 +298,7 @@ impl Session<'_> {
             .await?
             .into_inner();
         for c in hb.cancel {
-            if let Some(flag) = trials.running.get(&(c.trial_id.clone(), c.attempt)) {
+            if let Some(flag) = trials.running.get(&key(&c.trial_id, c.attempt)) {
                 tracing::info!(trial = %c.trial_id, "stopping: the coordinator cancelled this lease");
                 flag.cancel.store(true, Ordering::Relaxed);
             }
@@ -307,8 +317,8 @@ impl Session<'_> {
             .into_inner()
             .leases;
         for lease in leases {
-            let key = (lease.trial_id.clone(), lease.attempt);
-            tracing::info!(trial = %key.0, attempt = key.1, "training");
+            let key = key(&lease.trial_id, lease.attempt);
+            tracing::info!(trial = %key.trial, attempt = key.attempt, "training");
             let mut control = Control {
                 checkpoints: checkpoint::Policy {
                     every_epochs: lease.checkpoint_every_epochs,
@@ -320,11 +330,11 @@ impl Session<'_> {
             if lease.checkpoint_epoch > 0 {
                 match self.load_checkpoint(&key).await {
                     Ok(bytes) => {
-                        tracing::info!(trial = %key.0, attempt = key.1, epoch = lease.checkpoint_epoch, "resuming from a checkpoint");
+                        tracing::info!(trial = %key.trial, attempt = key.attempt, epoch = lease.checkpoint_epoch, "resuming from a checkpoint");
                         control.resume = Some(bytes);
                     }
                     Err(why) => {
-                        tracing::warn!(trial = %key.0, attempt = key.1, "checkpoint not used: {why}");
+                        tracing::warn!(trial = %key.trial, attempt = key.attempt, "checkpoint not used: {why}");
                         control.resume_note = Some(format!(
                             "the checkpoint after epoch {} was not used ({why}); trained from the first epoch",
                             lease.checkpoint_epoch
@@ -405,13 +415,13 @@ impl Session<'_> {
             .await
         {
             Ok(ack) if ack.get_ref().accepted => {
-                tracing::info!(trial = %key.0, attempt = key.1, epoch, size, ?kind, "saved on the coordinator")
+                tracing::info!(trial = %key.trial, attempt = key.attempt, epoch, size, ?kind, "saved on the coordinator")
             }
             Ok(ack) => {
-                tracing::info!(trial = %key.0, attempt = key.1, epoch, ?kind, "not kept: {}", ack.get_ref().reason)
+                tracing::info!(trial = %key.trial, attempt = key.attempt, epoch, ?kind, "not kept: {}", ack.get_ref().reason)
             }
             Err(e) => {
-                tracing::warn!(trial = %key.0, attempt = key.1, epoch, ?kind, "not saved: {}", e.message())
+                tracing::warn!(trial = %key.trial, attempt = key.attempt, epoch, ?kind, "not saved: {}", e.message())
             }
         }
     }
@@ -444,7 +454,7 @@ impl Session<'_> {
                         // On error the reply is dropped: the trainer goes on without a verdict.
                         let ack = self.client.report_progress(report).await?.into_inner();
                         if ack.stop {
-                            tracing::info!(trial = %key.0, attempt = key.1, epoch = m.epoch, "stopping early: {}", ack.reason);
+                            tracing::info!(trial = %key.trial, attempt = key.attempt, epoch = m.epoch, "stopping early: {}", ack.reason);
                             if let Some(control) = trials.running.get(&key) {
                                 control.stop_after_epoch(ack.reason.clone());
                             }
@@ -679,7 +689,7 @@ async fn fetch_module(
     tokio::task::spawn_blocking(move || torchscript::store(&bytes, Some(hash)))
         .await
         .map_err(|e| e.to_string())??;
-    tracing::info!(trial = %key.0, %hash, bytes = bytes_len, "received a TorchScript module");
+    tracing::info!(trial = %key.trial, %hash, bytes = bytes_len, "received a TorchScript module");
     Ok(())
 }
 

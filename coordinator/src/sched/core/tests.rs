@@ -1,5 +1,5 @@
 use super::*;
-use sweep_proto::{TrialSpec, TrialStatus};
+use sweep_proto::TrialSpec;
 
 fn spec(device: DeviceRequest) -> TrialSpec {
     TrialSpec {
@@ -15,7 +15,7 @@ fn core_with(ids: &[(&str, DeviceRequest)]) -> Core {
     });
     for (id, dev) in ids {
         core.add_trial(
-            id.to_string(),
+            (*id).into(),
             spec(*dev),
             TrialState::Queued { attempt: 1 },
             false,
@@ -25,22 +25,11 @@ fn core_with(ids: &[(&str, DeviceRequest)]) -> Core {
 }
 
 fn result() -> TrialResult {
-    TrialResult {
-        status: TrialStatus::Completed,
-        reason: None,
-        epochs: vec![],
-        test: None,
-        best_val_accuracy: None,
-        train_images: 1,
-        val_images: 0,
-        parameters: 1,
-        device: "cpu".into(),
-        seconds: 1.0,
-        notes: Vec::new(),
-        diverged_epoch: None,
-        resumed_from_epoch: None,
-        provenance: None,
-    }
+    TrialResult::builder()
+        .images(1, 0)
+        .parameters(1)
+        .seconds(1.0)
+        .build()
 }
 
 /// Registers a worker with a fixed secret, resuming `resume` if given.
@@ -111,7 +100,7 @@ fn leases_follow_queue_order_and_slots() {
 fn worker_ids_are_never_reused_and_resuming_needs_the_secret() {
     let mut core = core_with(&[("a", DeviceRequest::Auto)]);
     // Ids from the database's history are never given out again, even with the same nonce.
-    core.remember_worker_ids(["host-0000000000000000".to_string()]);
+    core.remember_worker_ids(["host-0000000000000000".into()]);
     let a = reg(&mut core, "host", DeviceKind::Cpu, 1, None, 0);
     let b = reg(&mut core, "host", DeviceKind::Cpu, 1, None, 0);
     assert_eq!(a, "host-0000000000000001");
