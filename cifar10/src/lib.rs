@@ -7,6 +7,14 @@
 //! into tensors (layout, grayscale, normalisation) is the worker's job, on the training device.
 //!
 //! This crate does not link libtorch, so the readers can be fuzzed on their own (`fuzz/`).
+//!
+//! - [`binary`]: the binary layout's batch files (`data_batch_N.bin`).
+//! - [`pickle`], [`python`]: a bounded pickle interpreter and the Python layout's batches.
+//! - [`cifar100`]: CIFAR-100 in both layouts, fine or coarse labels.
+//! - [`imagefolder`]: folders of JPEG/PNG images, their fingerprint and decode cache.
+//! - [`fetch`]: downloading and unpacking the official CIFAR-10 archive.
+//! - `locate`: where a dataset directory is, from a flag, the environment or the defaults.
+//! - [`testdata`] (feature `testdata`): small synthetic datasets for tests.
 
 pub mod binary;
 pub mod cifar100;

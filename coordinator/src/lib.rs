@@ -2,10 +2,11 @@
 //! in SQLite, ranked reports out. It never links libtorch. One folder per layer, in the order
 //! a trial passes through them (docs/ARCHITECTURE.md tells the whole path):
 //!
-//! - [`plan`]: the sweep file: parse, check, expand into trials with content-hash ids. Pure.
+//! - [`plan`]: the sweep file: parse, check, expand into trials with content-hash ids
+//!   (`plan::parse` is pure; `plan::load` reads the file and lists image folders).
 //! - [`sched`]: pure decisions over observations, the clock passed in: the scheduling core
 //!   (leases, heartbeats, retries, cancel) and early stopping.
-//! - [`store`]: everything on disk: SQLite (one writer) and the checkpoint, model and module
+//! - [`store`]: everything on disk: SQLite (one process) and the checkpoint, model and module
 //!   files beside it. Only this layer runs SQL.
 //! - [`app`]: the running coordinator: the shared handle, the group-commit thread, the cached
 //!   views, and the operations (submit, cancel, rerun, lease, report) over core and store.

@@ -6,7 +6,17 @@
 //! - [`TrialResult`]: what a worker reports for one trial, with `validate()`; it crosses the
 //!   wire as the typed `pb::TrialResult` (conversions in [`convert`]).
 //!
-//! Neither side links libtorch through this crate.
+//! Neither side links libtorch through this crate. Its modules:
+//!
+//! - [`trial`]: [`TrialSpec`], its canonical TOML and validation.
+//! - [`result`]: [`TrialResult`], its validation and its test builder.
+//! - [`ids`]: `TrialId`, `WorkerId` and `LeaseRef`.
+//! - [`limits`]: limits both sides must agree on (names, checkpoints, Keras' epsilon).
+//! - [`convert`]: protobuf <-> these types, artifact chunking, tokens.
+//! - [`tls`]: client TLS flags and endpoints, the client's bearer interceptor.
+//! - [`module`]: TorchScript modules named by content hash.
+//! - [`health`]: `/healthz` and `/readyz`.
+//! - [`signal`]: shutdown on SIGTERM or Ctrl-C.
 
 /// The ten CIFAR-10 class names, in label order (the official release's `batches.meta`).
 pub const CIFAR10_CLASSES: [&str; 10] = [

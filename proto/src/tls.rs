@@ -38,16 +38,16 @@ pub enum TlsError {
 pub struct ClientTls {
     /// CA certificate (PEM) that signed the coordinator's certificate (default: the system's
     /// roots; https:// only).
-    #[arg(long = "tls-ca")]
+    #[arg(long = "tls-ca", value_name = "TLS_CA")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM), for coordinators that require mTLS.
-    #[arg(long = "tls-cert", requires = "key")]
+    #[arg(long = "tls-cert", value_name = "TLS_CERT", requires = "key")]
     pub cert: Option<PathBuf>,
     /// Private key of --tls-cert (PEM).
-    #[arg(long = "tls-key", requires = "cert")]
+    #[arg(long = "tls-key", value_name = "TLS_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
     /// Name to check the coordinator's certificate against (default: the URL's host).
-    #[arg(long = "tls-domain")]
+    #[arg(long = "tls-domain", value_name = "TLS_DOMAIN")]
     pub domain: Option<String>,
     /// Allow an http:// coordinator that is not on loopback (the token crosses in clear).
     #[arg(long)]

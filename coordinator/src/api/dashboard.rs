@@ -72,12 +72,17 @@ impl Dash {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok()),
         );
+        // The page asks for the token on 401, so every token problem answers 401.
         match auth::check(&self.tokens, given, Role::Admin) {
             Ok(_) => None,
-            Err(r @ (Refusal::NoAdminToken | Refusal::WorkerToken)) => {
-                Some(error(StatusCode::FORBIDDEN, &r.to_string()))
+            Err(r @ Refusal::NoAdminToken) => Some(error(StatusCode::FORBIDDEN, &r.to_string())),
+            Err(Refusal::Missing(_)) => Some(error(
+                StatusCode::UNAUTHORIZED,
+                "this needs the admin token (authorization: Bearer ...)",
+            )),
+            Err(Refusal::Wrong(_) | Refusal::WorkerToken) => {
+                Some(error(StatusCode::UNAUTHORIZED, "wrong admin token"))
             }
-            Err(r) => Some(error(StatusCode::UNAUTHORIZED, &r.to_string())),
         }
     }
 

@@ -2,7 +2,6 @@
 //! files, and `coordinator tls init`, which makes a private CA, a server certificate, a worker
 //! (client) certificate and a token, so a lab or cluster can run mTLS without openssl recipes.
 
-use rand::Rng;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -52,12 +51,7 @@ pub enum InitError {
     Rcgen(#[from] rcgen::Error),
 }
 
-/// 32 random bytes as hex: a worker token.
-pub fn random_token() -> String {
-    (0..32)
-        .map(|_| format!("{:02x}", rand::rng().random::<u8>()))
-        .collect()
-}
+pub use crate::app::work::random_token;
 
 /// Writes a file only its owner can read (keys, tokens).
 pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

@@ -134,12 +134,14 @@ impl Handle {
         })
     }
 
-    /// The core and what goes with it. Lock order: this before [`Handle::store`], never after.
+    /// The core and what goes with it. Never held while taking [`Handle::store`] or the
+    /// reverse: the two are taken one after the other.
     pub fn lock(&self) -> MutexGuard<'_, Shared> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The database, for reads and for the rare synchronous writes (submit, cancel).
+    /// The database, for reads and for the admin changes' own writes (submit, cancel, rerun:
+    /// one transaction each, under the admin lock).
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -6,7 +6,9 @@
 //!   and the files; opening a database restores everything into the core.
 //! - [`settings`]: a trial's sweep-level settings (data hint, checkpoint policy, keep-models,
 //!   early-stopping rule) as one struct, restored by one function.
-//! - [`commit`]: the group-commit thread, the one writer of the database while a server runs.
+//! - [`commit`]: the group-commit thread, which writes everything workers report (leases,
+//!   epochs, results, re-queues); admin changes write their own transaction under the admin
+//!   lock.
 //! - [`events`]: trial events, sent once the change they describe is on disk.
 //! - [`views`]: the status view model's cache (what dashboards and `status` poll).
 //! - [`status`]: the status view model itself: sweeps, their trials' phases, counts, ETAs.
@@ -14,9 +16,9 @@
 //! - [`work`]: the workers' operations: register, lease, heartbeat, progress, result,
 //!   checkpoints and modules.
 //!
-//! Lock order: the admin lock, then views, then the core ([`Handle::lock`]), then the
-//! database ([`Handle::store`]); nothing takes one while holding a later one. Nothing writes
-//! a file or the database, or builds a report, while holding the core's lock.
+//! Lock order: the admin lock, then the views' lock, then the core ([`Handle::lock`]) or the
+//! database ([`Handle::store`]), which are never held together. Nothing writes a file or the
+//! database, or builds a report, while holding the core's lock.
 
 pub mod commit;
 pub mod events;
@@ -79,5 +81,5 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T, AppError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AppError::Internal(format!("task failed: {e}")))?
+        .map_err(|e| AppError::Internal(format!("admin task failed: {e}")))?
 }

@@ -4,7 +4,12 @@
 //! is written before the core is locked, never while it is held: a sweep of 100,000 trials
 //! takes seconds to store, and leases and results go on meanwhile. That order is safe
 //! because the store's writes of leases, re-queues and give-ups never overwrite a cancel,
-//! and the core then follows what the database decided.
+//! and the core then follows what the database decided (`Core::follow_cancel`):
+//! - a trial leased in between is cancelled in the core too, and its worker is told to stop
+//!   at its next heartbeat, as for a cancel another process wrote;
+//! - a trial whose worker was given up on in between is cancelled, as the database says;
+//! - a result that arrived in between is kept (the database keeps a result over a cancel),
+//!   and the trial is not reported as cancelled.
 
 use super::events::{Event, EventKind};
 use super::settings::{self, SweepSettings};
@@ -77,7 +82,7 @@ impl Handle {
             }
             store.cancel_sweep(name)?
         };
-        let cancelled = self.lock().core.cancel(&in_db);
+        let cancelled = self.lock().core.follow_cancel(&in_db);
         self.forget_views();
         self.cancelled(&cancelled);
         Ok(cancelled)
@@ -87,7 +92,7 @@ impl Handle {
     pub fn cancel_trial(&self, id: &str) -> Result<Vec<TrialId>, StoreError> {
         let _admin = self.admin_change();
         let in_db = self.store().cancel_trial(id)?;
-        let cancelled = self.lock().core.cancel(&in_db);
+        let cancelled = self.lock().core.follow_cancel(&in_db);
         self.forget_views();
         self.cancelled(&cancelled);
         Ok(cancelled)
@@ -184,10 +189,12 @@ impl Handle {
         Ok((trial, meta, bytes))
     }
 
-    /// Picks up what other processes wrote to the database (`submit`, `cancel`): new trials
-    /// are queued, trials re-queued by `--rerun` replace finished ones, cancelled ones stop,
-    /// and every sweep's settings are applied again as on opening. The database is read
-    /// before the scheduling state is locked, so requests never wait on that read.
+    /// Picks up what another process wrote to the database (the server lock keeps other
+    /// coordinators off it, so this is a safety net): new trials are queued, trials re-queued
+    /// by `--rerun` replace finished ones, cancelled ones stop, and every sweep's settings are
+    /// applied again as on opening (the sweep submitted last decides for a trial; a stopper
+    /// whose rule is unchanged keeps its verdicts). The database is read before the
+    /// scheduling state is locked, so requests never wait on that read.
     fn sync_from_store(&self) -> Result<(), StoreError> {
         let seen = self.lock().data_version;
         let (version, trials, sweeps) = {
@@ -284,19 +291,21 @@ impl Handle {
             if n == 0 {
                 continue;
             }
-            let trials = self
-                .lock()
-                .core
-                .snapshot(sweep.trials.iter().map(|t| t.id.as_str()));
-            let ranked = crate::report::rank::ranked(sweep, &trials);
-            kept.extend(ranked.into_iter().take(n));
+            // Ranking reads the core in place (no I/O under its lock, no copies).
+            let s = self.lock();
+            kept.extend(
+                crate::report::rank::ranked(sweep, &s.core)
+                    .into_iter()
+                    .take(n),
+            );
             // A model arrives just before its trial's result: until the result is in, the
             // trial cannot be ranked and its model stays.
             kept.extend(
-                trials
+                sweep
+                    .trials
                     .iter()
-                    .filter(|(_, t)| !t.state.is_terminal())
-                    .map(|(id, _)| id.clone()),
+                    .filter(|t| s.core.trial(&t.id).is_some_and(|c| !c.state.is_terminal()))
+                    .map(|t| t.id.clone()),
             );
         }
         let removed = self.models.retain(|t| kept.contains(t));

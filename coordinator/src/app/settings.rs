@@ -8,10 +8,9 @@
 //! disagree.
 
 use super::Shared;
-use crate::plan::{KeepModels, Sweep};
+use crate::plan::{CheckpointPolicy, KeepModels, Sweep};
 use crate::sched::core::{TrialId, TrialState};
 use crate::sched::early_stop::{Decision, EarlyStopping, Stopper};
-use crate::store::files::Policy as CheckpointPolicy;
 use crate::store::{Store, StoreError, StoredSweep};
 use sweep_proto::EpochMetrics;
 
@@ -95,15 +94,19 @@ impl Shared {
     }
 
     /// Installs sweep `s`'s settings over its trials, and its early-stopping rule (or, with
-    /// none, removes the one it had), remembering the epochs its trials already have.
+    /// none, removes the one it had), remembering the epochs its trials already have. A sweep
+    /// whose rule is unchanged keeps its stopper, with the verdicts it gave.
     pub fn apply(&mut self, s: &SweepSettings) {
-        self.stoppers.remove(&s.name);
+        let kept = self
+            .stoppers
+            .remove(&s.name)
+            .filter(|old| Some(old.rule) == s.early_stopping);
         for t in self.settings.values_mut() {
             if t.judged_by.as_deref() == Some(s.name.as_str()) {
                 t.judged_by = None;
             }
         }
-        let mut stopper = s.early_stopping.map(Stopper::new);
+        let mut stopper = kept.or_else(|| s.early_stopping.map(Stopper::new));
         for id in &s.trials {
             let t = self.settings.entry(id.clone()).or_default();
             if let Some(data) = &s.data {

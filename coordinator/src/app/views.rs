@@ -2,8 +2,8 @@
 //! polls neither take the database's lock (which the committer needs for every batch) nor
 //! walk every trial under the core's lock once per poller.
 //!
-//! Lock order: views, then the database, then the core; nothing takes the views' lock while
-//! holding the others. Views are dropped whenever a sweep's row changes (submit, cancel,
+//! Lock order (as everywhere, see the `app` module): the views' lock is taken before the
+//! database's or the core's, never while holding either. Views are dropped whenever a sweep's row changes (submit, cancel,
 //! rerun, another process's write).
 
 use super::status::{self, SweepMeta, SweepSummary, SweepView};

@@ -5,11 +5,12 @@
 
 use super::events::{Event, EventKind};
 use super::{AppError, Handle};
+use crate::plan::CheckpointPolicy;
 use crate::sched::core::{
     Beat, Config, DeviceKind, Finished, LeaseRef, NewWorker, Rejected, TrialState, WorkerId,
     MAX_SLOTS,
 };
-use crate::store::files::{Checkpoints, Meta, Policy as CheckpointPolicy};
+use crate::store::files::{Checkpoints, Meta};
 use crate::store::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -83,6 +84,14 @@ impl Reply {
     }
 }
 
+/// 32 random bytes as hex: a token, or the secret a worker resumes its id with.
+pub fn random_token() -> String {
+    use rand::Rng;
+    (0..32)
+        .map(|_| format!("{:02x}", rand::rng().random::<u8>()))
+        .collect()
+}
+
 /// Heartbeat period the coordinator asks workers for: a third of the timeout.
 pub fn heartbeat_interval_ms(config: &Config) -> u32 {
     (config.heartbeat_timeout_ms / 3).clamp(100, 10_000) as u32
@@ -141,7 +150,7 @@ impl Handle {
             device: r.device,
             slots: r.slots,
             nonce: rand::random(),
-            secret: crate::api::tls::random_token(),
+            secret: random_token(),
         };
         let mut s = self.lock();
         let now = s.now_ms();
@@ -405,12 +414,10 @@ impl Handle {
         let (epoch, size) = (meta.epoch, meta.size);
         let store = self.upload_target(model);
         let t = lease.trial.clone();
-        let kept = super::blocking(move || {
-            store
-                .commit(&t, &path, meta)
-                .map_err(|e| AppError::Unavailable(format!("cannot store the checkpoint: {e}")))
-        })
-        .await?;
+        let kept = tokio::task::spawn_blocking(move || store.commit(&t, &path, meta))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .map_err(|e| AppError::Unavailable(format!("cannot store the checkpoint: {e}")))?;
         if model {
             self.models_changed.store(true, Ordering::Relaxed);
         }
@@ -431,7 +438,10 @@ impl Handle {
         self.holds(worker, lease)?;
         let store = self.checkpoints.clone();
         let t = lease.trial.clone();
-        let read = super::blocking(move || store.read(&t).map_err(AppError::DataLoss)).await;
+        // A panicked read is the coordinator's fault (INTERNAL), not a damaged checkpoint.
+        let read = tokio::task::spawn_blocking(move || store.read(&t))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
         match read {
             Ok((meta, bytes)) => {
                 tracing::info!(trial = %lease.trial, attempt = lease.attempt, epoch = meta.epoch, "resuming from a checkpoint");
@@ -462,10 +472,13 @@ impl Handle {
             )));
         };
         let store = self.checkpoints.clone();
-        let (size, sha256) =
-            super::blocking(move || store.module_digest(hash).map_err(AppError::NotFound))
-                .await
-                .inspect_err(|e| tracing::warn!(%trial, "{e}"))?;
+        let (size, sha256) = tokio::task::spawn_blocking(move || store.module_digest(hash))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .map_err(|e| {
+                tracing::warn!(%trial, "{e}");
+                AppError::NotFound(e)
+            })?;
         tracing::info!(%trial, %hash, size, "sending a TorchScript module");
         Ok((hash, size, sha256, self.checkpoints.module_path(hash)))
     }

@@ -264,11 +264,16 @@ impl Target {
         let db = self.db.context(
             "give --server URL (a running coordinator) or --db PATH (a database nobody serves)",
         )?;
-        let lock = ServerLock::acquire(&db, &format!("coordinator {what} --db (local)"))?;
-        let handle = match checkpoint_dir {
-            Some(dir) => Handle::open_with(&db, Config::default(), &dir)?,
-            None => Handle::open(&db, Config::default())?,
+        let handle_of = |lock| -> Result<(ServerLock, Handle)> {
+            Ok(match &checkpoint_dir {
+                Some(dir) => (lock, Handle::open_with(&db, Config::default(), dir)?),
+                None => (lock, Handle::open(&db, Config::default())?),
+            })
         };
+        let (lock, handle) = handle_of(match checkpoint_dir {
+            Some(_) => ServerLock::acquire(&db, &format!("coordinator {what}"))?,
+            None => ServerLock::acquire(&db, &format!("coordinator {what} --db (local)"))?,
+        })?;
         Ok(Place::Local {
             db,
             handle,
@@ -414,10 +419,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             target,
             rerun,
             force,
-        } => match target.open("submit", None).await? {
-            Place::Remote(mut c) => remote::submit(&mut c, &sweep, rerun, force).await?,
-            Place::Local { handle, .. } => submit_here(&handle, &sweep, rerun, force)?,
-        },
+        } => {
+            // A local sweep file is read (and refused) before the database is opened.
+            let local = match target.server {
+                None => Some(load_sweep(&sweep, force)?),
+                Some(_) => None,
+            };
+            match target.open("submit", None).await? {
+                Place::Remote(mut c) => remote::submit(&mut c, &sweep, rerun, force).await?,
+                Place::Local { handle, .. } => {
+                    let s = match local {
+                        Some(s) => s,
+                        None => load_sweep(&sweep, force)?,
+                    };
+                    submit_here(&handle, s, rerun)?
+                }
+            }
+        }
         Command::Status { sweep, target } => match target.open("status", None).await? {
             Place::Remote(mut c) => remote::status(&mut c, sweep.as_deref()).await?,
             Place::Local { db, handle, .. } => local_status(&db, &handle, sweep)?,
@@ -567,8 +585,7 @@ fn tls_init(out: &Path, hosts: &[String], days: i64, force: bool) -> Result<()> 
 }
 
 /// `coordinator submit --db`: the sweep goes into a database nobody serves.
-fn submit_here(handle: &Handle, sweep: &Path, rerun: bool, force: bool) -> Result<()> {
-    let s = load_sweep(sweep, force)?;
+fn submit_here(handle: &Handle, s: Sweep, rerun: bool) -> Result<()> {
     let stale = handle.submit(&s, rerun)?;
     println!("submitted sweep `{}`: {} trials", s.name, s.trials.len());
     if stale > 0 {

@@ -206,6 +206,26 @@ struct RawEarly {
     min_trials: Option<Spanned<i64>>,
 }
 
+/// A sweep's `[checkpoints]`: when its running trials save one. After `every_epochs` epochs
+/// since the last, or after an epoch that ends `every_seconds` or more after it (0: off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPolicy {
+    pub every_epochs: u32,
+    pub every_seconds: u32,
+}
+
+/// By default a trial saves after any epoch that ends 5 minutes or more after its last
+/// checkpoint: long trials lose at most about that much to a lost worker, short ones never
+/// pay for saving.
+impl Default for CheckpointPolicy {
+    fn default() -> CheckpointPolicy {
+        CheckpointPolicy {
+            every_epochs: 0,
+            every_seconds: 300,
+        }
+    }
+}
+
 /// One trial of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTrial {
@@ -232,7 +252,7 @@ pub struct Sweep {
     /// `[early_stopping]`, checked against the trials.
     pub early_stopping: Option<EarlyStopping>,
     /// `[checkpoints]`, or the default.
-    pub checkpoints: crate::store::files::Policy,
+    pub checkpoints: CheckpointPolicy,
     /// `keep_models` (and `keep_best`).
     pub keep_models: KeepModels,
     /// The TorchScript modules the trials name (`model = "torchscript:PATH"`), by hash, with
@@ -836,8 +856,8 @@ impl<'a> Parser<'a> {
     }
 
     /// `[checkpoints]`: each key a number of epochs or seconds in range (0 turns it off).
-    fn checkpoints(&self) -> Result<crate::store::files::Policy, SweepError> {
-        let mut policy = crate::store::files::Policy::default();
+    fn checkpoints(&self) -> Result<CheckpointPolicy, SweepError> {
+        let mut policy = CheckpointPolicy::default();
         let Some(raw) = &self.raw.checkpoints else {
             return Ok(policy);
         };

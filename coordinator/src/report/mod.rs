@@ -19,6 +19,13 @@
 //! Failed, diverged, cancelled and unfinished trials are listed below the ranked ones, never
 //! dropped. Ranks are competition ranks (equal values share a rank, the next rank skips);
 //! ties keep plan order.
+//!
+//! - [`rank`]: the one ranking of trials (also used to prune kept models) and [`RowStatus`].
+//! - [`stats`]: means, intervals and Welch's t-test.
+//! - `findings`: the sentences at the top of every report.
+//! - `tables`: the report's tables as rows of cells, shared by every renderer.
+//! - [`render`]: terminal, markdown, CSV and JSON.
+//! - [`html`]: the self-contained report.html with SVG charts.
 
 use crate::sched::core::{Core, TrialLookup, TrialState};
 mod findings;

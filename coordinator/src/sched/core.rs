@@ -710,6 +710,30 @@ impl Core {
         cancelled
     }
 
+    /// Follows a cancel the database made (it changed exactly `ids`, sparing finished
+    /// trials): like [`Core::cancel`], and a trial the core gave up on meanwhile (failed for
+    /// lost workers, a state the database then did not record over the cancel) is cancelled
+    /// too. A trial whose result the core holds stays finished: the database keeps a result
+    /// written after a cancel.
+    pub fn follow_cancel(&mut self, ids: &[TrialId]) -> Vec<TrialId> {
+        let gave_up: Vec<TrialId> = ids
+            .iter()
+            .filter(|id| {
+                matches!(
+                    self.trials.get(*id).map(|t| &t.state),
+                    Some(TrialState::Failed { .. })
+                )
+            })
+            .cloned()
+            .collect();
+        let mut cancelled = self.cancel(ids);
+        for id in gave_up {
+            self.set_state(&id, TrialState::Cancelled);
+            cancelled.push(id);
+        }
+        cancelled
+    }
+
     /// Counts of the given trials by state: (queued, running, finished, failed, cancelled).
     pub fn counts<'a>(&self, ids: impl IntoIterator<Item = &'a TrialId>) -> Counts {
         let mut c = Counts::default();

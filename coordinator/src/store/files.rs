@@ -20,25 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use sweep_proto::ModuleHash;
 
-/// A sweep's `[checkpoints]`: when its running trials save one. After `every_epochs` epochs
-/// since the last, or after an epoch that ends `every_seconds` or more after it (0: off).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    pub every_epochs: u32,
-    pub every_seconds: u32,
-}
-
-/// By default a trial saves after any epoch that ends 5 minutes or more after its last
-/// checkpoint: long trials lose at most about that much to a lost worker, short ones never
-/// pay for saving.
-impl Default for Policy {
-    fn default() -> Policy {
-        Policy {
-            every_epochs: 0,
-            every_seconds: 300,
-        }
-    }
-}
+pub use crate::plan::CheckpointPolicy as Policy;
 
 /// Largest checkpoint accepted (a ResNet-110 with Adam's moments is about 20 MB).
 pub use sweep_proto::limits::MAX_CHECKPOINT_BYTES;

@@ -89,7 +89,7 @@ pub struct StoredSweep {
     /// The sweep's `[early_stopping]` rule, if it has one.
     pub early_stopping: Option<EarlyStopping>,
     /// The sweep's `[checkpoints]` (the default where it was stored without one).
-    pub checkpoints: crate::store::files::Policy,
+    pub checkpoints: crate::plan::CheckpointPolicy,
     /// Which trained models the sweep keeps.
     pub keep_models: crate::plan::KeepModels,
     pub trials: Vec<SweepTrial>,

@@ -2,6 +2,9 @@
 //! Every model maps `[B, C, S, S]` float images to `[B, classes]` logits ([`Io`]); C is 3
 //! (colour) or 1 (grayscale), S is 32 for CIFAR. The user's TorchScript modules are loaded by
 //! [`torchscript`]. [`amp`]: bf16 autocast (with fp32 fallback) and channels-last.
+//!
+//! - `dense`, `seed_cnn`: the study's models; `resnet`: ResNet-20/56/110; `fast`: ResNet-9.
+//! - [`layers`]: convolution and batch-norm layers with Keras' or PyTorch's initialisers.
 
 pub mod amp;
 mod dense;

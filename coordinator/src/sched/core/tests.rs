@@ -541,3 +541,45 @@ fn lease(trial: &str, attempt: u32) -> LeaseRef {
         attempt,
     }
 }
+
+/// The core follows a cancel the database made: queued and running trials are cancelled, a
+/// trial given up on in between (the database kept its cancel over the give-up) is cancelled
+/// too, and a trial whose result arrived in between stays finished.
+#[test]
+fn the_core_follows_a_cancel_the_database_made() {
+    let mut core = core_with(&[("a", DeviceRequest::Auto)]);
+    // Already lost twice (as stored): the next loss gives it up.
+    core.add_trial_lost(
+        "gone".into(),
+        spec(DeviceRequest::Auto),
+        TrialState::Queued { attempt: 1 },
+        2,
+        false,
+    );
+    let w = reg(&mut core, "w", DeviceKind::Cpu, 2, None, 0);
+    assert_eq!(core.lease(&w, 2, 0).unwrap().len(), 2);
+    core.finish(&w, "a", 1, result(), 1).unwrap();
+    assert!(core
+        .lose_worker(&w, "gone")
+        .iter()
+        .any(|r| matches!(r, Requeued::GaveUp { trial, .. } if trial == "gone")));
+    core.add_trial(
+        "q".into(),
+        spec(DeviceRequest::Auto),
+        TrialState::Queued { attempt: 1 },
+        false,
+    );
+    let ids: Vec<TrialId> = ["a", "q", "gone"].into_iter().map(TrialId::from).collect();
+    assert!(matches!(
+        core.trial("gone").unwrap().state,
+        TrialState::Failed { .. }
+    ));
+    let mut cancelled = core.follow_cancel(&ids);
+    cancelled.sort();
+    assert_eq!(cancelled, vec![TrialId::from("gone"), TrialId::from("q")]);
+    assert_eq!(core.trial("gone").unwrap().state, TrialState::Cancelled);
+    assert!(matches!(
+        core.trial("a").unwrap().state,
+        TrialState::Finished { .. }
+    ));
+}
