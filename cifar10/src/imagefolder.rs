@@ -115,6 +115,46 @@ fn is_image(name: &str) -> bool {
     EXTENSIONS.iter().any(|e| lower.ends_with(&format!(".{e}")))
 }
 
+/// The images of `root/split/<class>/` for every class, in class then name order; a class
+/// folder without images, a folder inside one, or a file that is not PNG or JPEG by its
+/// extension is an error naming the path.
+fn list_split(root: &Path, split: &str, classes: &[String]) -> Result<Vec<Entry>, DataError> {
+    let mut entries = Vec::new();
+    for (c, class) in classes.iter().enumerate() {
+        let dir = root.join(split).join(class);
+        let files = sorted_dir(&dir)?;
+        let before = entries.len();
+        for (name, path, meta) in files {
+            if meta.is_dir() {
+                return Err(folder_error(
+                    &path,
+                    "a folder inside a class folder; images go directly in <split>/<class>/",
+                ));
+            }
+            if !is_image(&name) {
+                return Err(folder_error(
+                    &path,
+                    "not a PNG or JPEG file by its extension (.png, .jpg, .jpeg); move it out of the image folder",
+                ));
+            }
+            entries.push(Entry {
+                rel: Path::new(class).join(&name),
+                class: c as u8,
+                size: meta.len(),
+                modified: meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos()),
+            });
+        }
+        if entries.len() == before {
+            return Err(folder_error(&dir, "holds no images"));
+        }
+    }
+    Ok(entries)
+}
+
 impl Folder {
     /// Lists `root/train/<class>/*` and `root/test/<class>/*` (PNG and JPEG by extension;
     /// hidden files skipped, other files refused by name).
@@ -167,44 +207,8 @@ impl Folder {
                 format!("has no folder for class `{extra}` (test/{extra}/ exists); the model can only learn classes it trains on"),
             ));
         }
-        let list = |split: &str| -> Result<Vec<Entry>, DataError> {
-            let mut entries = Vec::new();
-            for (c, class) in classes.iter().enumerate() {
-                let dir = root.join(split).join(class);
-                let files = sorted_dir(&dir)?;
-                let before = entries.len();
-                for (name, path, meta) in files {
-                    if meta.is_dir() {
-                        return Err(folder_error(
-                            &path,
-                            "a folder inside a class folder; images go directly in <split>/<class>/",
-                        ));
-                    }
-                    if !is_image(&name) {
-                        return Err(folder_error(
-                            &path,
-                            "not a PNG or JPEG file by its extension (.png, .jpg, .jpeg); move it out of the image folder",
-                        ));
-                    }
-                    entries.push(Entry {
-                        rel: Path::new(class).join(&name),
-                        class: c as u8,
-                        size: meta.len(),
-                        modified: meta
-                            .modified()
-                            .ok()
-                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                            .map_or(0, |d| d.as_nanos()),
-                    });
-                }
-                if entries.len() == before {
-                    return Err(folder_error(&dir, "holds no images"));
-                }
-            }
-            Ok(entries)
-        };
-        let train = list("train")?;
-        let test = list("test")?;
+        let train = list_split(root, "train", &classes)?;
+        let test = list_split(root, "test", &classes)?;
         Ok(Folder {
             root: root.to_path_buf(),
             classes,

@@ -351,6 +351,9 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// The interpreter's loop: one arm per opcode. It stays one function on purpose (it is
+    /// longer than a screen): the opcodes share the machine's stack and memo, and a table of
+    /// small functions would only move each arm's three lines away from its opcode.
     fn run(mut self) -> Result<Value, PickleError> {
         loop {
             self.op_at = self.pos;

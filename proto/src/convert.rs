@@ -316,10 +316,8 @@ mod tests {
     }
 
     pub(crate) fn completed() -> TrialResult {
-        TrialResult {
-            status: TrialStatus::Completed,
-            reason: None,
-            epochs: vec![EpochMetrics {
+        TrialResult::builder()
+            .epochs(vec![EpochMetrics {
                 epoch: 1,
                 train_loss: 2.2946,
                 train_accuracy: 0.11147540983606559,
@@ -330,8 +328,8 @@ mod tests {
                 lr: 0.0005,
                 seconds: 1.0,
                 images_per_sec: 100.0,
-            }],
-            test: Some(TestMetrics {
+            }])
+            .test(TestMetrics {
                 loss: 2.2,
                 accuracy: 0.5,
                 binary_accuracy: None,
@@ -339,17 +337,12 @@ mod tests {
                 confusion: vec![vec![1, 1], vec![1, 1]],
                 images: 4,
                 class_names: vec!["a".into(), "b".into()],
-            }),
-            best_val_accuracy: Some(0.1),
-            train_images: 10,
-            val_images: 2,
-            parameters: 5,
-            device: "cpu".into(),
-            seconds: 2.0,
-            notes: vec![],
-            diverged_epoch: None,
-            resumed_from_epoch: None,
-            provenance: Some(Provenance {
+            })
+            .best_val_accuracy(0.1)
+            .images(10, 2)
+            .parameters(5)
+            .seconds(2.0)
+            .provenance(Provenance {
                 semantics: crate::TRAINER_SEMANTICS,
                 worker_version: "0.1.0".into(),
                 libtorch_version: "2.11.0+cu130".into(),
@@ -358,8 +351,8 @@ mod tests {
                 started_unix_ms: 1_700_000_000_000,
                 finished_unix_ms: 1_700_000_002_000,
                 dataset_fingerprint: "ab".repeat(32),
-            }),
-        }
+            })
+            .build()
     }
 
     #[test]

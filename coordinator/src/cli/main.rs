@@ -419,23 +419,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             target,
             rerun,
             force,
-        } => {
-            // A local sweep file is read (and refused) before the database is opened.
-            let local = match target.server {
-                None => Some(load_sweep(&sweep, force)?),
-                Some(_) => None,
-            };
-            match target.open("submit", None).await? {
-                Place::Remote(mut c) => remote::submit(&mut c, &sweep, rerun, force).await?,
-                Place::Local { handle, .. } => {
-                    let s = match local {
-                        Some(s) => s,
-                        None => load_sweep(&sweep, force)?,
-                    };
-                    submit_here(&handle, s, rerun)?
-                }
-            }
-        }
+        } => submit(target, &sweep, rerun, force).await?,
         Command::Status { sweep, target } => match target.open("status", None).await? {
             Place::Remote(mut c) => remote::status(&mut c, sweep.as_deref()).await?,
             Place::Local { db, handle, .. } => local_status(&db, &handle, sweep)?,
@@ -487,10 +471,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             client,
             server,
             quiet,
-        } => {
-            let mut c = client.connect(&server).await?;
-            remote::watch(&mut c, &sweep, quiet).await?;
-        }
+        } => remote::watch(&mut client.connect(&server).await?, &sweep, quiet).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -582,6 +563,25 @@ fn tls_init(out: &Path, hosts: &[String], days: i64, force: bool) -> Result<()> 
     println!("worker:      --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/token", out.display());
     println!("admin:       --tls-ca {0}/ca.pem --tls-cert {0}/worker.pem --tls-key {0}/worker-key.pem --token-file {0}/admin-token", out.display());
     Ok(())
+}
+
+/// `coordinator submit`: to a running coordinator, or into a database nobody serves (the
+/// sweep file is read, and refused, before that database is opened).
+async fn submit(target: Target, sweep: &Path, rerun: bool, force: bool) -> Result<()> {
+    let local = match target.server {
+        None => Some(load_sweep(sweep, force)?),
+        Some(_) => None,
+    };
+    match target.open("submit", None).await? {
+        Place::Remote(mut c) => remote::submit(&mut c, sweep, rerun, force).await,
+        Place::Local { handle, .. } => {
+            let s = match local {
+                Some(s) => s,
+                None => load_sweep(sweep, force)?,
+            };
+            submit_here(&handle, s, rerun)
+        }
+    }
 }
 
 /// `coordinator submit --db`: the sweep goes into a database nobody serves.

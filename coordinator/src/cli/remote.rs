@@ -409,16 +409,7 @@ pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
         .await
         .map_err(|s| refused("watch", s))?
         .into_inner();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    if let Ok(style) = ProgressStyle::with_template(
-        "[{elapsed_precise}] {bar:30} {pos}/{len} trials ({prefix})\n  {wide_msg}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    let bar = watch_bar(quiet);
     let first = sweep_status(c, name).await?;
     let line = format!(
         "watching sweep `{name}`: {}",
@@ -458,39 +449,60 @@ pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
         }
         // The state once a second: events only add lines above the bar.
         let v = sweep_status(c, name).await?;
-        let counts = counts_of(v.sweep.and_then(|s| s.counts));
-        bar.set_length(counts.total() as u64);
-        bar.set_position((counts.finished + counts.failed + counts.cancelled) as u64);
-        bar.set_prefix(format!(
-            "{} running, {} queued, {} failed",
-            counts.running, counts.queued, counts.failed
-        ));
-        let running: Vec<String> = v
-            .trials
-            .iter()
-            .filter(|t| t.phase == pb::TrialPhase::Running as i32)
-            .map(|t| {
-                let eta = t
-                    .eta_seconds
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .map(|d| format!(" eta {}", indicatif::HumanDuration(d)))
-                    .unwrap_or_default();
-                format!(
-                    "{} e{}/{} acc {}{eta}",
-                    short(&t.trial_id),
-                    t.epoch,
-                    t.epochs,
-                    percent(t.accuracy)
-                )
-            })
-            .collect();
-        bar.set_message(running.join(" | "));
-        if counts.is_done() {
+        if let Some(counts) = show_status(&bar, v) {
             bar.finish_and_clear();
             println!("{name}: {counts}");
             return Ok(());
         }
     }
+}
+
+/// The progress bar `watch` draws (hidden with `--quiet`).
+fn watch_bar(quiet: bool) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "[{elapsed_precise}] {bar:30} {pos}/{len} trials ({prefix})\n  {wide_msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Draws a sweep's state on the bar: counts, and the running trials with their epoch,
+/// accuracy and ETA. Returns the counts once every trial has ended.
+fn show_status(bar: &ProgressBar, v: pb::SweepStatusResponse) -> Option<Counts> {
+    let counts = counts_of(v.sweep.and_then(|s| s.counts));
+    bar.set_length(counts.total() as u64);
+    bar.set_position((counts.finished + counts.failed + counts.cancelled) as u64);
+    bar.set_prefix(format!(
+        "{} running, {} queued, {} failed",
+        counts.running, counts.queued, counts.failed
+    ));
+    let running: Vec<String> = v
+        .trials
+        .iter()
+        .filter(|t| t.phase == pb::TrialPhase::Running as i32)
+        .map(|t| {
+            let eta = t
+                .eta_seconds
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .map(|d| format!(" eta {}", indicatif::HumanDuration(d)))
+                .unwrap_or_default();
+            format!(
+                "{} e{}/{} acc {}{eta}",
+                short(&t.trial_id),
+                t.epoch,
+                t.epochs,
+                percent(t.accuracy)
+            )
+        })
+        .collect();
+    bar.set_message(running.join(" | "));
+    counts.is_done().then_some(counts)
 }
 
 /// Default report directory for a sweep.

@@ -747,24 +747,6 @@ impl<'a> Parser<'a> {
         };
         let section = raw.span();
         let raw = raw.get_ref();
-        let number = |v: &Option<Spanned<i64>>,
-                      key: &str,
-                      min: i64,
-                      max: i64,
-                      default: u32|
-         -> Result<u32, SweepError> {
-            match v {
-                None => Ok(default),
-                Some(n) if (min..=max).contains(n.get_ref()) => Ok(*n.get_ref() as u32),
-                Some(n) => Err(self.err(
-                    Some(n.span()),
-                    format!(
-                        "`early_stopping.{key}` = {} must be between {min} and {max}",
-                        n.get_ref()
-                    ),
-                )),
-            }
-        };
         let only_for = |v: &Option<Spanned<i64>>, key: &str, method: &str| match v {
             Some(n) => Err(self.err(
                 Some(n.span()),
@@ -783,21 +765,21 @@ impl<'a> Parser<'a> {
                 .as_ref()
                 .map(|m| *m.get_ref())
                 .unwrap_or_default(),
-            grace_epochs: number(
+            grace_epochs: self.early_number(
                 &raw.grace_epochs,
                 "grace_epochs",
                 1,
                 sweep_proto::MAX_EPOCH as i64,
                 early_stop::DEFAULT_GRACE,
             )?,
-            reduction_factor: number(
+            reduction_factor: self.early_number(
                 &raw.reduction_factor,
                 "reduction_factor",
                 2,
                 100,
                 early_stop::DEFAULT_REDUCTION,
             )?,
-            min_trials: number(
+            min_trials: self.early_number(
                 &raw.min_trials,
                 "min_trials",
                 1,
@@ -805,6 +787,41 @@ impl<'a> Parser<'a> {
                 early_stop::DEFAULT_MIN_TRIALS,
             )?,
         };
+        self.early_stopping_fits(&rule, raw, section, trials)?;
+        Ok(Some(rule))
+    }
+
+    /// `early_stopping.KEY`: between `min` and `max`, `default` when absent.
+    fn early_number(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        min: i64,
+        max: i64,
+        default: u32,
+    ) -> Result<u32, SweepError> {
+        match v {
+            None => Ok(default),
+            Some(n) if (min..=max).contains(n.get_ref()) => Ok(*n.get_ref() as u32),
+            Some(n) => Err(self.err(
+                Some(n.span()),
+                format!(
+                    "`early_stopping.{key}` = {} must be between {min} and {max}",
+                    n.get_ref()
+                ),
+            )),
+        }
+    }
+
+    /// The rule can judge the sweep's trials: they hold out a validation split, and at least
+    /// one runs past the grace epochs.
+    fn early_stopping_fits(
+        &self,
+        rule: &EarlyStopping,
+        raw: &RawEarly,
+        section: std::ops::Range<usize>,
+        trials: &[PlannedTrial],
+    ) -> Result<(), SweepError> {
         if let Some(t) = trials.iter().find(|t| t.spec.validation_split <= 0.0) {
             return Err(self.err(
                 Some(raw.metric.as_ref().map_or(section.clone(), |m| m.span())),
@@ -832,7 +849,7 @@ impl<'a> Parser<'a> {
                 ),
             ));
         }
-        Ok(Some(rule))
+        Ok(())
     }
 
     /// `keep_models` and `keep_best` (only with "best", 1 to 1000).

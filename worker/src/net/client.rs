@@ -115,6 +115,48 @@ fn lease_ref(k: &Key) -> pb::LeaseRef {
     }
 }
 
+/// The dataset directory for a lease's trial. The coordinator's hint is a path on its
+/// machine: it is used only where it holds the data, else $CIFAR10_DATA and ./data are. The
+/// worker's --data comes first, unless it does not hold what this trial trains on and the hint
+/// does (a worker for CIFAR-10 that also sees the sweep's image folder).
+fn lease_data(
+    lease: &pb::Lease,
+    spec: &TrialSpec,
+    opts_data: Option<&PathBuf>,
+) -> Result<PathBuf, String> {
+    // Each candidate is looked at once (for an image folder that lists every file).
+    let look = |d: &PathBuf| data::find_data_for(Some(d), spec.dataset);
+    let hint = (!lease.data_hint.is_empty()).then(|| PathBuf::from(&lease.data_hint));
+    let image_folder = matches!(spec.dataset, sweep_proto::DatasetKind::ImageFolder(_));
+    let found = match opts_data.map(look) {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => hint.as_ref().and_then(|h| look(h).ok()).ok_or(e),
+        None => match hint.as_ref().map(look) {
+            Some(Ok(h)) => Ok(h),
+            // Only the sweep names an image folder: the error says its path is not here.
+            Some(Err(e)) if image_folder => Err(e),
+            _ => data::find_data_for(None, spec.dataset),
+        },
+    };
+    match found {
+        Ok(d) => Ok(d),
+        // The sweep says `data = "fetch"`: download the official archive into ./data.
+        Err(_)
+            if opts_data.is_none()
+                && lease.data_hint == "fetch"
+                && spec.dataset == sweep_proto::DatasetKind::Cifar10 =>
+        {
+            data::fetch::fetch(
+                &data::fetch::Archive::official(),
+                std::path::Path::new("data"),
+                false,
+            )
+            .map_err(|e| format!("data = \"fetch\": {e}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Trains one leased trial on the calling (blocking) thread.
 fn train_lease(
     lease: &pb::Lease,
@@ -131,42 +173,9 @@ fn train_lease(
     if let Err(e) = device::check_request(spec.device, device) {
         return failed(e, device);
     }
-    // The coordinator's hint is a path on its machine: use it only where it holds the data,
-    // else fall back to $CIFAR10_DATA and ./data. The worker's --data comes first, unless it
-    // does not hold what this trial trains on and the hint does (a worker for CIFAR-10 that
-    // also sees the sweep's image folder).
-    // Each candidate is looked at once (for an image folder that lists every file).
-    let look = |d: &PathBuf| data::find_data_for(Some(d), spec.dataset);
-    let hint = (!lease.data_hint.is_empty()).then(|| PathBuf::from(&lease.data_hint));
-    let image_folder = matches!(spec.dataset, sweep_proto::DatasetKind::ImageFolder(_));
-    let found = match opts_data.as_ref().map(look) {
-        Some(Ok(d)) => Ok(d),
-        Some(Err(e)) => hint.as_ref().and_then(|h| look(h).ok()).ok_or(e),
-        None => match hint.as_ref().map(look) {
-            Some(Ok(h)) => Ok(h),
-            // Only the sweep names an image folder: the error says its path is not here.
-            Some(Err(e)) if image_folder => Err(e),
-            _ => data::find_data_for(None, spec.dataset),
-        },
-    };
-    let dir = match found {
+    let dir = match lease_data(lease, &spec, opts_data.as_ref()) {
         Ok(d) => d,
-        // The sweep says `data = "fetch"`: download the official archive into ./data.
-        Err(_)
-            if opts_data.is_none()
-                && lease.data_hint == "fetch"
-                && spec.dataset == sweep_proto::DatasetKind::Cifar10 =>
-        {
-            match data::fetch::fetch(
-                &data::fetch::Archive::official(),
-                std::path::Path::new("data"),
-                false,
-            ) {
-                Ok(d) => d,
-                Err(e) => return failed(format!("data = \"fetch\": {e}"), device),
-            }
-        }
-        Err(e) => return failed(e.to_string(), device),
+        Err(e) => return failed(e, device),
     };
     let dataset = match Dataset::open(&dir, spec.dataset, spec.image_size, spec.train_batches) {
         Ok(d) => d,
@@ -317,62 +326,68 @@ impl Session<'_> {
             .into_inner()
             .leases;
         for lease in leases {
-            let key = key(&lease.trial_id, lease.attempt);
-            tracing::info!(trial = %key.trial, attempt = key.attempt, "training");
-            let mut control = Control {
-                checkpoints: checkpoint::Policy {
-                    every_epochs: lease.checkpoint_every_epochs,
-                    every_seconds: lease.checkpoint_every_seconds,
-                },
-                export_model: lease.keep_model,
-                ..Control::default()
-            };
-            if lease.checkpoint_epoch > 0 {
-                match self.load_checkpoint(&key).await {
-                    Ok(bytes) => {
-                        tracing::info!(trial = %key.trial, attempt = key.attempt, epoch = lease.checkpoint_epoch, "resuming from a checkpoint");
-                        control.resume = Some(bytes);
-                    }
-                    Err(why) => {
-                        tracing::warn!(trial = %key.trial, attempt = key.attempt, "checkpoint not used: {why}");
-                        control.resume_note = Some(format!(
-                            "the checkpoint after epoch {} was not used ({why}); trained from the first epoch",
-                            lease.checkpoint_epoch
-                        ));
-                    }
-                }
-            }
-            let control = Arc::new(control);
-            trials.running.insert(key.clone(), control.clone());
-            let (tx, data, device) = (trials.tx.clone(), self.opts.data.clone(), self.opts.device);
-            // A module download runs beside the session (heartbeats go on meanwhile); the
-            // lease is listed as running from now on.
-            let (client, id) = (self.client.clone(), self.id.clone());
-            tokio::spawn(async move {
-                let fetched = tokio::time::timeout(
-                    MODULE_FETCH_TIMEOUT,
-                    fetch_module(client, id, &key, &lease.spec_toml),
-                )
-                .await
-                .unwrap_or_else(|_| Err(format!("no module after {MODULE_FETCH_TIMEOUT:?}")));
-                std::thread::spawn(move || {
-                    let result = match fetched {
-                        // Whatever panics (a bug included) ends the trial, not the thread
-                        // that must report it.
-                        Ok(()) => crate::train::trial_panic::catch(|| {
-                            train_lease(&lease, data, device, &control, &tx)
-                        })
-                        .unwrap_or_else(|why| train::failed(why, device)),
-                        Err(why) => train::failed(
-                            format!("the trial's TorchScript module was not received: {why}"),
-                            device,
-                        ),
-                    };
-                    let _ = tx.send(Msg::Done(key, Box::new(result)));
-                });
-            });
+            self.start(lease, trials).await;
         }
         Ok(())
+    }
+
+    /// Starts a leased trial on its own thread (resuming from the coordinator's checkpoint
+    /// when there is one), after fetching its TorchScript module beside the session.
+    async fn start(&mut self, lease: pb::Lease, trials: &mut Trials) {
+        let key = key(&lease.trial_id, lease.attempt);
+        tracing::info!(trial = %key.trial, attempt = key.attempt, "training");
+        let mut control = Control {
+            checkpoints: checkpoint::Policy {
+                every_epochs: lease.checkpoint_every_epochs,
+                every_seconds: lease.checkpoint_every_seconds,
+            },
+            export_model: lease.keep_model,
+            ..Control::default()
+        };
+        if lease.checkpoint_epoch > 0 {
+            match self.load_checkpoint(&key).await {
+                Ok(bytes) => {
+                    tracing::info!(trial = %key.trial, attempt = key.attempt, epoch = lease.checkpoint_epoch, "resuming from a checkpoint");
+                    control.resume = Some(bytes);
+                }
+                Err(why) => {
+                    tracing::warn!(trial = %key.trial, attempt = key.attempt, "checkpoint not used: {why}");
+                    control.resume_note = Some(format!(
+                        "the checkpoint after epoch {} was not used ({why}); trained from the first epoch",
+                        lease.checkpoint_epoch
+                    ));
+                }
+            }
+        }
+        let control = Arc::new(control);
+        trials.running.insert(key.clone(), control.clone());
+        let (tx, data, device) = (trials.tx.clone(), self.opts.data.clone(), self.opts.device);
+        // A module download runs beside the session (heartbeats go on meanwhile); the
+        // lease is listed as running from now on.
+        let (client, id) = (self.client.clone(), self.id.clone());
+        tokio::spawn(async move {
+            let fetched = tokio::time::timeout(
+                MODULE_FETCH_TIMEOUT,
+                fetch_module(client, id, &key, &lease.spec_toml),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no module after {MODULE_FETCH_TIMEOUT:?}")));
+            std::thread::spawn(move || {
+                let result = match fetched {
+                    // Whatever panics (a bug included) ends the trial, not the thread
+                    // that must report it.
+                    Ok(()) => crate::train::trial_panic::catch(|| {
+                        train_lease(&lease, data, device, &control, &tx)
+                    })
+                    .unwrap_or_else(|why| train::failed(why, device)),
+                    Err(why) => train::failed(
+                        format!("the trial's TorchScript module was not received: {why}"),
+                        device,
+                    ),
+                };
+                let _ = tx.send(Msg::Done(key, Box::new(result)));
+            });
+        });
     }
 
     /// The coordinator's checkpoint of a leased trial, checked against its SHA-256.
