@@ -1,5 +1,6 @@
 //! The one border between wire types and domain types.
 
+use crate::ids::LeaseRef;
 use crate::pb;
 use crate::result::InvalidResult;
 use crate::{EpochMetrics, Provenance, TestMetrics, TrialResult, TrialStatus};
@@ -34,6 +35,24 @@ impl From<&EpochMetrics> for pb::EpochMetrics {
             lr: m.lr,
             seconds: m.seconds,
             images_per_sec: m.images_per_sec,
+        }
+    }
+}
+
+impl From<pb::LeaseRef> for LeaseRef {
+    fn from(l: pb::LeaseRef) -> LeaseRef {
+        LeaseRef {
+            trial: l.trial_id.into(),
+            attempt: l.attempt,
+        }
+    }
+}
+
+impl From<&LeaseRef> for pb::LeaseRef {
+    fn from(l: &LeaseRef) -> pb::LeaseRef {
+        pb::LeaseRef {
+            trial_id: l.trial.to_string(),
+            attempt: l.attempt,
         }
     }
 }

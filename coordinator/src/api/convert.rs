@@ -22,19 +22,10 @@ impl From<AppError> for Status {
     }
 }
 
+/// A request's lease, which it must name.
 pub fn lease_ref(l: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
-    let l = l.ok_or_else(|| Status::invalid_argument("missing lease"))?;
-    Ok(LeaseRef {
-        trial: l.trial_id.into(),
-        attempt: l.attempt,
-    })
-}
-
-pub fn lease_ref_pb(l: LeaseRef) -> pb::LeaseRef {
-    pb::LeaseRef {
-        trial_id: l.trial.into(),
-        attempt: l.attempt,
-    }
+    Ok(l.ok_or_else(|| Status::invalid_argument("missing lease"))?
+        .into())
 }
 
 pub fn device(d: i32) -> Result<DeviceKind, Status> {

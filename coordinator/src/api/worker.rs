@@ -2,7 +2,7 @@
 //! call, protobuf out. Checkpoint uploads are received here chunk by chunk into the file the
 //! app names, checked against the announced size and SHA-256, and handed back to the app.
 
-use super::convert::{ack, device, lease_pb, lease_ref, lease_ref_pb};
+use super::convert::{ack, device, lease_pb, lease_ref};
 use crate::app::work::{Registration, Reply};
 use crate::app::{AppError, Handle};
 use crate::sched::core::{LeaseRef, Rejected};
@@ -248,17 +248,10 @@ impl Coordinator for WorkerApi {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = req.into_inner();
-        let running: Vec<LeaseRef> = r
-            .running
-            .into_iter()
-            .map(|l| LeaseRef {
-                trial: l.trial_id.into(),
-                attempt: l.attempt,
-            })
-            .collect();
+        let running: Vec<LeaseRef> = r.running.into_iter().map(LeaseRef::from).collect();
         let stop = self.handle.heartbeat(&r.worker_id, &running).await?;
         Ok(Response::new(pb::HeartbeatResponse {
-            cancel: stop.into_iter().map(lease_ref_pb).collect(),
+            cancel: stop.iter().map(pb::LeaseRef::from).collect(),
         }))
     }
 

@@ -161,12 +161,12 @@ impl Handle {
     /// one): (trial id, its description, the file's bytes). Blocking.
     pub fn model_of(&self, name: &str, trial: &str) -> Result<(TrialId, Meta, Vec<u8>), AppError> {
         let trial = if trial.is_empty() {
-            self.report(name)?
-                .rows
-                .iter()
-                .filter(|r| r.rank.is_some())
-                .find(|r| self.has_model(&r.id))
-                .map(|r| TrialId::from(r.id.as_str()))
+            // The report's ranking, without building the report.
+            let stored = self.stored(name)?;
+            let ranked = crate::report::rank::ranked(&stored, &self.lock().core);
+            ranked
+                .into_iter()
+                .find(|id| self.has_model(id))
                 .ok_or_else(|| {
                     AppError::NotFound(format!(
                         "sweep `{name}` has no kept model yet (keep_models = \"none\", or no trial has finished with one)"

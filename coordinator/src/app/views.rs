@@ -3,8 +3,8 @@
 //! walk every trial under the core's lock once per poller.
 //!
 //! Lock order (as everywhere, see the `app` module): the views' lock is taken before the
-//! database's or the core's, never while holding either. Views are dropped whenever a sweep's row changes (submit, cancel,
-//! rerun, another process's write).
+//! database's or the core's, never while holding either. Views are dropped whenever a
+//! sweep's row changes (submit, cancel, rerun, another process's write).
 
 use super::status::{self, SweepMeta, SweepSummary, SweepView};
 use super::{AppError, Handle};

@@ -264,16 +264,14 @@ impl Target {
         let db = self.db.context(
             "give --server URL (a running coordinator) or --db PATH (a database nobody serves)",
         )?;
-        let handle_of = |lock| -> Result<(ServerLock, Handle)> {
-            Ok(match &checkpoint_dir {
-                Some(dir) => (lock, Handle::open_with(&db, Config::default(), dir)?),
-                None => (lock, Handle::open(&db, Config::default())?),
-            })
-        };
-        let (lock, handle) = handle_of(match checkpoint_dir {
+        let lock = match checkpoint_dir {
             Some(_) => ServerLock::acquire(&db, &format!("coordinator {what}"))?,
             None => ServerLock::acquire(&db, &format!("coordinator {what} --db (local)"))?,
-        })?;
+        };
+        let handle = match &checkpoint_dir {
+            Some(dir) => Handle::open_with(&db, Config::default(), dir)?,
+            None => Handle::open(&db, Config::default())?,
+        };
         Ok(Place::Local {
             db,
             handle,

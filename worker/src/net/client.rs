@@ -108,13 +108,6 @@ enum Msg {
     Done(Key, Box<TrialResult>),
 }
 
-fn lease_ref(k: &Key) -> pb::LeaseRef {
-    pb::LeaseRef {
-        trial_id: k.trial.to_string(),
-        attempt: k.attempt,
-    }
-}
-
 /// The dataset directory for a lease's trial. The coordinator's hint is a path on its
 /// machine: it is used only where it holds the data, else $CIFAR10_DATA and ./data are. The
 /// worker's --data comes first, unless it does not hold what this trial trains on and the hint
@@ -272,7 +265,7 @@ impl Session<'_> {
         while let Some((key, result)) = trials.pending.first() {
             let report = pb::ResultReport {
                 worker_id: self.id.clone(),
-                lease: Some(lease_ref(key)),
+                lease: Some(pb::LeaseRef::from(key)),
                 result: Some(pb::TrialResult::from(result.as_ref())),
             };
             // The exact JSON of the result is logged so it can be traced from worker to report
@@ -297,7 +290,7 @@ impl Session<'_> {
 
     /// A heartbeat (stopping what the coordinator cancelled), then leases for free slots.
     async fn beat(&mut self, trials: &mut Trials) -> Result<(), Status> {
-        let refs: Vec<pb::LeaseRef> = trials.running.keys().map(lease_ref).collect();
+        let refs: Vec<pb::LeaseRef> = trials.running.keys().map(pb::LeaseRef::from).collect();
         let hb = self
             .client
             .heartbeat(pb::HeartbeatRequest {
@@ -396,7 +389,7 @@ impl Session<'_> {
             .client
             .load_checkpoint(pb::LoadCheckpointRequest {
                 worker_id: self.id.clone(),
-                lease: Some(lease_ref(key)),
+                lease: Some(pb::LeaseRef::from(key)),
             })
             .await
             .map_err(|e| e.message().to_string())?
@@ -416,7 +409,7 @@ impl Session<'_> {
         let (size, sha256) = (bytes.len() as u64, checkpoint::sha256_hex(&bytes));
         let header = pb::CheckpointChunk {
             worker_id: self.id.clone(),
-            lease: Some(lease_ref(key)),
+            lease: Some(pb::LeaseRef::from(key)),
             epoch,
             size,
             sha256,
@@ -463,7 +456,7 @@ impl Session<'_> {
                     Msg::Progress(key, m, reply) => {
                         let report = pb::ProgressReport {
                             worker_id: self.id.clone(),
-                            lease: Some(lease_ref(&key)),
+                            lease: Some(pb::LeaseRef::from(&key)),
                             metrics: Some(pb::EpochMetrics::from(&m)),
                         };
                         // On error the reply is dropped: the trainer goes on without a verdict.
@@ -694,7 +687,7 @@ async fn fetch_module(
     let chunks = client
         .fetch_module(pb::FetchModuleRequest {
             worker_id,
-            lease: Some(lease_ref(key)),
+            lease: Some(pb::LeaseRef::from(key)),
         })
         .await
         .map_err(|e| e.message().to_string())?
