@@ -113,6 +113,15 @@ id_type!(
     WorkerId
 );
 
+impl TrialId {
+    /// The id of a configuration: the first 16 hex digits of the SHA-256 of its canonical TOML.
+    pub fn of(spec: &crate::TrialSpec) -> TrialId {
+        let mut id = crate::sha256_hex(spec.to_toml().as_bytes());
+        id.truncate(16);
+        TrialId(id)
+    }
+}
+
 /// One lease: a trial and the attempt number it was leased with. Progress, results,
 /// checkpoints and heartbeats name the lease they are about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

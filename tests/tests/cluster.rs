@@ -711,3 +711,60 @@ fn ctrl_c_stops_the_sweep_and_a_second_run_resumes() {
         .contains(&format!("reusing {finished_before} finished trials")));
     assert!(all_finished(&db, 3), "{:?}", states(&db));
 }
+
+/// `search = "tpe"` with ASHA (BOHB-like), run by `coordinator sweep` with one real worker on
+/// learnable data: the budget is met, hopeless learning rates are stopped at the rung and
+/// still rank, the model is fitted at a budget once enough trials reached it, and a second
+/// run from scratch with the same seed suggests the same trials in the same order.
+#[test]
+fn a_tpe_search_with_asha_runs_end_to_end() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    learnable_cifar(&dir.path().join("data"), 200, 100);
+    let sweep = write_sweep(
+        dir.path(),
+        "bohb",
+        "search = \"tpe\"\ntrials = 8\nstartup_trials = 3\nsearch_seed = 2\n\
+         [defaults]\nmodel = \"dense\"\nepochs = 3\nbatch_size = 32\nvalidation_split = 0.2\n\
+         [grid]\nlr = { min = 1e-9, max = 1e-2, log = true }\n\
+         [early_stopping]\nmethod = \"asha\"\ngrace_epochs = 1\nreduction_factor = 3\n",
+    );
+    let run = |out: &std::path::Path| {
+        let done = sweep_command(&sweep, out, 1)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&done.stderr).into_owned();
+        assert!(done.status.success(), "{log}");
+        let store = Store::open(&out.join("sweep.db")).unwrap();
+        let ids: Vec<String> = store
+            .sweep("bohb")
+            .unwrap()
+            .unwrap()
+            .trials
+            .iter()
+            .map(|t| t.id.to_string())
+            .collect();
+        (ids, log)
+    };
+    let out = dir.path().join("out");
+    let (ids, log) = run(&out);
+    assert_eq!(ids.len(), 8, "{log}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows = results.as_array().unwrap();
+    assert_eq!(rows.len(), 8, "{results}");
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "completed" || r["status"] == "stopped"),
+        "{results}"
+    );
+    assert!(rows.iter().any(|r| r["status"] == "stopped"), "{results}");
+    assert!(rows.iter().all(|r| r["rank"].is_number()), "{results}");
+    assert!(
+        log.contains("model_epoch=Some("),
+        "no suggestion from the model: {log}"
+    );
+    let (again, _) = run(&dir.path().join("again"));
+    assert_eq!(ids, again, "the same seed with one worker: the same trials");
+}

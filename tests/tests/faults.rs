@@ -521,3 +521,58 @@ fn one_database_one_server_and_a_clean_stop_leaves_one_file() {
     let (ok, out, err) = coordinator(&["status", "single"], &alone);
     assert!(ok && out.contains("2 finished"), "{out}{err}");
 }
+
+/// A TPE search whose coordinator is killed (SIGKILL) with trials running: the restarted one
+/// goes on from the stored suggestions, so the sweep ends with exactly its budget of trials,
+/// none suggested twice and none lost, each result counted once.
+#[test]
+fn a_tpe_search_killed_mid_sweep_meets_its_budget_exactly() {
+    let _serial = serial();
+    let body = "search = \"tpe\"\ntrials = 8\nstartup_trials = 3\nsearch_seed = 5\n\
+                [defaults]\nmodel = \"seed-cnn\"\ntrain_images = 400\ntest_images = 50\nepochs = 2\nbatch_size = 50\n\
+                [grid]\nlr = { min = 1e-4, max = 0.5, log = true }\noptimizer = [\"sgd\", \"adam\"]\n";
+    let mut c = Cluster::start("tpe-kill", body, 100, 3.0);
+    let (dir, data) = (c.dir.path().to_path_buf(), c.data.clone());
+    let a = worker_logging_to(&dir, c.port, Some(TOKEN), &data, "a", "a.log");
+    let b = worker_logging_to(&dir, c.port, Some(TOKEN), &data, "b", "b.log");
+    // Kill it once some trials have finished and others run.
+    assert!(
+        wait_until(Duration::from_secs(180), || {
+            let s = states(&c.db);
+            s.iter().filter(|t| t.state == "finished").count() >= 2
+                && s.iter().any(|t| t.state == "running")
+        }),
+        "{:?}",
+        states(&c.db)
+    );
+    c.server.kill();
+    let stored_at_kill = states(&c.db).len();
+    std::thread::sleep(Duration::from_millis(500));
+    c.server = serve(&dir, &c.db, c.port, TOKEN, 3.0, "server2.log", &[]);
+    assert!(
+        wait_until(Duration::from_secs(300), || all_finished(&c.db, 8)),
+        "{:?}",
+        states(&c.db)
+    );
+    assert!(
+        stored_at_kill < 8,
+        "killed after the last suggestion: {stored_at_kill}"
+    );
+    assert_every_result_counted_once(&c, 8, &[&a, &b]);
+    let sweep = coordinator::store::Store::open(&c.db)
+        .unwrap()
+        .sweep("tpe-kill")
+        .unwrap()
+        .unwrap();
+    let ids: std::collections::BTreeSet<&str> =
+        sweep.trials.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        (sweep.trials.len(), ids.len()),
+        (8, 8),
+        "{:?}",
+        sweep.trials
+    );
+    // Nothing more is suggested once the budget is met.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(states(&c.db).len(), 8);
+}

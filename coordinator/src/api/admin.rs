@@ -4,7 +4,7 @@
 
 use super::convert::{event_pb, summary_pb, view_pb};
 use crate::app::{blocking, AppError, EventKind, Handle};
-use crate::plan::{self, MAX_FILE_BYTES, MAX_TRIALS};
+use crate::plan::{self, MAX_FILE_BYTES};
 use crate::sched::core::TrialId;
 use std::collections::HashSet;
 use std::path::Path;
@@ -67,21 +67,18 @@ impl Admin for AdminService {
             plan::parse(&text, Path::new(&name)).map_err(|e| AppError::Invalid(e.to_string()))
         })
         .await?;
-        if sweep.trials.len() > MAX_TRIALS && !r.force {
-            return Err(Status::invalid_argument(format!(
-                "{file}: the sweep expands to {} trials, over the limit of {MAX_TRIALS}; pass --force to run it anyway",
-                sweep.trials.len()
-            )));
-        }
+        sweep
+            .check_size(r.force)
+            .map_err(Status::invalid_argument)?;
         let h = self.handle.clone();
         run(move || {
             let stale = h.submit(&sweep, r.rerun)?;
-            let ids: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
-            let finished = h.counts(&ids).finished;
-            tracing::info!(sweep = %sweep.name, trials = ids.len(), "sweep submitted");
+            let planned: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+            let finished = h.sweep_counts(&sweep.name, &planned).1.finished;
+            tracing::info!(sweep = %sweep.name, trials = sweep.size(), "sweep submitted");
             Ok(pb::SubmitSweepResponse {
                 name: sweep.name.clone(),
-                trials: ids.len() as u32,
+                trials: sweep.size() as u32,
                 reused: finished as u32,
                 stale: stale as u32,
             })

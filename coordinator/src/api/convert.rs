@@ -92,6 +92,7 @@ pub fn counts_pb(c: &CountsView) -> pb::TrialCounts {
         finished: c.finished as u32,
         failed: c.failed as u32,
         cancelled: c.cancelled as u32,
+        to_suggest: c.to_suggest as u32,
     }
 }
 

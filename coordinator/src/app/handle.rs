@@ -26,6 +26,8 @@ pub struct Shared {
     /// Early stopping: each sweep with an `[early_stopping]` rule and the values its trials
     /// reported. Rebuilt from the results on restart.
     pub(crate) stoppers: HashMap<String, Stopper>,
+    /// Each sweep with `search = "tpe"`, by name ([`super::search`]).
+    pub(crate) searches: HashMap<String, super::search::ActiveSearch>,
     started: Instant,
     pub(crate) data_version: i64,
     /// The last write error, until a write succeeds again: the coordinator is not ready and
@@ -102,6 +104,7 @@ impl Handle {
             core,
             settings: HashMap::new(),
             stoppers: HashMap::new(),
+            searches: HashMap::new(),
             started: Instant::now(),
             data_version: store.data_version()?,
             storage_error: None,

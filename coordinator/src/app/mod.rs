@@ -13,6 +13,8 @@
 //! - [`views`]: the status view model's cache (what dashboards and `status` poll).
 //! - [`status`]: the status view model itself: sweeps, their trials' phases, counts, ETAs.
 //! - [`ops`]: the admin operations: submit, cancel, rerun, report, export; the periodic tick.
+//! - [`search`]: searches that learn from their results (`search = "tpe"`): suggestions made
+//!   as workers ask for work, stored before they are leased.
 //! - [`work`]: the workers' operations: register, lease, heartbeat, progress, result,
 //!   checkpoints and modules.
 //!
@@ -24,6 +26,7 @@ pub mod commit;
 pub mod events;
 pub mod handle;
 pub mod ops;
+pub mod search;
 pub mod settings;
 pub mod status;
 pub mod views;

@@ -46,10 +46,15 @@ impl Handle {
                 }
             }
         }
-        let (stale, stored) = {
+        let (stale, stored, members) = {
             let mut store = self.store();
             let stale = store.add_sweep(sweep, rerun)?;
-            (stale, store.load_trials()?)
+            // A search goes on from the members it has.
+            let members = match &sweep.search {
+                Some(_) => store.sweep(&sweep.name)?.map(|s| s.trials),
+                None => None,
+            };
+            (stale, store.load_trials()?, members)
         };
         let mut s = self.lock();
         let wanted: HashSet<&str> = sweep.trials.iter().map(|t| t.id.as_str()).collect();
@@ -62,7 +67,11 @@ impl Handle {
             s.core
                 .add_trial_lost(t.id, t.spec, t.state, t.lost, replace);
         }
-        s.apply(&SweepSettings::from(sweep));
+        let mut settings = SweepSettings::from(sweep);
+        if let Some(members) = members {
+            settings.trials = members.into_iter().map(|t| t.id).collect();
+        }
+        s.apply(&settings);
         drop(s);
         self.forget_views();
         self.emit(Event::submitted(&sweep.name));
@@ -82,7 +91,11 @@ impl Handle {
             }
             store.cancel_sweep(name)?
         };
-        let cancelled = self.lock().core.follow_cancel(&in_db);
+        let cancelled = {
+            let mut s = self.lock();
+            s.stop_search(name);
+            s.core.follow_cancel(&in_db)
+        };
         self.forget_views();
         self.cancelled(&cancelled);
         Ok(cancelled)

@@ -8,9 +8,10 @@
 //! disagree.
 
 use super::Shared;
-use crate::plan::{CheckpointPolicy, KeepModels, Sweep};
+use crate::plan::{CheckpointPolicy, Direction, KeepModels, Metric, Sweep};
 use crate::sched::core::{TrialId, TrialState};
 use crate::sched::early_stop::{Decision, EarlyStopping, Stopper};
+use crate::sched::search::SearchRule;
 use crate::store::{Store, StoreError, StoredSweep};
 use sweep_proto::EpochMetrics;
 
@@ -46,6 +47,12 @@ pub struct SweepSettings {
     pub checkpoints: CheckpointPolicy,
     pub keep_models: KeepModels,
     pub early_stopping: Option<EarlyStopping>,
+    /// `search = "tpe"`: the rule; `trials` are then its members so far.
+    pub search: Option<SearchRule>,
+    /// What a search ranks its observations by.
+    pub rank_by: Metric,
+    pub direction: Direction,
+    pub cancelled: bool,
     pub trials: Vec<TrialId>,
 }
 
@@ -57,6 +64,10 @@ impl From<&Sweep> for SweepSettings {
             checkpoints: s.checkpoints,
             keep_models: s.keep_models,
             early_stopping: s.early_stopping,
+            search: s.search.clone(),
+            rank_by: s.rank_by,
+            direction: s.direction,
+            cancelled: false,
             trials: s.trials.iter().map(|t| t.id.clone()).collect(),
         }
     }
@@ -70,6 +81,10 @@ impl From<StoredSweep> for SweepSettings {
             checkpoints: s.checkpoints,
             keep_models: s.keep_models,
             early_stopping: s.early_stopping,
+            search: s.search,
+            rank_by: s.rank_by,
+            direction: s.direction,
+            cancelled: s.cancelled,
             trials: s.trials.into_iter().map(|t| t.id).collect(),
         }
     }
@@ -106,28 +121,34 @@ impl Shared {
                 t.judged_by = None;
             }
         }
-        let mut stopper = kept.or_else(|| s.early_stopping.map(Stopper::new));
+        if let Some(stopper) = kept.or_else(|| s.early_stopping.map(Stopper::new)) {
+            self.stoppers.insert(s.name.clone(), stopper);
+        }
         for id in &s.trials {
-            let t = self.settings.entry(id.clone()).or_default();
-            if let Some(data) = &s.data {
-                t.data_hint = Some(data.clone());
-            }
-            t.checkpoints = s.checkpoints;
-            t.keep_model = s.keep_models != KeepModels::None;
-            // The sweep submitted last decides for its trials, rule or no rule.
-            t.judged_by = stopper.as_ref().map(|_| s.name.clone());
-            if let Some(stopper) = &mut stopper {
-                let epochs = match self.core.trial(id).map(|t| &t.state) {
-                    Some(TrialState::Running { epochs, .. }) => epochs.as_slice(),
-                    Some(TrialState::Finished { result, .. }) => result.epochs.as_slice(),
-                    _ => &[],
-                };
+            self.settle(s, id);
+            let epochs = match self.core.trial(id).map(|t| &t.state) {
+                Some(TrialState::Running { epochs, .. }) => epochs.as_slice(),
+                Some(TrialState::Finished { result, .. }) => result.epochs.as_slice(),
+                _ => &[],
+            };
+            if let Some(stopper) = self.stoppers.get_mut(&s.name) {
                 stopper.remember(id, epochs);
             }
         }
-        if let Some(stopper) = stopper {
-            self.stoppers.insert(s.name.clone(), stopper);
+        self.apply_search(s);
+    }
+
+    /// Sweep `s`'s settings for one of its trials. The sweep submitted last decides for its
+    /// trials, early-stopping rule or no rule.
+    pub(crate) fn settle(&mut self, s: &SweepSettings, id: &TrialId) {
+        let judged_by = self.stoppers.contains_key(&s.name).then(|| s.name.clone());
+        let t = self.settings.entry(id.clone()).or_default();
+        if let Some(data) = &s.data {
+            t.data_hint = Some(data.clone());
         }
+        t.checkpoints = s.checkpoints;
+        t.keep_model = s.keep_models != KeepModels::None;
+        t.judged_by = judged_by;
     }
 
     /// The early-stopping verdict on an epoch just reported (`None`: go on).

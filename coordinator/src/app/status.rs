@@ -47,6 +47,8 @@ pub struct CountsView {
     pub finished: usize,
     pub failed: usize,
     pub cancelled: usize,
+    /// A search's trials not yet suggested.
+    pub to_suggest: usize,
 }
 
 impl From<Counts> for CountsView {
@@ -58,6 +60,7 @@ impl From<Counts> for CountsView {
             finished: c.finished,
             failed: c.failed,
             cancelled: c.cancelled,
+            to_suggest: c.to_suggest,
         }
     }
 }
@@ -341,6 +344,7 @@ mod tests {
             early_stopping: None,
             checkpoints: Default::default(),
             keep_models: Default::default(),
+            search: None,
             trials: ids
                 .into_iter()
                 .map(|id| crate::store::SweepTrial {

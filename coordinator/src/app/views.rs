@@ -119,13 +119,10 @@ impl Handle {
         };
         let view = {
             let s = self.lock();
-            Arc::new(status::sweep_view(
-                &meta,
-                &s.core,
-                s.now_ms(),
-                curves,
-                status::MAX_VIEW_TRIALS,
-            ))
+            let mut view =
+                status::sweep_view(&meta, &s.core, s.now_ms(), curves, status::MAX_VIEW_TRIALS);
+            view.sweep.counts.to_suggest = s.to_suggest(name);
+            Arc::new(view)
         };
         views.built.insert(key, (Instant::now(), view.clone()));
         Ok(Some(view))
@@ -142,12 +139,25 @@ impl Handle {
         let mut sweeps = Vec::new();
         for name in self.sweep_names()? {
             let m = self.sweep_meta(&name)?.ok_or_else(|| no_sweep(&name))?;
-            sweeps.push(status::summary(&m.stored, &self.lock().core));
+            let s = self.lock();
+            let mut summary = status::summary(&m.stored, &s.core);
+            summary.counts.to_suggest = s.to_suggest(&name);
+            sweeps.push(summary);
         }
         Ok(sweeps)
     }
 
     pub fn counts(&self, ids: &[TrialId]) -> Counts {
         self.lock().core.counts(ids)
+    }
+
+    /// Sweep `name`'s trials so far (a search's members, else `planned`) and their counts,
+    /// with the trials its search has still to suggest.
+    pub fn sweep_counts(&self, name: &str, planned: &[TrialId]) -> (Vec<TrialId>, Counts) {
+        let s = self.lock();
+        let ids = s.members(name).unwrap_or_else(|| planned.to_vec());
+        let mut counts = s.core.counts(&ids);
+        counts.to_suggest = s.to_suggest(name);
+        (ids, counts)
     }
 }

@@ -173,10 +173,18 @@ impl Handle {
     pub async fn lease(&self, worker: &str, free_slots: u32) -> Result<Vec<LeaseGrant>, AppError> {
         let mut leases = Vec::new();
         let mut done = None;
+        let mut suggested = false;
         {
             let mut s = self.lock();
             let now = s.now_ms();
-            for g in s.core.lease(worker, free_slots, now)? {
+            let mut grants = s.core.lease(worker, free_slots, now)?;
+            // No queued trial fits: the searches suggest new ones, written before the leases.
+            let wanted = free_slots.saturating_sub(grants.len() as u32);
+            if wanted > 0 && s.suggest(worker, wanted) > 0 {
+                suggested = true;
+                grants.extend(s.core.lease(worker, wanted, now)?);
+            }
+            for g in grants {
                 done = Some(s.enqueue(Write::Lease {
                     trial: g.trial.clone(),
                     attempt: g.attempt,
@@ -200,6 +208,10 @@ impl Handle {
         }
         if let Some(done) = done {
             self.committed(done).await?;
+        }
+        if suggested {
+            // The sweeps' trial lists grew.
+            self.forget_views();
         }
         for l in &leases {
             self.emit(Event::trial(

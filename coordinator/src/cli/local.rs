@@ -154,13 +154,17 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
             sweep_proto::TRAINER_SEMANTICS
         );
     }
-    let ids: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
-    let reused = handle.counts(&ids).finished;
-    if reused > 0 {
-        eprintln!("reusing {reused} finished trials from {}", db.display());
+    let planned: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
+    let (_, counts) = handle.sweep_counts(&sweep.name, &planned);
+    if counts.finished > 0 {
+        eprintln!(
+            "reusing {} finished trials from {}",
+            counts.finished,
+            db.display()
+        );
     }
-    if !handle.counts(&ids).is_done() {
-        let outcome = train_here(&handle, &sweep, &ids, out, &opts).await?;
+    if !counts.is_done() {
+        let outcome = train_here(&handle, &sweep, &planned, out, &opts).await?;
         // The last models may have come after the last tick: keep only what the sweep keeps.
         let h = handle.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.prune_models()).await {
@@ -184,7 +188,8 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     coordinator::report::render::write(&report, out)
         .with_context(|| format!("cannot write the report to {}", out.display()))?;
     print!("{}", coordinator::report::render::terminal(&report));
-    println!("{}; report in {}", handle.counts(&ids), out.display());
+    let (_, counts) = handle.sweep_counts(&sweep.name, &planned);
+    println!("{counts}; report in {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -244,7 +249,7 @@ async fn train_here(
         );
     }
     let mut workers = spawn_workers(sweep, n_local, &url, &tokens.worker, out, opts)?;
-    let outcome = watch(handle, ids, &mut workers, out, opts.quiet).await;
+    let outcome = watch(handle, sweep, ids, &mut workers, out, opts.quiet).await;
     for w in &mut workers {
         let _ = w.kill().await;
     }
@@ -262,10 +267,11 @@ fn announce(
     admin_token_written: bool,
     dashboard: Option<std::net::SocketAddr>,
 ) {
-    let n = sweep.trials.len();
+    let n = sweep.size();
     eprintln!(
-        "sweep `{}`: {n} trial{} on {n_local} local worker{}; remote workers may join at {url} with --token-file {}",
+        "sweep `{}`: {}{n} trial{} on {n_local} local worker{}; remote workers may join at {url} with --token-file {}",
         sweep.name,
+        if sweep.search.is_some() { "a TPE search of " } else { "" },
         if n == 1 { "" } else { "s" },
         if n_local == 1 { "" } else { "s" },
         out.join("worker-token").display()
@@ -323,7 +329,8 @@ enum Stop {
 /// Shows progress until every trial has ended, Ctrl-C, or no worker is left.
 async fn watch(
     handle: &Handle,
-    ids: &[TrialId],
+    sweep: &Sweep,
+    planned: &[TrialId],
     workers: &mut [Child],
     out: &Path,
     quiet: bool,
@@ -331,7 +338,7 @@ async fn watch(
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(ids.len() as u64)
+        ProgressBar::new(sweep.size() as u64)
     };
     if let Ok(style) = ProgressStyle::with_template(
         "[{elapsed_precise}] {bar:30} {pos}/{len} trials ({prefix})\n  {wide_msg}",
@@ -344,7 +351,7 @@ async fn watch(
     let mut idle_since: Option<std::time::Instant> = None;
     let started = std::time::Instant::now();
     let ended = |c: &coordinator::sched::core::Counts| c.finished + c.failed + c.cancelled;
-    let ended_at_start = ended(&handle.counts(ids));
+    let ended_at_start = ended(&handle.sweep_counts(&sweep.name, planned).1);
     loop {
         tokio::select! {
             _ = &mut ctrl_c => {
@@ -353,7 +360,7 @@ async fn watch(
             }
             _ = every.tick() => {}
         }
-        let c = handle.counts(ids);
+        let (ids, c) = handle.sweep_counts(&sweep.name, planned);
         bar.set_position(ended(&c) as u64);
         // ETA from the trials this run has finished (reused ones took no time).
         let done_here = ended(&c).saturating_sub(ended_at_start);
@@ -368,7 +375,7 @@ async fn watch(
             )
         };
         bar.set_prefix(format!("{} running, {} failed, {eta}", c.running, c.failed));
-        bar.set_message(running_line(handle, ids));
+        bar.set_message(running_line(handle, &ids));
         if c.is_done() {
             bar.finish_and_clear();
             return Ok(());

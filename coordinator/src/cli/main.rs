@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use coordinator::api::server::{serve, Tokens};
 use coordinator::api::tls::ServerTls;
 use coordinator::app::Handle;
-use coordinator::plan::{self, Sweep, MAX_TRIALS};
+use coordinator::plan::{self, Sweep};
 use coordinator::sched::core::Config;
 use coordinator::store::ServerLock;
 use std::path::{Path, PathBuf};
@@ -379,9 +379,7 @@ fn optional_admin_token(file: Option<&Path>) -> Result<Option<String>> {
 /// Loads a sweep file and enforces the trial limit.
 fn load_sweep(path: &Path, force: bool) -> Result<Sweep> {
     let sweep = plan::load(path)?;
-    if sweep.trials.len() > MAX_TRIALS && !force {
-        bail!("{}: the sweep expands to {} trials, over the limit of {MAX_TRIALS}; pass --force to run it anyway", path.display(), sweep.trials.len());
-    }
+    sweep.check_size(force).map_err(anyhow::Error::msg)?;
     Ok(sweep)
 }
 
@@ -399,7 +397,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Plan { sweep, force } => {
             let s = load_sweep(&sweep, force)?;
-            println!("{}{} trials", plan_table(&s), s.trials.len());
+            match &s.search {
+                Some(rule) => print!("{}", plan::describe_search(rule)),
+                None => println!("{}{} trials", plan_table(&s), s.trials.len()),
+            }
         }
         Command::Sweep(args) => return sweep_here(args).await,
         Command::Serve(args) => serve_db(args).await?,

@@ -114,6 +114,7 @@ fn counts_of(c: Option<pb::TrialCounts>) -> Counts {
         finished: c.finished as usize,
         failed: c.failed as usize,
         cancelled: c.cancelled as usize,
+        to_suggest: c.to_suggest as usize,
     }
 }
 

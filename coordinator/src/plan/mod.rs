@@ -8,12 +8,13 @@
 //! direction = "max"
 //! repeats = 1                   # the same config with N seeds (seed, seed+1, ...)
 //! keep_models = "best"          # trained models kept: "best" (keep_best = 3), "all", "none"
-//! search = "grid"               # or "random", with samples = N and search_seed
+//! search = "grid"               # or "random", with samples = N and search_seed; or "tpe",
+//!                               # with trials = N (see `space`)
 //!
 //! [defaults]                    # any trial field (docs/TRIAL.md)
 //! epochs = 2
 //!
-//! [grid]                        # each axis a list; random search also takes {min, max, log}
+//! [grid]                        # each axis a list; random search and TPE also take ranges
 //! model = ["dense", "seed-cnn"]
 //! color = ["color", "grayscale"]
 //!
@@ -41,6 +42,7 @@
 //! column and key exactly as a worker would reject the value.
 
 use crate::sched::early_stop::{self, EarlyStopping, Method, StopMetric};
+use crate::sched::search::SearchRule;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -147,6 +149,7 @@ enum Search {
     #[default]
     Grid,
     Random,
+    Tpe,
 }
 
 type Entries = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -174,6 +177,9 @@ struct RawSweep {
     samples: Option<Spanned<u32>>,
     #[serde(default)]
     search_seed: u64,
+    /// TPE's budget (`space`).
+    trials: Option<Spanned<i64>>,
+    startup_trials: Option<Spanned<i64>>,
     #[serde(default)]
     defaults: Entries,
     #[serde(default)]
@@ -258,6 +264,29 @@ pub struct Sweep {
     /// The TorchScript modules the trials name (`model = "torchscript:PATH"`), by hash, with
     /// the file each was read from.
     pub modules: Vec<(ModuleHash, PathBuf)>,
+    /// `search = "tpe"`: the space and budget. Its trials are suggested as workers ask, so
+    /// `trials` is empty.
+    pub search: Option<SearchRule>,
+}
+
+impl Sweep {
+    /// The trials the sweep will train: those planned, or a search's budget.
+    pub fn size(&self) -> usize {
+        self.search.as_ref().map_or(self.trials.len(), |s| s.budget)
+    }
+
+    /// Above [`MAX_TRIALS`] a sweep runs only with `--force` (the message says so).
+    pub fn check_size(&self, force: bool) -> Result<(), String> {
+        if self.size() > MAX_TRIALS && !force {
+            return Err(format!(
+                "{}: the sweep {} {} trials, over the limit of {MAX_TRIALS}; pass --force to run it anyway",
+                self.file.display(),
+                if self.search.is_some() { "asks for" } else { "expands to" },
+                self.size()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Largest TorchScript module file a sweep may name.
@@ -265,9 +294,7 @@ pub use sweep_proto::module::MAX_MODULE_BYTES;
 
 /// Stable trial id: the first 16 hex digits of SHA-256 over the canonical TOML.
 pub fn trial_id(spec: &TrialSpec) -> sweep_proto::ids::TrialId {
-    let mut id = sha256_hex(spec.to_toml().as_bytes());
-    id.truncate(16);
-    id.into()
+    sweep_proto::ids::TrialId::of(spec)
 }
 
 /// SHA-256 of `data` in lower-case hex (trial ids, stored results' checksums).
@@ -374,16 +401,24 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
     for (spec, label, reported) in p.include_trials()? {
         plan.push(spec, label, reported);
     }
-    if plan.trials.is_empty() {
+    let search = match p.raw.search {
+        Search::Tpe => Some(p.search_rule()?),
+        _ => None,
+    };
+    if plan.trials.is_empty() && search.is_none() {
         return Err(p.err(
             None,
             "the sweep expands to no trials (every combination is excluded?)".into(),
         ));
     }
-    let early_stopping = p.early_stopping(&plan.trials)?;
+    let early_stopping = match &search {
+        Some(rule) => p.early_stopping(&space::corners(rule))?,
+        None => p.early_stopping(&plan.trials)?,
+    };
     let checkpoints = p.checkpoints()?;
     let keep_models = p.keep_models()?;
     let mut sweep = p.finish(plan.trials);
+    sweep.search = search;
     sweep.keep_models = keep_models;
     sweep.early_stopping = early_stopping;
     sweep.checkpoints = checkpoints;
@@ -462,6 +497,22 @@ impl<'a> Parser<'a> {
         }
         if raw.repeats == 0 {
             return Err(err(None, "`repeats` must be at least 1".into()));
+        }
+        if let Some(t) = raw.trials.as_ref().filter(|_| raw.search != Search::Tpe) {
+            return Err(err(
+                Some(t.span()),
+                "`trials` is the budget of search = \"tpe\"; a grid's trials are its combinations, random search's its `samples`".into(),
+            ));
+        }
+        if let Some(t) = raw
+            .startup_trials
+            .as_ref()
+            .filter(|_| raw.search != Search::Tpe)
+        {
+            return Err(err(
+                Some(t.span()),
+                "`startup_trials` is for search = \"tpe\"".into(),
+            ));
         }
         let defaults = raw
             .defaults
@@ -572,6 +623,15 @@ impl<'a> Parser<'a> {
                 format!("`grid.{name}` is an empty list; give at least one value"),
             )),
             toml::Value::Array(items) => Ok(items.clone()),
+            // TPE's ranges and conditions are read with the space (`space`); here a value
+            // list's items, or a range's bounds, are checked as values of the key.
+            toml::Value::Table(t) if self.raw.search == Search::Tpe => Ok(match t.get("values") {
+                Some(toml::Value::Array(items)) => items.clone(),
+                _ => ["min", "max"]
+                    .iter()
+                    .filter_map(|b| t.get(*b).cloned())
+                    .collect(),
+            }),
             toml::Value::Table(range) if self.raw.search == Search::Random => {
                 // Each bound must be a value the key takes, so an impossible range is reported
                 // at its key, not as a sampled number the file never wrote.
@@ -586,7 +646,7 @@ impl<'a> Parser<'a> {
             }
             toml::Value::Table(_) => Err(self.err(
                 Some(value.span()),
-                format!("`grid.{name}`: ranges need search = \"random\""),
+                format!("`grid.{name}`: ranges need search = \"random\" or \"tpe\""),
             )),
             _ => Err(self.err(
                 Some(value.span()),
@@ -612,6 +672,8 @@ impl<'a> Parser<'a> {
                 .iter()
                 .try_fold(1usize, |n, (_, len)| n.checked_mul(*len)),
             Search::Random => Some(raw.samples.as_ref().map_or(0, |n| *n.get_ref()) as usize),
+            // The budget is checked with the space.
+            Search::Tpe => Some(0),
         };
         let total = per_repeat
             .and_then(|n| n.checked_add(raw.include.len()))
@@ -661,6 +723,8 @@ impl<'a> Parser<'a> {
     fn grid_trials(&self) -> Result<Vec<TrialSpec>, SweepError> {
         let axes: Vec<&Spanned<String>> = self.axes.iter().collect();
         let combos = match self.raw.search {
+            // Suggested as workers ask.
+            Search::Tpe => return Ok(Vec::new()),
             Search::Grid => grid_combinations(&self.defaults, &axes, &self.raw.grid),
             Search::Random => {
                 let samples = *self
@@ -955,6 +1019,7 @@ impl<'a> Parser<'a> {
             checkpoints: Default::default(),
             keep_models: Default::default(),
             modules: Vec::new(),
+            search: None,
         }
     }
 }
@@ -1151,6 +1216,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
 }
+
+mod space;
+pub use space::{describe as describe_search, longest_epochs};
 
 #[cfg(test)]
 mod tests;

@@ -132,7 +132,7 @@ fn bad_sweep_files_name_line_column_and_key() {
         ("name = \"t\"\n[grid]\nmodel = [\"resnet18\"]\n", "unknown model `resnet18`", Some((3, 1))),
         ("name = \"t\"\n[grid]\nmodel = []\n", "`grid.model` is an empty list", Some((3, 9))),
         ("name = \"t\"\n[grid]\nmodel = \"dense\"\n", "must be a list", Some((3, 9))),
-        ("name = \"t\"\n[grid]\nlr = { min = 0.1, max = 1.0 }\n", "ranges need search = \"random\"", Some((3, 6))),
+        ("name = \"t\"\n[grid]\nlr = { min = 0.1, max = 1.0 }\n", "ranges need search = \"random\" or \"tpe\"", Some((3, 6))),
         ("name = \"t\"\n[defaults]\nepochs = \"ten\"\n", "`defaults.epochs`", Some((3, 1))),
         ("name = \"t\"\n[defaults]\nepochs = 5\n[grid]\nlr = [0.1, -0.5]\n", "invalid value for `lr`: -0.5", Some((5, 1))),
         ("name = \"t\"\n[defaults]\nschedule = \"step\"\nepochs = 4\n[grid]\nstep_epochs = [[2], [9]]\n", "`step_epochs`: 9", Some((6, 1))),
@@ -453,4 +453,100 @@ fn image_folders_are_part_of_the_trial_id() {
         err.contains("image_size") && err.contains("image folders"),
         "{err}"
     );
+}
+
+const TPE: &str = r#"name = "t"
+search = "tpe"
+trials = 30
+search_seed = 3
+[defaults]
+epochs = 2
+validation_split = 0.1
+[grid]
+momentum = { min = 0.5, max = 0.99, when = { optimizer = "sgd" } }
+optimizer = ["sgd", "adamw"]
+lr = { min = 1e-4, max = 0.3, log = true }
+batch_size = { min = 32, max = 256, step = 32 }
+nesterov = { values = [true, false], when = { optimizer = ["sgd"] } }
+"#;
+
+/// A TPE sweep plans its space and budget, not trials; a condition's parent comes first
+/// whatever the file order, and integer bounds make an integer axis.
+#[test]
+fn a_tpe_sweep_plans_a_space_and_a_budget() {
+    use crate::sched::search::Values;
+    let s = plan(TPE).unwrap();
+    assert!(s.trials.is_empty());
+    assert_eq!(s.size(), 30);
+    let rule = s.search.as_ref().unwrap();
+    assert_eq!((rule.budget, rule.startup, rule.seed), (30, 10, 3));
+    let names: Vec<&str> = rule.axes.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["optimizer", "momentum", "lr", "batch_size", "nesterov"]
+    );
+    assert_eq!(
+        rule.axes[3].values,
+        Values::Int {
+            min: 32,
+            max: 256,
+            log: false,
+            step: Some(32)
+        }
+    );
+    assert_eq!(rule.axes[1].when.as_ref().unwrap().axis, "optimizer");
+    let text = describe_search(rule);
+    assert!(
+        text.contains("TPE search: 30 trials (10 uniform first)"),
+        "{text}"
+    );
+    assert!(text.contains("(when optimizer is \"sgd\")"), "{text}");
+    // Over the interactive limit, as for grids.
+    let big = plan(&TPE.replace("trials = 30", "trials = 5000")).unwrap();
+    assert!(big
+        .check_size(false)
+        .unwrap_err()
+        .contains("asks for 5000 trials"));
+    assert!(big.check_size(true).is_ok());
+}
+
+/// Bad TPE sweeps, each with its place.
+#[test]
+fn bad_tpe_sweeps_name_line_column_and_key() {
+    let head = "name = \"t\"\nsearch = \"tpe\"\ntrials = 10\n[grid]\n";
+    type Case<'a> = (String, &'a str, Option<(usize, usize)>);
+    let cases: Vec<Case> = vec![
+        ("name = \"t\"\nsearch = \"tpe\"\ntrials = 0\n[grid]\nlr = [0.1, 0.2]\n".into(), "`trials` = 0 must be between 1", Some((3, 10))),
+        ("name = \"t\"\nsearch = \"tpe\"\ntrials = 100001\n[grid]\nlr = { min = 0.1, max = 0.2 }\n".into(), "between 1 and 100000", Some((3, 10))),
+        ("name = \"t\"\nsearch = \"tpe\"\n[grid]\nlr = [0.1, 0.2]\n".into(), "needs `trials`", None),
+        ("name = \"t\"\ntrials = 5\n".into(), "`trials` is the budget of search = \"tpe\"", Some((2, 10))),
+        ("name = \"t\"\nsearch = \"tpe\"\ntrials = 5\n".into(), "needs at least one range or list axis", None),
+        (format!("{head}lr = {{ min = 0.3, max = 0.1 }}\n"), "`grid.lr`: `min` (0.3) must be below `max` (0.1)", Some((5, 6))),
+        (format!("{head}lr = {{ min = 0.1, max = 0.1 }}\n"), "must be below", Some((5, 6))),
+        (format!("{head}weight_decay = {{ min = 0.0, max = 0.1, log = true }}\n"), "a log range needs `min` > 0", Some((5, 16))),
+        (format!("{head}lr = {{ min = 0.1, max = 0.5, log = true, step = 0.1 }}\n"), "`step` does not go with `log`", Some((5, 6))),
+        (format!("{head}lr = {{ min = 0.1, max = 0.5, stepp = 0.1 }}\n"), "unknown key `stepp`", Some((5, 6))),
+        (format!("{head}lr = {{ min = -1.0, max = 0.5 }}\n"), "`grid.lr`: `min`: invalid value for `lr`", Some((5, 6))),
+        (format!("{head}momentum = {{ min = 0.1, max = 0.9, when = {{ optimiser = \"sgd\" }} }}\noptimizer = [\"sgd\", \"adamw\"]\n"), "`when` names `optimiser`, which is not an axis", Some((5, 12))),
+        (format!("{head}momentum = {{ min = 0.1, max = 0.9, when = {{ optimizer = \"rmsprop\" }} }}\noptimizer = [\"sgd\", \"adamw\"]\n"), "`optimizer` never takes \"rmsprop\"", Some((5, 12))),
+        (format!("{head}momentum = {{ min = 0.1, max = 0.9, when = {{ lr = 0.1 }} }}\nlr = {{ min = 0.1, max = 0.5 }}\n"), "which is a range", Some((5, 12))),
+        (format!("{head}a = {{ values = [1] }}\n"), "`grid.a`", Some((5, 1))),
+        (format!("{head}optimizer = [\"sgd\", \"adamw\"]\n"), "more than the 2 points the space has", Some((3, 10))),
+        (format!("name = \"t\"\nsearch = \"tpe\"\ntrials = 10\nrepeats = 2\n[grid]\nlr = {{ min = 0.1, max = 0.5 }}\n"), "`repeats` is for grids", None),
+        (format!("{head}lr = {{ min = 0.1, max = 0.5 }}\n[[include]]\nepochs = 3\n"), "`[[include]]` is for grids", Some((7, 1))),
+        (format!("name = \"t\"\nsearch = \"tpe\"\ntrials = 10\nsamples = 4\n[grid]\nlr = {{ min = 0.1, max = 0.5 }}\n"), "`samples` (use `trials`)", Some((4, 11))),
+        (format!("name = \"t\"\nsearch = \"tpe\"\ntrials = 10\nstartup_trials = -1\n[grid]\nlr = {{ min = 0.1, max = 0.5 }}\n"), "`startup_trials` = -1", Some((4, 18))),
+        (format!("{head}nesterov = {{ values = [true, false], when = {{ channels_last = true }} }}\nchannels_last = {{ values = [true, false], when = {{ nesterov = true }} }}\n"), "form a cycle", Some((5, 12))),
+    ];
+    for (text, needle, position) in &cases {
+        let e = plan(text).expect_err(text);
+        assert!(
+            e.to_string().contains(needle),
+            "for {text:?}: expected {needle:?} in {e}"
+        );
+        if let Some(p) = position {
+            assert_eq!(e.position, Some(*p), "position for {text:?}: {e}");
+        }
+        assert!(e.to_string().starts_with("grid.toml"), "{e}");
+    }
 }

@@ -437,19 +437,34 @@ fn top_curves(report: &Report) -> String {
             )
         })
         .collect();
-    let loss: Vec<(String, Vec<(u32, f64)>)> = top
-        .iter()
-        .map(|r| (r.name(), epoch_points(r, |m| Some(m.train_loss))))
-        .collect();
     h += &curves(
         "validation accuracy (train if none held out)",
         &val,
         Some(1.0),
         "accuracy",
     );
-    h += &curves("training loss", &loss, None, "loss");
+    // One chart per loss function: a binary cross-entropy is not on a cross-entropy's scale.
+    let mut kinds: Vec<&str> = top.iter().map(|r| loss_name(r)).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for kind in kinds {
+        let loss: Vec<(String, Vec<(u32, f64)>)> = top
+            .iter()
+            .filter(|r| loss_name(r) == kind)
+            .map(|r| (r.name(), epoch_points(r, |m| Some(m.train_loss))))
+            .collect();
+        h += &curves(&format!("training loss ({kind})"), &loss, None, "loss");
+    }
     h += "</div>";
     h
+}
+
+/// A row's loss function as its trial names it (`loss` in docs/TRIAL.md).
+fn loss_name(r: &Row) -> &str {
+    r.params
+        .get("loss")
+        .and_then(|l| l.as_str())
+        .unwrap_or("cross-entropy")
 }
 
 /// The sections a report has only sometimes: effects, matched pairs, early stopping, the

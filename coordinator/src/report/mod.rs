@@ -241,18 +241,20 @@ impl Estimate {
         let xs: Vec<f64> = values.iter().map(|v| v.0).collect();
         let mean = stats::mean(&xs)?;
         let interval = match (stats::mean_ci(&xs), stats::sd(&xs), values) {
+            // Accuracies: an interval is clipped to [0, 1] (tables::METHOD says so); two runs
+            // of 0.33 and 0.66 gave "-11.72-77.22%" before.
             (Some((low, high)), Some(sd), _) => Interval::Repeats {
                 runs: xs.len(),
                 sd,
-                low,
-                high,
+                low: low.max(0.0),
+                high: high.min(1.0),
             },
             (_, _, [(p, Some(images))]) => match stats::sampling_se(*p, *images) {
                 Some(se) => Interval::SingleRun {
                     images: *images,
                     sampling_error: se,
-                    low: p - stats::Z975 * se,
-                    high: p + stats::Z975 * se,
+                    low: (p - stats::Z975 * se).max(0.0),
+                    high: (p + stats::Z975 * se).min(1.0),
                 },
                 None => Interval::SingleRunUnknownSize,
             },
@@ -937,6 +939,7 @@ impl Report {
             early_stopping: None,
             checkpoints: Default::default(),
             keep_models: Default::default(),
+            search: None,
             trials: sweep
                 .trials
                 .iter()
@@ -1043,6 +1046,35 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the report rendered within a minute");
         assert!(sizes.iter().all(|n| *n > 0));
+    }
+
+    /// Accuracy intervals stay within [0, 1]: two runs of 0.33 and 0.66 (the quick sweep's
+    /// "-11.72-77.22%"), and one run of 0.99 on 50 images.
+    #[test]
+    fn accuracy_intervals_are_clipped_to_what_accuracies_can_be() {
+        let two = Estimate::of(&[(0.33, None), (0.66, None)]).unwrap();
+        assert_eq!(two.bounds().map(|b| b.0), Some(0.0));
+        let one = Estimate::of(&[(0.99, Some(50))]).unwrap();
+        assert_eq!(one.bounds().map(|b| b.1), Some(1.0));
+        assert!(tables::METHOD.contains("clipped to [0, 100%]"));
+    }
+
+    /// A binary cross-entropy and a cross-entropy are drawn on charts of their own.
+    #[test]
+    fn each_loss_function_gets_its_own_loss_chart() {
+        let text = "name = \"r\"\n[grid]\nloss = [\"cross-entropy\", \"binary-cross-entropy\"]\n";
+        let s = plan::parse(text, Path::new("g.toml")).unwrap();
+        let r = Report::from_results(
+            &s,
+            vec![
+                result(0.5, TrialStatus::Completed),
+                result(0.4, TrialStatus::Completed),
+            ],
+        );
+        let html = crate::report::html::render(&r);
+        assert!(html.contains("training loss (cross-entropy)"), "{html}");
+        assert!(html.contains("training loss (binary-cross-entropy)"));
+        assert!(!html.contains("training loss<"));
     }
 
     #[test]

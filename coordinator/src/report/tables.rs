@@ -5,7 +5,8 @@ use super::{pct, AxisEffects, EarlySummary, Estimate, Matched, Report, Row, SEED
 /// How the report's intervals and verdicts are computed, as every format states it.
 pub const METHOD: &str = "Intervals are 95%: for a configuration with several runs (seeds), \
 mean +- t(0.975, n-1) * sd / sqrt(n); for a single run, the evaluation set's sampling error, \
-accuracy +- 1.96 * sqrt(p(1-p)/N) over its N images, which leaves out seed-to-seed spread. \
+accuracy +- 1.96 * sqrt(p(1-p)/N) over its N images, which leaves out seed-to-seed spread; \
+either is clipped to [0, 100%], where accuracies lie. \
 A value is called better than another only when Welch's t-test (two-sided, alpha = 0.05) says \
 so; otherwise the difference is within noise, or needs more seeds.";
 

@@ -318,6 +318,25 @@ impl Core {
         );
     }
 
+    /// Forgets a queued trial (a suggestion whose write the disk refused); a trial in any
+    /// other state is kept.
+    pub fn remove_queued(&mut self, id: &str) {
+        if matches!(
+            self.trials.get(id).map(|t| &t.state),
+            Some(TrialState::Queued { .. })
+        ) {
+            self.queue.retain(|q| q != id);
+            self.trials.remove(id);
+        }
+    }
+
+    /// How many more leases `worker` may hold, and its device; `None` for an unknown worker.
+    pub fn room(&self, worker: &str) -> Option<(DeviceKind, u32)> {
+        let w = self.workers.get(worker)?;
+        let holding = self.held.get(worker).map_or(0, HashSet::len) as u32;
+        Some((w.device, w.slots.saturating_sub(holding)))
+    }
+
     /// Ids of workers from the database's history: never given out again.
     pub fn remember_worker_ids(&mut self, ids: impl IntoIterator<Item = WorkerId>) {
         self.known_ids.extend(ids);
@@ -757,6 +776,8 @@ pub struct Counts {
     pub finished: usize,
     pub failed: usize,
     pub cancelled: usize,
+    /// A search's trials not yet suggested (`search = "tpe"`; set by the caller).
+    pub to_suggest: usize,
 }
 
 impl std::fmt::Display for Counts {
@@ -770,17 +791,22 @@ impl std::fmt::Display for Counts {
             self.queued,
             self.failed,
             self.cancelled
-        )
+        )?;
+        if self.to_suggest > 0 {
+            write!(f, ", {} to suggest", self.to_suggest)?;
+        }
+        Ok(())
     }
 }
 
 impl Counts {
+    /// Trials stored (those still to suggest are not counted).
     pub fn total(&self) -> usize {
         self.queued + self.running + self.finished + self.failed + self.cancelled
     }
 
     pub fn is_done(&self) -> bool {
-        self.queued == 0 && self.running == 0
+        self.queued == 0 && self.running == 0 && self.to_suggest == 0
     }
 }
 

@@ -49,6 +49,10 @@ impl StopMetric {
         }
     }
 
+    pub fn higher_is_better(self) -> bool {
+        self == StopMetric::ValAccuracy
+    }
+
     /// `a` is strictly better than `b`.
     fn better(self, a: f64, b: f64) -> bool {
         match self {

@@ -4,9 +4,11 @@
 //!
 //! - [`core`]: the scheduling state machine: trials, workers, leases, heartbeats, retries.
 //! - [`early_stop`]: ASHA and the median rule, fed each trial's epochs.
+//! - [`search`]: a search's space, budget and members, and the next trial it suggests.
 //! - [`tpe`]: the Tree-structured Parzen Estimator, fed finished, diverged and pending
-//!   trials' points (not yet wired to sweeps: see its module doc).
+//!   trials' points.
 
 pub mod core;
 pub mod early_stop;
+pub mod search;
 pub mod tpe;

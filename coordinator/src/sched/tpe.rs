@@ -12,10 +12,15 @@
 //!   kernel of weight `PRIOR_WEIGHT`. Observation weights are Optuna's `default_weights`: 1
 //!   for the newest 25, a ramp from 1/n up for older ones.
 //! - A numeric dimension's kernel is a normal truncated to the range (on the log scale for
-//!   log ranges; integer and stepped ranges take the mass of their grid cell), with the same
-//!   bandwidth for every kernel: `0.2 n^(-1/(d+4))` times the range (Scott's rule as Optuna
-//!   applies it), clipped to [range / min(100, n + 2), range]. The prior kernel sits in the
-//!   middle with the whole range as its width.
+//!   log ranges; integer and stepped ranges take the mass of their grid cell). Its width is
+//!   the larger gap to its neighbours among the observations in sorted order (the range's
+//!   ends are the outermost neighbours), except that the lowest and the highest take the gap
+//!   to their inner neighbour; each is clipped to [range / min(100, n + 2), range]. This is
+//!   Optuna 5.0's rule, in multivariate mode too (`_calculate_numerical_distributions`, with
+//!   `consider_endpoints=False` and `consider_magic_clip=True`); an earlier version of this
+//!   module used Scott's rule, `0.2 n^(-1/(d+4))` times the range, and trailed Optuna with
+//!   trials pending (bench/search.sh). The prior kernel sits in the middle with the whole
+//!   range as its width.
 //! - A categorical kernel gives its observed choice weight 1 plus `PRIOR_WEIGHT / (n+1)` to
 //!   every choice, normalised; the prior kernel is uniform.
 //! - `N_CANDIDATES` (24) points are drawn from the good mixture; the one with the largest
@@ -425,7 +430,6 @@ impl Parzen {
         w.push(PRIOR_WEIGHT);
         let total: f64 = w.iter().sum();
         let log_w = w.iter().map(|w| (w / total).ln()).collect();
-        let d = kinds.len() as f64;
         let dims = kinds
             .iter()
             .enumerate()
@@ -446,14 +450,10 @@ impl Parzen {
                 }
                 _ => {
                     let scale = kind.scale();
-                    let range = scale.width();
-                    let sigma0 = 0.2 * (n.max(1) as f64).powf(-1.0 / (d + 4.0)) * range;
-                    let min_sigma = range / (100f64).min(n as f64 + 2.0);
-                    let s = sigma0.clamp(min_sigma, range);
                     let mut mu: Vec<f64> = obs.iter().map(|o| scale.internal(o[j])).collect();
-                    let mut sigma = vec![s; n];
+                    let mut sigma = neighbour_widths(&mu, scale.low, scale.high);
                     mu.push((scale.low + scale.high) / 2.0);
-                    sigma.push(range);
+                    sigma.push(scale.width());
                     DimKernels::Numeric { scale, mu, sigma }
                 }
             })
@@ -510,6 +510,32 @@ impl Parzen {
         }
         log_sum_exp(&terms)
     }
+}
+
+/// Each kernel's width by the rule in the module doc: the larger gap to its sorted
+/// neighbours (the range's ends outermost), the outermost two their inner gap, clipped.
+fn neighbour_widths(mu: &[f64], low: f64, high: f64) -> Vec<f64> {
+    let n = mu.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| mu[a].total_cmp(&mu[b]));
+    let mut at = Vec::with_capacity(n + 2);
+    at.push(low);
+    at.extend(order.iter().map(|&i| mu[i]));
+    at.push(high);
+    let mut sorted: Vec<f64> = (1..=n)
+        .map(|k| (at[k] - at[k - 1]).max(at[k + 1] - at[k]))
+        .collect();
+    if n >= 2 {
+        sorted[0] = at[2] - at[1];
+        sorted[n - 1] = at[n] - at[n - 1];
+    }
+    let range = high - low;
+    let min = range / (100f64).min(n as f64 + 2.0);
+    let mut out = vec![0.0; n];
+    for (k, &i) in order.iter().enumerate() {
+        out[i] = sorted[k].clamp(min, range);
+    }
+    out
 }
 
 fn log_sum_exp(xs: &[f64]) -> f64 {

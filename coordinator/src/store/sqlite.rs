@@ -12,6 +12,7 @@
 use crate::plan::{Direction, Metric, Sweep};
 use crate::sched::core::{Counts, Requeued, TrialId, TrialState, WorkerId};
 use crate::sched::early_stop::EarlyStopping;
+use crate::sched::search::SearchRule;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use sweep_proto::{EpochMetrics, TrialResult, TrialSpec, TRAINER_SEMANTICS};
@@ -61,7 +62,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY, file TEXT NOT NULL, data TEXT, rank_by TEXT NOT NULL,
     direction TEXT NOT NULL, axes TEXT NOT NULL, cancelled INTEGER NOT NULL DEFAULT 0,
-    early_stopping TEXT, checkpoints TEXT, keep_models TEXT, submitted INTEGER);
+    early_stopping TEXT, checkpoints TEXT, keep_models TEXT, submitted INTEGER, search TEXT);
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL,
     worker TEXT, reason TEXT, result TEXT, lost INTEGER NOT NULL DEFAULT 0, result_sha TEXT);
@@ -92,6 +93,8 @@ pub struct StoredSweep {
     pub checkpoints: crate::plan::CheckpointPolicy,
     /// Which trained models the sweep keeps.
     pub keep_models: crate::plan::KeepModels,
+    /// `search = "tpe"`: the space and budget; `trials` are then the suggestions so far.
+    pub search: Option<SearchRule>,
     pub trials: Vec<SweepTrial>,
 }
 
@@ -150,6 +153,17 @@ pub enum Write {
         result: Box<TrialResult>,
     },
     Requeue(Requeued),
+    /// A search's suggestion: the trial (queued, unless another sweep stored it already) and
+    /// its place among the sweep's trials. Written in the batch of the lease that asked for
+    /// it, before the lease.
+    Suggest {
+        sweep: String,
+        trial: TrialId,
+        spec: Box<TrialSpec>,
+        position: usize,
+        /// The core did not hold the trial before (undo forgets it).
+        fresh: bool,
+    },
     /// Writes nothing; a request that only needs to know that everything before it is on
     /// disk (a repeated result) waits for the batch it joins.
     Nothing,
@@ -191,7 +205,7 @@ impl StoredState {
 }
 
 /// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Hex SHA-256 of a stored result's JSON.
 fn checksum(json: &str) -> String {
@@ -352,6 +366,7 @@ impl Store {
                 ("checkpoints", "TEXT"),
                 ("keep_models", "TEXT"),
                 ("submitted", "INTEGER"),
+                ("search", "TEXT"),
             ] {
                 if !sweep_columns.iter().any(|c| c == column) {
                     self.conn.execute_batch(&format!(
@@ -426,10 +441,10 @@ impl Store {
         let r: Result<usize, rusqlite::Error> = (|| {
             let mut stale = 0;
             tx.execute(
-                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models, submitted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, (SELECT IFNULL(MAX(submitted), 0) + 1 FROM sweeps))
+                "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models, submitted, search)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, (SELECT IFNULL(MAX(submitted), 0) + 1 FROM sweeps), ?10)
                  ON CONFLICT(name) DO UPDATE SET file = ?2, data = ?3, rank_by = ?4, direction = ?5, axes = ?6, cancelled = 0, early_stopping = ?7, checkpoints = ?8, keep_models = ?9,
-                   submitted = (SELECT IFNULL(MAX(submitted), 0) + 1 FROM sweeps)",
+                   submitted = (SELECT IFNULL(MAX(submitted), 0) + 1 FROM sweeps), search = ?10",
                 params![
                     sweep.name,
                     sweep.file.display().to_string(),
@@ -443,12 +458,17 @@ impl Store {
                         .and_then(|e| serde_json::to_string(e).ok()),
                     serde_json::to_string(&sweep.checkpoints).ok(),
                     serde_json::to_string(&sweep.keep_models).ok(),
+                    sweep.search.as_ref().and_then(|s| serde_json::to_string(s).ok()),
                 ],
             )?;
-            tx.execute(
-                "DELETE FROM sweep_trials WHERE sweep = ?1",
-                params![sweep.name],
-            )?;
+            // A search's trials are its suggestions so far: submitting it again goes on
+            // from them (its budget counts them).
+            if sweep.search.is_none() {
+                tx.execute(
+                    "DELETE FROM sweep_trials WHERE sweep = ?1",
+                    params![sweep.name],
+                )?;
+            }
             for (pos, t) in sweep.trials.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO sweep_trials (sweep, trial, position, label, reported) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -501,7 +521,7 @@ impl Store {
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
         let row = self
             .conn
-            .query_row("SELECT name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models FROM sweeps WHERE name = ?1", params![name], |r| {
+            .query_row("SELECT name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models, search FROM sweeps WHERE name = ?1", params![name], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -513,12 +533,24 @@ impl Store {
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, Option<String>>(8)?,
                     r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
                 ))
             })
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some((name, file, data, rank_by, direction, axes, cancelled, early, checkpoints, keep)) =
-            row
+        let Some((
+            name,
+            file,
+            data,
+            rank_by,
+            direction,
+            axes,
+            cancelled,
+            early,
+            checkpoints,
+            keep,
+            search,
+        )) = row
         else {
             return Ok(None);
         };
@@ -552,6 +584,7 @@ impl Store {
             keep_models: keep
                 .and_then(|k| serde_json::from_str(&k).ok())
                 .unwrap_or_default(),
+            search: search.and_then(|s| serde_json::from_str(&s).ok()),
             trials,
         }))
     }
@@ -887,6 +920,22 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
                 "UPDATE trials SET state = 'failed', reason = ?2, lost = ?3 WHERE id = ?1 AND state != 'cancelled'",
             )?
             .execute(params![trial.as_str(), reason, lost])?;
+        }
+        Write::Suggest {
+            sweep,
+            trial,
+            spec,
+            position,
+            ..
+        } => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO trials (id, spec, state, attempt) VALUES (?1, ?2, 'queued', 1)",
+            )?
+            .execute(params![trial.as_str(), spec.to_toml()])?;
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO sweep_trials (sweep, trial, position) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![sweep, trial.as_str(), *position as i64])?;
         }
         Write::Nothing => {}
     }

@@ -245,3 +245,21 @@ fn values_that_are_not_numbers_are_refused() {
         );
     }
 }
+
+/// Optuna 5.0's widths: the larger neighbour gap, the outermost two their inner gap, clipped
+/// to [range / min(100, n + 2), range]. Hand-computed on [0, 10] with kernels at 1, 2, 6, 9.5.
+#[test]
+fn kernel_widths_follow_the_neighbour_rule() {
+    let w = neighbour_widths(&[6.0, 1.0, 9.5, 2.0], 0.0, 10.0);
+    // Sorted 1, 2, 6, 9.5: 1 -> inner gap 1; 2 -> max(1, 4) = 4; 6 -> max(4, 3.5) = 4;
+    // 9.5 -> inner gap 3.5. Minimum width 10 / 6.
+    let min = 10.0 / 6.0;
+    assert_eq!(w, vec![4.0, min, 3.5, 4.0]);
+    // One kernel: the larger gap to the range's ends.
+    assert_eq!(neighbour_widths(&[2.0], 0.0, 10.0), vec![8.0]);
+    // Never wider than the range, never narrower than range / 100.
+    let many: Vec<f64> = (0..500).map(|i| i as f64 / 1000.0).collect();
+    assert!(neighbour_widths(&many, 0.0, 1.0)
+        .iter()
+        .all(|&s| (s - 0.01).abs() < 1e-12));
+}

@@ -1,0 +1,189 @@
+//! `search = "tpe"` through the coordinator's handle, in process: suggestions made as workers
+//! ask, stored before they are leased, the budget met exactly, the same sequence after a
+//! restart, earlier sweeps' trials as prior observations, cancel.
+
+use coordinator::app::work::Registration;
+use coordinator::app::Handle;
+use coordinator::sched::core::{Config, DeviceKind, TrialId};
+use coordinator::store::Store;
+use std::path::Path;
+use sweep_proto::TrialResult;
+
+const TPE: &str =
+    "name = \"t\"\nsearch = \"tpe\"\ntrials = 6\nstartup_trials = 2\nsearch_seed = 4\n\
+                   [defaults]\nepochs = 2\n[grid]\nlr = { min = 1e-4, max = 1.0, log = true }\n\
+                   optimizer = [\"sgd\", \"adam\"]\n";
+
+fn open(db: &Path) -> Handle {
+    Handle::open(db, Config::default()).unwrap()
+}
+
+fn submit(h: &Handle, text: &str) {
+    let sweep = coordinator::plan::parse(text, Path::new("t.toml")).unwrap();
+    h.submit(&sweep, false).unwrap();
+}
+
+fn register(h: &Handle, slots: u32) -> String {
+    h.register(Registration {
+        name: "w".into(),
+        device: DeviceKind::Cpu,
+        slots,
+        gpu_model: String::new(),
+        version: String::new(),
+        resume: None,
+    })
+    .unwrap()
+    .worker
+    .to_string()
+}
+
+/// The accuracy a trial "trains" to: best at lr = 0.01.
+fn accuracy(spec_toml: &str) -> f64 {
+    let spec: sweep_proto::TrialSpec = toml::from_str(spec_toml).unwrap();
+    (0.9 - 0.1 * (spec.lr.log10() + 2.0).powi(2)).clamp(0.05, 0.95)
+}
+
+/// Leases one trial at a time and finishes it, `n` times (or until nothing is left); returns
+/// the trials in lease order.
+async fn train(h: &Handle, worker: &str, n: usize) -> Vec<TrialId> {
+    let mut order = Vec::new();
+    for _ in 0..n {
+        let Some(l) = h.lease(worker, 1).await.unwrap().pop() else {
+            break;
+        };
+        let acc = accuracy(&l.spec_toml);
+        let result = TrialResult::builder()
+            .test_accuracy(acc)
+            .best_val_accuracy(acc)
+            .build();
+        let reply = h.finish(worker, &l.lease, result).await.unwrap();
+        assert!(reply.accepted, "{reply:?}");
+        order.push(l.lease.trial);
+    }
+    order
+}
+
+fn members(db: &Path) -> Vec<TrialId> {
+    Store::open(db)
+        .unwrap()
+        .sweep("t")
+        .unwrap()
+        .unwrap()
+        .trials
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_search_suggests_as_workers_ask_and_stops_at_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let h = open(&db);
+    submit(&h, TPE);
+    assert_eq!(h.sweep_counts("t", &[]).1.to_suggest, 6);
+    // Two slots: two different suggestions, on disk before the worker hears of them.
+    let w = register(&h, 2);
+    let two = h.lease(&w, 2).await.unwrap();
+    assert_eq!(two.len(), 2);
+    assert_ne!(two[0].lease.trial, two[1].lease.trial);
+    let stored = members(&db);
+    assert_eq!(
+        stored,
+        vec![two[0].lease.trial.clone(), two[1].lease.trial.clone()]
+    );
+    for l in &two {
+        let result = TrialResult::builder().test_accuracy(0.5).build();
+        assert!(h.finish(&w, &l.lease, result).await.unwrap().accepted);
+    }
+    let rest = train(&h, &w, 10).await;
+    assert_eq!(rest.len(), 4, "the budget is 6");
+    let all = members(&db);
+    assert_eq!(all.len(), 6);
+    let distinct: std::collections::HashSet<&TrialId> = all.iter().collect();
+    assert_eq!(distinct.len(), 6);
+    let (_, counts) = h.sweep_counts("t", &[]);
+    assert_eq!((counts.finished, counts.to_suggest), (6, 0));
+    assert!(counts.is_done());
+    assert!(h.lease(&w, 2).await.unwrap().is_empty());
+}
+
+/// A restart in the middle (the database reopened, as after kill -9) gives the same trials
+/// in the same order as a run without one.
+#[tokio::test]
+async fn a_restarted_coordinator_goes_on_with_the_same_search() {
+    let straight = {
+        let dir = tempfile::tempdir().unwrap();
+        let h = open(&dir.path().join("t.db"));
+        submit(&h, TPE);
+        let w = register(&h, 1);
+        train(&h, &w, 10).await
+    };
+    assert_eq!(straight.len(), 6);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut order = {
+        let h = open(&db);
+        submit(&h, TPE);
+        let w = register(&h, 1);
+        let mut first = train(&h, &w, 3).await;
+        // A fourth trial leased, and the coordinator gone before its result.
+        first.push(h.lease(&w, 1).await.unwrap().remove(0).lease.trial);
+        first
+    };
+    let h = open(&db);
+    let w = register(&h, 1);
+    let after = train(&h, &w, 10).await;
+    assert_eq!(
+        after[0], order[3],
+        "the running trial is queued again, not suggested anew"
+    );
+    order.extend(after.into_iter().skip(1));
+    assert_eq!(order, straight);
+    assert_eq!(members(&db), straight);
+}
+
+/// Finished trials of an earlier sweep in the same space are prior observations: a search
+/// over them does not suggest them again, and they shape its model.
+#[tokio::test]
+async fn earlier_sweeps_trials_are_prior_observations() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = open(&dir.path().join("t.db"));
+    submit(
+        &h,
+        "name = \"grid\"\n[defaults]\nepochs = 2\n[grid]\nlr = [0.001, 0.01, 0.1]\noptimizer = [\"sgd\", \"adam\"]\n",
+    );
+    let w = register(&h, 1);
+    let grid = train(&h, &w, 10).await;
+    assert_eq!(grid.len(), 6);
+    submit(&h, TPE);
+    {
+        let s = h.lock();
+        let searcher = s.searcher("t").unwrap();
+        assert_eq!((searcher.prior_count(), searcher.member_count()), (6, 0));
+    }
+    let order = train(&h, &w, 10).await;
+    assert_eq!(order.len(), 6);
+    assert!(
+        order.iter().all(|t| !grid.contains(t)),
+        "a prior trial suggested again"
+    );
+}
+
+/// A cancelled search suggests nothing; submitted again, it goes on from its trials.
+#[tokio::test]
+async fn a_cancelled_search_stops_and_a_resubmitted_one_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let h = open(&db);
+    submit(&h, TPE);
+    let w = register(&h, 1);
+    assert_eq!(train(&h, &w, 2).await.len(), 2);
+    h.cancel("t").unwrap();
+    assert!(h.lease(&w, 1).await.unwrap().is_empty());
+    assert!(h.sweep_counts("t", &[]).1.is_done());
+    submit(&h, TPE);
+    assert_eq!(h.sweep_counts("t", &[]).1.to_suggest, 4);
+    assert_eq!(train(&h, &w, 10).await.len(), 4);
+    assert_eq!(members(&db).len(), 6);
+}
