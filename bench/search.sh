@@ -17,7 +17,8 @@
 # optuna-tpe,optuna-tpe-mv,random), LATENCY (finished counts, default 100,1000,10000),
 # DIMS (8), REPEATS (20), PARTS (default "quality latency"), JOBS (processes for the Optuna
 # quality side, default 1), SEARCH_VENV (default target/search-venv), OUT (default
-# target/search-bench), PYTHON (to create the venv, default python3).
+# target/search-bench), PYTHON (to create the venv, default python3), OTHER_PENDING=1 (also
+# run ours with the other rule for pending trials: "ours-liar", the constant liar).
 # Writes $OUT/{ours,optuna}-{quality,latency}.jsonl and $OUT/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +56,7 @@ for part in $PARTS; do
         quality)
             echo "quality: ours" >&2
             "$BENCH" quality --functions "$FUNCTIONS" --budgets "$BUDGETS" --seeds "$SEEDS" \
-                > "$OUT/ours-quality.jsonl"
+                ${OTHER_PENDING:+--other-pending} > "$OUT/ours-quality.jsonl"
             echo "quality: optuna ($SAMPLERS)" >&2
             "$VENV/bin/python" bench/search/optuna_side.py --functions "$FUNCTIONS" \
                 --budgets "$BUDGETS" --seeds "$SEEDS" --samplers "$SAMPLERS" --jobs "$JOBS" \

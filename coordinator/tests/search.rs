@@ -106,6 +106,31 @@ async fn a_search_suggests_as_workers_ask_and_stops_at_its_budget() {
     assert_eq!((counts.finished, counts.to_suggest), (6, 0));
     assert!(counts.is_done());
     assert!(h.lease(&w, 2).await.unwrap().is_empty());
+
+    // The report shows the search: best so far, importance, parallel coordinates.
+    let report = h.report("t").unwrap();
+    let search = report.search.as_ref().unwrap();
+    assert_eq!(search.steps.len(), 6);
+    assert_eq!(
+        search.steps.iter().map(|s| s.n).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    let bests: Vec<f64> = search.steps.iter().filter_map(|s| s.best).collect();
+    assert!(bests.windows(2).all(|p| p[1] >= p[0]), "{bests:?}");
+    assert_eq!(search.importance.len(), 2);
+    let md = coordinator::report::render::markdown(&report);
+    assert!(
+        md.contains("## Search") && md.contains("TPE search: 6 of 6 trials"),
+        "{md}"
+    );
+    let csv = coordinator::report::render::csv(&report);
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",suggested,best_so_far"));
+    let html = coordinator::report::html::render(&report);
+    assert!(html.contains("id=\"search\"") && html.contains("parallel coordinates"));
 }
 
 /// A restart in the middle (the database reopened, as after kill -9) gives the same trials

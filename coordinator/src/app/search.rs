@@ -8,8 +8,9 @@
 //!   on disk before any worker hears of it, and a batch the disk refuses takes both back.
 //! - What a trial tells the model ([`outcome`]): a completed or early-stopped trial its
 //!   ranking value (the report's, `report::rank::value`), negated when larger is better; a
-//!   diverged one is worse than any value; a queued or running one is pending (the constant
-//!   liar); a failed or cancelled one, or one whose value cannot rank, is left out.
+//!   diverged one is worse than any value; a queued or running one is pending, which the
+//!   model leaves out (`sched::search::PENDING`, measured against a constant liar); a
+//!   failed or cancelled one, or one whose value cannot rank, is left out.
 //! - Opening a database or submitting the sweep again restores a search from its stored
 //!   members. Finished trials of other sweeps that fit the space are prior observations.
 //! - With `[early_stopping] method = "asha"` the search is BOHB-like (Falkner et al. 2018):

@@ -219,6 +219,17 @@ fn curves(
     y_max: Option<f64>,
     y_desc: &str,
 ) -> String {
+    curves_over(title, series, y_max, y_desc, "epoch")
+}
+
+/// [`curves`] with another x axis (a search's trial number).
+fn curves_over(
+    title: &str,
+    series: &[(String, Vec<(u32, f64)>)],
+    y_max: Option<f64>,
+    y_desc: &str,
+    x_desc: &str,
+) -> String {
     let points: Vec<&(u32, f64)> = series.iter().flat_map(|s| s.1.iter()).collect();
     if points.is_empty() {
         return "<p class=\"note\">no epochs recorded</p>".into();
@@ -241,7 +252,7 @@ fn curves(
             .map_err(e)?;
         chart
             .configure_mesh()
-            .x_desc("epoch")
+            .x_desc(x_desc)
             .y_desc(y_desc)
             .draw()
             .map_err(e)?;
@@ -459,6 +470,140 @@ fn top_curves(report: &Report) -> String {
     h
 }
 
+/// A search's section: its line, the best so far against the trial number, the importance
+/// of each axis, and the trials in parallel coordinates.
+fn search_section(search: &crate::report::search::SearchSummary, report: &Report) -> String {
+    let mut h = format!(
+        "<h2 id=\"search\">Search</h2><p>{}</p>",
+        esc(&search.describe())
+    );
+    let point = |f: fn(&crate::report::search::Step) -> Option<f64>| -> Vec<(u32, f64)> {
+        search
+            .steps
+            .iter()
+            .filter_map(|s| f(s).map(|v| (s.n.min(MAX_EPOCH as usize) as u32, v)))
+            .collect()
+    };
+    let series = vec![
+        ("best so far".to_string(), point(|s| s.best)),
+        ("trial".to_string(), point(|s| s.value)),
+    ];
+    h += "<div class=\"charts\">";
+    h += &curves_over(
+        "best so far against trial number",
+        &series,
+        Some(1.0),
+        report.metric_name(),
+        "trial",
+    );
+    h += &parallel_coordinates(search, report);
+    h += "</div>";
+    let _ = write!(
+        h,
+        "<p class=\"note\">{}</p>",
+        esc(crate::report::search::METHOD)
+    );
+    h += &html_table(&search.importance_table(), "importance");
+    h
+}
+
+/// One vertical axis per search axis and one for the value; each trial with a value is a
+/// line across them, darker the better. Ranges are drawn on their own scale (log for log
+/// ranges), lists with their values evenly spaced.
+fn parallel_coordinates(search: &crate::report::search::SearchSummary, report: &Report) -> String {
+    use crate::sched::search::Values;
+    let axes = &search.rule.axes;
+    let rows: Vec<(&Row, f64)> = search
+        .steps
+        .iter()
+        .filter_map(|s| {
+            let v = s.value?;
+            report.rows.iter().find(|r| r.id == s.id).map(|r| (r, v))
+        })
+        .collect();
+    if rows.is_empty() || axes.is_empty() {
+        return "<p class=\"note\">no finished trials to draw</p>".into();
+    }
+    let (w, hgt, pad) = (440.0, 300.0, 30.0);
+    let step = (w - 2.0 * pad) / axes.len() as f64;
+    let (lo, hi) = rows
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), r| {
+            (a.min(r.1), b.max(r.1))
+        });
+    // 0 at the bottom, 1 at the top of an axis.
+    let place = |axis: &crate::sched::search::Axis, r: &Row| -> Option<f64> {
+        let raw = crate::report::axis_value(&r.params, &axis.name);
+        match &axis.values {
+            Values::List { values } => {
+                let i = values
+                    .iter()
+                    .position(|v| v.to_string().trim_matches('"') == raw)?;
+                Some(if values.len() < 2 {
+                    0.5
+                } else {
+                    i as f64 / (values.len() - 1) as f64
+                })
+            }
+            Values::Float { min, max, log, .. } => unit(raw.parse().ok()?, *min, *max, *log),
+            Values::Int { min, max, log, .. } => {
+                unit(raw.parse().ok()?, *min as f64, *max as f64, *log)
+            }
+        }
+    };
+    let y = |u: f64| pad + (1.0 - u.clamp(0.0, 1.0)) * (hgt - 2.0 * pad);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" viewBox=\"0 0 {w} {hgt}\">\
+         <text x=\"{}\" y=\"16\" text-anchor=\"middle\" font-size=\"15\" font-family=\"sans-serif\">parallel coordinates (darker: better)</text>",
+        w / 2.0
+    );
+    let better_high = report.direction == crate::plan::Direction::Max;
+    for (r, v) in &rows {
+        let mut pts = Vec::new();
+        for (i, axis) in axes.iter().enumerate() {
+            if let Some(u) = place(axis, r) {
+                pts.push(format!("{:.1},{:.1}", pad + step * i as f64, y(u)));
+            }
+        }
+        let u = if hi > lo { (v - lo) / (hi - lo) } else { 1.0 };
+        pts.push(format!("{:.1},{:.1}", pad + step * axes.len() as f64, y(u)));
+        let good = if better_high { u } else { 1.0 - u };
+        let shade = (220.0 - 190.0 * good) as u8;
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"rgb({shade},{shade},255)\" stroke-width=\"1.5\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+    }
+    let names = axes
+        .iter()
+        .map(|a| a.name.as_str())
+        .chain([report.metric_name()]);
+    for (i, name) in names.enumerate() {
+        let x = pad + step * i as f64;
+        let _ = write!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{pad}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\" font-family=\"sans-serif\">{}</text>",
+            hgt - pad,
+            hgt - pad + 16.0,
+            esc(name)
+        );
+    }
+    svg += "</svg>";
+    svg
+}
+
+/// Where `v` sits in [min, max], 0 to 1 (on the log scale for log ranges).
+fn unit(v: f64, min: f64, max: f64, log: bool) -> Option<f64> {
+    let (v, min, max) = if log {
+        (v.max(f64::MIN_POSITIVE).ln(), min.ln(), max.ln())
+    } else {
+        (v, min, max)
+    };
+    (max > min && v.is_finite()).then(|| ((v - min) / (max - min)).clamp(0.0, 1.0))
+}
+
 /// A row's loss function as its trial names it (`loss` in docs/TRIAL.md).
 fn loss_name(r: &Row) -> &str {
     r.params
@@ -496,6 +641,10 @@ fn sections(report: &Report) -> String {
         );
         h += &html_table(&early.grid(), "rung");
         h += &rungs_chart(early);
+    }
+
+    if let Some(search) = &report.search {
+        h += &search_section(search, report);
     }
 
     if let Some(best) = report.rows.iter().find(|r| r.confusion.is_some()) {

@@ -16,6 +16,8 @@
 //!   until repeated with more seeds. A single result against several is not tested.
 //! - Only completed trials with an accuracy in [0, 1] rank and enter an estimate.
 //!
+//! A search's section (best so far, each axis's importance) is in [`search`].
+//!
 //! Failed, diverged, cancelled and unfinished trials are listed below the ranked ones, never
 //! dropped. Ranks are competition ranks (equal values share a rank, the next rank skips);
 //! ties keep plan order.
@@ -32,6 +34,7 @@ mod findings;
 pub mod html;
 pub mod rank;
 pub mod render;
+pub mod search;
 pub mod stats;
 mod tables;
 
@@ -478,6 +481,8 @@ pub struct Report {
     pub findings: Vec<String>,
     /// Only for a sweep with `[early_stopping]`.
     pub early_stopping: Option<EarlySummary>,
+    /// Only for a search (`search = "tpe"`).
+    pub search: Option<search::SearchSummary>,
 }
 
 /// `params` without the fields `keys` (e.g. the seed, or the axis being compared).
@@ -592,6 +597,7 @@ impl Report {
                 rows.push(Row::of(sweep, t, trial));
             }
         }
+        let order: Vec<String> = sweep.trials.iter().map(|t| t.id.to_string()).collect();
         let m = sweep.rank_by;
         // Stable sort: ties keep plan order; rows without the metric go last.
         rows.sort_by(|a, b| rank::order(sweep.direction, a.metric(m), b.metric(m)));
@@ -606,11 +612,16 @@ impl Report {
             matched: Vec::new(),
             findings: Vec::new(),
             early_stopping: None,
+            search: None,
         };
         report.early_stopping = sweep
             .early_stopping
             .as_ref()
             .map(|rule| EarlySummary::of(rule, &report.rows));
+        report.search = sweep
+            .search
+            .as_ref()
+            .map(|rule| search::SearchSummary::of(rule, &order, &report.rows, m, sweep.direction));
         report.summarise();
         report
     }

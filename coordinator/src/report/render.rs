@@ -76,6 +76,16 @@ pub fn markdown(report: &Report) -> String {
             md_table(&early.grid())
         );
     }
+    if let Some(search) = &report.search {
+        let _ = write!(
+            out,
+            "\n## Search\n\n{}\n\nThe best so far, at each trial that improved it (every trial's value and the best so far are in results.csv, `suggested` and `best_so_far`):\n\n{}\n{}\n\n{}",
+            search.describe(),
+            md_table(&search.improvements()),
+            crate::report::search::METHOD,
+            md_table(&search.importance_table())
+        );
+    }
     let bce = report.bce_rows();
     if !bce.is_empty() {
         out += "\n## Binary cross-entropy: what Keras showed vs true accuracy\n\n";
@@ -99,7 +109,14 @@ pub fn csv(report: &Report) -> String {
         out += &format!(",{}", csv_field(a));
     }
     out += ",test_accuracy,best_val_accuracy,reported,seconds,worker,attempt,rank,\
-            config,config_rank,config_runs,config_mean,config_sd,config_ci95_low,config_ci95_high,config_basis\n";
+            config,config_rank,config_runs,config_mean,config_sd,config_ci95_low,config_ci95_high,config_basis";
+    // A search's trials: their place in the suggestion order and the best value up to it.
+    let steps = report.search.as_ref().map(|s| &s.steps);
+    out += if steps.is_some() {
+        ",suggested,best_so_far\n"
+    } else {
+        "\n"
+    };
     let num = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     let int = |v: Option<usize>| v.map_or(String::new(), |v| v.to_string());
     for r in &report.rows {
@@ -131,6 +148,11 @@ pub fn csv(report: &Report) -> String {
             num(bounds.map(|b| b.1)),
             csv_field(&e.map_or(String::new(), Estimate::basis)),
         ]);
+        if let Some(steps) = steps {
+            let step = steps.iter().find(|s| s.id == r.id);
+            cells.push(step.map_or(String::new(), |s| s.n.to_string()));
+            cells.push(num(step.and_then(|s| s.best)));
+        }
         out += &cells.join(",");
         out.push('\n');
     }

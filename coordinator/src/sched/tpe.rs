@@ -31,8 +31,9 @@
 //! - A diverged trial (or a loss that is NaN or infinite) is bad: it ranks below every
 //!   finite loss and never enters a density as a number.
 //! - A failed trial (it never trained: a crash, a lost worker for good) is left out.
-//! - A pending trial (leased, not finished) is a constant liar: it counts as bad, so that
-//!   workers asking together get different points, not copies of the same one.
+//! - A pending trial (leased, not finished), when the caller passes one, is a constant
+//!   liar: it counts as bad, as in Optuna's `constant_liar=True`. The coordinator leaves
+//!   pending trials out instead (`sched::search::PENDING`, measured).
 //! - A parameter value that is not finite, or outside its range, is refused with an error.
 //!
 //! Conditional dimensions (say momentum only when the optimiser is SGD) are modelled by
@@ -93,7 +94,7 @@ pub enum Outcome {
     Diverged,
     /// Never trained (a crash, given up): left out.
     Failed,
-    /// Leased and not finished: the constant liar counts it as bad.
+    /// Leased and not finished: the constant liar counts it as bad (see the module doc).
     Pending,
 }
 

@@ -10,11 +10,12 @@
 //! The pending protocol (the same in optuna_side.py): with budget B and P pending, ask until
 //! P are pending, then finish the oldest, until B are finished. A pending trial is an
 //! observation with `Outcome::Pending`, as the coordinator passes a queued or running trial
-//! (`app::search::outcome`).
+//! (`app::search::outcome`), and the model sees it by the coordinator's rule
+//! (`sched::search::PENDING`, through `model_view`).
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use coordinator::sched::search::generator;
+use coordinator::sched::search::{generator, model_view, Pending, PENDING};
 use coordinator::sched::tpe::{self, Condition, Dim, Kind, Observation, Outcome, Point};
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -42,10 +43,10 @@ enum Command {
         /// Uniform suggestions before the model (the coordinator's default).
         #[arg(long, default_value_t = tpe::DEFAULT_STARTUP)]
         startup: usize,
-        /// Also run the sampler with pending trials left out (sampler "ours-nolie"), to
-        /// measure the constant liar.
+        /// Also run the sampler with the other rule for pending trials ("ours-liar" or
+        /// "ours-nolie"), to measure the choice (`sched::search::PENDING`).
         #[arg(long)]
-        without_liar: bool,
+        other_pending: bool,
     },
     /// Milliseconds per suggestion with N finished trials.
     Latency {
@@ -205,7 +206,7 @@ fn run(
     pending: usize,
     seed: u64,
     startup: usize,
-    liar: bool,
+    rule: Pending,
 ) -> Result<f64> {
     let mut noise = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(100_003));
     let mut observations: Vec<Observation> = Vec::new();
@@ -215,11 +216,7 @@ fn run(
     while told < budget {
         while waiting.len() < pending && observations.len() < budget {
             let position = observations.len();
-            let seen: Vec<Observation> = observations
-                .iter()
-                .filter(|o| liar || o.outcome != Outcome::Pending)
-                .cloned()
-                .collect();
+            let seen = model_view(observations.clone(), rule);
             let point = tpe::suggest(&f.space, &seen, startup, &mut generator(seed, position))?;
             observations.push(Observation {
                 point,
@@ -251,13 +248,16 @@ fn quality(
     budgets: &str,
     seed_arg: &str,
     startup: usize,
-    without_liar: bool,
+    other_pending: bool,
 ) -> Result<()> {
-    let variants: &[(&str, bool)] = if without_liar {
-        &[("ours", true), ("ours-nolie", false)]
-    } else {
-        &[("ours", true)]
+    let other = match PENDING {
+        Pending::LeftOut => ("ours-liar", Pending::Liar),
+        Pending::Liar => ("ours-nolie", Pending::LeftOut),
     };
+    let mut variants = vec![("ours", PENDING)];
+    if other_pending {
+        variants.push(other);
+    }
     let all = functions();
     for name in functions_arg.split(',') {
         let Some(f) = all.iter().find(|f| f.name == name.trim()) else {
@@ -269,8 +269,8 @@ fn quality(
                 .with_context(|| format!("budget `{pair}`: give BUDGET:PENDING"))?;
             let (budget, pending): (usize, usize) = (b.trim().parse()?, p.trim().parse()?);
             for seed in seeds(seed_arg)? {
-                for (sampler, liar) in variants {
-                    let regret = run(f, budget, pending.max(1), seed, startup, *liar)?;
+                for (sampler, rule) in &variants {
+                    let regret = run(f, budget, pending.max(1), seed, startup, *rule)?;
                     println!(
                         "{}",
                         serde_json::json!({"kind": "quality", "sampler": sampler, "function": f.name,
@@ -334,8 +334,8 @@ fn main() -> Result<()> {
             budgets,
             seeds,
             startup,
-            without_liar,
-        } => quality(&functions, &budgets, &seeds, startup, without_liar),
+            other_pending,
+        } => quality(&functions, &budgets, &seeds, startup, other_pending),
         Command::Latency {
             finished,
             dims,

@@ -234,3 +234,34 @@ fn bohb_models_at_the_largest_budget_with_enough_values() {
     assert_eq!(model_budget(&[1, 3, 9], counts(4, 6, 10), 10), Some(1));
     assert_eq!(model_budget(&[1, 3, 9], counts(4, 6, 9), 10), None);
 }
+
+/// Pending members are left out of the model (`PENDING`), finished ones are in it, in order.
+#[test]
+fn pending_members_are_left_out_of_the_model() {
+    let mut s = Searcher::new(rule(10)).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let Next::Suggest { id, spec, .. } = s.next(&[]).unwrap() else {
+            panic!()
+        };
+        s.add_member(id.clone(), &spec);
+        ids.push(id);
+    }
+    let o = s.observations(|id| {
+        if *id == ids[1] {
+            Outcome::Pending
+        } else {
+            Outcome::Loss(1.0)
+        }
+    });
+    assert_eq!(PENDING, Pending::LeftOut);
+    assert_eq!(o.len(), 2);
+    let liar = model_view(
+        vec![Observation {
+            point: vec![Some(0.0)],
+            outcome: Outcome::Pending,
+        }],
+        Pending::Liar,
+    );
+    assert_eq!(liar.len(), 1);
+}
