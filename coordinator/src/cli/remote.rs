@@ -477,7 +477,7 @@ fn watch_bar(quiet: bool) -> ProgressBar {
 /// accuracy and ETA. Returns the counts once every trial has ended.
 fn show_status(bar: &ProgressBar, v: pb::SweepStatusResponse) -> Option<Counts> {
     let counts = counts_of(v.sweep.and_then(|s| s.counts));
-    bar.set_length(counts.total() as u64);
+    bar.set_length((counts.total() + counts.to_suggest) as u64);
     bar.set_position((counts.finished + counts.failed + counts.cancelled) as u64);
     bar.set_prefix(format!(
         "{} running, {} queued, {} failed",

@@ -48,6 +48,21 @@ enum Command {
         #[arg(long)]
         other_pending: bool,
     },
+    /// A TPE sweep file driven through the coordinator's own `Searcher` against a table of
+    /// measured results (a full grid's results.json over the same space): the best test
+    /// accuracy found within the budget, per seed, beside random search with the same budget.
+    Table {
+        /// The TPE sweep file (search = "tpe", its [grid] lists the grid's values).
+        #[arg(long)]
+        sweep: std::path::PathBuf,
+        /// results.json of the full grid.
+        #[arg(long)]
+        results: std::path::PathBuf,
+        #[arg(long, default_value_t = 2)]
+        pending: usize,
+        #[arg(long, default_value = "0-19")]
+        seeds: String,
+    },
     /// Milliseconds per suggestion with N finished trials.
     Latency {
         #[arg(long, default_value = "100,1000,10000")]
@@ -327,8 +342,92 @@ fn latency(finished: &str, dims: usize, repeats: usize) -> Result<()> {
     Ok(())
 }
 
+/// The best accuracy TPE finds in the sweep's budget with `pending` trials out at a time,
+/// each trial's accuracy read from `table` by id.
+fn tpe_on_table(
+    rule: &coordinator::sched::search::SearchRule,
+    table: &std::collections::HashMap<String, f64>,
+    pending: usize,
+) -> Result<f64> {
+    use coordinator::sched::search::{Next, Searcher};
+    let mut s = Searcher::new(rule.clone()).map_err(anyhow::Error::msg)?;
+    let mut told: std::collections::HashMap<String, f64> = Default::default();
+    let mut waiting: VecDeque<String> = VecDeque::new();
+    let mut best = f64::NEG_INFINITY;
+    loop {
+        while waiting.len() < pending.max(1) {
+            let o = s.observations(|id| match told.get(id.as_str()) {
+                Some(acc) => Outcome::Loss(-acc),
+                None => Outcome::Pending,
+            });
+            match s.next(&o)? {
+                Next::Suggest { id, spec, .. } => {
+                    s.add_member(id.clone(), &spec);
+                    waiting.push_back(id.to_string());
+                }
+                Next::Done | Next::Exhausted(_) => break,
+            }
+        }
+        let Some(id) = waiting.pop_front() else { break };
+        let acc = *table
+            .get(&id)
+            .with_context(|| format!("trial {id} is not in the table: not the grid's space?"))?;
+        told.insert(id, acc);
+        best = best.max(acc);
+    }
+    Ok(best)
+}
+
+fn table(
+    sweep: &std::path::Path,
+    results: &std::path::Path,
+    pending: usize,
+    seed_arg: &str,
+) -> Result<()> {
+    let plan = coordinator::plan::load(sweep)?;
+    let rule = plan.search.context("the sweep is not search = \"tpe\"")?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(results).context("reading results")?)?;
+    let table: std::collections::HashMap<String, f64> = rows
+        .iter()
+        .filter_map(|r| Some((r["id"].as_str()?.to_string(), r["test_accuracy"].as_f64()?)))
+        .collect();
+    let grid_best = table.values().copied().fold(f64::NEG_INFINITY, f64::max);
+    let ids: Vec<&String> = {
+        let mut v: Vec<&String> = table.keys().collect();
+        v.sort();
+        v
+    };
+    for seed in seeds(seed_arg)? {
+        let mut r = rule.clone();
+        r.seed = seed;
+        let tpe = tpe_on_table(&r, &table, pending)?;
+        // Random search with the same budget: distinct trials drawn uniformly.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut pool = ids.clone();
+        let mut random = f64::NEG_INFINITY;
+        for _ in 0..rule.budget.min(pool.len()) {
+            let i = rng.random_range(0..pool.len());
+            random = random.max(table[pool.swap_remove(i)]);
+        }
+        println!(
+            "{}",
+            serde_json::json!({"kind": "table", "seed": seed, "budget": rule.budget,
+                "grid_trials": table.len(), "grid_best": grid_best, "tpe_best": tpe,
+                "random_best": random})
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Table {
+            sweep,
+            results,
+            pending,
+            seeds,
+        } => table(&sweep, &results, pending, &seeds),
         Command::Quality {
             functions,
             budgets,
