@@ -212,3 +212,24 @@ async fn a_cancelled_search_stops_and_a_resubmitted_one_goes_on() {
     assert_eq!(train(&h, &w, 10).await.len(), 4);
     assert_eq!(members(&db).len(), 6);
 }
+
+/// A sweep that was a grid and is submitted again as a search starts its budget afresh: the
+/// grid's trials are not its members (they stay, as prior observations).
+#[tokio::test]
+async fn a_grid_turned_search_does_not_count_the_grid_as_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let h = open(&db);
+    submit(
+        &h,
+        "name = \"t\"\n[defaults]\nepochs = 2\n[grid]\nlr = [0.001, 0.01, 0.1]\noptimizer = [\"sgd\", \"adam\"]\n",
+    );
+    let w = register(&h, 1);
+    assert_eq!(train(&h, &w, 10).await.len(), 6);
+    submit(&h, TPE);
+    assert!(members(&db).is_empty());
+    assert_eq!(h.sweep_counts("t", &[]).1.to_suggest, 6);
+    assert_eq!(h.lock().searcher("t").unwrap().prior_count(), 6);
+    assert_eq!(train(&h, &w, 10).await.len(), 6);
+    assert_eq!(members(&db).len(), 6);
+}

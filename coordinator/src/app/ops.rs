@@ -22,6 +22,37 @@ use crate::store::{StoreError, Write};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
+/// Every model a sweep's trials can train, with what names it: its planned trials, or a
+/// search's default and its `model` axis's values.
+fn models_of(sweep: &Sweep) -> Vec<(String, sweep_proto::Model)> {
+    let mut out: Vec<(String, sweep_proto::Model)> = sweep
+        .trials
+        .iter()
+        .map(|t| (format!("trial {}", t.id), t.spec.model))
+        .collect();
+    if let Some(rule) = &sweep.search {
+        let model_of = |v: &toml::Value| {
+            let mut t = toml::Table::new();
+            t.insert("model".into(), v.clone());
+            toml::Value::Table(t)
+                .try_into::<sweep_proto::TrialSpec>()
+                .ok()
+                .map(|s| s.model)
+        };
+        let axis = rule.axes.iter().find(|a| a.name == "model");
+        let listed = match axis.map(|a| &a.values) {
+            Some(crate::sched::search::Values::List { values }) => values.iter().collect(),
+            _ => Vec::new(),
+        };
+        for v in rule.base.get("model").into_iter().chain(listed) {
+            if let Some(m) = model_of(v) {
+                out.push(("the search's model".to_string(), m));
+            }
+        }
+    }
+    out
+}
+
 impl Handle {
     /// Records a sweep and queues its new (or, with `rerun`, all) trials, and those whose
     /// results came from a trainer of other semantics; returns how many of those there were.
@@ -36,12 +67,11 @@ impl Handle {
                 .store_module(*hash, path)
                 .map_err(StoreError::Module)?;
         }
-        for t in &sweep.trials {
-            if let sweep_proto::Model::TorchScript(hash) = t.spec.model {
+        for (trial, model) in models_of(sweep) {
+            if let sweep_proto::Model::TorchScript(hash) = model {
                 if !self.checkpoints.has_module(hash) {
                     return Err(StoreError::Module(format!(
-                        "trial {} trains TorchScript module {hash}, which this coordinator does not have: name the file (model = \"torchscript:PATH\") and submit with `coordinator submit`, which uploads it",
-                        t.id
+                        "{trial} trains TorchScript module {hash}, which this coordinator does not have: name the file (model = \"torchscript:PATH\") and submit with `coordinator submit`, which uploads it"
                     )));
                 }
             }
@@ -84,6 +114,9 @@ impl Handle {
     /// the open batch ends finished, not cancelled.
     pub fn cancel(&self, name: &str) -> Result<Vec<TrialId>, StoreError> {
         let _admin = self.admin_change();
+        // No suggestion after this point: one made before it is in a batch that the cancel
+        // below, which waits for the database, sees written.
+        self.lock().stop_search(name);
         let in_db = {
             let mut store = self.store();
             if store.sweep(name)?.is_none() {
@@ -91,11 +124,7 @@ impl Handle {
             }
             store.cancel_sweep(name)?
         };
-        let cancelled = {
-            let mut s = self.lock();
-            s.stop_search(name);
-            s.core.follow_cancel(&in_db)
-        };
+        let cancelled = self.lock().core.follow_cancel(&in_db);
         self.forget_views();
         self.cancelled(&cancelled);
         Ok(cancelled)
@@ -137,10 +166,10 @@ impl Handle {
     pub fn rerun(&self, name: &str) -> Result<Vec<TrialId>, AppError> {
         self.stored(name)?;
         let _admin = self.admin_change();
-        let (ids, stored) = {
+        let (ids, stored, sweep) = {
             let mut store = self.store();
             let ids = store.rerun_sweep(name)?;
-            (ids, store.load_trials()?)
+            (ids, store.load_trials()?, store.sweep(name)?)
         };
         let wanted: HashSet<&str> = ids.iter().map(TrialId::as_str).collect();
         {
@@ -150,6 +179,10 @@ impl Handle {
                 .filter(|t| wanted.contains(t.id.as_str()))
             {
                 s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
+            }
+            // A cancelled search suggests again, as after a restart.
+            if let Some(sweep) = sweep.filter(|s| s.search.is_some()) {
+                s.apply_search(&SweepSettings::from(sweep));
             }
         }
         self.forget_views();

@@ -12,7 +12,10 @@
 //!   model leaves out (`sched::search::PENDING`, measured against a constant liar); a
 //!   failed or cancelled one, or one whose value cannot rank, is left out.
 //! - Opening a database or submitting the sweep again restores a search from its stored
-//!   members. Finished trials of other sweeps that fit the space are prior observations.
+//!   members. Finished trials of other sweeps that fit the space are prior observations
+//!   (the first [`MAX_PRIOR`] by id), before the members.
+//! - A suggestion is always a trial the coordinator does not have yet, of a device the asking
+//!   worker has: it is leased at once, in the same batch.
 //! - With `[early_stopping] method = "asha"` the search is BOHB-like (Falkner et al. 2018):
 //!   the model is fitted at the largest budget (an ASHA rung, or the trials' full length) at
 //!   which enough trials (`max(startup_trials, axes + 1)`) have a value of the early-stopping
@@ -31,6 +34,11 @@ use crate::sched::search::{model_budget, Next, Searcher};
 use crate::sched::tpe::{Observation, Outcome};
 use crate::store::Write;
 use sweep_proto::{TrialSpec, TrialStatus};
+
+/// At most this many earlier trials are prior observations (in id order): each suggestion
+/// models every observation under the core's lock, about 12 ms per 10,000
+/// (docs/PERFORMANCE.md, "Search").
+pub const MAX_PRIOR: usize = 5_000;
 
 /// A search as the coordinator runs it.
 #[derive(Debug, Clone)]
@@ -123,7 +131,7 @@ impl ActiveSearch {
             self.searcher
                 .observations(|id| outcome_at(state(id), e, &rule))
                 .iter()
-                .filter(|o| matches!(o.outcome, Outcome::Loss(_) | Outcome::Diverged))
+                .filter(|o| matches!(o.outcome, Outcome::Loss(_)))
                 .count()
         };
         match model_budget(&budgets, observed_at, enough) {
@@ -154,10 +162,11 @@ impl Shared {
             tracing::error!(sweep = %s.name, "its stored search's defaults are not a trial");
             return;
         };
+        let stored: std::collections::HashSet<&TrialId> = s.trials.iter().collect();
         let in_flight: Vec<TrialId> = old
             .iter()
             .flat_map(|o| o.searcher.members().cloned().collect::<Vec<_>>())
-            .filter(|id| !s.trials.contains(id))
+            .filter(|id| !stored.contains(id))
             .collect();
         for id in s.trials.iter().chain(&in_flight) {
             if let Some(t) = self.core.trial(id) {
@@ -172,6 +181,9 @@ impl Shared {
             .collect();
         others.sort_by(|a, b| a.0.cmp(b.0));
         for (id, spec) in others {
+            if searcher.prior_count() >= MAX_PRIOR {
+                break;
+            }
             searcher.add_prior(id.clone(), spec);
         }
         if s.cancelled {
@@ -231,36 +243,39 @@ impl Shared {
         names.sort();
         let mut made = 0;
         for name in names {
-            while made < n.min(room) && self.suggest_one(&name) {
+            while made < n.min(room) && self.suggest_one(&name, device) {
                 made += 1;
             }
         }
         made
     }
 
-    /// One suggestion of sweep `name`'s search, queued and written; false when it has none.
-    fn suggest_one(&mut self, name: &str) -> bool {
+    /// One suggestion of sweep `name`'s search that a `device` worker can run, queued and
+    /// written; false when it has none. A trial the coordinator already has (another sweep's,
+    /// in any state) is drawn again, so every suggestion is a new trial that this worker
+    /// leases at once.
+    fn suggest_one(&mut self, name: &str, device: crate::sched::core::DeviceKind) -> bool {
         let Some(active) = self.searches.get(name) else {
             return false;
         };
         let (observations, model_epoch) =
             active.observations(|id| self.core.trial(id).map(|t| &t.state));
-        let next = active.searcher.next(&observations);
+        let next = active.searcher.next_where(&observations, |id, spec| {
+            self.core.trial(id).is_none() && device.can_run(spec.device)
+        });
         let (id, spec) = match next {
             Ok(Next::Suggest { id, spec, .. }) => (id, spec),
-            Ok(Next::Done) => return false,
+            Ok(Next::Done | Next::Refused) => return false,
             Ok(Next::Exhausted(why)) => return self.exhaust(name, why),
             Err(e) => return self.exhaust(name, e.to_string()),
         };
-        let fresh = self.core.trial(&id).is_none();
-        if fresh {
-            self.core.add_trial(
-                id.clone(),
-                spec.clone(),
-                TrialState::Queued { attempt: 1 },
-                false,
-            );
-        }
+        let fresh = true;
+        self.core.add_trial(
+            id.clone(),
+            spec.clone(),
+            TrialState::Queued { attempt: 1 },
+            false,
+        );
         let Some(active) = self.searches.get_mut(name) else {
             return false;
         };

@@ -627,7 +627,8 @@ fn local_status(db: &Path, handle: &Handle, sweep: Option<String>) -> Result<()>
         let stored = handle
             .sweep(&name)?
             .with_context(|| format!("no sweep named `{name}` in {}", db.display()))?;
-        let c = handle.store().state_counts(&name)?;
+        let mut c = handle.store().state_counts(&name)?;
+        c.to_suggest = handle.lock().to_suggest(&name);
         println!(
             "{name}: {c}{}",
             if stored.cancelled { " (cancelled)" } else { "" }

@@ -326,6 +326,16 @@ fn range(name: &str, t: &toml::Table) -> Result<Values, String> {
             _ => return Err(format!("`step` must be a positive number, not {v}")),
         },
     };
+    // The grid is min, min + step, ..., max: `max` must be on it.
+    if let Some(s) = step {
+        let k = ((hi - lo) / s).round();
+        if ((lo + k * s) - hi).abs() > 1e-9 * s.max(hi.abs()) {
+            let last = lo + ((hi - lo) / s).floor() * s;
+            return Err(format!(
+                "`max` ({hi}) is not `min` plus a whole number of `step`s ({s}); the last point of that grid is {last}"
+            ));
+        }
+    }
     if int {
         let whole = |x: f64| x.fract() == 0.0 && x.abs() < 9.0e15;
         if !whole(lo) || !whole(hi) || step.is_some_and(|s| !whole(s)) {
@@ -365,7 +375,9 @@ fn check_bound(name: &str, v: &toml::Value) -> Result<(), String> {
     }
 }
 
-/// How many points a space of lists only has (`None`: a range makes it large).
+/// How many points a space of lists, integers and stepped reals has at most (`None`: a
+/// continuous range makes it large). A conditional axis is counted as if always active,
+/// which overcounts: a budget between the true count and this one ends the search early.
 fn finite_size(axes: &[Axis]) -> Option<usize> {
     axes.iter().try_fold(1usize, |n, a| match &a.values {
         Values::List { values } => n.checked_mul(values.len()),
@@ -374,8 +386,14 @@ fn finite_size(axes: &[Axis]) -> Option<usize> {
             max,
             step,
             log: _,
-        } => n.checked_mul(((max - min) / step.unwrap_or(1) + 1) as usize),
-        Values::Float { .. } => None,
+        } => n.checked_mul(usize::try_from((max - min) / step.unwrap_or(1) + 1).ok()?),
+        Values::Float {
+            min,
+            max,
+            step: Some(s),
+            ..
+        } => n.checked_mul(((max - min) / s).round() as usize + 1),
+        Values::Float { step: None, .. } => None,
     })
 }
 

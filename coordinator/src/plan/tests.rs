@@ -532,6 +532,8 @@ fn bad_tpe_sweeps_name_line_column_and_key() {
         (format!("{head}momentum = {{ min = 0.1, max = 0.9, when = {{ lr = 0.1 }} }}\nlr = {{ min = 0.1, max = 0.5 }}\n"), "which is a range", Some((5, 12))),
         (format!("{head}a = {{ values = [1] }}\n"), "`grid.a`", Some((5, 1))),
         (format!("{head}optimizer = [\"sgd\", \"adamw\"]\n"), "more than the 2 points the space has", Some((3, 10))),
+        (format!("{head}lr = {{ min = 0.1, max = 0.5, step = 0.1 }}\nbatch_size = [32]\n"), "more than the 5 points the space has", Some((3, 10))),
+        (format!("{head}batch_size = {{ min = 32, max = 250, step = 32 }}\n"), "`max` (250) is not `min` plus a whole number of `step`s (32); the last point of that grid is 224", Some((5, 14))),
         (format!("name = \"t\"\nsearch = \"tpe\"\ntrials = 10\nrepeats = 2\n[grid]\nlr = {{ min = 0.1, max = 0.5 }}\n"), "`repeats` is for grids", None),
         (format!("{head}lr = {{ min = 0.1, max = 0.5 }}\n[[include]]\nepochs = 3\n"), "`[[include]]` is for grids", Some((7, 1))),
         (format!("name = \"t\"\nsearch = \"tpe\"\ntrials = 10\nsamples = 4\n[grid]\nlr = {{ min = 0.1, max = 0.5 }}\n"), "`samples` (use `trials`)", Some((4, 11))),

@@ -513,13 +513,12 @@ fn search_section(search: &crate::report::search::SearchSummary, report: &Report
 fn parallel_coordinates(search: &crate::report::search::SearchSummary, report: &Report) -> String {
     use crate::sched::search::Values;
     let axes = &search.rule.axes;
+    let by_id: std::collections::HashMap<&str, &Row> =
+        report.rows.iter().map(|r| (r.id.as_str(), r)).collect();
     let rows: Vec<(&Row, f64)> = search
         .steps
         .iter()
-        .filter_map(|s| {
-            let v = s.value?;
-            report.rows.iter().find(|r| r.id == s.id).map(|r| (r, v))
-        })
+        .filter_map(|s| Some((*by_id.get(s.id.as_str())?, s.value?)))
         .collect();
     if rows.is_empty() || axes.is_empty() {
         return "<p class=\"note\">no finished trials to draw</p>".into();

@@ -111,7 +111,10 @@ pub fn csv(report: &Report) -> String {
     out += ",test_accuracy,best_val_accuracy,reported,seconds,worker,attempt,rank,\
             config,config_rank,config_runs,config_mean,config_sd,config_ci95_low,config_ci95_high,config_basis";
     // A search's trials: their place in the suggestion order and the best value up to it.
-    let steps = report.search.as_ref().map(|s| &s.steps);
+    let steps: Option<std::collections::HashMap<&str, &crate::report::search::Step>> = report
+        .search
+        .as_ref()
+        .map(|s| s.steps.iter().map(|st| (st.id.as_str(), st)).collect());
     out += if steps.is_some() {
         ",suggested,best_so_far\n"
     } else {
@@ -148,8 +151,8 @@ pub fn csv(report: &Report) -> String {
             num(bounds.map(|b| b.1)),
             csv_field(&e.map_or(String::new(), Estimate::basis)),
         ]);
-        if let Some(steps) = steps {
-            let step = steps.iter().find(|s| s.id == r.id);
+        if let Some(steps) = &steps {
+            let step = steps.get(r.id.as_str());
             cells.push(step.map_or(String::new(), |s| s.n.to_string()));
             cells.push(num(step.and_then(|s| s.best)));
         }

@@ -72,11 +72,13 @@ impl SearchSummary {
             Direction::Max => a > b,
             Direction::Min => a < b,
         };
+        let by_id: std::collections::HashMap<&str, &Row> =
+            rows.iter().map(|r| (r.id.as_str(), r)).collect();
         let mut best: Option<f64> = None;
         let mut steps = Vec::new();
         let mut valued: Vec<&Row> = Vec::new();
         for (i, id) in order.iter().enumerate() {
-            let Some(row) = rows.iter().find(|r| &r.id == id) else {
+            let Some(&row) = by_id.get(id.as_str()) else {
                 continue;
             };
             let v = value(row);

@@ -9,8 +9,8 @@
 //! - The `n`-th suggestion draws from a generator seeded with `(search_seed, n)` alone, so
 //!   with the same observations in the same order it is the same trial on every run and
 //!   after every restart.
-//! - The model sees earlier sweeps' trials in the same space first (the *prior* trials: the
-//!   oldest), then the members in order. A trial fits the space when every field that is not
+//! - The model sees earlier sweeps' trials in the same space first (the *prior* trials, in
+//!   the order the caller adds them), then the members in order. A trial fits the space when every field that is not
 //!   an axis has the sweep's default value and every active axis holds one of its values.
 //! - A suggestion that is already a member or a prior trial (a small or discrete space) is drawn again: up to
 //!   [`MODEL_DRAWS`] times from the model, then up to [`RANDOM_DRAWS`] times uniformly. A
@@ -127,6 +127,8 @@ pub enum Next {
     Done,
     /// No new valid trial was found (see the rules): the search ends short of its budget.
     Exhausted(String),
+    /// Draws were new and valid but the caller's `accept` refused them: nothing this time.
+    Refused,
 }
 
 /// A search's state: the rule, its members and the prior trials, with their points.
@@ -134,8 +136,12 @@ pub enum Next {
 pub struct Searcher {
     pub rule: SearchRule,
     dims: Vec<Dim>,
-    /// For each list axis, its values as a trial holds them (`1` and `1.0` alike).
-    canonical: Vec<Vec<toml::Value>>,
+    /// For each list axis, its values as a trial holds them (`1` and `1.0` alike; `None`: the
+    /// field's default, which a trial's TOML leaves out).
+    canonical: Vec<Vec<Option<toml::Value>>>,
+    /// For each range axis, the bound (if either) that is the field's default, which a
+    /// trial's TOML leaves out.
+    omitted_at: Vec<Option<f64>>,
     /// The base as a trial holds it.
     base: toml::Table,
     /// Members in suggestion order, with their points (`None`: outside the space, after an
@@ -155,18 +161,27 @@ impl Searcher {
         let base = canonical_table(&rule.base)?;
         let mut dims = Vec::new();
         let mut canonical = Vec::new();
+        let mut omitted_at = Vec::new();
         for (i, axis) in rule.axes.iter().enumerate() {
             let when = match &axis.when {
                 None => None,
                 Some(w) => Some(condition(&rule.axes[..i], &canonical, w, &axis.name)?),
             };
-            let (kind, values) = match &axis.values {
+            let omitted = |v: f64, int: bool| -> Result<Option<f64>, String> {
+                let value = if int {
+                    toml::Value::Integer(v as i64)
+                } else {
+                    toml::Value::Float(v)
+                };
+                Ok(canonical_value(&axis.name, &value)?.is_none().then_some(v))
+            };
+            let (kind, values, default) = match &axis.values {
                 Values::List { values } => {
                     let c = values
                         .iter()
                         .map(|v| canonical_value(&axis.name, v))
                         .collect::<Result<Vec<_>, _>>()?;
-                    (Kind::Categorical { choices: c.len() }, c)
+                    (Kind::Categorical { choices: c.len() }, c, None)
                 }
                 Values::Float {
                     min,
@@ -181,33 +196,29 @@ impl Searcher {
                         step: *step,
                     },
                     Vec::new(),
+                    omitted(*min, false)?.or(omitted(*max, false)?),
                 ),
                 Values::Int {
                     min,
                     max,
                     log,
-                    step: None,
+                    step,
                 } => (
-                    Kind::Int {
-                        low: *min,
-                        high: *max,
-                        log: *log,
+                    match step {
+                        None => Kind::Int {
+                            low: *min,
+                            high: *max,
+                            log: *log,
+                        },
+                        Some(s) => Kind::Float {
+                            low: *min as f64,
+                            high: *max as f64,
+                            log: false,
+                            step: Some(*s as f64),
+                        },
                     },
                     Vec::new(),
-                ),
-                Values::Int {
-                    min,
-                    max,
-                    step: Some(s),
-                    ..
-                } => (
-                    Kind::Float {
-                        low: *min as f64,
-                        high: *max as f64,
-                        log: false,
-                        step: Some(*s as f64),
-                    },
-                    Vec::new(),
+                    omitted(*min as f64, true)?.or(omitted(*max as f64, true)?),
                 ),
             };
             dims.push(Dim {
@@ -216,11 +227,13 @@ impl Searcher {
                 when,
             });
             canonical.push(values);
+            omitted_at.push(default);
         }
         Ok(Searcher {
             rule,
             dims,
             canonical,
+            omitted_at,
             base,
             members: Vec::new(),
             prior: Vec::new(),
@@ -318,6 +331,16 @@ impl Searcher {
 
     /// The next trial, by the rules in the module doc, given [`Searcher::observations`].
     pub fn next(&self, observations: &[Observation]) -> Result<Next, TpeError> {
+        self.next_where(observations, |_, _| true)
+    }
+
+    /// [`Searcher::next`], drawing again also when `accept` refuses a trial (the coordinator
+    /// refuses one another sweep already has, and one the asking worker's device cannot run).
+    pub fn next_where(
+        &self,
+        observations: &[Observation],
+        accept: impl Fn(&TrialId, &TrialSpec) -> bool,
+    ) -> Result<Next, TpeError> {
         if let Some(why) = &self.exhausted {
             return Ok(Next::Exhausted(why.clone()));
         }
@@ -327,6 +350,7 @@ impl Searcher {
         }
         let mut rng = generator(self.rule.seed, position);
         let mut why = String::from("every draw was already tried");
+        let mut refused = false;
         for draw in 0..MODEL_DRAWS + RANDOM_DRAWS {
             let point = if draw < MODEL_DRAWS {
                 tpe::suggest(&self.dims, observations, self.rule.startup, &mut rng)?
@@ -344,7 +368,14 @@ impl Searcher {
             if self.knows(&id) {
                 continue;
             }
+            if !accept(&id, &spec) {
+                refused = true;
+                continue;
+            }
             return Ok(Next::Suggest { id, spec, point });
+        }
+        if refused {
+            return Ok(Next::Refused);
         }
         Ok(Next::Exhausted(format!(
             "no new trial in {} draws ({why}); the search ends after {position} of {} trials",
@@ -356,10 +387,10 @@ impl Searcher {
     /// The trial at `point`: the base with each active axis's value.
     pub fn spec(&self, point: &Point) -> Result<TrialSpec, String> {
         let mut table = self.rule.base.clone();
-        for ((axis, v), choices) in self.rule.axes.iter().zip(point).zip(&self.canonical) {
+        for (axis, v) in self.rule.axes.iter().zip(point) {
             let Some(v) = *v else { continue };
             let value = match &axis.values {
-                Values::List { .. } => choices
+                Values::List { values } => values
                     .get(v as usize)
                     .cloned()
                     .ok_or_else(|| format!("`{}`: no choice {v}", axis.name))?,
@@ -375,16 +406,18 @@ impl Searcher {
         Ok(spec)
     }
 
-    /// Where `spec` sits in the space, or `None` when it does not fit it (a field that is not
-    /// an axis differs from the base, or an axis holds a value outside it).
+    /// Where `spec` sits in the space, or `None` when it does not fit it: a field that is not
+    /// an axis differs from the base, an axis holds a value outside it, or the point does not
+    /// make `spec` again (the check that settles a field its TOML leaves out at its default).
     pub fn point(&self, spec: &TrialSpec) -> Option<Point> {
         let table = toml::Table::try_from(spec).ok()?;
-        let axis_names: Vec<&str> = self.rule.axes.iter().map(|a| a.name.as_str()).collect();
+        let is_axis = |k: &str| self.rule.axes.iter().any(|a| a.name == k);
         let same_base = self
             .base
-            .iter()
-            .filter(|(k, _)| !axis_names.contains(&k.as_str()))
-            .all(|(k, v)| table.get(k) == Some(v));
+            .keys()
+            .chain(table.keys())
+            .filter(|k| !is_axis(k))
+            .all(|k| table.get(k) == self.base.get(k));
         if !same_base {
             return None;
         }
@@ -402,23 +435,26 @@ impl Searcher {
                 }
                 continue;
             }
-            point[i] = Some(self.coordinate(i, held?)?);
+            point[i] = Some(self.coordinate(i, held)?);
         }
-        Some(point)
+        let again = self.spec(&point).ok()?;
+        (TrialId::of(&again) == TrialId::of(spec)).then_some(point)
     }
 
-    /// Axis `i`'s coordinate for a value a trial holds, if the axis has it.
-    fn coordinate(&self, i: usize, held: &toml::Value) -> Option<f64> {
+    /// Axis `i`'s coordinate for a value a trial holds (`None`: left out, at its default), if
+    /// the axis has it.
+    fn coordinate(&self, i: usize, held: Option<&toml::Value>) -> Option<f64> {
         let number = match held {
-            toml::Value::Integer(n) => Some(*n as f64),
-            toml::Value::Float(f) => Some(*f),
-            _ => None,
+            None => self.omitted_at[i],
+            Some(toml::Value::Integer(n)) => Some(*n as f64),
+            Some(toml::Value::Float(f)) => Some(*f),
+            Some(_) => None,
         };
         let inside = |v: f64, lo: f64, hi: f64| (lo..=hi).contains(&v).then_some(v);
         match &self.rule.axes[i].values {
             Values::List { .. } => self.canonical[i]
                 .iter()
-                .position(|c| c == held)
+                .position(|c| c.as_ref() == held)
                 .map(|p| p as f64),
             Values::Float { min, max, .. } => inside(number?, *min, *max),
             Values::Int { min, max, .. } => {
@@ -455,7 +491,7 @@ pub fn generator(seed: u64, position: usize) -> ChaCha8Rng {
 /// `when`'s parent and values as indices (the parent must come earlier and be a list axis).
 fn condition(
     earlier: &[Axis],
-    canonical: &[Vec<toml::Value>],
+    canonical: &[Vec<Option<toml::Value>>],
     w: &When,
     axis: &str,
 ) -> Result<Condition, String> {
@@ -491,13 +527,12 @@ fn condition(
     Ok(Condition { parent, values })
 }
 
-/// A value as a trial holds it: `key = value` read as a trial and written back.
-pub fn canonical_value(key: &str, value: &toml::Value) -> Result<toml::Value, String> {
+/// A value as a trial holds it: `key = value` read as a trial and written back (`None`: the
+/// field's default, which a trial's TOML leaves out). An error names a field that is not one.
+pub fn canonical_value(key: &str, value: &toml::Value) -> Result<Option<toml::Value>, String> {
     let mut t = toml::Table::new();
     t.insert(key.to_string(), value.clone());
-    canonical_table(&t)?
-        .remove(key)
-        .ok_or_else(|| format!("`{key}` is not a trial field"))
+    Ok(canonical_table(&t)?.remove(key))
 }
 
 fn canonical_table(t: &toml::Table) -> Result<toml::Table, String> {

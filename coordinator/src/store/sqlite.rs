@@ -440,6 +440,14 @@ impl Store {
         })?;
         let r: Result<usize, rusqlite::Error> = (|| {
             let mut stale = 0;
+            let previous: Option<String> = tx
+                .query_row(
+                    "SELECT search FROM sweeps WHERE name = ?1",
+                    params![sweep.name],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
             tx.execute(
                 "INSERT INTO sweeps (name, file, data, rank_by, direction, axes, cancelled, early_stopping, checkpoints, keep_models, submitted, search)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, (SELECT IFNULL(MAX(submitted), 0) + 1 FROM sweeps), ?10)
@@ -461,9 +469,11 @@ impl Store {
                     sweep.search.as_ref().and_then(|s| serde_json::to_string(s).ok()),
                 ],
             )?;
-            // A search's trials are its suggestions so far: submitting it again goes on
-            // from them (its budget counts them).
-            if sweep.search.is_none() {
+            // A search's trials are its suggestions so far: submitting it again with the same
+            // space goes on from them (its budget counts them; the budget, the seed and the
+            // startup may change). A grid's trials, or another space's, are dropped from it
+            // (they stay in the database, where they can be prior observations).
+            if !same_space(previous.as_deref(), sweep) {
                 tx.execute(
                     "DELETE FROM sweep_trials WHERE sweep = ?1",
                     params![sweep.name],
@@ -478,32 +488,17 @@ impl Store {
                     "INSERT OR IGNORE INTO trials (id, spec, state, attempt) VALUES (?1, ?2, 'queued', 1)",
                     params![t.id.as_str(), t.spec.to_toml()],
                 )?;
-                // Cancelled trials come back when their sweep is submitted again.
-                let requeue = if rerun {
-                    "state != 'running'"
-                } else {
-                    "state = 'cancelled'"
-                };
-                tx.execute(
-                    &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1 AND {requeue}"),
-                    params![t.id.as_str()],
-                )?;
-                // A trial stopped early has not run its epochs: a sweep without early stopping
-                // trains it in full, and one with another rule judges it anew. The stop's
-                // reason starts with the rule that gave it.
-                let rule = sweep.early_stopping.map(|e| e.describe());
-                tx.execute(
-                    "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
-                     WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'
-                       AND (?2 IS NULL OR substr(IFNULL(json_extract(result, '$.reason'), ''), 1, length(?2)) != ?2)",
-                    params![t.id.as_str(), rule],
-                )?;
-                // Results without provenance are semantics 1.
-                stale += tx.execute(
-                    "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
-                     WHERE id = ?1 AND state = 'finished' AND IFNULL(json_extract(result, '$.provenance.semantics'), 1) != ?2",
-                    params![t.id.as_str(), TRAINER_SEMANTICS],
-                )?;
+                stale += requeue_on_submit(&tx, t.id.as_str(), sweep, rerun)?;
+            }
+            // A search's members so far follow the same rules as planned trials.
+            if sweep.search.is_some() {
+                let members: Vec<String> = tx
+                    .prepare("SELECT trial FROM sweep_trials WHERE sweep = ?1")?
+                    .query_map(params![sweep.name], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for id in members {
+                    stale += requeue_on_submit(&tx, &id, sweep, rerun)?;
+                }
             }
             Ok(stale)
         })();
@@ -554,6 +549,16 @@ impl Store {
         else {
             return Ok(None);
         };
+        // A search that does not read back would turn into a sweep of its members alone.
+        let search: Option<SearchRule> = match search {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str(&text).map_err(|e| StoreError::Malformed {
+                    path: self.path.clone(),
+                    reason: format!("sweep `{name}`: its search does not read back: {e}"),
+                })?,
+            ),
+        };
         let mut stmt = self
             .conn
             .prepare("SELECT trial, label, reported FROM sweep_trials WHERE sweep = ?1 ORDER BY position")
@@ -584,7 +589,7 @@ impl Store {
             keep_models: keep
                 .and_then(|k| serde_json::from_str(&k).ok())
                 .unwrap_or_default(),
-            search: search.and_then(|s| serde_json::from_str(&s).ok()),
+            search,
             trials,
         }))
     }
@@ -847,6 +852,53 @@ impl Store {
 }
 
 /// The ids an `UPDATE ... RETURNING id` with one parameter changed.
+/// Whether a stored search (its JSON) has `sweep`'s space: the same axes and defaults.
+fn same_space(previous: Option<&str>, sweep: &Sweep) -> bool {
+    let old = previous.and_then(|p| serde_json::from_str::<SearchRule>(p).ok());
+    match (old, &sweep.search) {
+        (Some(old), Some(new)) => old.axes == new.axes && old.base == new.base,
+        _ => false,
+    }
+}
+
+/// A submitted sweep's trial `id`, already stored, queued again where the rules say so:
+/// cancelled ones (and, with `rerun`, every one not running); one stopped early under
+/// another rule (or none); one whose result came from a trainer of other semantics (counted
+/// in the return value).
+fn requeue_on_submit(
+    tx: &Connection,
+    id: &str,
+    sweep: &Sweep,
+    rerun: bool,
+) -> Result<usize, rusqlite::Error> {
+    // Cancelled trials come back when their sweep is submitted again.
+    let requeue = if rerun {
+        "state != 'running'"
+    } else {
+        "state = 'cancelled'"
+    };
+    tx.execute(
+        &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1 AND {requeue}"),
+        params![id],
+    )?;
+    // A trial stopped early has not run its epochs: a sweep without early stopping trains it
+    // in full, and one with another rule judges it anew. The stop's reason starts with the
+    // rule that gave it.
+    let rule = sweep.early_stopping.map(|e| e.describe());
+    tx.execute(
+        "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
+         WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'
+           AND (?2 IS NULL OR substr(IFNULL(json_extract(result, '$.reason'), ''), 1, length(?2)) != ?2)",
+        params![id, rule],
+    )?;
+    // Results without provenance are semantics 1.
+    tx.execute(
+        "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
+         WHERE id = ?1 AND state = 'finished' AND IFNULL(json_extract(result, '$.provenance.semantics'), 1) != ?2",
+        params![id, TRAINER_SEMANTICS],
+    )
+}
+
 fn returned_ids(conn: &Connection, sql: &str, arg: &str) -> Result<Vec<TrialId>, rusqlite::Error> {
     let mut stmt = conn.prepare(sql)?;
     let rows = stmt.query_map(params![arg], |r| r.get::<_, String>(0).map(TrialId::from))?;
@@ -932,10 +984,15 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
                 "INSERT OR IGNORE INTO trials (id, spec, state, attempt) VALUES (?1, ?2, 'queued', 1)",
             )?
             .execute(params![trial.as_str(), spec.to_toml()])?;
+            // After every stored member, whatever `position` says: a suggestion taken back
+            // (its batch refused) frees its number in memory, not on disk, and two members
+            // must never share a place (restored in position order).
+            let _ = position;
             conn.prepare_cached(
-                "INSERT OR IGNORE INTO sweep_trials (sweep, trial, position) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO sweep_trials (sweep, trial, position)
+                 VALUES (?1, ?2, (SELECT IFNULL(MAX(position), -1) + 1 FROM sweep_trials WHERE sweep = ?1))",
             )?
-            .execute(params![sweep, trial.as_str(), *position as i64])?;
+            .execute(params![sweep, trial.as_str()])?;
         }
         Write::Nothing => {}
     }

@@ -365,7 +365,7 @@ fn tpe_on_table(
                     s.add_member(id.clone(), &spec);
                     waiting.push_back(id.to_string());
                 }
-                Next::Done | Next::Exhausted(_) => break,
+                Next::Done | Next::Exhausted(_) | Next::Refused => break,
             }
         }
         let Some(id) = waiting.pop_front() else { break };

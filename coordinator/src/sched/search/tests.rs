@@ -265,3 +265,38 @@ fn pending_members_are_left_out_of_the_model() {
     );
     assert_eq!(liar.len(), 1);
 }
+
+/// Fields a trial's TOML leaves out at their default (`channels_last`, `label_smoothing`,
+/// `train_images`) are axes like any other, and a trial that differs from the base only in
+/// one of them is not in the space.
+#[test]
+fn fields_left_out_at_their_default_still_map_both_ways() {
+    let mut r = rule(10);
+    r.axes = vec![
+        Axis {
+            name: "channels_last".into(),
+            values: Values::List {
+                values: vec![toml::Value::Boolean(true), toml::Value::Boolean(false)],
+            },
+            when: None,
+        },
+        Axis {
+            name: "label_smoothing".into(),
+            values: Values::Float {
+                min: 0.0,
+                max: 0.2,
+                log: false,
+                step: Some(0.05),
+            },
+            when: None,
+        },
+    ];
+    let s = Searcher::new(r).unwrap();
+    for point in [vec![Some(1.0), Some(0.0)], vec![Some(0.0), Some(0.2)]] {
+        let spec = s.spec(&point).unwrap();
+        assert_eq!(s.point(&spec), Some(point));
+    }
+    let mut other = s.spec(&vec![Some(1.0), Some(0.0)]).unwrap();
+    other.train_images = Some(400);
+    assert_eq!(s.point(&other), None, "train_images is not in the base");
+}
