@@ -10,6 +10,9 @@
 //!     cargo build --release -p coordinator -p load-bench
 //!     target/release/sweep-load --workers 10,100,1000 --trials 100000
 //!
+//! `--search tpe` runs a TPE search of `--trials` trials over 8 hyperparameters instead of a
+//! grid: every lease then makes a suggestion under the coordinator's core lock.
+//!
 //! `--pollers 0,50` repeats each run with that many status pollers beside the workers, as
 //! dashboards and `coordinator status` would be: half call `Admin.SweepStatus` over gRPC, half
 //! fetch the dashboard's `/api/sweeps/NAME` (with curves) over HTTP, each once a second (one
@@ -41,6 +44,27 @@ struct Args {
     /// Status pollers beside the workers, one run per value.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pollers: Vec<usize>,
+    /// The sweep: "grid" (one configuration, `--trials` seeds) or "tpe" (a TPE search of
+    /// `--trials` trials over 8 hyperparameters, each suggested as a worker asks).
+    #[arg(long, default_value = "grid")]
+    search: String,
+}
+
+/// The sweep file of a run.
+fn sweep_text(search: &str, trials: usize) -> Result<String> {
+    Ok(match search {
+        "grid" => format!(
+            "name = \"load\"\nrepeats = {trials}\n[defaults]\nmodel = \"dense\"\nepochs = 1\n"
+        ),
+        "tpe" => format!(
+            "name = \"load\"\nsearch = \"tpe\"\ntrials = {trials}\n[defaults]\nmodel = \"dense\"\nepochs = 2\n\
+             [grid]\nlr = {{ min = 1e-5, max = 1.0, log = true }}\nmomentum = {{ min = 0.0, max = 0.99 }}\n\
+             weight_decay = {{ min = 1e-6, max = 1e-2, log = true }}\nlabel_smoothing = {{ min = 0.0, max = 0.3 }}\n\
+             warmup_epochs = {{ min = 0.0, max = 0.9 }}\nstep_gamma = {{ min = 0.1, max = 0.9 }}\n\
+             validation_split = {{ min = 0.05, max = 0.3 }}\nbatch_size = {{ min = 16, max = 256, log = true }}\n"
+        ),
+        other => bail!("--search {other}: give grid or tpe"),
+    })
 }
 
 const TOKEN: &str = "load-bench-token";
@@ -77,7 +101,7 @@ fn main() -> Result<()> {
     for &n in &args.workers {
         for &p in &args.pollers {
             eprintln!("load: {n} workers, {p} pollers, {} trials", args.trials);
-            let row = runtime.block_on(run(&args.coordinator, n, args.trials, p))?;
+            let row = runtime.block_on(run(&args.coordinator, n, args.trials, p, &args.search))?;
             eprintln!(
                 "load: {:.0} trials/s, lease p50 {:.2} ms p99 {:.2} ms",
                 row.trials as f64 / row.wall_s,
@@ -121,13 +145,16 @@ impl Drop for Server {
     }
 }
 
-async fn run(bin: &Path, workers: usize, trials: usize, pollers: usize) -> Result<Row> {
+async fn run(
+    bin: &Path,
+    workers: usize,
+    trials: usize,
+    pollers: usize,
+    search: &str,
+) -> Result<Row> {
     let dir = tempfile::tempdir()?;
     let sweep = dir.path().join("load.toml");
-    std::fs::write(
-        &sweep,
-        format!("name = \"load\"\nrepeats = {trials}\n[defaults]\nmodel = \"dense\"\nepochs = 1\n"),
-    )?;
+    std::fs::write(&sweep, sweep_text(search, trials)?)?;
     let db = dir.path().join("load.db");
     let started = Instant::now();
     let status = Command::new(bin)
