@@ -22,15 +22,20 @@ trap cleanup EXIT
 "$VENV/bin/python" -m grpc_tools.protoc -I proto/proto --python_out="$work" --grpc_python_out="$work" sweep.proto
 printf 'name = "pyclient"\n[defaults]\nepochs = 1\n' > "$work/sweep.toml"
 "$COORDINATOR" submit "$work/sweep.toml" --db "$work/c.db" >/dev/null
-SWEEP_TOKEN=python-check-token "$COORDINATOR" serve --listen 127.0.0.1:0 --db "$work/c.db" 2> "$work/serve.log" &
-server=$!
-addr=""
-for _ in $(seq 100); do
-    addr=$(sed -n 's/^coordinator: serving workers on \([0-9.:]*\) .*/\1/p' "$work/serve.log")
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-[ -n "$addr" ] || { cat "$work/serve.log" >&2; echo "check-python-client: serve did not start" >&2; exit 1; }
+# Starts `coordinator serve` on DB (logging to LOG) on a free loopback port: sets $server
+# (its pid) and $addr (where it listens).
+serve_on() {
+    SWEEP_TOKEN=python-check-token "$COORDINATOR" serve --listen 127.0.0.1:0 --db "$1" 2> "$2" &
+    server=$!
+    addr=""
+    for _ in $(seq 100); do
+        addr=$(sed -n 's/^coordinator: serving workers on \([0-9.:]*\) .*/\1/p' "$2")
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { cat "$2" >&2; echo "check-python-client: serve did not start" >&2; exit 1; }
+}
+serve_on "$work/c.db" "$work/serve.log"
 "$VENV/bin/python" scripts/python_client_check.py "$work" "$addr" python-check-token
 kill "$server"; wait "$server" 2>/dev/null || true; server=""
 "$COORDINATOR" report pyclient --db "$work/c.db" --out "$work/report" >/dev/null
@@ -60,15 +65,7 @@ TOML
 tpe_run() {
     local db="$work/tpe-$1.db"
     "$COORDINATOR" submit "$work/tpe.toml" --db "$db" >/dev/null
-    SWEEP_TOKEN=python-check-token "$COORDINATOR" serve --listen 127.0.0.1:0 --db "$db" 2> "$work/tpe-serve-$1.log" &
-    server=$!
-    local addr=""
-    for _ in $(seq 100); do
-        addr=$(sed -n 's/^coordinator: serving workers on \([0-9.:]*\) .*/\1/p' "$work/tpe-serve-$1.log")
-        [ -n "$addr" ] && break
-        sleep 0.1
-    done
-    [ -n "$addr" ] || { cat "$work/tpe-serve-$1.log" >&2; echo "check-python-client: serve did not start" >&2; exit 1; }
+    serve_on "$db" "$work/tpe-serve-$1.log"
     "$VENV/bin/python" scripts/python_tpe_worker.py "$work" "$addr" python-check-token > "$work/tpe-$1.txt"
     kill "$server"; wait "$server" 2>/dev/null || true; server=""
     "$COORDINATOR" status pytpe --db "$db" > "$work/tpe-status-$1.txt"

@@ -5,6 +5,20 @@ fn plan(text: &str) -> Result<Sweep, SweepError> {
     parse(text, Path::new("grid.toml"))
 }
 
+/// `text` is refused with `needle` in the message, at `position` (line, column) if given,
+/// naming the file.
+fn assert_refused(text: &str, needle: &str, position: Option<(usize, usize)>) {
+    let e = plan(text).expect_err(text);
+    assert!(
+        e.to_string().contains(needle),
+        "for {text:?}: expected {needle:?} in {e}"
+    );
+    if let Some(p) = position {
+        assert_eq!(e.position, Some(p), "position for {text:?}: {e}");
+    }
+    assert!(e.to_string().starts_with("grid.toml"), "{e}");
+}
+
 #[test]
 fn grid_expands_in_file_order_with_defaults() {
     let s = plan(
@@ -180,15 +194,7 @@ fn bad_sweep_files_name_line_column_and_key() {
         ("name = \"t\"\nsearch = \"random\"\nsamples = 4000000000\n[grid]\nlr = { min = 0.1, max = 1.0 }\n", "samples: 4000000000", None),
     ];
     for (text, needle, position) in cases {
-        let e = plan(text).expect_err(text);
-        assert!(
-            e.to_string().contains(needle),
-            "for {text:?}: expected {needle:?} in {e}"
-        );
-        if let Some(p) = position {
-            assert_eq!(e.position, Some(*p), "position for {text:?}: {e}");
-        }
-        assert!(e.to_string().starts_with("grid.toml"), "{e}");
+        assert_refused(text, needle, *position);
     }
 }
 
@@ -541,14 +547,6 @@ fn bad_tpe_sweeps_name_line_column_and_key() {
         (format!("{head}nesterov = {{ values = [true, false], when = {{ channels_last = true }} }}\nchannels_last = {{ values = [true, false], when = {{ nesterov = true }} }}\n"), "form a cycle", Some((5, 12))),
     ];
     for (text, needle, position) in &cases {
-        let e = plan(text).expect_err(text);
-        assert!(
-            e.to_string().contains(needle),
-            "for {text:?}: expected {needle:?} in {e}"
-        );
-        if let Some(p) = position {
-            assert_eq!(e.position, Some(*p), "position for {text:?}: {e}");
-        }
-        assert!(e.to_string().starts_with("grid.toml"), "{e}");
+        assert_refused(text, needle, *position);
     }
 }
