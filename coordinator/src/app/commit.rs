@@ -38,12 +38,7 @@ impl Shared {
                     worker,
                     ..
                 } => self.core.unfinish(worker, trial, *attempt, now),
-                Write::Suggest {
-                    sweep,
-                    trial,
-                    fresh,
-                    ..
-                } => self.unsuggest(sweep, trial, *fresh),
+                Write::Suggest { sweep, trial, .. } => self.unsuggest(sweep, trial),
                 // Progress is also in the result; a re-queue the disk missed is redone on
                 // restart (running trials come back queued with their next attempt).
                 Write::Epoch { .. } | Write::Requeue(_) | Write::Nothing => {}

@@ -79,12 +79,8 @@ pub fn outcome(state: Option<&TrialState>, sweep: &SweepSettings) -> Outcome {
 /// What trial state `state` tells a BOHB model at `epoch` by the early-stopping metric (the
 /// rules in the module doc).
 pub fn outcome_at(state: Option<&TrialState>, epoch: u32, rule: &EarlyStopping) -> Outcome {
-    let epochs = match state {
-        Some(TrialState::Running { epochs, .. }) => epochs.as_slice(),
-        Some(TrialState::Finished { result, .. }) => result.epochs.as_slice(),
-        _ => &[],
-    };
-    let value = epochs
+    let value = state
+        .map_or(&[][..], TrialState::epochs)
         .iter()
         .find(|m| m.epoch == epoch)
         .and_then(|m| rule.metric.of(m));
@@ -129,10 +125,7 @@ impl ActiveSearch {
             .max(self.searcher.dims().len() + 1);
         let observed_at = |e: u32| {
             self.searcher
-                .observations(|id| outcome_at(state(id), e, &rule))
-                .iter()
-                .filter(|o| matches!(o.outcome, Outcome::Loss(_)))
-                .count()
+                .count(|id| matches!(outcome_at(state(id), e, &rule), Outcome::Loss(_)))
         };
         match model_budget(&budgets, observed_at, enough) {
             Some(e) => (
@@ -269,7 +262,6 @@ impl Shared {
             Ok(Next::Exhausted(why)) => return self.exhaust(name, why),
             Err(e) => return self.exhaust(name, e.to_string()),
         };
-        let fresh = true;
         self.core.add_trial(
             id.clone(),
             spec.clone(),
@@ -288,8 +280,6 @@ impl Shared {
             sweep: name.to_string(),
             trial: id,
             spec: Box::new(spec),
-            position,
-            fresh,
         });
         true
     }
@@ -302,14 +292,12 @@ impl Shared {
         false
     }
 
-    /// Takes back a suggestion whose write the disk refused.
-    pub(crate) fn unsuggest(&mut self, sweep: &str, trial: &TrialId, fresh: bool) {
+    /// Takes back a suggestion whose write the disk refused (always a trial new to the core).
+    pub(crate) fn unsuggest(&mut self, sweep: &str, trial: &TrialId) {
         if let Some(a) = self.searches.get_mut(sweep) {
             a.searcher.remove_member(trial);
         }
-        if fresh {
-            self.core.remove_queued(trial);
-            self.settings.remove(trial);
-        }
+        self.core.remove_queued(trial);
+        self.settings.remove(trial);
     }
 }

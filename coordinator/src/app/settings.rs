@@ -9,7 +9,7 @@
 
 use super::Shared;
 use crate::plan::{CheckpointPolicy, Direction, KeepModels, Metric, Sweep};
-use crate::sched::core::{TrialId, TrialState};
+use crate::sched::core::TrialId;
 use crate::sched::early_stop::{Decision, EarlyStopping, Stopper};
 use crate::sched::search::SearchRule;
 use crate::store::{Store, StoreError, StoredSweep};
@@ -126,11 +126,7 @@ impl Shared {
         }
         for id in &s.trials {
             self.settle(s, id);
-            let epochs = match self.core.trial(id).map(|t| &t.state) {
-                Some(TrialState::Running { epochs, .. }) => epochs.as_slice(),
-                Some(TrialState::Finished { result, .. }) => result.epochs.as_slice(),
-                _ => &[],
-            };
+            let epochs = self.core.trial(id).map_or(&[][..], |t| t.state.epochs());
             if let Some(stopper) = self.stoppers.get_mut(&s.name) {
                 stopper.remember(id, epochs);
             }

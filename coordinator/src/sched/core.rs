@@ -86,6 +86,15 @@ impl TrialState {
         }
     }
 
+    /// The epochs a trial has reported: a running one's so far, a finished one's result's.
+    pub fn epochs(&self) -> &[EpochMetrics] {
+        match self {
+            TrialState::Running { epochs, .. } => epochs,
+            TrialState::Finished { result, .. } => &result.epochs,
+            _ => &[],
+        }
+    }
+
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,

@@ -329,6 +329,18 @@ impl Searcher {
         model_view(all, PENDING)
     }
 
+    /// How many of the trials the model would see (prior and members in the space) `pred`
+    /// holds for, without building their observations.
+    pub fn count(&self, pred: impl Fn(&TrialId) -> bool) -> usize {
+        let prior = self.prior.iter().map(|(id, _)| id);
+        let members = self
+            .members
+            .iter()
+            .filter(|(_, p)| p.is_some())
+            .map(|(id, _)| id);
+        prior.chain(members).filter(|id| pred(id)).count()
+    }
+
     /// The next trial, by the rules in the module doc, given [`Searcher::observations`].
     pub fn next(&self, observations: &[Observation]) -> Result<Next, TpeError> {
         self.next_where(observations, |_, _| true)

@@ -153,16 +153,12 @@ pub enum Write {
         result: Box<TrialResult>,
     },
     Requeue(Requeued),
-    /// A search's suggestion: the trial (queued, unless another sweep stored it already) and
-    /// its place among the sweep's trials. Written in the batch of the lease that asked for
-    /// it, before the lease.
+    /// A search's suggestion: a new trial, queued, and the sweep's next place for it. Written
+    /// in the batch of the lease that asked for it, before the lease.
     Suggest {
         sweep: String,
         trial: TrialId,
         spec: Box<TrialSpec>,
-        position: usize,
-        /// The core did not hold the trial before (undo forgets it).
-        fresh: bool,
     },
     /// Writes nothing; a request that only needs to know that everything before it is on
     /// disk (a repeated result) waits for the batch it joins.
@@ -973,21 +969,14 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
             )?
             .execute(params![trial.as_str(), reason, lost])?;
         }
-        Write::Suggest {
-            sweep,
-            trial,
-            spec,
-            position,
-            ..
-        } => {
+        Write::Suggest { sweep, trial, spec } => {
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO trials (id, spec, state, attempt) VALUES (?1, ?2, 'queued', 1)",
             )?
             .execute(params![trial.as_str(), spec.to_toml()])?;
-            // After every stored member, whatever `position` says: a suggestion taken back
-            // (its batch refused) frees its number in memory, not on disk, and two members
-            // must never share a place (restored in position order).
-            let _ = position;
+            // After every stored member: a suggestion taken back (its batch refused) frees
+            // its number in memory, not on disk, and two members must never share a place
+            // (they are restored in position order).
             conn.prepare_cached(
                 "INSERT OR IGNORE INTO sweep_trials (sweep, trial, position)
                  VALUES (?1, ?2, (SELECT IFNULL(MAX(position), -1) + 1 FROM sweep_trials WHERE sweep = ?1))",
