@@ -233,3 +233,82 @@ async fn a_grid_turned_search_does_not_count_the_grid_as_its_budget() {
     assert_eq!(train(&h, &w, 10).await.len(), 6);
     assert_eq!(members(&db).len(), 6);
 }
+
+/// Eight workers asking at once: suggestions are made off the core's lock, concurrently,
+/// each at its own reserved position. Every one is a distinct stored trial, and the budget
+/// is met exactly: no more (reservations count against it) and no fewer (each is released).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_asking_at_once_get_distinct_trials_and_the_budget_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let h = open(&db);
+    submit(
+        &h,
+        &TPE.replace("trials = 6", "trials = 40")
+            .replace("startup_trials = 2", "startup_trials = 5"),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (h, w) = (h.clone(), register(&h, 1));
+        tasks.push(tokio::spawn(async move {
+            let mut trained = 0;
+            // Until the search has suggested its budget and nothing is left to lease.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                let Some(l) = h.lease(&w, 1).await.unwrap().pop() else {
+                    let (_, counts) = h.sweep_counts("t", &[]);
+                    if counts.is_done() {
+                        break;
+                    }
+                    // Another worker's suggestion is being made: ask again.
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    continue;
+                };
+                let acc = accuracy(&l.spec_toml);
+                let result = TrialResult::builder().test_accuracy(acc).build();
+                assert!(h.finish(&w, &l.lease, result).await.unwrap().accepted);
+                trained += 1;
+            }
+            trained
+        }));
+    }
+    let mut trained = 0;
+    for t in tasks {
+        trained += t.await.unwrap();
+    }
+    let all = members(&db);
+    let distinct: std::collections::HashSet<&TrialId> = all.iter().collect();
+    assert_eq!((trained, all.len(), distinct.len()), (40, 40, 40));
+    let (_, counts) = h.sweep_counts("t", &[]);
+    assert_eq!((counts.finished, counts.to_suggest), (40, 0));
+}
+
+/// A lease whose request goes away while its suggestion is being made (the worker hung up)
+/// releases the position it reserved: the search still makes its whole budget.
+#[tokio::test]
+async fn a_lease_dropped_mid_suggestion_gives_its_position_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let h = open(&db);
+    submit(&h, TPE);
+    let w = register(&h, 1);
+    for _ in 0..3 {
+        let mut lease = Box::pin(h.lease(&w, 1));
+        // One poll: the position is reserved and the suggestion handed to a blocking thread.
+        tokio::select! {
+            biased;
+            _ = &mut lease => {}
+            _ = std::future::ready(()) => {}
+        }
+        drop(lease);
+    }
+    // Let any suggestion that was already made settle, then train the rest.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut trials: Vec<TrialId> = Vec::new();
+    // Trials the dropped leases placed before they went away are queued: leased here too.
+    trials.extend(train(&h, &w, 20).await);
+    assert_eq!(members(&db).len(), 6, "the budget is 6");
+    assert_eq!(trials.len(), 6);
+    let (_, counts) = h.sweep_counts("t", &[]);
+    assert_eq!((counts.finished, counts.to_suggest), (6, 0));
+}

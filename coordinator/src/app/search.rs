@@ -6,6 +6,12 @@
 //!   free slot, each search with budget left (by sweep name) suggests one trial the worker's
 //!   device can run. The suggestion is written in the lease's batch, before the lease: it is
 //!   on disk before any worker hears of it, and a batch the disk refuses takes both back.
+//! - Suggestions are made off the core's lock ([`SuggestJob`]): under the lock the lease
+//!   reserves positions in the search (the n-th suggestion's generator is seeded by n) and
+//!   copies the observations; the model is fitted and sampled on a blocking thread; back
+//!   under the lock each suggestion is queued, or made again there if another sweep or
+//!   another suggestion took that trial meanwhile. Other workers' leases, heartbeats and
+//!   results go on meanwhile. A reservation whose lease went away is released.
 //! - What a trial tells the model ([`outcome`]): a completed or early-stopped trial its
 //!   ranking value (the report's, `report::rank::value`), negated when larger is better; a
 //!   diverged one is worse than any value; a queued or running one is pending, which the
@@ -15,7 +21,7 @@
 //!   members. Finished trials of other sweeps that fit the space are prior observations
 //!   (the first [`MAX_PRIOR`] by id), before the members.
 //! - A suggestion is always a trial the coordinator does not have yet, of a device the asking
-//!   worker has: it is leased at once, in the same batch.
+//!   worker has: it is leased in the same batch as it is written.
 //! - With `[early_stopping] method = "asha"` the search is BOHB-like (Falkner et al. 2018):
 //!   the model is fitted at the largest budget (an ASHA rung, or the trials' full length) at
 //!   which enough trials (`max(startup_trials, axes + 1)`) have a value of the early-stopping
@@ -30,20 +36,30 @@ use crate::plan::Direction;
 use crate::report::rank::{self, RowStatus};
 use crate::sched::core::{TrialId, TrialState};
 use crate::sched::early_stop::{EarlyStopping, Method};
+use crate::sched::core::DeviceKind;
 use crate::sched::search::{model_budget, Next, Searcher};
-use crate::sched::tpe::{Observation, Outcome};
+use crate::sched::tpe::{Observation, Outcome, TpeError};
 use crate::store::Write;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use sweep_proto::{TrialSpec, TrialStatus};
 
 /// At most this many earlier trials are prior observations (in id order): each suggestion
-/// models every observation under the core's lock, about 12 ms per 10,000
-/// (docs/PERFORMANCE.md, "Search").
+/// models every observation (about 4 ms per 10,000, off the core's lock; the observations
+/// are copied under it; docs/PERFORMANCE.md, "Search").
 pub const MAX_PRIOR: usize = 5_000;
 
 /// A search as the coordinator runs it.
 #[derive(Debug, Clone)]
 pub struct ActiveSearch {
-    pub searcher: Searcher,
+    /// Shared with the suggestions being made off the lock; changed copy-on-write.
+    pub searcher: Arc<Searcher>,
+    /// Which installation of the search this is: a suggestion made for an earlier one (the
+    /// sweep was submitted again meanwhile) is dropped.
+    generation: u64,
+    /// Positions reserved by suggestions being made off the lock.
+    reserved: usize,
     /// The sweep's settings, which its suggestions take.
     pub sweep: SweepSettings,
     /// The base trial (for the device its trials ask for).
@@ -98,7 +114,81 @@ pub fn outcome_at(state: Option<&TrialState>, epoch: u32, rule: &EarlyStopping) 
     }
 }
 
+/// Numbers each installation of a search ([`ActiveSearch::generation`]).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Suggestions of one search to make off the core's lock, for one worker: the search as it
+/// was when the worker asked, the observations then, and the positions reserved.
+pub(crate) struct SuggestJob {
+    name: String,
+    generation: u64,
+    searcher: Arc<Searcher>,
+    /// The first reserved position; `count` of them.
+    first: usize,
+    count: usize,
+    observations: Vec<Observation>,
+    model_epoch: Option<u32>,
+    device: DeviceKind,
+}
+
+/// What a [`SuggestJob`] made: new trials in order, and why it stopped short, if it did.
+pub(crate) struct Made {
+    name: String,
+    generation: u64,
+    count: usize,
+    model_epoch: Option<u32>,
+    device: DeviceKind,
+    suggestions: Vec<(TrialId, TrialSpec)>,
+    end: Option<Result<Next, TpeError>>,
+}
+
+impl SuggestJob {
+    /// The sweep and reservation this job holds (to release it if its lease goes away).
+    pub(crate) fn reservation(&self) -> (String, u64, usize) {
+        (self.name.clone(), self.generation, self.count)
+    }
+
+    /// Pure and off the lock: the suggestions at the reserved positions, each a trial the
+    /// search did not have when the worker asked, of a device the worker runs.
+    pub(crate) fn run(self) -> Made {
+        let mut taken: HashSet<TrialId> = HashSet::new();
+        let mut suggestions = Vec::new();
+        let mut end = None;
+        for position in self.first..self.first + self.count {
+            let next = self
+                .searcher
+                .next_at(position, &self.observations, |id, spec| {
+                    !taken.contains(id) && self.device.can_run(spec.device)
+                });
+            match next {
+                Ok(Next::Suggest { id, spec, .. }) => {
+                    taken.insert(id.clone());
+                    suggestions.push((id, spec));
+                }
+                other => {
+                    end = Some(other);
+                    break;
+                }
+            }
+        }
+        Made {
+            name: self.name,
+            generation: self.generation,
+            count: self.count,
+            model_epoch: self.model_epoch,
+            device: self.device,
+            suggestions,
+            end,
+        }
+    }
+}
+
 impl ActiveSearch {
+    /// Suggestions the search may still make: its budget left less the positions reserved.
+    fn available(&self) -> usize {
+        self.searcher.left().saturating_sub(self.reserved)
+    }
+
     /// The observations the next suggestion is made from: at the full result, or (BOHB) at
     /// the largest budget with enough values, which comes back with them.
     fn observations<'a>(
@@ -189,7 +279,9 @@ impl Shared {
         self.searches.insert(
             s.name.clone(),
             ActiveSearch {
-                searcher,
+                searcher: Arc::new(searcher),
+                generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+                reserved: 0,
                 sweep: s.clone(),
                 base,
                 epochs,
@@ -199,7 +291,7 @@ impl Shared {
 
     /// Sweep `name`'s search, if it has one.
     pub fn searcher(&self, name: &str) -> Option<&Searcher> {
-        self.searches.get(name).map(|a| &a.searcher)
+        self.searches.get(name).map(|a| &*a.searcher)
     }
 
     /// Trials sweep `name`'s search has still to suggest (0 for a sweep without one).
@@ -217,51 +309,146 @@ impl Shared {
     /// Stops sweep `name`'s suggestions (it was cancelled).
     pub(crate) fn stop_search(&mut self, name: &str) {
         if let Some(a) = self.searches.get_mut(name) {
-            a.searcher.exhaust("the sweep was cancelled".into());
+            Arc::make_mut(&mut a.searcher).exhaust("the sweep was cancelled".into());
         }
     }
 
-    /// Up to `n` new trials for `worker` from the searches, queued in the core and added to
-    /// the open batch; returns how many.
-    pub(crate) fn suggest(&mut self, worker: &str, n: u32) -> u32 {
+    /// The suggestions to make for up to `n` free slots of `worker`, off the lock: each
+    /// search with budget left that the worker's device can run (by sweep name) reserves
+    /// positions for as many as are still wanted.
+    pub(crate) fn plan_suggestions(&mut self, worker: &str, n: u32) -> Vec<SuggestJob> {
         let Some((device, room)) = self.core.room(worker) else {
-            return 0;
+            return Vec::new();
         };
+        let mut wanted = n.min(room) as usize;
         let mut names: Vec<String> = self
             .searches
             .iter()
-            .filter(|(_, a)| a.searcher.left() > 0 && device.can_run(a.base.device))
+            .filter(|(_, a)| a.available() > 0 && device.can_run(a.base.device))
             .map(|(name, _)| name.clone())
             .collect();
         names.sort();
-        let mut made = 0;
+        let mut jobs = Vec::new();
         for name in names {
-            while made < n.min(room) && self.suggest_one(&name, device) {
-                made += 1;
+            if wanted == 0 {
+                break;
             }
+            let Some(active) = self.searches.get(&name) else {
+                continue;
+            };
+            let count = active.available().min(wanted);
+            let (observations, model_epoch) =
+                active.observations(|id| self.core.trial(id).map(|t| &t.state));
+            jobs.push(SuggestJob {
+                generation: active.generation,
+                searcher: active.searcher.clone(),
+                first: active.searcher.member_count() + active.reserved,
+                count,
+                observations,
+                model_epoch,
+                device,
+                name: name.clone(),
+            });
+            if let Some(active) = self.searches.get_mut(&name) {
+                active.reserved += count;
+            }
+            wanted -= count;
         }
-        made
+        jobs
     }
 
-    /// One suggestion of sweep `name`'s search that a `device` worker can run, queued and
-    /// written; false when it has none. A trial the coordinator already has (another sweep's,
-    /// in any state) is drawn again, so every suggestion is a new trial that this worker
-    /// leases at once.
-    fn suggest_one(&mut self, name: &str, device: crate::sched::core::DeviceKind) -> bool {
+    /// Releases the positions `job` reserved (its suggestions are placed, or its lease went
+    /// away), unless the search was installed again meanwhile.
+    pub(crate) fn release(&mut self, name: &str, generation: u64, count: usize) {
+        if let Some(a) = self.searches.get_mut(name) {
+            if a.generation == generation {
+                a.reserved = a.reserved.saturating_sub(count);
+            }
+        }
+    }
+
+    /// Queues and writes what a [`SuggestJob`] made, releasing its reservation; returns how
+    /// many trials it queued. A suggestion that is no longer new (another sweep, or another
+    /// suggestion, has that trial now) is made again here, under the lock.
+    pub(crate) fn place(&mut self, made: Made) -> u32 {
+        let Made {
+            name,
+            generation,
+            count,
+            model_epoch,
+            device,
+            suggestions,
+            end,
+        } = made;
+        self.release(&name, generation, count);
+        let Some(active) = self.searches.get(&name) else {
+            return 0;
+        };
+        if active.generation != generation || active.searcher.exhausted().is_some() {
+            return 0;
+        }
+        let mut placed = 0;
+        for (id, spec) in suggestions {
+            let Some(active) = self.searches.get(&name) else {
+                break;
+            };
+            if active.searcher.left() == 0 {
+                break;
+            }
+            if self.core.trial(&id).is_some() || active.searcher.knows(&id) {
+                if self.suggest_here(&name, device) {
+                    placed += 1;
+                }
+                continue;
+            }
+            self.add_suggestion(&name, id, spec, model_epoch);
+            placed += 1;
+        }
+        match end {
+            Some(Ok(Next::Exhausted(why))) => {
+                self.exhaust(&name, why);
+            }
+            Some(Err(e)) => {
+                self.exhaust(&name, e.to_string());
+            }
+            _ => {}
+        }
+        placed
+    }
+
+    /// One suggestion of sweep `name`'s search that a `device` worker can run, made under the
+    /// lock, queued and written; false when it has none.
+    fn suggest_here(&mut self, name: &str, device: DeviceKind) -> bool {
         let Some(active) = self.searches.get(name) else {
             return false;
         };
         let (observations, model_epoch) =
             active.observations(|id| self.core.trial(id).map(|t| &t.state));
-        let next = active.searcher.next_where(&observations, |id, spec| {
-            self.core.trial(id).is_none() && device.can_run(spec.device)
-        });
-        let (id, spec) = match next {
-            Ok(Next::Suggest { id, spec, .. }) => (id, spec),
-            Ok(Next::Done | Next::Refused) => return false,
-            Ok(Next::Exhausted(why)) => return self.exhaust(name, why),
-            Err(e) => return self.exhaust(name, e.to_string()),
-        };
+        let next = active.searcher.next_at(
+            active.searcher.member_count() + active.reserved,
+            &observations,
+            |id, spec| self.core.trial(id).is_none() && device.can_run(spec.device),
+        );
+        match next {
+            Ok(Next::Suggest { id, spec, .. }) => {
+                self.add_suggestion(name, id, spec, model_epoch);
+                true
+            }
+            Ok(Next::Done | Next::Refused) => false,
+            Ok(Next::Exhausted(why)) => self.exhaust(name, why),
+            Err(e) => self.exhaust(name, e.to_string()),
+        }
+    }
+
+    /// Queues a new trial of sweep `name`'s search in the core and adds its write to the
+    /// open batch.
+    fn add_suggestion(
+        &mut self,
+        name: &str,
+        id: TrialId,
+        spec: TrialSpec,
+        model_epoch: Option<u32>,
+    ) {
         self.core.add_trial(
             id.clone(),
             spec.clone(),
@@ -269,10 +456,10 @@ impl Shared {
             false,
         );
         let Some(active) = self.searches.get_mut(name) else {
-            return false;
+            return;
         };
         let position = active.searcher.member_count();
-        active.searcher.add_member(id.clone(), &spec);
+        Arc::make_mut(&mut active.searcher).add_member(id.clone(), &spec);
         let sweep = active.sweep.clone();
         self.settle(&sweep, &id);
         tracing::info!(sweep = %name, trial = %id, position, model_epoch = ?model_epoch, "suggested");
@@ -281,13 +468,12 @@ impl Shared {
             trial: id,
             spec: Box::new(spec),
         });
-        true
     }
 
     fn exhaust(&mut self, name: &str, why: String) -> bool {
         tracing::warn!(sweep = %name, "the search ends early: {why}");
         if let Some(a) = self.searches.get_mut(name) {
-            a.searcher.exhaust(why);
+            Arc::make_mut(&mut a.searcher).exhaust(why);
         }
         false
     }
@@ -295,7 +481,7 @@ impl Shared {
     /// Takes back a suggestion whose write the disk refused (always a trial new to the core).
     pub(crate) fn unsuggest(&mut self, sweep: &str, trial: &TrialId) {
         if let Some(a) = self.searches.get_mut(sweep) {
-            a.searcher.remove_member(trial);
+            Arc::make_mut(&mut a.searcher).remove_member(trial);
         }
         self.core.remove_queued(trial);
         self.settings.remove(trial);

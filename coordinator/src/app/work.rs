@@ -3,8 +3,10 @@
 //! matching write to the open batch, and answers only once that batch is on disk
 //! ([`super::commit`]); events go out after that.
 
+use super::commit::Outcome;
 use super::events::{Event, EventKind};
-use super::{AppError, Handle};
+use super::search::SuggestJob;
+use super::{AppError, Handle, Shared};
 use crate::plan::CheckpointPolicy;
 use crate::sched::core::{
     Beat, Config, DeviceKind, Finished, LeaseRef, NewWorker, Rejected, TrialState, WorkerId,
@@ -16,10 +18,31 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use sweep_proto::limits::MAX_NAME;
+use tokio::sync::watch;
 use sweep_proto::{EpochMetrics, ModuleHash, TrialResult, TrialStatus};
 
 /// Longest free-text label a worker describes itself with (GPU model, version).
 pub const MAX_LABEL: usize = 128;
+
+/// Positions reserved by suggestions being made off the lock, released if the lease goes
+/// away before they are placed (its request was dropped, or the suggestion panicked).
+struct Reservations<'a> {
+    handle: &'a Handle,
+    /// (sweep, generation, count) of each job.
+    held: Vec<(String, u64, usize)>,
+}
+
+impl Drop for Reservations<'_> {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut s = self.handle.lock();
+        for (name, generation, count) in self.held.drain(..) {
+            s.release(&name, generation, count);
+        }
+    }
+}
 
 /// A worker's registration as it asked for it.
 #[derive(Debug, Clone)]
@@ -172,42 +195,44 @@ impl Handle {
     /// disk refuses is taken back (see `commit`): no one runs work the database does not know.
     pub async fn lease(&self, worker: &str, free_slots: u32) -> Result<Vec<LeaseGrant>, AppError> {
         let mut leases = Vec::new();
-        let mut done = None;
-        let mut suggested = false;
-        {
+        let mut done = Vec::new();
+        let jobs = {
             let mut s = self.lock();
             let now = s.now_ms();
-            let mut grants = s.core.lease(worker, free_slots, now)?;
-            // No queued trial fits: the searches suggest new ones, written before the leases.
+            let grants = s.core.lease(worker, free_slots, now)?;
+            // No queued trial fits: the searches suggest new ones, made off the lock.
             let wanted = free_slots.saturating_sub(grants.len() as u32);
-            if wanted > 0 && s.suggest(worker, wanted) > 0 {
-                suggested = true;
-                grants.extend(s.core.lease(worker, wanted, now)?);
-            }
-            for g in grants {
-                done = Some(s.enqueue(Write::Lease {
-                    trial: g.trial.clone(),
-                    attempt: g.attempt,
-                    worker: worker.into(),
-                }));
-                tracing::debug!(trial = %g.trial, attempt = g.attempt, %worker, "leased");
-                let settings = s.settings(&g.trial);
-                leases.push(LeaseGrant {
-                    checkpoint_epoch: self.checkpoints.latest(&g.trial).map_or(0, |m| m.epoch),
-                    lease: LeaseRef {
-                        trial: g.trial,
-                        attempt: g.attempt,
-                    },
-                    spec_toml: g.spec_toml,
-                    data_hint: settings.data_hint.unwrap_or_default(),
-                    early_stopping: settings.judged_by.is_some(),
-                    checkpoints: settings.checkpoints,
-                    keep_model: settings.keep_model,
-                });
+            let jobs = if wanted > 0 {
+                s.plan_suggestions(worker, wanted)
+            } else {
+                Vec::new()
+            };
+            done.extend(self.grant(&mut s, worker, grants, &mut leases));
+            jobs
+        };
+        let suggested = !jobs.is_empty();
+        if suggested {
+            let mut reservations = Reservations {
+                handle: self,
+                held: jobs.iter().map(SuggestJob::reservation).collect(),
+            };
+            let made = tokio::task::spawn_blocking(move || {
+                jobs.into_iter().map(SuggestJob::run).collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| AppError::Internal(format!("a suggestion panicked: {e}")))?;
+            let mut s = self.lock();
+            // Each suggestion is written before the lease that hands it out, in one batch.
+            let placed: u32 = made.into_iter().map(|m| s.place(m)).sum();
+            reservations.held.clear();
+            if placed > 0 {
+                let now = s.now_ms();
+                let grants = s.core.lease(worker, placed, now)?;
+                done.extend(self.grant(&mut s, worker, grants, &mut leases));
             }
         }
-        if let Some(done) = done {
-            self.committed(done).await?;
+        for d in done {
+            self.committed(d).await?;
         }
         if suggested {
             // The sweeps' trial lists grew.
@@ -222,6 +247,40 @@ impl Handle {
             ));
         }
         Ok(leases)
+    }
+
+    /// Writes `grants` into the open batch and adds what the worker is told to `leases`;
+    /// returns the batch's outcome to wait for, if there were any.
+    fn grant(
+        &self,
+        s: &mut Shared,
+        worker: &str,
+        grants: Vec<crate::sched::core::Grant>,
+        leases: &mut Vec<LeaseGrant>,
+    ) -> Option<watch::Receiver<Outcome>> {
+        let mut done = None;
+        for g in grants {
+            done = Some(s.enqueue(Write::Lease {
+                trial: g.trial.clone(),
+                attempt: g.attempt,
+                worker: worker.into(),
+            }));
+            tracing::debug!(trial = %g.trial, attempt = g.attempt, %worker, "leased");
+            let settings = s.settings(&g.trial);
+            leases.push(LeaseGrant {
+                checkpoint_epoch: self.checkpoints.latest(&g.trial).map_or(0, |m| m.epoch),
+                lease: LeaseRef {
+                    trial: g.trial,
+                    attempt: g.attempt,
+                },
+                spec_toml: g.spec_toml,
+                data_hint: settings.data_hint.unwrap_or_default(),
+                early_stopping: settings.judged_by.is_some(),
+                checkpoints: settings.checkpoints,
+                keep_model: settings.keep_model,
+            });
+        }
+        done
     }
 
     /// A worker's heartbeat listing the leases it runs; returns those it must stop. Leases it

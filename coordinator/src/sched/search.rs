@@ -353,21 +353,35 @@ impl Searcher {
         observations: &[Observation],
         accept: impl Fn(&TrialId, &TrialSpec) -> bool,
     ) -> Result<Next, TpeError> {
+        self.next_at(self.members.len(), observations, accept)
+    }
+
+    /// [`Searcher::next_where`] for the suggestion at `position` (the coordinator makes
+    /// suggestions off its lock, and reserves positions for those being made).
+    pub fn next_at(
+        &self,
+        position: usize,
+        observations: &[Observation],
+        accept: impl Fn(&TrialId, &TrialSpec) -> bool,
+    ) -> Result<Next, TpeError> {
         if let Some(why) = &self.exhausted {
             return Ok(Next::Exhausted(why.clone()));
         }
-        let position = self.members.len();
         if position >= self.rule.budget {
             return Ok(Next::Done);
         }
         let mut rng = generator(self.rule.seed, position);
         let mut why = String::from("every draw was already tried");
         let mut refused = false;
+        // Fitted once: a draw again samples the same model (each fit of 10,000 trials took
+        // most of a suggestion's time, `search-bench latency`).
+        let model = tpe::fit(&self.dims, observations, self.rule.startup)?;
+        let uniform = tpe::fit(&self.dims, &[], usize::MAX)?;
         for draw in 0..MODEL_DRAWS + RANDOM_DRAWS {
             let point = if draw < MODEL_DRAWS {
-                tpe::suggest(&self.dims, observations, self.rule.startup, &mut rng)?
+                model.suggest(&mut rng)
             } else {
-                tpe::suggest(&self.dims, &[], usize::MAX, &mut rng)?
+                uniform.suggest(&mut rng)
             };
             let spec = match self.spec(&point) {
                 Ok(spec) => spec,

@@ -49,6 +49,10 @@ fn the_split_keeps_the_best_and_sends_the_rest_to_the_bad_side() {
     o.push(obs(&[0.97], Outcome::Pending));
     o.push(obs(&[0.96], Outcome::Failed));
     let (good, bad) = split(&[0], &o);
+    let values = |side: &[usize]| -> Vec<Vec<f64>> {
+        side.iter().map(|&n| vec![o[n].point[0].unwrap()]).collect()
+    };
+    let (good, bad) = (values(&good), values(&bad));
     // 22 finished (the NaN counts as diverged): gamma = 3; losses 0, 1, 2 are trials 0, 3, 6.
     assert_eq!(good, vec![vec![0.0], vec![0.15], vec![0.3]]);
     assert_eq!(bad.len(), 20);
@@ -82,10 +86,7 @@ fn densities_integrate_to_one() {
     ];
     let data = [vec![0.3, 0.01, 4.0, 1.0], vec![1.9, 0.5, 9.0, 2.0]];
     for (j, kind) in kinds.iter().enumerate() {
-        let p = Parzen::new(
-            &[kind],
-            &data.iter().map(|o| vec![o[j]]).collect::<Vec<_>>(),
-        );
+        let p = Parzen::new(&[kind], vec![data.iter().map(|o| o[j]).collect()]);
         let total = match kind {
             Kind::Float { .. } => {
                 // Midpoint rule in the kernel's own units (log x for a log range: densities
