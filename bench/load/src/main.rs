@@ -11,7 +11,7 @@
 //!     target/release/sweep-load --workers 10,100,1000 --trials 100000
 //!
 //! `--search tpe` runs a TPE search of `--trials` trials over 8 hyperparameters instead of a
-//! grid: every lease then makes a suggestion under the coordinator's core lock.
+//! grid: every lease then makes a suggestion (off the coordinator's core lock).
 //!
 //! `--pollers 0,50` repeats each run with that many status pollers beside the workers, as
 //! dashboards and `coordinator status` would be: half call `Admin.SweepStatus` over gRPC, half

@@ -9,8 +9,9 @@
 //! - Suggestions are made off the core's lock ([`SuggestJob`]): under the lock the lease
 //!   reserves positions in the search (the n-th suggestion's generator is seeded by n) and
 //!   copies the observations; the model is fitted and sampled on a blocking thread; back
-//!   under the lock each suggestion is queued, or made again there if another sweep or
-//!   another suggestion took that trial meanwhile. Other workers' leases, heartbeats and
+//!   under the lock each suggestion is queued, or, when the coordinator has that trial
+//!   already (a repeat, another sweep's, another suggestion's), made again there at the
+//!   same position, which replays the same draws as a suggestion made under the lock. Other workers' leases, heartbeats and
 //!   results go on meanwhile. A reservation whose lease went away is released.
 //! - What a trial tells the model ([`outcome`]): a completed or early-stopped trial its
 //!   ranking value (the report's, `report::rank::value`), negated when larger is better; a
@@ -42,7 +43,6 @@ use crate::sched::tpe::{Observation, Outcome, TpeError};
 use crate::store::Write;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use sweep_proto::{TrialSpec, TrialStatus};
 
 /// At most this many earlier trials are prior observations (in id order): each suggestion
@@ -53,8 +53,7 @@ pub const MAX_PRIOR: usize = 5_000;
 /// A search as the coordinator runs it.
 #[derive(Debug, Clone)]
 pub struct ActiveSearch {
-    /// Shared with the suggestions being made off the lock; changed copy-on-write.
-    pub searcher: Arc<Searcher>,
+    pub searcher: Searcher,
     /// Which installation of the search this is: a suggestion made for an earlier one (the
     /// sweep was submitted again meanwhile) is dropped.
     generation: u64,
@@ -117,12 +116,13 @@ pub fn outcome_at(state: Option<&TrialState>, epoch: u32, rule: &EarlyStopping) 
 /// Numbers each installation of a search ([`ActiveSearch::generation`]).
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// Suggestions of one search to make off the core's lock, for one worker: the search as it
-/// was when the worker asked, the observations then, and the positions reserved.
+/// Suggestions of one search to make off the core's lock, for one worker: the search's space
+/// ([`Searcher::detached`]), the observations when the worker asked, and the positions
+/// reserved.
 pub(crate) struct SuggestJob {
     name: String,
     generation: u64,
-    searcher: Arc<Searcher>,
+    searcher: Searcher,
     /// The first reserved position; `count` of them.
     first: usize,
     count: usize,
@@ -148,8 +148,8 @@ impl SuggestJob {
         (self.name.clone(), self.generation, self.count)
     }
 
-    /// Pure and off the lock: the suggestions at the reserved positions, each a trial the
-    /// search did not have when the worker asked, of a device the worker runs.
+    /// Pure and off the lock: the suggestions at the reserved positions, each of a device
+    /// the worker runs (whether the search has it already is checked when it is placed).
     pub(crate) fn run(self) -> Made {
         let mut taken: HashSet<TrialId> = HashSet::new();
         let mut suggestions = Vec::new();
@@ -279,7 +279,7 @@ impl Shared {
         self.searches.insert(
             s.name.clone(),
             ActiveSearch {
-                searcher: Arc::new(searcher),
+                searcher,
                 generation: GENERATION.fetch_add(1, Ordering::Relaxed),
                 reserved: 0,
                 sweep: s.clone(),
@@ -291,7 +291,7 @@ impl Shared {
 
     /// Sweep `name`'s search, if it has one.
     pub fn searcher(&self, name: &str) -> Option<&Searcher> {
-        self.searches.get(name).map(|a| &*a.searcher)
+        self.searches.get(name).map(|a| &a.searcher)
     }
 
     /// Trials sweep `name`'s search has still to suggest (0 for a sweep without one).
@@ -309,7 +309,7 @@ impl Shared {
     /// Stops sweep `name`'s suggestions (it was cancelled).
     pub(crate) fn stop_search(&mut self, name: &str) {
         if let Some(a) = self.searches.get_mut(name) {
-            Arc::make_mut(&mut a.searcher).exhaust("the sweep was cancelled".into());
+            a.searcher.exhaust("the sweep was cancelled".into());
         }
     }
 
@@ -341,7 +341,7 @@ impl Shared {
                 active.observations(|id| self.core.trial(id).map(|t| &t.state));
             jobs.push(SuggestJob {
                 generation: active.generation,
-                searcher: active.searcher.clone(),
+                searcher: active.searcher.detached(),
                 first: active.searcher.member_count() + active.reserved,
                 count,
                 observations,
@@ -459,7 +459,7 @@ impl Shared {
             return;
         };
         let position = active.searcher.member_count();
-        Arc::make_mut(&mut active.searcher).add_member(id.clone(), &spec);
+        active.searcher.add_member(id.clone(), &spec);
         let sweep = active.sweep.clone();
         self.settle(&sweep, &id);
         tracing::info!(sweep = %name, trial = %id, position, model_epoch = ?model_epoch, "suggested");
@@ -473,7 +473,7 @@ impl Shared {
     fn exhaust(&mut self, name: &str, why: String) -> bool {
         tracing::warn!(sweep = %name, "the search ends early: {why}");
         if let Some(a) = self.searches.get_mut(name) {
-            Arc::make_mut(&mut a.searcher).exhaust(why);
+            a.searcher.exhaust(why);
         }
         false
     }
@@ -481,7 +481,7 @@ impl Shared {
     /// Takes back a suggestion whose write the disk refused (always a trial new to the core).
     pub(crate) fn unsuggest(&mut self, sweep: &str, trial: &TrialId) {
         if let Some(a) = self.searches.get_mut(sweep) {
-            Arc::make_mut(&mut a.searcher).remove_member(trial);
+            a.searcher.remove_member(trial);
         }
         self.core.remove_queued(trial);
         self.settings.remove(trial);
