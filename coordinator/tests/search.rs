@@ -131,6 +131,16 @@ async fn a_search_suggests_as_workers_ask_and_stops_at_its_budget() {
         .ends_with(",suggested,best_so_far"));
     let html = coordinator::report::html::render(&report);
     assert!(html.contains("id=\"search\"") && html.contains("parallel coordinates"));
+
+    // The dashboard's view carries the same best so far: its improvements are the report's
+    // steps where the best changed.
+    let view = h.view("t", false).unwrap();
+    let progress = view.search.as_ref().unwrap();
+    assert_eq!((progress.budget, progress.suggested), (6, 6));
+    let mut changes = search.steps.clone();
+    changes.dedup_by(|b, a| b.best == a.best);
+    changes.retain(|s| s.best.is_some());
+    assert_eq!(progress.improvements, changes);
 }
 
 /// A restart in the middle (the database reopened, as after kill -9) gives the same trials

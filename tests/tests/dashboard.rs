@@ -1,6 +1,7 @@
 //! The coordinator's dashboard in a real browser (headless Chromium through chromedriver):
 //! a sweep page opened before any worker runs shows the trials' epochs rise as they train,
-//! by polling and updating in place, without reloading the page.
+//! by polling and updating in place, without reloading the page; a TPE search's page draws
+//! its best so far.
 //!
 //! Skipped when Chromium or chromedriver is missing, unless `REQUIRE_BROWSER` is set.
 
@@ -162,5 +163,61 @@ fn the_dashboard_shows_epochs_rise_without_reloading() {
     println!(
         "dashboard screenshot ({first:?} -> {later:?}): {}",
         out.display()
+    );
+}
+
+/// Three quick trials of a TPE search (one worker): the sweep page shows the search's
+/// best-so-far chart, drawn from `/api/sweeps/NAME`'s `search` (the report's best-so-far
+/// rule), once a trial has a result.
+const SEARCH_BODY: &str = "search = \"tpe\"\ntrials = 3\nstartup_trials = 2\nsearch_seed = 1\n\
+                           [defaults]\nmodel = \"dense\"\ntrain_images = 200\ntest_images = 50\nepochs = 1\nbatch_size = 50\n\
+                           [grid]\nlr = { min = 1e-4, max = 1e-1, log = true }\n";
+
+#[test]
+fn the_dashboard_draws_a_searchs_best_so_far() {
+    let _serial = serial();
+    let Some(chromedriver) = webdriver::chromedriver() else {
+        let required = std::env::var_os("REQUIRE_BROWSER").is_some_and(|v| !v.is_empty());
+        assert!(!required, "REQUIRE_BROWSER is set but no browser");
+        eprintln!("skipped: Chromium and chromedriver are needed");
+        return;
+    };
+    let c = Cluster::start("search", SEARCH_BODY, 100, 5.0);
+    let dir = c.dir.path();
+    let ui = c.health_port;
+    assert!(
+        wait_until(Duration::from_secs(30), || http_status(ui, "/")
+            == Some(200)),
+        "the dashboard is not served at GET /\n{}",
+        logs(dir)
+    );
+    let _worker = c.worker("w");
+    let driver = Driver::start(&chromedriver, dir).unwrap_or_else(|e| panic!("{e}\n{}", logs(dir)));
+    let session =
+        Session::new(driver.port).unwrap_or_else(|e| panic!("no session: {e}\n{}", logs(dir)));
+    session
+        .navigate(&format!("http://127.0.0.1:{ui}/#/sweep/{}", c.name))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(dir)));
+    // (card shown, its text, points of the step line, dots)
+    let probe = "const card = document.getElementById('search');\n\
+                 const line = card && card.querySelector('polyline');\n\
+                 return [!!card && !card.hidden, card ? card.textContent : '',\n\
+                         line ? line.getAttribute('points').trim().split(/\\s+/).length : 0,\n\
+                         card ? card.querySelectorAll('circle[data-trial]').length : 0];";
+    let mut seen = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(240), || {
+            seen = session.execute(probe).unwrap_or_default();
+            seen[0] == true
+                && seen[1].as_str().is_some_and(|t| t.contains("3 of 3 trials suggested"))
+                && seen[2].as_u64().is_some_and(|n| n >= 2)
+                && seen[3].as_u64().is_some_and(|n| n >= 1)
+        }),
+        "no best-so-far chart for the finished search: {seen}\n{}",
+        logs(dir)
+    );
+    assert!(
+        seen[1].as_str().is_some_and(|t| t.contains("best ")),
+        "{seen}"
     );
 }

@@ -3,7 +3,9 @@
 //!
 //! - `GET /`: the page (`dashboard.html`, embedded); `#/sweep/NAME` shows one sweep.
 //! - `GET /api/sweeps`, `GET /api/sweeps/NAME`: the list and one sweep's trials with their
-//!   learning curves ([`crate::app::status`], the view model `status` and the Admin API share).
+//!   learning curves, and a search's best so far (`search`, drawn as a step chart; the
+//!   report's rule, `report::search::best_so_far`) ([`crate::app::status`], the view model
+//!   `status` and the Admin API share).
 //! - `GET /sweeps/NAME/report`: the report as it stands (report.html).
 //! - `POST /api/sweeps/NAME/cancel`, `POST /api/sweeps/NAME/rerun`: need the admin token.
 //!

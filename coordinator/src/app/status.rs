@@ -128,6 +128,61 @@ pub struct SweepView {
     pub trials: Vec<TrialView>,
     /// Trials left out to keep the view small (see [`MAX_VIEW_TRIALS`]).
     pub omitted: usize,
+    /// A search's progress (`search = "tpe"` sweeps only).
+    pub search: Option<SearchProgress>,
+}
+
+/// How far a search has got: what the dashboard's best-so-far chart draws.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchProgress {
+    pub budget: usize,
+    /// Trials suggested so far.
+    pub suggested: usize,
+    /// The ranking metric (as the sweep file names it), and whether larger is better.
+    pub metric: crate::plan::Metric,
+    pub maximise: bool,
+    /// The trials at which the best so far changed, in suggestion order (the report's
+    /// best-so-far steps, `report::search::best_so_far`, without the trials between).
+    pub improvements: Vec<crate::report::search::Step>,
+}
+
+/// [`SearchProgress`] of a search sweep, its trials' values read from the core by the
+/// report's ranking rule (`report::rank::value`).
+fn search_progress(sweep: &StoredSweep, core: &Core) -> Option<SearchProgress> {
+    use crate::report::rank::{self, RowStatus};
+    let rule = sweep.search.as_ref()?;
+    let value = |id: &str| match core.trial(id).map(|t| &t.state) {
+        Some(TrialState::Finished { result, .. }) => rank::value(
+            RowStatus::of(result.status),
+            result.test_accuracy(),
+            result.best_val_accuracy,
+            sweep.rank_by,
+        ),
+        _ => None,
+    };
+    let steps = crate::report::search::best_so_far(
+        sweep
+            .trials
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i + 1, t.id.to_string(), value(&t.id))),
+        sweep.direction,
+    );
+    let mut last = None;
+    let improvements = steps
+        .into_iter()
+        .filter(|s| s.best.is_some() && s.best != last && {
+            last = s.best;
+            true
+        })
+        .collect();
+    Some(SearchProgress {
+        budget: rule.budget,
+        suggested: sweep.trials.len(),
+        metric: sweep.rank_by,
+        maximise: sweep.direction == crate::plan::Direction::Max,
+        improvements,
+    })
 }
 
 /// Most trials one view lists: running trials first, then the others in plan order. A view is
@@ -293,6 +348,7 @@ pub fn sweep_view(
         sweep: summary(sweep, core),
         axes: sweep.axes.clone(),
         omitted: sweep.trials.len() - trials.len(),
+        search: search_progress(sweep, core),
         trials,
     }
 }

@@ -57,6 +57,31 @@ pub struct SearchSummary {
     pub rule: SearchRule,
 }
 
+/// The best value so far at each trial of `trials` (numbered, in suggestion order, each with
+/// its value if it has one), by the rules in the module doc: what the report's section and
+/// the dashboard's chart both draw.
+pub fn best_so_far(
+    trials: impl IntoIterator<Item = (usize, String, Option<f64>)>,
+    direction: Direction,
+) -> Vec<Step> {
+    let better = |a: f64, b: f64| match direction {
+        Direction::Max => a > b,
+        Direction::Min => a < b,
+    };
+    let mut best: Option<f64> = None;
+    trials
+        .into_iter()
+        .map(|(n, id, value)| {
+            if let Some(v) = value {
+                if best.is_none_or(|b| better(v, b)) {
+                    best = Some(v);
+                }
+            }
+            Step { n, id, value, best }
+        })
+        .collect()
+}
+
 impl SearchSummary {
     /// The summary of a search whose trials, in suggestion order, are `order` (ids), with the
     /// report's `rows`.
@@ -68,33 +93,24 @@ impl SearchSummary {
         direction: Direction,
     ) -> SearchSummary {
         let value = |r: &Row| rank::value(r.status, r.test_accuracy, r.best_val_accuracy, metric);
-        let better = |a: f64, b: f64| match direction {
-            Direction::Max => a > b,
-            Direction::Min => a < b,
-        };
         let by_id: std::collections::HashMap<&str, &Row> =
             rows.iter().map(|r| (r.id.as_str(), r)).collect();
-        let mut best: Option<f64> = None;
-        let mut steps = Vec::new();
-        let mut valued: Vec<&Row> = Vec::new();
-        for (i, id) in order.iter().enumerate() {
-            let Some(&row) = by_id.get(id.as_str()) else {
-                continue;
-            };
-            let v = value(row);
-            if let Some(v) = v {
-                valued.push(row);
-                if best.is_none_or(|b| better(v, b)) {
-                    best = Some(v);
-                }
-            }
-            steps.push(Step {
-                n: i + 1,
-                id: id.clone(),
-                value: v,
-                best,
-            });
-        }
+        let in_report: Vec<(usize, &Row)> = order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| by_id.get(id.as_str()).map(|&row| (i + 1, row)))
+            .collect();
+        let steps = best_so_far(
+            in_report
+                .iter()
+                .map(|&(n, row)| (n, row.id.clone(), value(row))),
+            direction,
+        );
+        let valued: Vec<&Row> = in_report
+            .iter()
+            .map(|&(_, row)| row)
+            .filter(|row| value(row).is_some())
+            .collect();
         let values: Vec<f64> = valued.iter().filter_map(|r| value(r)).collect();
         let importance = rule
             .axes
