@@ -46,8 +46,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sweep_proto::{TrialSpec, TrialStatus};
 
 /// At most this many earlier trials are prior observations (in id order): each suggestion
-/// models every observation (about 4 ms per 10,000, off the core's lock; the observations
-/// are copied under it; docs/PERFORMANCE.md, "Search").
+/// models every observation (about 10 ms per 10,000 on 2 cores, off the core's lock; the
+/// observations are copied under it; docs/PERFORMANCE.md, "Search").
 pub const MAX_PRIOR: usize = 5_000;
 
 /// A search as the coordinator runs it.
