@@ -209,7 +209,9 @@ fn the_dashboard_draws_a_searchs_best_so_far() {
         wait_until(Duration::from_secs(240), || {
             seen = session.execute(probe).unwrap_or_default();
             seen[0] == true
-                && seen[1].as_str().is_some_and(|t| t.contains("3 of 3 trials suggested"))
+                && seen[1]
+                    .as_str()
+                    .is_some_and(|t| t.contains("3 of 3 trials suggested"))
                 && seen[2].as_u64().is_some_and(|n| n >= 2)
                 && seen[3].as_u64().is_some_and(|n| n >= 1)
         }),

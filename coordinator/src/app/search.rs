@@ -11,8 +11,9 @@
 //!   copies the observations; the model is fitted and sampled on a blocking thread; back
 //!   under the lock each suggestion is queued, or, when the coordinator has that trial
 //!   already (a repeat, another sweep's, another suggestion's), made again there at the
-//!   same position, which replays the same draws as a suggestion made under the lock. Other workers' leases, heartbeats and
-//!   results go on meanwhile. A reservation whose lease went away is released.
+//!   same position, which replays the same draws as a suggestion made under the lock.
+//!   Other workers' leases, heartbeats and results go on meanwhile. A reservation whose
+//!   lease went away is released.
 //! - What a trial tells the model ([`outcome`]): a completed or early-stopped trial its
 //!   ranking value (the report's, `report::rank::value`), negated when larger is better; a
 //!   diverged one is worse than any value; a queued or running one is pending, which the
@@ -35,9 +36,9 @@ use super::settings::SweepSettings;
 use super::Shared;
 use crate::plan::Direction;
 use crate::report::rank::{self, RowStatus};
+use crate::sched::core::DeviceKind;
 use crate::sched::core::{TrialId, TrialState};
 use crate::sched::early_stop::{EarlyStopping, Method};
-use crate::sched::core::DeviceKind;
 use crate::sched::search::{model_budget, Next, Searcher};
 use crate::sched::tpe::{Observation, Outcome, TpeError};
 use crate::store::Write;

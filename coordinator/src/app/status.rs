@@ -171,9 +171,11 @@ fn search_progress(sweep: &StoredSweep, core: &Core) -> Option<SearchProgress> {
     let mut last = None;
     let improvements = steps
         .into_iter()
-        .filter(|s| s.best.is_some() && s.best != last && {
-            last = s.best;
-            true
+        .filter(|s| {
+            s.best.is_some() && s.best != last && {
+                last = s.best;
+                true
+            }
         })
         .collect();
     Some(SearchProgress {

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use sweep_proto::limits::MAX_NAME;
-use tokio::sync::watch;
 use sweep_proto::{EpochMetrics, ModuleHash, TrialResult, TrialStatus};
+use tokio::sync::watch;
 
 /// Longest free-text label a worker describes itself with (GPU model, version).
 pub const MAX_LABEL: usize = 128;

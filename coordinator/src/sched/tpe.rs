@@ -578,7 +578,13 @@ impl Parzen {
         // Most weights are 1: no `ln` for them.
         let log_w: Vec<f64> = w
             .iter()
-            .map(|&w| if w == 1.0 { -ln_total } else { w.ln() - ln_total })
+            .map(|&w| {
+                if w == 1.0 {
+                    -ln_total
+                } else {
+                    w.ln() - ln_total
+                }
+            })
             .collect();
         let dims = kinds
             .iter()
@@ -789,7 +795,11 @@ fn neighbour_widths(mu: &[f64], low: f64, high: f64) -> Vec<f64> {
         .iter()
         .zip(0u64..)
         .map(|(&m, i)| {
-            let unit = if span > 0.0 { ((m - low) / span).clamp(0.0, 1.0) } else { 0.0 };
+            let unit = if span > 0.0 {
+                ((m - low) / span).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             (((unit * u32::MAX as f64) as u64) << 32) | i
         })
         .collect();
