@@ -23,6 +23,16 @@ fn submit(h: &Handle, text: &str) {
     h.submit(&sweep, false).unwrap();
 }
 
+/// A fresh database in a temporary directory with sweep `text` submitted: the directory
+/// (kept while the test runs), the database's path and the handle.
+fn started(text: &str) -> (tempfile::TempDir, std::path::PathBuf, Handle) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let h = open(&db);
+    submit(&h, text);
+    (dir, db, h)
+}
+
 fn register(h: &Handle, slots: u32) -> String {
     h.register(Registration {
         name: "w".into(),
@@ -77,10 +87,7 @@ fn members(db: &Path) -> Vec<TrialId> {
 
 #[tokio::test]
 async fn a_search_suggests_as_workers_ask_and_stops_at_its_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let h = open(&db);
-    submit(&h, TPE);
+    let (_dir, db, h) = started(TPE);
     assert_eq!(h.sweep_counts("t", &[]).1.to_suggest, 6);
     // Two slots: two different suggestions, on disk before the worker hears of them.
     let w = register(&h, 2);
@@ -208,10 +215,7 @@ async fn earlier_sweeps_trials_are_prior_observations() {
 /// A cancelled search suggests nothing; submitted again, it goes on from its trials.
 #[tokio::test]
 async fn a_cancelled_search_stops_and_a_resubmitted_one_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let h = open(&db);
-    submit(&h, TPE);
+    let (_dir, db, h) = started(TPE);
     let w = register(&h, 1);
     assert_eq!(train(&h, &w, 2).await.len(), 2);
     h.cancel("t").unwrap();
@@ -227,11 +231,7 @@ async fn a_cancelled_search_stops_and_a_resubmitted_one_goes_on() {
 /// grid's trials are not its members (they stay, as prior observations).
 #[tokio::test]
 async fn a_grid_turned_search_does_not_count_the_grid_as_its_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let h = open(&db);
-    submit(
-        &h,
+    let (_dir, db, h) = started(
         "name = \"t\"\n[defaults]\nepochs = 2\n[grid]\nlr = [0.001, 0.01, 0.1]\noptimizer = [\"sgd\", \"adam\"]\n",
     );
     let w = register(&h, 1);
@@ -249,11 +249,7 @@ async fn a_grid_turned_search_does_not_count_the_grid_as_its_budget() {
 /// is met exactly: no more (reservations count against it) and no fewer (each is released).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_asking_at_once_get_distinct_trials_and_the_budget_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let h = open(&db);
-    submit(
-        &h,
+    let (_dir, db, h) = started(
         &TPE.replace("trials = 6", "trials = 40")
             .replace("startup_trials = 2", "startup_trials = 5"),
     );
@@ -297,10 +293,7 @@ async fn workers_asking_at_once_get_distinct_trials_and_the_budget_holds() {
 /// releases the position it reserved: the search still makes its whole budget.
 #[tokio::test]
 async fn a_lease_dropped_mid_suggestion_gives_its_position_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let h = open(&db);
-    submit(&h, TPE);
+    let (_dir, db, h) = started(TPE);
     let w = register(&h, 1);
     for _ in 0..3 {
         let mut lease = Box::pin(h.lease(&w, 1));

@@ -66,27 +66,41 @@ fn logs(dir: &Path) -> String {
         .collect()
 }
 
-#[test]
-fn the_dashboard_shows_epochs_rise_without_reloading() {
-    let _serial = serial();
-    let Some(chromedriver) = webdriver::chromedriver() else {
+/// chromedriver, or `None` (the test is skipped) when Chromium or chromedriver is missing,
+/// unless `REQUIRE_BROWSER` is set.
+fn browser() -> Option<std::path::PathBuf> {
+    let found = webdriver::chromedriver();
+    if found.is_none() {
         let required = std::env::var_os("REQUIRE_BROWSER").is_some_and(|v| !v.is_empty());
         let how = "Chromium and chromedriver are needed: apt-get install chromium chromium-driver \
                    (expected /usr/bin/chromium and /usr/bin/chromedriver)";
         assert!(!required, "REQUIRE_BROWSER is set but no browser: {how}");
         eprintln!("skipped: {how}");
-        return;
-    };
+    }
+    found
+}
 
-    let c = Cluster::start("dashboard", BODY, 100, 5.0);
-    let dir = c.dir.path();
+/// The cluster's dashboard port, once it serves the page.
+fn served(c: &Cluster) -> u16 {
     let ui = c.health_port;
     assert!(
         wait_until(Duration::from_secs(30), || http_status(ui, "/")
             == Some(200)),
         "the dashboard is not served at GET /\n{}",
-        logs(dir)
+        logs(c.dir.path())
     );
+    ui
+}
+
+#[test]
+fn the_dashboard_shows_epochs_rise_without_reloading() {
+    let _serial = serial();
+    let Some(chromedriver) = browser() else {
+        return;
+    };
+
+    let c = Cluster::start("dashboard", BODY, 100, 5.0);
+    let (dir, ui) = (c.dir.path(), served(&c));
 
     // The browser; dropped (session deleted, browser closed) before chromedriver is killed.
     let driver = Driver::start(&chromedriver, dir).unwrap_or_else(|e| panic!("{e}\n{}", logs(dir)));
@@ -176,21 +190,11 @@ const SEARCH_BODY: &str = "search = \"tpe\"\ntrials = 3\nstartup_trials = 2\nsea
 #[test]
 fn the_dashboard_draws_a_searchs_best_so_far() {
     let _serial = serial();
-    let Some(chromedriver) = webdriver::chromedriver() else {
-        let required = std::env::var_os("REQUIRE_BROWSER").is_some_and(|v| !v.is_empty());
-        assert!(!required, "REQUIRE_BROWSER is set but no browser");
-        eprintln!("skipped: Chromium and chromedriver are needed");
+    let Some(chromedriver) = browser() else {
         return;
     };
     let c = Cluster::start("search", SEARCH_BODY, 100, 5.0);
-    let dir = c.dir.path();
-    let ui = c.health_port;
-    assert!(
-        wait_until(Duration::from_secs(30), || http_status(ui, "/")
-            == Some(200)),
-        "the dashboard is not served at GET /\n{}",
-        logs(dir)
-    );
+    let (dir, ui) = (c.dir.path(), served(&c));
     let _worker = c.worker("w");
     let driver = Driver::start(&chromedriver, dir).unwrap_or_else(|e| panic!("{e}\n{}", logs(dir)));
     let session =

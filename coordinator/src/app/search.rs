@@ -117,16 +117,23 @@ pub fn outcome_at(state: Option<&TrialState>, epoch: u32, rule: &EarlyStopping) 
 /// Numbers each installation of a search ([`ActiveSearch::generation`]).
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// Positions reserved in sweep `name`'s search (the installation `generation`) by
+/// suggestions being made off the lock.
+#[derive(Debug, Clone)]
+pub(crate) struct Reservation {
+    pub name: String,
+    pub generation: u64,
+    pub count: usize,
+}
+
 /// Suggestions of one search to make off the core's lock, for one worker: the search's space
 /// ([`Searcher::detached`]), the observations when the worker asked, and the positions
 /// reserved.
 pub(crate) struct SuggestJob {
-    name: String,
-    generation: u64,
+    reservation: Reservation,
     searcher: Searcher,
-    /// The first reserved position; `count` of them.
+    /// The first reserved position (of `reservation.count`).
     first: usize,
-    count: usize,
     observations: Vec<Observation>,
     model_epoch: Option<u32>,
     device: DeviceKind,
@@ -134,9 +141,7 @@ pub(crate) struct SuggestJob {
 
 /// What a [`SuggestJob`] made: new trials in order, and why it stopped short, if it did.
 pub(crate) struct Made {
-    name: String,
-    generation: u64,
-    count: usize,
+    reservation: Reservation,
     model_epoch: Option<u32>,
     device: DeviceKind,
     suggestions: Vec<(TrialId, TrialSpec)>,
@@ -144,9 +149,9 @@ pub(crate) struct Made {
 }
 
 impl SuggestJob {
-    /// The sweep and reservation this job holds (to release it if its lease goes away).
-    pub(crate) fn reservation(&self) -> (String, u64, usize) {
-        (self.name.clone(), self.generation, self.count)
+    /// The reservation this job holds (to release it if its lease goes away).
+    pub(crate) fn reservation(&self) -> Reservation {
+        self.reservation.clone()
     }
 
     /// Pure and off the lock: the suggestions at the reserved positions, each of a device
@@ -155,7 +160,7 @@ impl SuggestJob {
         let mut taken: HashSet<TrialId> = HashSet::new();
         let mut suggestions = Vec::new();
         let mut end = None;
-        for position in self.first..self.first + self.count {
+        for position in self.first..self.first + self.reservation.count {
             let next = self
                 .searcher
                 .next_at(position, &self.observations, |id, spec| {
@@ -173,9 +178,7 @@ impl SuggestJob {
             }
         }
         Made {
-            name: self.name,
-            generation: self.generation,
-            count: self.count,
+            reservation: self.reservation,
             model_epoch: self.model_epoch,
             device: self.device,
             suggestions,
@@ -341,14 +344,16 @@ impl Shared {
             let (observations, model_epoch) =
                 active.observations(|id| self.core.trial(id).map(|t| &t.state));
             jobs.push(SuggestJob {
-                generation: active.generation,
+                reservation: Reservation {
+                    name: name.clone(),
+                    generation: active.generation,
+                    count,
+                },
                 searcher: active.searcher.detached(),
                 first: active.searcher.member_count() + active.reserved,
-                count,
                 observations,
                 model_epoch,
                 device,
-                name: name.clone(),
             });
             if let Some(active) = self.searches.get_mut(&name) {
                 active.reserved += count;
@@ -358,12 +363,12 @@ impl Shared {
         jobs
     }
 
-    /// Releases the positions `job` reserved (its suggestions are placed, or its lease went
-    /// away), unless the search was installed again meanwhile.
-    pub(crate) fn release(&mut self, name: &str, generation: u64, count: usize) {
-        if let Some(a) = self.searches.get_mut(name) {
-            if a.generation == generation {
-                a.reserved = a.reserved.saturating_sub(count);
+    /// Releases reserved positions (their suggestions are placed, or their lease went away),
+    /// unless the search was installed again meanwhile.
+    pub(crate) fn release(&mut self, r: &Reservation) {
+        if let Some(a) = self.searches.get_mut(&r.name) {
+            if a.generation == r.generation {
+                a.reserved = a.reserved.saturating_sub(r.count);
             }
         }
     }
@@ -373,19 +378,18 @@ impl Shared {
     /// suggestion, has that trial now) is made again here, under the lock.
     pub(crate) fn place(&mut self, made: Made) -> u32 {
         let Made {
-            name,
-            generation,
-            count,
+            reservation,
             model_epoch,
             device,
             suggestions,
             end,
         } = made;
-        self.release(&name, generation, count);
+        self.release(&reservation);
+        let name = reservation.name;
         let Some(active) = self.searches.get(&name) else {
             return 0;
         };
-        if active.generation != generation || active.searcher.exhausted().is_some() {
+        if active.generation != reservation.generation || active.searcher.exhausted().is_some() {
             return 0;
         }
         let mut placed = 0;

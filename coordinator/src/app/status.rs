@@ -160,7 +160,7 @@ fn search_progress(sweep: &StoredSweep, core: &Core) -> Option<SearchProgress> {
         ),
         _ => None,
     };
-    let steps = crate::report::search::best_so_far(
+    let mut improvements = crate::report::search::best_so_far(
         sweep
             .trials
             .iter()
@@ -168,16 +168,9 @@ fn search_progress(sweep: &StoredSweep, core: &Core) -> Option<SearchProgress> {
             .map(|(i, t)| (i + 1, t.id.to_string(), value(&t.id))),
         sweep.direction,
     );
-    let mut last = None;
-    let improvements = steps
-        .into_iter()
-        .filter(|s| {
-            s.best.is_some() && s.best != last && {
-                last = s.best;
-                true
-            }
-        })
-        .collect();
+    // The best so far only improves, and stays once it has a value.
+    improvements.retain(|s| s.best.is_some());
+    improvements.dedup_by(|later, earlier| later.best == earlier.best);
     Some(SearchProgress {
         budget: rule.budget,
         suggested: sweep.trials.len(),

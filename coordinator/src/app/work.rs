@@ -5,7 +5,7 @@
 
 use super::commit::Outcome;
 use super::events::{Event, EventKind};
-use super::search::SuggestJob;
+use super::search::{Reservation, SuggestJob};
 use super::{AppError, Handle, Shared};
 use crate::plan::CheckpointPolicy;
 use crate::sched::core::{
@@ -28,8 +28,7 @@ pub const MAX_LABEL: usize = 128;
 /// away before they are placed (its request was dropped, or the suggestion panicked).
 struct Reservations<'a> {
     handle: &'a Handle,
-    /// (sweep, generation, count) of each job.
-    held: Vec<(String, u64, usize)>,
+    held: Vec<Reservation>,
 }
 
 impl Drop for Reservations<'_> {
@@ -38,8 +37,8 @@ impl Drop for Reservations<'_> {
             return;
         }
         let mut s = self.handle.lock();
-        for (name, generation, count) in self.held.drain(..) {
-            s.release(&name, generation, count);
+        for r in self.held.drain(..) {
+            s.release(&r);
         }
     }
 }
