@@ -3,7 +3,8 @@
 //! bf16 autocast is switched on through `csrc/amp.cpp` (tch's own `autocast` only does CUDA's
 //! default float16, which needs a gradient scaler). Autocast state is per thread in libtorch,
 //! so every trial (and every slot of a worker) sets its own. Weights and optimizer state stay
-//! float32: autocast casts them per operation.
+//! float32: autocast casts them per operation, and the casts it caches are dropped after every
+//! optimiser step ([`weights_changed`]).
 
 use std::os::raw::c_int;
 use sweep_proto::Precision;
@@ -11,6 +12,17 @@ use tch::{Device, Kind, Tensor};
 
 extern "C" {
     fn sweep_set_bf16_autocast(cuda: c_int, enabled: c_int) -> c_int;
+    fn sweep_clear_autocast_cache();
+}
+
+/// Call after every change to the weights (each optimiser step). Autocast keeps its bf16
+/// copies of the weights until its outermost region ends, and a trial's region is the whole
+/// trial; PyTorch's `with autocast():` around each forward pass ends it every step. Without
+/// this, every later forward pass used the first step's weights. A no-op when the cache is
+/// empty (fp32).
+pub fn weights_changed() {
+    // SAFETY: a plain C call without arguments; it catches every C++ exception.
+    unsafe { sweep_clear_autocast_cache() };
 }
 
 /// bf16 autocast for the lifetime of the guard, on the thread that made it.

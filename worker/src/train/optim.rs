@@ -47,6 +47,8 @@ impl Optim {
             Optim::Adam(opt) => opt.step(),
             Optim::Keras(opt) => opt.step(),
         });
+        // The next forward pass must see these weights, not autocast's cached bf16 copies.
+        crate::model::amp::weights_changed();
     }
 
     /// The state a checkpoint needs, as named tensors plus the step count.
@@ -480,6 +482,49 @@ mod tests {
             opt.backward_step(&loss(&w));
         }
         w.double_value(&[0])
+    }
+
+    /// Under bf16 autocast (held for a whole trial), each step's forward pass runs on the
+    /// weights the previous step left, not on the cast autocast cached at the first one. With
+    /// the cache kept, the second output equalled the first and `fast` trained to 28%.
+    #[test]
+    fn bf16_steps_see_the_weights_of_the_previous_step() {
+        let _lock = crate::test_rng_lock();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let conv = nn::conv2d(vs.root(), 3, 4, 3, Default::default());
+        let spec = TrialSpec {
+            optimizer: Optimizer::Sgd,
+            lr: 0.5,
+            ..TrialSpec::default()
+        };
+        let mut opt = build(&vs, &spec).unwrap();
+        let x = Tensor::rand([2, 3, 6, 6], (Kind::Float, tch::Device::Cpu));
+        let (_autocast, note) = crate::model::amp::enable(
+            sweep_proto::Precision::Bf16,
+            tch::Device::Cpu,
+            crate::model::amp::bf16_works,
+        );
+        assert!(note.is_none(), "{note:?}");
+        let first = x.apply(&conv);
+        assert_eq!(first.kind(), Kind::BFloat16, "autocast is on");
+        opt.backward_step(&first.to_kind(Kind::Float).square().mean(Kind::Float));
+        let second = x.apply(&conv);
+        let moved = (&second - &first).abs().max().double_value(&[]);
+        assert!(
+            moved > 1e-2,
+            "the step did not reach the forward pass: {moved}"
+        );
+        // And that output is the new weights' own (as an fp32 pass computes it).
+        drop(_autocast);
+        let fp32 = x.apply(&conv);
+        let off = (second.to_kind(Kind::Float) - fp32)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(
+            off < 0.05,
+            "bf16 output differs from the weights' fp32 output by {off}"
+        );
     }
 
     /// Against the formula, on a loss whose gradient changes sign and size (so AMSGrad's
