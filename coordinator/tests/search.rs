@@ -2,9 +2,9 @@
 //! ask, stored before they are leased, the budget met exactly, the same sequence after a
 //! restart, earlier sweeps' trials as prior observations, cancel.
 
-use coordinator::app::work::Registration;
+use coordinator::app::work::{Registered, Registration};
 use coordinator::app::Handle;
-use coordinator::sched::core::{Config, DeviceKind, TrialId};
+use coordinator::sched::core::{Config, DeviceKind, LeaseRef, TrialId};
 use coordinator::store::Store;
 use std::path::Path;
 use sweep_proto::TrialResult;
@@ -33,15 +33,23 @@ fn started(text: &str) -> (tempfile::TempDir, std::path::PathBuf, Handle) {
     (dir, db, h)
 }
 
-fn register(h: &Handle, slots: u32) -> String {
-    h.register(Registration {
+fn registration(resume: Option<(String, String)>) -> Registration {
+    Registration {
         name: "w".into(),
         device: DeviceKind::Cpu,
-        slots,
+        slots: 1,
         gpu_model: String::new(),
         version: String::new(),
-        resume: None,
+        resume,
+    }
+}
+
+async fn register(h: &Handle, slots: u32) -> String {
+    h.register(Registration {
+        slots,
+        ..registration(None)
     })
+    .await
     .unwrap()
     .worker
     .to_string()
@@ -53,6 +61,15 @@ fn accuracy(spec_toml: &str) -> f64 {
     (0.9 - 0.1 * (spec.lr.log10() + 2.0).powi(2)).clamp(0.05, 0.95)
 }
 
+/// The result a trial "trains" to, from its spec.
+fn result_of(spec_toml: &str) -> TrialResult {
+    let acc = accuracy(spec_toml);
+    TrialResult::builder()
+        .test_accuracy(acc)
+        .best_val_accuracy(acc)
+        .build()
+}
+
 /// Leases one trial at a time and finishes it, `n` times (or until nothing is left); returns
 /// the trials in lease order.
 async fn train(h: &Handle, worker: &str, n: usize) -> Vec<TrialId> {
@@ -61,12 +78,10 @@ async fn train(h: &Handle, worker: &str, n: usize) -> Vec<TrialId> {
         let Some(l) = h.lease(worker, 1).await.unwrap().pop() else {
             break;
         };
-        let acc = accuracy(&l.spec_toml);
-        let result = TrialResult::builder()
-            .test_accuracy(acc)
-            .best_val_accuracy(acc)
-            .build();
-        let reply = h.finish(worker, &l.lease, result).await.unwrap();
+        let reply = h
+            .finish(worker, &l.lease, result_of(&l.spec_toml))
+            .await
+            .unwrap();
         assert!(reply.accepted, "{reply:?}");
         order.push(l.lease.trial);
     }
@@ -90,7 +105,7 @@ async fn a_search_suggests_as_workers_ask_and_stops_at_its_budget() {
     let (_dir, db, h) = started(TPE);
     assert_eq!(h.sweep_counts("t", &[]).1.to_suggest, 6);
     // Two slots: two different suggestions, on disk before the worker hears of them.
-    let w = register(&h, 2);
+    let w = register(&h, 2).await;
     let two = h.lease(&w, 2).await.unwrap();
     assert_eq!(two.len(), 2);
     assert_ne!(two[0].lease.trial, two[1].lease.trial);
@@ -150,31 +165,59 @@ async fn a_search_suggests_as_workers_ask_and_stops_at_its_budget() {
     assert_eq!(progress.improvements, changes);
 }
 
+/// Three trials trained and a fourth leased when the coordinator goes (as under kill -9):
+/// the trials in lease order, the worker's registration and the fourth's spec.
+async fn killed_mid_search(db: &Path) -> (Vec<TrialId>, Registered, String) {
+    let h = open(db);
+    submit(&h, TPE);
+    let reg = h.register(registration(None)).await.unwrap();
+    let w = reg.worker.to_string();
+    let mut first = train(&h, &w, 3).await;
+    let held = h.lease(&w, 1).await.unwrap().remove(0);
+    first.push(held.lease.trial);
+    (first, reg, held.spec_toml.to_string())
+}
+
 /// A restart in the middle (the database reopened, as after kill -9) gives the same trials
-/// in the same order as a run without one.
+/// in the same order as a run without one: whether the worker comes back to its lease, or
+/// never does and the lease is given away.
 #[tokio::test]
 async fn a_restarted_coordinator_goes_on_with_the_same_search() {
     let straight = {
         let dir = tempfile::tempdir().unwrap();
         let h = open(&dir.path().join("t.db"));
         submit(&h, TPE);
-        let w = register(&h, 1);
+        let w = register(&h, 1).await;
         train(&h, &w, 10).await
     };
     assert_eq!(straight.len(), 6);
+    // The worker comes back with its id and secret: its lease is still its own.
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
-    let mut order = {
-        let h = open(&db);
-        submit(&h, TPE);
-        let w = register(&h, 1);
-        let mut first = train(&h, &w, 3).await;
-        // A fourth trial leased, and the coordinator gone before its result.
-        first.push(h.lease(&w, 1).await.unwrap().remove(0).lease.trial);
-        first
-    };
+    let (mut order, reg, spec) = killed_mid_search(&db).await;
     let h = open(&db);
-    let w = register(&h, 1);
+    let back = h
+        .register(registration(Some((reg.worker.to_string(), reg.secret))))
+        .await
+        .unwrap();
+    assert_eq!(back.worker, reg.worker, "resumed its id");
+    let w = back.worker.to_string();
+    let held = LeaseRef {
+        trial: order[3].clone(),
+        attempt: 1,
+    };
+    let reply = h.finish(&w, &held, result_of(&spec)).await.unwrap();
+    assert!(reply.accepted, "its result counts: {reply:?}");
+    order.extend(train(&h, &w, 10).await);
+    assert_eq!(order, straight);
+    assert_eq!(members(&db), straight);
+    // The worker never comes back (a local sweep gives its leases away at once).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let (mut order, ..) = killed_mid_search(&db).await;
+    let h = open(&db);
+    h.drop_restored_workers().await.unwrap();
+    let w = register(&h, 1).await;
     let after = train(&h, &w, 10).await;
     assert_eq!(
         after[0], order[3],
@@ -195,7 +238,7 @@ async fn earlier_sweeps_trials_are_prior_observations() {
         &h,
         "name = \"grid\"\n[defaults]\nepochs = 2\n[grid]\nlr = [0.001, 0.01, 0.1]\noptimizer = [\"sgd\", \"adam\"]\n",
     );
-    let w = register(&h, 1);
+    let w = register(&h, 1).await;
     let grid = train(&h, &w, 10).await;
     assert_eq!(grid.len(), 6);
     submit(&h, TPE);
@@ -216,7 +259,7 @@ async fn earlier_sweeps_trials_are_prior_observations() {
 #[tokio::test]
 async fn a_cancelled_search_stops_and_a_resubmitted_one_goes_on() {
     let (_dir, db, h) = started(TPE);
-    let w = register(&h, 1);
+    let w = register(&h, 1).await;
     assert_eq!(train(&h, &w, 2).await.len(), 2);
     h.cancel("t").unwrap();
     assert!(h.lease(&w, 1).await.unwrap().is_empty());
@@ -234,7 +277,7 @@ async fn a_grid_turned_search_does_not_count_the_grid_as_its_budget() {
     let (_dir, db, h) = started(
         "name = \"t\"\n[defaults]\nepochs = 2\n[grid]\nlr = [0.001, 0.01, 0.1]\noptimizer = [\"sgd\", \"adam\"]\n",
     );
-    let w = register(&h, 1);
+    let w = register(&h, 1).await;
     assert_eq!(train(&h, &w, 10).await.len(), 6);
     submit(&h, TPE);
     assert!(members(&db).is_empty());
@@ -255,7 +298,7 @@ async fn workers_asking_at_once_get_distinct_trials_and_the_budget_holds() {
     );
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (h, w) = (h.clone(), register(&h, 1));
+        let (h, w) = (h.clone(), register(&h, 1).await);
         tasks.push(tokio::spawn(async move {
             let mut trained = 0;
             // Until the search has suggested its budget and nothing is left to lease.
@@ -294,7 +337,7 @@ async fn workers_asking_at_once_get_distinct_trials_and_the_budget_holds() {
 #[tokio::test]
 async fn a_lease_dropped_mid_suggestion_gives_its_position_back() {
     let (_dir, db, h) = started(TPE);
-    let w = register(&h, 1);
+    let w = register(&h, 1).await;
     for _ in 0..3 {
         let mut lease = Box::pin(h.lease(&w, 1));
         // One poll: the position is reserved and the suggestion handed to a blocking thread.

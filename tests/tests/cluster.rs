@@ -492,6 +492,8 @@ fn a_damaged_checkpoint_is_caught_by_its_checksum_and_the_trial_starts_over() {
     kill_after_a_checkpoint(true);
 }
 
+/// SIGKILL of `coordinator serve` mid-trial: finished results stay byte for byte, and the
+/// worker resumes its id, so the trial it was training finishes on its first attempt.
 #[test]
 fn coordinator_restart_mid_sweep_loses_nothing() {
     let _serial = serial();
@@ -499,11 +501,17 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
     let (db, port) = (c.db.clone(), c.port);
     let w = c.worker("steady");
 
+    // Killed with one trial finished and another mid-training (an epoch reported).
+    let mut running = None;
     assert!(
-        wait_until(Duration::from_secs(120), || any_in(&db, "finished")),
+        wait_until(Duration::from_secs(120), || {
+            running = running_with_an_epoch(&db);
+            any_in(&db, "finished") && running.is_some()
+        }),
         "{}",
         w.log_text()
     );
+    let (running, attempt, holder) = running.expect("waited for it");
     let finished_before: Vec<_> = states(&db)
         .into_iter()
         .filter(|t| t.state == "finished")
@@ -519,7 +527,10 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
     };
     let results_before = results_of(&finished_before);
     c.server.kill();
-    std::thread::sleep(Duration::from_millis(500));
+    // Down for longer than a heartbeat interval (1 s), so the worker notices: a restarted
+    // coordinator knows its id, and a worker that never called in meanwhile would go on
+    // without reconnecting at all.
+    std::thread::sleep(Duration::from_millis(1500));
     let _server = serve(c.dir.path(), &db, port, TOKEN, 3.0, "server2.log", &[]);
 
     // The worker reconnects by itself and the sweep completes.
@@ -538,6 +549,20 @@ fn coordinator_restart_mid_sweep_loses_nothing() {
         w.log_text().contains("reconnecting") || w.log_text().contains("cannot reach"),
         "{}",
         w.log_text()
+    );
+    // The restart cost nothing: the worker resumed its id, and the trial it was training
+    // finished on the same attempt under it, not on a rerun.
+    assert!(
+        w.log_text().contains("resumed the session"),
+        "{}",
+        w.log_text()
+    );
+    let after = states(&db);
+    let t = after.iter().find(|t| t.id == running.as_str()).unwrap();
+    assert_eq!(
+        (t.attempt, t.worker.as_deref()),
+        (attempt, Some(holder.as_str())),
+        "{after:?}"
     );
     faults::assert_every_result_counted_once(&c, 3, &[&w]);
 }

@@ -217,14 +217,17 @@ impl Coordinator for WorkerApi {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
-        let registered = self.handle.register(Registration {
-            device: device(r.device)?,
-            name: r.name,
-            slots: r.slots,
-            gpu_model: r.gpu_model,
-            version: r.version,
-            resume: Some((r.resume_worker_id, r.resume_secret)),
-        })?;
+        let registered = self
+            .handle
+            .register(Registration {
+                device: device(r.device)?,
+                name: r.name,
+                slots: r.slots,
+                gpu_model: r.gpu_model,
+                version: r.version,
+                resume: Some((r.resume_worker_id, r.resume_secret)),
+            })
+            .await?;
         Ok(Response::new(pb::RegisterResponse {
             worker_id: registered.worker.into(),
             heartbeat_interval_ms: registered.heartbeat_interval_ms,

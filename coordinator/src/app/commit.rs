@@ -41,7 +41,9 @@ impl Shared {
                 Write::Suggest { sweep, trial, .. } => self.unsuggest(sweep, trial),
                 // Progress is also in the result; a re-queue the disk missed is redone on
                 // restart (running trials come back queued with their next attempt).
-                Write::Epoch { .. } | Write::Requeue(_) | Write::Nothing => {}
+                // A worker the disk missed is still known in memory; after a restart it
+                // registers anew (its leases, if any were written, are then given away).
+                Write::Epoch { .. } | Write::Requeue(_) | Write::Worker(_) | Write::Nothing => {}
             }
         }
     }

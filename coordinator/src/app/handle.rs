@@ -95,11 +95,7 @@ impl Handle {
         let checkpoints = open(checkpoint_dir)?;
         let models = open(&checkpoint_dir.join("models"))?;
         let store = Store::open(db)?;
-        let mut core = Core::new(config);
-        for t in store.load_trials()? {
-            core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
-        }
-        core.remember_worker_ids(store.worker_ids()?);
+        let core = restore_core(&store, config)?;
         let mut shared = Shared {
             core,
             settings: HashMap::new(),
@@ -193,4 +189,27 @@ impl Handle {
             .map(|_| ())
             .map_err(|e| format!("database: {e}"))
     }
+}
+
+/// The scheduling core as the database left it. Workers that held leases are restored as just
+/// seen (at time 0, this process's start) with those leases and the epochs they reported: a
+/// worker that comes back within a heartbeat timeout goes on as if nothing happened.
+fn restore_core(store: &Store, config: Config) -> Result<Core, StoreError> {
+    let mut core = Core::new(config);
+    let mut leases = Vec::new();
+    for t in store.load_trials()? {
+        if let Some(lease) = &t.lease {
+            leases.push((t.id.clone(), lease.clone()));
+        }
+        core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
+    }
+    core.remember_worker_ids(store.worker_ids()?);
+    for w in store.lease_holders()? {
+        core.restore_worker(w, 0);
+    }
+    for (trial, lease) in leases {
+        let epochs = store.epoch_metrics(&trial, lease.attempt)?;
+        core.restore_lease(&trial, lease.attempt, &lease.worker, epochs, 0);
+    }
+    Ok(core)
 }

@@ -13,10 +13,10 @@
 
 use super::events::{Event, EventKind};
 use super::settings::{self, SweepSettings};
-use super::{AppError, Handle};
+use super::{AppError, Handle, Shared};
 use crate::plan::Sweep;
 use crate::report::Report;
-use crate::sched::core::{Requeued, TrialId, TrialState};
+use crate::sched::core::{Requeued, TrialId, TrialState, WorkerId};
 use crate::store::files::Meta;
 use crate::store::{StoreError, Write};
 use std::collections::HashSet;
@@ -262,7 +262,7 @@ impl Handle {
                 }
                 // A row still `running` is this coordinator's own lease (its result may be in a
                 // batch not yet written), not a re-run.
-                (Some(c), TrialState::Queued { .. }) if c.is_terminal() && !t.running => {
+                (Some(c), TrialState::Queued { .. }) if c.is_terminal() && t.lease.is_none() => {
                     s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true)
                 }
                 _ => {}
@@ -283,23 +283,8 @@ impl Handle {
         self.sync_from_store()?;
         let mut s = self.lock();
         let now = s.now_ms();
-        for (worker, requeued) in s.core.tick(now) {
-            tracing::warn!(%worker, trials = requeued.len(), "worker lost: no heartbeat");
-            for r in requeued {
-                let e = match &r {
-                    Requeued::Retry { trial, .. } => {
-                        Event::trial(EventKind::WorkerLost, trial, 0, &worker)
-                            .with_message("worker stopped sending heartbeats; trial queued again")
-                    }
-                    Requeued::GaveUp { trial, reason, .. } => {
-                        Event::trial(EventKind::Failed, trial, 0, &worker)
-                            .with_message(reason.clone())
-                    }
-                };
-                self.emit(e);
-                s.enqueue(Write::Requeue(r));
-            }
-        }
+        let lost = s.core.tick(now);
+        self.record_lost(&mut s, lost, "worker stopped sending heartbeats");
         if !s.batch.is_empty() {
             self.wake_committer();
         }
@@ -318,6 +303,40 @@ impl Handle {
             self.prune_models()?;
         }
         Ok(())
+    }
+
+    /// Announces and queues the writes for workers the core gave up on, and their trials.
+    fn record_lost(&self, s: &mut Shared, lost: Vec<(WorkerId, Vec<Requeued>)>, why: &str) {
+        for (worker, requeued) in lost {
+            tracing::warn!(%worker, trials = requeued.len(), "worker lost: {why}");
+            for r in requeued {
+                let e = match &r {
+                    Requeued::Retry { trial, .. } => {
+                        Event::trial(EventKind::WorkerLost, trial, 0, &worker)
+                            .with_message(format!("{why}; trial queued again"))
+                    }
+                    Requeued::GaveUp { trial, reason, .. } => {
+                        Event::trial(EventKind::Failed, trial, 0, &worker)
+                            .with_message(reason.clone())
+                    }
+                };
+                self.emit(e);
+                s.enqueue(Write::Requeue(r));
+            }
+        }
+    }
+
+    /// Queues again, now, the trials of workers restored from the database that have not come
+    /// back (not counted as lost attempts). For `coordinator sweep`, whose local workers died
+    /// with the process that started them: no one will resume those leases.
+    pub async fn drop_restored_workers(&self) -> Result<(), AppError> {
+        let done = {
+            let mut s = self.lock();
+            let lost = s.core.drop_restored();
+            self.record_lost(&mut s, lost, "the coordinator restarted");
+            s.enqueue(Write::Nothing)
+        };
+        self.committed(done).await
     }
 
     /// Deletes the trained models no sweep keeps: for keep_models = "best" the best

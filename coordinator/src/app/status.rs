@@ -372,17 +372,20 @@ mod tests {
                 false,
             );
         }
-        let (w, _) = core.register(
-            NewWorker {
-                name: "w".into(),
-                device: DeviceKind::Cpu,
-                slots: 2,
-                nonce: 1,
-                secret: "s".into(),
-            },
-            None,
-            0,
-        );
+        let w = core
+            .register(
+                NewWorker {
+                    name: "w".into(),
+                    device: DeviceKind::Cpu,
+                    slots: 2,
+                    nonce: 1,
+                    secret: "s".into(),
+                },
+                None,
+                0,
+            )
+            .0
+            .id;
         assert_eq!(core.lease(&w, 2, 0).unwrap().len(), 2);
         let sweep = StoredSweep {
             name: "s".into(),

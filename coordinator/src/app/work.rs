@@ -151,8 +151,9 @@ fn check_label(field: &str, text: &str) -> Result<(), String> {
 }
 
 impl Handle {
-    /// Registers a worker (or resumes its earlier id with the secret).
-    pub fn register(&self, r: Registration) -> Result<Registered, AppError> {
+    /// Registers a worker (or resumes its earlier id with the secret), answered once the
+    /// database knows it: a restarted coordinator can then let it resume its id and leases.
+    pub async fn register(&self, r: Registration) -> Result<Registered, AppError> {
         let name = if r.name.trim().is_empty() {
             "worker".to_string()
         } else {
@@ -174,20 +175,25 @@ impl Handle {
             nonce: rand::random(),
             secret: random_token(),
         };
-        let mut s = self.lock();
-        let now = s.now_ms();
-        let resume = r
-            .resume
-            .as_ref()
-            .filter(|(id, _)| !id.is_empty())
-            .map(|(id, secret)| (id.as_str(), secret.as_str()));
-        let (worker, secret) = s.core.register(fresh, resume, now);
-        tracing::info!(%worker, device = ?r.device, slots = r.slots, gpu = %r.gpu_model, "worker registered");
-        Ok(Registered {
-            worker,
-            secret,
-            heartbeat_interval_ms: heartbeat_interval_ms(&s.core.config),
-        })
+        let (registered, done) = {
+            let mut s = self.lock();
+            let now = s.now_ms();
+            let resume = r
+                .resume
+                .as_ref()
+                .filter(|(id, _)| !id.is_empty())
+                .map(|(id, secret)| (id.as_str(), secret.as_str()));
+            let (record, secret) = s.core.register(fresh, resume, now);
+            tracing::info!(worker = %record.id, device = ?r.device, slots = r.slots, gpu = %r.gpu_model, "worker registered");
+            let registered = Registered {
+                worker: record.id.clone(),
+                secret,
+                heartbeat_interval_ms: heartbeat_interval_ms(&s.core.config),
+            };
+            (registered, s.enqueue(Write::Worker(record)))
+        };
+        self.committed(done).await?;
+        Ok(registered)
     }
 
     /// Up to `free_slots` leases for `worker`, answered once they are on disk. A lease the

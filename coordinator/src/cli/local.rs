@@ -147,6 +147,8 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     let db = out.join("sweep.db");
     let _lock = ServerLock::acquire(&db, &format!("coordinator sweep {}", sweep.file.display()))?;
     let handle = Handle::open(&db, opts.config)?;
+    // The local workers of an earlier run of this sweep died with it: none will resume.
+    handle.drop_restored_workers().await?;
     let stale = handle.submit(&sweep, opts.rerun)?;
     if stale > 0 {
         eprintln!(

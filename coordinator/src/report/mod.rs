@@ -925,7 +925,7 @@ impl Report {
             nonce: 0,
             secret: String::new(),
         };
-        let (w, _) = core.register(new, None, 0);
+        let w = core.register(new, None, 0).0.id;
         for t in &sweep.trials {
             core.add_trial(
                 t.id.clone(),

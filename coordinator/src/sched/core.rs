@@ -16,14 +16,19 @@
 //!   restarts and `--rerun` do not use up the budget.
 //! - Worker ids are `NAME-<16 hex digits>`, never reused while the database lives, and come
 //!   with a secret: a worker resumes its id after a network cut only with that secret.
+//! - A restart costs nothing: the database keeps each worker (its secret's hash, never the
+//!   secret) and its leases. At start the workers holding leases are restored as just seen;
+//!   one that comes back with its secret within a heartbeat timeout keeps its id and leases,
+//!   one that does not loses them as any silent worker does, except that this does not count
+//!   as a lost attempt (the restart was not the trial's fault).
 //! - A worker never holds more leases than the slots it registered, whatever it asks for.
 //! - Heartbeats reconcile: a lease the worker does not list in two heartbeats in a row (the
 //!   lease reply never reached it) is lost and goes back to the queue.
 //! - A coordinator that was itself not running (stopped, suspended, starved) does not blame
 //!   workers for its own silence: when a tick comes more than a heartbeat interval late,
 //!   every worker is treated as just seen.
-//! - An identical repeat of a stored result (the first answer was lost) is acknowledged as
-//!   stored, not refused.
+//! - An identical repeat of a stored result by the worker that sent it (the first answer
+//!   was lost) is acknowledged as stored; from any other worker it is refused.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -120,8 +125,22 @@ pub struct Worker {
     pub device: DeviceKind,
     pub slots: u32,
     pub last_seen_ms: u64,
-    /// Proves a reconnecting worker is this one.
-    secret: String,
+    /// SHA-256 (hex) of the secret that proves a reconnecting worker is this one.
+    secret_sha: String,
+    /// Restored from the database at start and not heard from since: if it does not come
+    /// back, its leases go back to the queue without counting as lost.
+    pub restored: bool,
+}
+
+/// A worker as the database keeps it, so that a restarted coordinator knows it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRecord {
+    pub id: WorkerId,
+    pub name: String,
+    pub device: DeviceKind,
+    pub slots: u32,
+    /// SHA-256 (hex) of its resume secret; the secret itself is never stored.
+    pub secret_sha: String,
 }
 
 /// Where trials are looked up by id: the core itself, or a [`Snapshot`] of some of them
@@ -167,6 +186,11 @@ fn holder(state: &TrialState) -> Option<&WorkerId> {
         TrialState::Running { worker, .. } => Some(worker),
         _ => None,
     }
+}
+
+/// The hex SHA-256 of a worker's resume secret: what the core and the database keep.
+pub fn secret_sha(secret: &str) -> String {
+    sweep_proto::sha256_hex(secret.as_bytes())
 }
 
 /// Compares secrets without leaking where they differ through timing.
@@ -372,26 +396,29 @@ impl Core {
         self.reindex(trial, holder(&old).cloned(), new);
     }
 
-    /// Registers a worker. A worker that reconnects after a network cut passes the id it had
-    /// and its secret (`resume`): while that id is still alive (not expired) and the secret
-    /// matches, it keeps the id, so its running leases stay its own and its results still
-    /// count. Otherwise it gets a new id that was never used before. Returns (id, secret).
+    /// Registers a worker. A worker that reconnects after a network cut or a coordinator
+    /// restart passes the id it had and its secret (`resume`): while that id is still alive
+    /// (not expired) and the secret matches, it keeps the id, so its running leases stay its
+    /// own and its results still count. Otherwise it gets a new id that was never used before.
+    /// Returns the worker as the database should keep it, and its secret.
     pub fn register(
         &mut self,
         w: NewWorker,
         resume: Option<(&str, &str)>,
         now_ms: u64,
-    ) -> (WorkerId, String) {
+    ) -> (WorkerRecord, String) {
         let slots = w.slots.clamp(1, MAX_SLOTS);
         if let Some((id, secret)) = resume {
             if let Some(old) = self.workers.get_mut(id) {
                 if old.name == w.name
                     && old.device == w.device
-                    && constant_time_eq(old.secret.as_bytes(), secret.as_bytes())
+                    && constant_time_eq(old.secret_sha.as_bytes(), secret_sha(secret).as_bytes())
                 {
                     old.last_seen_ms = now_ms;
                     old.slots = slots;
-                    return (id.into(), old.secret.clone());
+                    old.restored = false;
+                    let record = self.record(id).expect("just found");
+                    return (record, secret.to_string());
                 }
             }
         }
@@ -411,10 +438,82 @@ impl Core {
                 device: w.device,
                 slots,
                 last_seen_ms: now_ms,
-                secret: w.secret.clone(),
+                secret_sha: secret_sha(&w.secret),
+                restored: false,
             },
         );
-        (id, w.secret)
+        (self.record(&id).expect("just added"), w.secret)
+    }
+
+    /// Worker `id` as the database keeps it.
+    pub fn record(&self, id: &str) -> Option<WorkerRecord> {
+        self.workers.get(id).map(|w| WorkerRecord {
+            id: id.into(),
+            name: w.name.clone(),
+            device: w.device,
+            slots: w.slots,
+            secret_sha: w.secret_sha.clone(),
+        })
+    }
+
+    /// A worker the database knows, brought back at start as if just heard from: it has one
+    /// heartbeat timeout to come back (with its secret) before its leases are given away.
+    pub fn restore_worker(&mut self, w: WorkerRecord, now_ms: u64) {
+        self.known_ids.insert(w.id.clone());
+        self.workers.insert(
+            w.id,
+            Worker {
+                name: w.name,
+                device: w.device,
+                slots: w.slots.clamp(1, MAX_SLOTS),
+                last_seen_ms: now_ms,
+                secret_sha: w.secret_sha,
+                restored: true,
+            },
+        );
+    }
+
+    /// A lease the database holds for a restored worker: the queued trial runs again on that
+    /// worker's attempt, with the epochs it had reported. Nothing happens unless the trial is
+    /// queued with the next attempt and the worker is known.
+    pub fn restore_lease(
+        &mut self,
+        trial: &str,
+        attempt: u32,
+        worker: &str,
+        epochs: Vec<EpochMetrics>,
+        now_ms: u64,
+    ) {
+        let queued_next = matches!(self.trials.get(trial).map(|t| &t.state),
+            Some(TrialState::Queued { attempt: a }) if *a == attempt + 1);
+        if !queued_next || !self.workers.contains_key(worker) {
+            return;
+        }
+        self.queue.retain(|q| q != trial);
+        let mut state = TrialState::running(attempt, worker, now_ms);
+        if let TrialState::Running { epochs: e, .. } = &mut state {
+            *e = epochs;
+        }
+        self.set_state(trial, state);
+    }
+
+    /// Gives away now the leases of restored workers that have not come back (a local sweep,
+    /// whose workers died with the previous process, need not wait for them): back to the
+    /// queue, not counted as lost.
+    pub fn drop_restored(&mut self) -> Vec<(WorkerId, Vec<Requeued>)> {
+        let mut gone: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.restored)
+            .map(|(id, _)| id.clone())
+            .collect();
+        gone.sort();
+        gone.into_iter()
+            .map(|w| {
+                let requeued = self.lose_worker(&w, "the coordinator restarted");
+                (w, requeued)
+            })
+            .collect()
     }
 
     fn touch(&mut self, worker: &str, now_ms: u64) -> Result<&Worker, Rejected> {
@@ -519,7 +618,7 @@ impl Core {
         let requeued = missing
             .into_iter()
             .map(|(id, attempt)| {
-                self.lose_lease(&id, attempt, "the worker never received its lease")
+                self.lose_lease(&id, attempt, "the worker never received its lease", true)
             })
             .collect();
         Ok(Beat {
@@ -575,15 +674,16 @@ impl Core {
         result: TrialResult,
         now_ms: u64,
     ) -> Result<Finished, Rejected> {
-        // A retry of a report whose answer was lost (the worker may have re-registered since,
-        // under a new id): the same attempt with exactly the same result.
+        // A retry of a report whose answer was lost: the same worker (a restart or a short
+        // cut keeps its id), the same attempt, exactly the same result. Anyone else is
+        // refused below: the attempt is not theirs.
         if let Some(TrialState::Finished {
             attempt: a,
+            worker: w,
             result: stored,
-            ..
         }) = self.trials.get(trial).map(|t| &t.state)
         {
-            if *a == attempt && **stored == result {
+            if *a == attempt && w == worker && **stored == result {
                 if let Some(w) = self.workers.get_mut(worker) {
                     w.last_seen_ms = now_ms;
                 }
@@ -651,13 +751,13 @@ impl Core {
 
     /// A running attempt lost its worker: back to the front of the queue with the next
     /// attempt number, or failed once the trial has lost `max_attempts` attempts.
-    fn lose_lease(&mut self, id: &str, attempt: u32, why: &str) -> Requeued {
+    fn lose_lease(&mut self, id: &str, attempt: u32, why: &str, counts: bool) -> Requeued {
         let max = self.config.max_attempts;
-        let lost = self.trials.get(id).map_or(0, |t| t.lost) + 1;
+        let lost = self.trials.get(id).map_or(0, |t| t.lost) + u32::from(counts);
         if let Some(t) = self.trials.get_mut(id) {
             t.lost = lost;
         }
-        if lost >= max {
+        if counts && lost >= max {
             let reason =
                 format!("lost its worker {lost} times (max {max}); last, attempt {attempt}: {why}");
             self.set_state(
@@ -691,13 +791,15 @@ impl Core {
     /// Removes a worker and re-queues its trials at the front (or fails them after too many
     /// lost attempts).
     pub fn lose_worker(&mut self, worker: &str, why: &str) -> Vec<Requeued> {
-        self.workers.remove(worker);
+        // A restored worker that never came back lost its leases to the restart, not to a
+        // fault of the trials: that does not use up their retries.
+        let counts = self.workers.remove(worker).is_none_or(|w| !w.restored);
         let leases = self.leases_of(worker);
         self.held.remove(worker);
         leases
             .into_iter()
             .rev()
-            .map(|(id, attempt)| self.lose_lease(&id, attempt, why))
+            .map(|(id, attempt)| self.lose_lease(&id, attempt, why, counts))
             .collect()
     }
 

@@ -10,7 +10,9 @@
 //! main file, so a stopped coordinator's database is one self-contained file.
 
 use crate::plan::{Direction, Metric, Sweep};
-use crate::sched::core::{Counts, Requeued, TrialId, TrialState, WorkerId};
+use crate::sched::core::{
+    Counts, DeviceKind, Requeued, TrialId, TrialState, WorkerId, WorkerRecord,
+};
 use crate::sched::early_stop::EarlyStopping;
 use crate::sched::search::SearchRule;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -75,6 +77,9 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE TABLE IF NOT EXISTS epochs (
     trial TEXT NOT NULL, attempt INTEGER NOT NULL, epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
     PRIMARY KEY (trial, attempt, epoch));
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, device TEXT NOT NULL, slots INTEGER NOT NULL,
+    secret_sha TEXT NOT NULL);
 ";
 
 /// A sweep's row and its trials in plan order.
@@ -153,6 +158,8 @@ pub enum Write {
         result: Box<TrialResult>,
     },
     Requeue(Requeued),
+    /// A worker registered (or resumed with other slots): a restarted coordinator knows it.
+    Worker(WorkerRecord),
     /// A search's suggestion: a new trial, queued, and the sweep's next place for it. Written
     /// in the batch of the lease that asked for it, before the lease.
     Suggest {
@@ -165,8 +172,9 @@ pub enum Write {
     Nothing,
 }
 
-/// A trial's `state` column. `Running` exists only on disk: a restarted coordinator queues such
-/// trials again (their leases died with the previous process).
+/// A trial's `state` column. `Running` names the lease's attempt and worker: a restarted
+/// coordinator gives the worker a heartbeat timeout to come back to it (see
+/// [`Store::lease_holders`]), and otherwise queues the trial again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredState {
     Queued,
@@ -200,8 +208,9 @@ impl StoredState {
     }
 }
 
-/// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`.
-const SCHEMA_VERSION: i64 = 6;
+/// Schema version (`PRAGMA user_version`): 1 added `trials.lost` and `trials.result_sha`;
+/// 7 added `workers` (created by [`SCHEMA`] in an older database too).
+const SCHEMA_VERSION: i64 = 7;
 
 /// Hex SHA-256 of a stored result's JSON.
 fn checksum(json: &str) -> String {
@@ -273,8 +282,16 @@ pub struct StoredTrial {
     pub state: TrialState,
     /// Attempts that lost their worker (the retry budget).
     pub lost: u32,
-    /// The row says `running` (`state` is then the re-queued attempt a restart starts with).
-    pub running: bool,
+    /// The row says `running`: the lease it names. `state` is then the re-queued attempt a
+    /// restart falls back to if that worker does not come back.
+    pub lease: Option<StoredLease>,
+}
+
+/// A lease as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLease {
+    pub worker: WorkerId,
+    pub attempt: u32,
 }
 
 fn enum_str<T: serde::Serialize>(v: &T) -> String {
@@ -411,11 +428,74 @@ impl Store {
     pub fn worker_ids(&self) -> Result<Vec<WorkerId>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT DISTINCT worker FROM attempts")
+            .prepare("SELECT worker FROM attempts UNION SELECT id FROM workers")
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| r.get::<_, String>(0).map(WorkerId::from))
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err(e))
+    }
+
+    /// The workers that hold a running lease, to be restored at start.
+    pub fn lease_holders(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, name, device, slots, secret_sha FROM workers
+                 WHERE id IN (SELECT worker FROM trials WHERE state = 'running') ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, String, String, u32, String)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(id, name, device, slots, secret_sha)| {
+                let device = match device.as_str() {
+                    "cpu" => DeviceKind::Cpu,
+                    "cuda" => DeviceKind::Cuda,
+                    other => {
+                        return Err(StoreError::Malformed {
+                            path: self.path.clone(),
+                            reason: format!("worker {id}: unknown device {other:?}"),
+                        })
+                    }
+                };
+                Ok(WorkerRecord {
+                    id: id.into(),
+                    name,
+                    device,
+                    slots,
+                    secret_sha,
+                })
+            })
+            .collect()
+    }
+
+    /// The epochs an attempt reported, in order.
+    pub fn epoch_metrics(
+        &self,
+        trial: &str,
+        attempt: u32,
+    ) -> Result<Vec<EpochMetrics>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT metrics FROM epochs WHERE trial = ?1 AND attempt = ?2 ORDER BY epoch")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<String> = stmt
+            .query_map(params![trial, attempt], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    trial: trial.to_string(),
+                    reason: format!("epoch metrics: {e}"),
+                })
+            })
+            .collect()
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -693,7 +773,10 @@ impl Store {
             let spec = TrialSpec::from_toml(&spec).map_err(|e| corrupt(e.to_string()))?;
             let stored = StoredState::parse(&state)
                 .ok_or_else(|| corrupt(format!("unknown state {state}")))?;
-            let running = stored == StoredState::Running;
+            let lease = (stored == StoredState::Running).then(|| StoredLease {
+                worker: worker.clone().unwrap_or_default().into(),
+                attempt,
+            });
             let state = match stored {
                 StoredState::Queued => TrialState::Queued { attempt },
                 StoredState::Running => TrialState::Queued {
@@ -725,7 +808,7 @@ impl Store {
                 spec,
                 state,
                 lost,
-                running,
+                lease,
             });
         }
         Ok(out)
@@ -982,6 +1065,21 @@ fn apply(conn: &Connection, w: &Write) -> Result<(), rusqlite::Error> {
                  VALUES (?1, ?2, (SELECT IFNULL(MAX(position), -1) + 1 FROM sweep_trials WHERE sweep = ?1))",
             )?
             .execute(params![sweep, trial.as_str()])?;
+        }
+        Write::Worker(w) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO workers (id, name, device, slots, secret_sha) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                w.id.as_str(),
+                w.name,
+                match w.device {
+                    DeviceKind::Cpu => "cpu",
+                    DeviceKind::Cuda => "cuda",
+                },
+                w.slots,
+                w.secret_sha
+            ])?;
         }
         Write::Nothing => {}
     }

@@ -211,17 +211,29 @@ fn train_lease(
 /// verdict on it before it trains on regardless.
 const VERDICT_WAIT: Duration = Duration::from_secs(30);
 
-/// Exponential backoff between reconnection attempts: 200 ms doubling up to 10 s, back to the
-/// start once a session is healthy again.
+/// Exponential backoff between reconnection attempts: 200 ms doubling up to 10 s (or the
+/// coordinator's heartbeat interval, once one was heard), back to the start once a session is
+/// healthy again.
 struct Backoff {
     next: Duration,
+    max: Duration,
 }
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(200);
 
     fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
+        Backoff {
+            next: Self::FIRST,
+            max: MAX_BACKOFF,
+        }
+    }
+
+    /// Never waits longer than the coordinator's heartbeat interval: a restarted coordinator
+    /// keeps this worker's leases for one heartbeat timeout (three intervals), so a worker
+    /// that retried less often could come back after they were given away.
+    fn at_most(&mut self, interval: Duration) {
+        self.max = interval.clamp(Self::FIRST, MAX_BACKOFF);
     }
 
     fn reset(&mut self) {
@@ -231,7 +243,7 @@ impl Backoff {
     /// The delay to wait now; the next one is twice as long.
     fn take(&mut self) -> Duration {
         let now = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
+        self.next = (self.next * 2).min(self.max);
         now
     }
 }
@@ -639,6 +651,7 @@ pub async fn run(
             Err(Failure::Retry(why)) => format!("{why}; retrying"),
             Ok((mut session, heartbeat)) => {
                 opts.connected.store(true, Ordering::Relaxed);
+                backoff.at_most(heartbeat);
                 let outcome = session
                     .run(&mut trials, heartbeat, &mut backoff, &mut shutdown)
                     .await;
@@ -722,5 +735,20 @@ mod tests {
         assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
         b.reset();
         assert_eq!(b.take(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn backoff_never_outwaits_the_heartbeat_interval_it_was_given() {
+        let mut b = Backoff::new();
+        b.at_most(Duration::from_secs(1));
+        let waits: Vec<u64> = (0..6).map(|_| b.take().as_millis() as u64).collect();
+        assert_eq!(waits, [200, 400, 800, 1000, 1000, 1000]);
+        // A tiny interval still leaves the first wait alone; a long one is capped at 10 s.
+        b.at_most(Duration::from_millis(10));
+        b.reset();
+        assert_eq!(b.take(), Duration::from_millis(200));
+        b.at_most(Duration::from_secs(60));
+        let last = (0..10).map(|_| b.take()).last();
+        assert_eq!(last, Some(MAX_BACKOFF));
     }
 }

@@ -48,7 +48,7 @@ fn reg(
         nonce: 0,
         secret: "s".into(),
     };
-    core.register(w, resume.map(|id| (id, "s")), now_ms).0
+    core.register(w, resume.map(|id| (id, "s")), now_ms).0.id
 }
 
 fn metrics(epoch: u32) -> EpochMetrics {
@@ -114,14 +114,14 @@ fn worker_ids_are_never_reused_and_resuming_needs_the_secret() {
         nonce: 7,
         secret: "t".into(),
     };
-    let (taken, _) = core.register(thief.clone(), Some((&b, "wrong")), 10);
+    let taken = core.register(thief.clone(), Some((&b, "wrong")), 10).0.id;
     assert_ne!(taken, b);
     assert!(matches!(
         core.finish(&taken, "a", 1, result(), 11),
         Err(Rejected::StaleLease { .. })
     ));
     // With the secret, b resumes.
-    assert_eq!(core.register(thief, Some((&b, "s")), 12).0, b);
+    assert_eq!(core.register(thief, Some((&b, "s")), 12).0.id, b);
     core.finish(&b, "a", 1, result(), 13).unwrap();
 }
 
@@ -187,11 +187,15 @@ fn an_identical_repeat_of_a_stored_result_is_acknowledged() {
         core.finish(&w, "a", 1, result(), 2),
         Ok(Finished::AlreadyStored)
     );
-    // Even from a worker that re-registered under a new id meanwhile.
+    // Not from another worker, even one of the same name that re-registered under a new id
+    // (a restart or a short cut keeps the id; this attempt was never the new one's).
     let again = reg(&mut core, "w", DeviceKind::Cpu, 1, None, 3);
     assert_eq!(
         core.finish(&again, "a", 1, result(), 4),
-        Ok(Finished::AlreadyStored)
+        Err(Rejected::StaleLease {
+            trial: "a".into(),
+            attempt: 1
+        })
     );
     let mut other = result();
     other.seconds = 2.0;
@@ -582,4 +586,122 @@ fn the_core_follows_a_cancel_the_database_made() {
         core.trial("a").unwrap().state,
         TrialState::Finished { .. }
     ));
+}
+
+/// The core a restarted coordinator builds from a database in which worker `w` (secret "s")
+/// holds trial "a" on attempt 2 after one lost attempt, with epoch 1 reported.
+fn restarted() -> (Core, WorkerId) {
+    let mut core = core_with(&[("b", DeviceRequest::Auto)]);
+    core.add_trial_lost(
+        "a".into(),
+        spec(DeviceRequest::Auto),
+        TrialState::Queued { attempt: 3 },
+        1,
+        true,
+    );
+    let w = WorkerId::from("w-0000000000000000");
+    core.restore_worker(
+        WorkerRecord {
+            id: w.clone(),
+            name: "w".into(),
+            device: DeviceKind::Cpu,
+            slots: 2,
+            secret_sha: secret_sha("s"),
+        },
+        0,
+    );
+    core.restore_lease("a", 2, &w, vec![metrics(1)], 0);
+    (core, w)
+}
+
+#[test]
+fn a_restored_worker_that_comes_back_keeps_its_leases_and_results() {
+    let (mut core, w) = restarted();
+    assert!(matches!(
+        &core.trial("a").unwrap().state,
+        TrialState::Running { attempt: 2, worker, epochs, .. } if *worker == w && epochs.len() == 1
+    ));
+    // Restored leases are not in the queue: the other trial is the only one to hand out.
+    let other = reg(&mut core, "x", DeviceKind::Cpu, 4, None, 10);
+    assert_eq!(ids(&core.lease(&other, 4, 10).unwrap()), vec!["b"]);
+    // The wrong secret gets a new id and nothing of w's.
+    let thief = core
+        .register(
+            NewWorker {
+                name: "w".into(),
+                device: DeviceKind::Cpu,
+                slots: 2,
+                nonce: 0,
+                secret: "t".into(),
+            },
+            Some((w.as_str(), "t")),
+            20,
+        )
+        .0;
+    assert_ne!(thief.id, w);
+    // The secret resumes the id within the timeout; the heartbeat keeps the lease.
+    assert_eq!(reg(&mut core, "w", DeviceKind::Cpu, 2, Some(&w), 900), w);
+    let beat = core.heartbeat(&w, &[lease("a", 2)], 950).unwrap();
+    assert!(beat.stop.is_empty() && beat.lost.is_empty(), "{beat:?}");
+    assert!(!core.workers().any(|(id, x)| *id == w && x.restored));
+    // Long after the first timeout: it is a live worker now, and its result counts.
+    core.tick(1500);
+    assert_eq!(core.finish(&w, "a", 2, result(), 1600), Ok(Finished::New));
+    assert_eq!(core.trial("a").unwrap().lost, 1);
+}
+
+#[test]
+fn a_restored_worker_that_stays_away_loses_its_leases_without_using_up_retries() {
+    let (mut core, w) = restarted();
+    assert!(core.tick(900).is_empty());
+    let lost = core.tick(1200);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(
+        lost[0].1,
+        vec![Requeued::Retry {
+            trial: "a".into(),
+            next_attempt: 3,
+            lost: 1
+        }]
+    );
+    // Lost once before; with max_attempts 3 a counted loss now would leave one retry, an
+    // uncounted one leaves two. Its id is gone: resuming it gets a new one.
+    assert_eq!(core.trial("a").unwrap().lost, 1);
+    assert_ne!(reg(&mut core, "w", DeviceKind::Cpu, 2, Some(&w), 1300), w);
+    // The late report of the old attempt is refused.
+    assert!(core.finish(&w, "a", 2, result(), 1400).is_err());
+}
+
+#[test]
+fn a_local_sweep_drops_restored_workers_at_once() {
+    let (mut core, w) = restarted();
+    let dropped = core.drop_restored();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].0, w);
+    assert!(matches!(
+        core.trial("a").unwrap().state,
+        TrialState::Queued { attempt: 3 }
+    ));
+    assert_eq!(core.trial("a").unwrap().lost, 1);
+    // A worker that registers afterwards gets both trials, the restored one first.
+    let x = reg(&mut core, "x", DeviceKind::Cpu, 2, None, 1);
+    assert_eq!(ids(&core.lease(&x, 2, 1).unwrap()), vec!["a", "b"]);
+}
+
+#[test]
+fn a_lease_for_a_worker_the_database_lacks_stays_queued() {
+    let mut core = core_with(&[]);
+    core.add_trial(
+        "a".into(),
+        spec(DeviceRequest::Auto),
+        TrialState::Queued { attempt: 2 },
+        false,
+    );
+    core.restore_lease("a", 1, "gone-0000000000000000", Vec::new(), 0);
+    assert!(matches!(
+        core.trial("a").unwrap().state,
+        TrialState::Queued { attempt: 2 }
+    ));
+    let x = reg(&mut core, "x", DeviceKind::Cpu, 1, None, 1);
+    assert_eq!(ids(&core.lease(&x, 1, 1).unwrap()), vec!["a"]);
 }
