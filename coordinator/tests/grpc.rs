@@ -1063,3 +1063,123 @@ async fn checkpoints_and_models_travel_checked_and_the_best_model_is_exported() 
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     server.stop().await;
 }
+
+/// Numbers a worker sends are checked against the leased trial (2 epochs), and refused with
+/// INVALID_ARGUMENT naming the field: a checkpoint of epoch 4,000,000,000, a result whose
+/// epochs are [1, 1, 1], progress for epoch 10,000, an unknown artifact kind. Nothing is
+/// stored, and the trial's real reports still count afterwards. A stale upload's answer
+/// names its own attempt.
+#[tokio::test]
+async fn numbers_that_do_not_fit_the_trial_are_refused_naming_the_field() {
+    let server = Server::on(
+        tempfile::tempdir().unwrap(),
+        Some("name = \"n\"\n[defaults]\nepochs = 2\n[grid]\nseed = [1, 2]\n"),
+    )
+    .await;
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w").await;
+    let lease = lease_one(&mut c, &w).await;
+    let lease_ref = || {
+        Some(pb::LeaseRef {
+            trial_id: lease.trial_id.clone(),
+            attempt: lease.attempt,
+        })
+    };
+    let refused = |e: tonic::Status, field: &str| {
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with(field), "{field}: {}", e.message());
+    };
+
+    let far = chunks(
+        &w,
+        &lease,
+        pb::ArtifactKind::Checkpoint,
+        4_000_000_000,
+        b"x",
+    );
+    refused(
+        c.save_checkpoint(tokio_stream::iter(far))
+            .await
+            .unwrap_err(),
+        "epoch: 4000000000 is not an epoch of this trial (1 to 2)",
+    );
+    let mut odd = chunks(&w, &lease, pb::ArtifactKind::Checkpoint, 1, b"x");
+    odd[0].kind = 7;
+    refused(
+        c.save_checkpoint(tokio_stream::iter(odd))
+            .await
+            .unwrap_err(),
+        "kind: 7 is not an artifact kind",
+    );
+    let epoch = |n: u32| sweep_proto::EpochMetrics {
+        epoch: n,
+        train_loss: 1.0,
+        train_accuracy: 0.5,
+        val_loss: None,
+        val_accuracy: None,
+        train_binary_accuracy: None,
+        val_binary_accuracy: None,
+        lr: 0.1,
+        seconds: 1.0,
+        images_per_sec: 1.0,
+    };
+    refused(
+        c.report_progress(pb::ProgressReport {
+            worker_id: w.clone(),
+            lease: lease_ref(),
+            metrics: Some(pb::EpochMetrics::from(&epoch(10_000))),
+        })
+        .await
+        .unwrap_err(),
+        "metrics.epoch: 10000 is not an epoch of this trial (1 to 2)",
+    );
+    let repeated = TrialResult::builder()
+        .test_accuracy(0.5)
+        .epochs(vec![epoch(1), epoch(1), epoch(1)])
+        .images(1, 0)
+        .parameters(1)
+        .seconds(1.0)
+        .build();
+    refused(
+        c.report_result(report(
+            &w,
+            &lease.trial_id,
+            lease.attempt,
+            pb::TrialResult::from(&repeated),
+        ))
+        .await
+        .unwrap_err(),
+        "result.epochs[1].epoch: 1 comes after epoch 1",
+    );
+    // None of it was stored: the checkpoint slot is empty and the real reports count.
+    assert!(matches!(
+        server.handle.lock().core.trial(&lease.trial_id).unwrap().state,
+        TrialState::Running { ref epochs, .. } if epochs.is_empty()
+    ));
+    let good = chunks(&w, &lease, pb::ArtifactKind::Checkpoint, 2, b"x");
+    assert!(
+        c.save_checkpoint(tokio_stream::iter(good))
+            .await
+            .unwrap()
+            .into_inner()
+            .accepted
+    );
+    let ack = c
+        .report_result(report(&w, &lease.trial_id, lease.attempt, result_msg(0.5)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ack.accepted, "{ack:?}");
+    // Too late now: the answer names the attempt the upload was for.
+    let late = chunks(&w, &lease, pb::ArtifactKind::Checkpoint, 2, b"x");
+    let ack = c
+        .save_checkpoint(tokio_stream::iter(late))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !ack.accepted && ack.reason.contains(&format!("attempt {}", lease.attempt)),
+        "{ack:?}"
+    );
+    server.stop().await;
+}

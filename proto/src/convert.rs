@@ -191,8 +191,12 @@ pub fn read_token(file: Option<&std::path::Path>) -> Result<String, String> {
     read_token_as(file, "SWEEP_TOKEN", "worker token", "")
 }
 
+/// Shortest token accepted, worker or admin: a guessable token is a door left open.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// Reads a token (`what`: "worker token", "admin token") from `file`, or else from `$env`;
-/// `hint` follows the message when neither is given. Trimmed; an empty token is refused.
+/// `hint` follows the message when neither is given. Trimmed; an empty token, or one shorter
+/// than [`MIN_TOKEN_CHARS`], is refused. The one rule for both kinds of token, on both sides.
 pub fn read_token_as(
     file: Option<&std::path::Path>,
     env: &str,
@@ -208,6 +212,12 @@ pub fn read_token_as(
     let token = token.trim().to_string();
     if token.is_empty() {
         return Err(format!("the {what} is empty"));
+    }
+    let n = token.chars().count();
+    if n < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "the {what} is too short ({n} < {MIN_TOKEN_CHARS} characters; for example `openssl rand -hex 32` makes one)"
+        ));
     }
     Ok(token)
 }
@@ -490,14 +500,26 @@ mod tests {
     }
 
     #[test]
-    fn token_from_file_is_trimmed_and_must_not_be_empty() {
+    fn token_from_file_is_trimmed_and_must_not_be_empty_or_short() {
         let dir = std::env::temp_dir().join(format!("token-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("t");
-        std::fs::write(&f, "abc\n").unwrap();
-        assert_eq!(read_token(Some(&f)).unwrap(), "abc");
+        std::fs::write(&f, "0123456789abcdef\n").unwrap();
+        assert_eq!(read_token(Some(&f)).unwrap(), "0123456789abcdef");
         std::fs::write(&f, "  \n").unwrap();
         assert!(read_token(Some(&f)).unwrap_err().contains("empty"));
+        // One rule for both kinds: a 1-character token is refused as an admin token is.
+        for (what, env) in [
+            ("worker token", "SWEEP_TOKEN"),
+            ("admin token", "SWEEP_ADMIN_TOKEN"),
+        ] {
+            std::fs::write(&f, "x\n").unwrap();
+            let e = read_token_as(Some(&f), env, what, "").unwrap_err();
+            assert_eq!(
+                e,
+                format!("the {what} is too short (1 < 16 characters; for example `openssl rand -hex 32` makes one)")
+            );
+        }
         assert!(read_token(Some(&dir.join("missing")))
             .unwrap_err()
             .contains("missing"));

@@ -145,6 +145,19 @@ fn bad(field: impl Into<String>, problem: impl Into<String>) -> InvalidResult {
 /// Highest epoch number accepted (trials run at most 10,000 epochs).
 pub const MAX_EPOCH: u32 = 10_000;
 
+/// The one rule for an epoch number a worker sends about a leased trial of `epochs` epochs
+/// (progress, a checkpoint, a kept model, a result's epochs): one of that trial's own.
+pub fn check_epoch(field: &str, epoch: u32, epochs: u32) -> Result<(), InvalidResult> {
+    if (1..=epochs).contains(&epoch) {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            format!("{epoch} is not an epoch of this trial (1 to {epochs})"),
+        ))
+    }
+}
+
 /// Largest magnitude accepted for a loss, a time or a rate: far beyond any real value, small
 /// enough that a chart's axis (value * 1.05) stays finite.
 pub const MAX_VALUE: f64 = 1e12;
@@ -263,6 +276,31 @@ impl TestMetrics {
 pub const MAX_TEXT: usize = 4096;
 
 impl TrialResult {
+    /// Refuses a result that cannot be the result of its trial (of `epochs` epochs): an epoch
+    /// number outside 1 to `epochs`, or epochs out of order or repeated, or a diverged epoch
+    /// past the end. [`TrialResult::validate`] checks what holds for any trial.
+    pub fn fits(&self, epochs: u32) -> Result<(), InvalidResult> {
+        let mut last = 0;
+        for (i, e) in self.epochs.iter().enumerate() {
+            let field = format!("epochs[{i}].epoch");
+            check_epoch(&field, e.epoch, epochs)?;
+            if e.epoch <= last {
+                return Err(bad(
+                    field,
+                    format!(
+                        "{} comes after epoch {last}: epochs go up, each once",
+                        e.epoch
+                    ),
+                ));
+            }
+            last = e.epoch;
+        }
+        if let Some(d) = self.diverged_epoch {
+            check_epoch("diverged_epoch", d, epochs)?;
+        }
+        Ok(())
+    }
+
     /// Refuses a result that cannot be true: out-of-range or non-finite values, test metrics on
     /// a trial that did not complete, a completed trial without them, a diverged trial without
     /// its epoch. The error names the field.

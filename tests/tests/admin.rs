@@ -292,7 +292,7 @@ fn the_worker_token_is_refused_on_every_admin_call() {
     }
     // A wrong token is refused too, and nothing was submitted meanwhile.
     let wrong = a.dir.path().join("wrong");
-    std::fs::write(&wrong, "not-the-token").unwrap();
+    std::fs::write(&wrong, "not-the-token-at-all").unwrap();
     let out = a.run(&["status"], wrong.to_str().unwrap());
     assert!(
         !out.status.success() && text(&out).contains("wrong admin token"),

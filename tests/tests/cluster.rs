@@ -576,7 +576,13 @@ fn workers_without_the_token_are_refused() {
     let db = dir.path().join("auth.db");
     let port = free_port();
     let _server = serve(dir.path(), &db, port, TOKEN, 3.0, "server.log", &[]);
-    let mut wrong = worker(dir.path(), port, Some("not-the-token"), &data, "wrong");
+    let mut wrong = worker(
+        dir.path(),
+        port,
+        Some("not-the-token-at-all"),
+        &data,
+        "wrong",
+    );
     let status = wrong
         .wait_exit(Duration::from_secs(30))
         .expect("a refused worker must exit");

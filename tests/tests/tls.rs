@@ -241,7 +241,7 @@ fn wrong_ca_missing_client_cert_and_wrong_token_are_refused() {
     );
 
     // Right certificates, wrong token: TLS does not replace the token check.
-    let mut w = c.worker("wrong-token", &url, &MTLS, "not-the-token", None);
+    let mut w = c.worker("wrong-token", &url, &MTLS, "not-the-token-at-all", None);
     refused(&mut w, "a worker with the wrong token must stop");
     assert!(
         w.log_text().contains("wrong worker token"),
@@ -268,7 +268,7 @@ fn serve_refuses_plaintext_off_loopback_unless_asked() {
     let out = Command::new(bin("coordinator"))
         .args(["serve", "--listen", "0.0.0.0:0", "--db"])
         .arg(&db)
-        .env("SWEEP_TOKEN", "t0123456789")
+        .env("SWEEP_TOKEN", "t0123456789abcdef")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -290,10 +290,21 @@ fn serve_refuses_plaintext_off_loopback_unless_asked() {
             "--db",
         ])
         .arg(&db)
-        .env("SWEEP_TOKEN", "t0123456789")
+        .env("SWEEP_TOKEN", "t0123456789abcdef")
         .output()
         .unwrap();
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("nope.pem"), "{err}");
+
+    // A guessable worker token is refused as an admin token is (one rule for both).
+    let short = Command::new(bin("coordinator"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env("SWEEP_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(err.contains("worker token is too short (1 < 16"), "{err}");
 }

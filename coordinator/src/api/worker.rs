@@ -32,7 +32,7 @@ fn stale(lease: &LeaseRef) -> Response<pb::Ack> {
     Response::new(ack(Reply::ignored(
         Rejected::StaleLease {
             trial: lease.trial.clone(),
-            attempt: 0,
+            attempt: lease.attempt,
         }
         .to_string(),
     )))
@@ -106,7 +106,19 @@ impl Coordinator for WorkerApi {
             .await?
             .ok_or_else(|| Status::invalid_argument("an empty checkpoint stream"))?;
         let lease = lease_ref(first.lease.clone())?;
-        match self.handle.holds(&first.worker_id, &lease) {
+        let model = match pb::ArtifactKind::try_from(first.kind) {
+            Ok(kind) => kind == pb::ArtifactKind::Model,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "kind: {} is not an artifact kind (0 checkpoint, 1 model)",
+                    first.kind
+                )))
+            }
+        };
+        match self
+            .handle
+            .holds_upload(&first.worker_id, &lease, first.epoch)
+        {
             Ok(()) => {}
             Err(AppError::NotHeld(_)) => return Ok(stale(&lease)),
             Err(e) => return Err(e.into()),
@@ -123,7 +135,6 @@ impl Coordinator for WorkerApi {
                 "the first chunk names the epoch (>= 1) and the SHA-256 (64 hex digits)",
             ));
         }
-        let model = first.kind == pb::ArtifactKind::Model as i32;
         let path = self
             .handle
             .upload_target(model)

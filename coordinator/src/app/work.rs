@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use sweep_proto::limits::MAX_NAME;
+use sweep_proto::result::check_epoch;
 use sweep_proto::{EpochMetrics, ModuleHash, TrialResult, TrialStatus};
 use tokio::sync::watch;
 
@@ -183,6 +184,7 @@ impl Handle {
                 .as_ref()
                 .filter(|(id, _)| !id.is_empty())
                 .map(|(id, secret)| (id.as_str(), secret.as_str()));
+            let known = resume.and_then(|(id, _)| s.core.record(id));
             let (record, secret) = s.core.register(fresh, resume, now);
             tracing::info!(worker = %record.id, device = ?r.device, slots = r.slots, gpu = %r.gpu_model, "worker registered");
             let registered = Registered {
@@ -190,9 +192,14 @@ impl Handle {
                 secret,
                 heartbeat_interval_ms: heartbeat_interval_ms(&s.core.config),
             };
-            (registered, s.enqueue(Write::Worker(record)))
+            // A worker resuming as the database already has it writes nothing, so that it
+            // can come back while the disk refuses writes and keep offering its results.
+            let done = (known.as_ref() != Some(&record)).then(|| s.enqueue(Write::Worker(record)));
+            (registered, done)
         };
-        self.committed(done).await?;
+        if let Some(done) = done {
+            self.committed(done).await?;
+        }
         Ok(registered)
     }
 
@@ -322,6 +329,10 @@ impl Handle {
     ) -> Result<Reply, AppError> {
         let (done, stop) = {
             let mut s = self.lock();
+            if let Some(n) = s.epochs_of(&lease.trial) {
+                check_epoch("metrics.epoch", metrics.epoch, n)
+                    .map_err(|e| AppError::Invalid(e.to_string()))?;
+            }
             let now = s.now_ms();
             match s
                 .core
@@ -381,6 +392,11 @@ impl Handle {
         finished.test_accuracy = result.test_accuracy();
         let (done, repeat) = {
             let mut s = self.lock();
+            if let Some(n) = s.epochs_of(trial) {
+                result
+                    .fits(n)
+                    .map_err(|e| AppError::Invalid(format!("result.{e}")))?;
+            }
             let now = s.now_ms();
             tracing::debug!(%trial, attempt, status = ?result.status, acc = ?result.test_accuracy(), "result");
             match s.core.finish(worker, trial, attempt, result.clone(), now) {
@@ -450,6 +466,15 @@ impl Handle {
             _ => Err(AppError::NotHeld(format!(
                 "trial {trial} attempt {attempt} is not leased to {worker}"
             ))),
+        }
+    }
+
+    /// [`Handle::holds`], and the upload's `epoch` is one of the trial's.
+    pub fn holds_upload(&self, worker: &str, lease: &LeaseRef, epoch: u32) -> Result<(), AppError> {
+        self.holds(worker, lease)?;
+        match self.lock().epochs_of(&lease.trial) {
+            Some(n) => check_epoch("epoch", epoch, n).map_err(|e| AppError::Invalid(e.to_string())),
+            None => Ok(()),
         }
     }
 
@@ -557,5 +582,13 @@ impl Handle {
             })?;
         tracing::info!(%trial, %hash, size, "sending a TorchScript module");
         Ok((hash, size, sha256, self.checkpoints.module_path(hash)))
+    }
+}
+
+impl Shared {
+    /// How many epochs trial `id` runs, if the core knows it: what a worker's epoch numbers
+    /// about it must stay within.
+    fn epochs_of(&self, id: &str) -> Option<u32> {
+        self.core.trial(id).map(|t| t.spec.epochs)
     }
 }

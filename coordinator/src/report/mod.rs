@@ -1024,6 +1024,24 @@ mod tests {
         r.build()
     }
 
+    /// A worker's text reaches report.md as text: HTML in a reason is escaped (Markdown
+    /// viewers render raw HTML; report.html already escaped it). Notes, devices and class
+    /// names are not in report.md; every table cell and finding goes through `md_text`.
+    #[test]
+    fn worker_text_cannot_put_html_into_report_md() {
+        let text = "name = \"r\"\n[grid]\nseed = [1, 2]\n";
+        let s = plan::parse(text, Path::new("g.toml")).unwrap();
+        let mut failed = result(0.0, TrialStatus::Failed);
+        failed.reason = Some("<script>alert(1)</script>\nsecond | line".into());
+        let r = Report::from_results(&s, vec![failed, result(0.5, TrialStatus::Completed)]);
+        let md = crate::report::render::markdown(&r);
+        assert!(!md.contains("<script"), "{md}");
+        assert!(
+            md.contains("&lt;script&gt;alert(1)&lt;/script&gt; second / line"),
+            "{md}"
+        );
+    }
+
     fn report_for(accs: &[Option<f64>]) -> Report {
         let text = "name = \"r\"\n[grid]\nmodel = [\"dense\", \"seed-cnn\"]\ncolor = [\"color\", \"grayscale\"]\n";
         let s = plan::parse(text, Path::new("g.toml")).unwrap();

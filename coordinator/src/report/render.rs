@@ -6,10 +6,20 @@ use crate::report::{Estimate, Report, Table};
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// A [`Table`] as markdown; `|` in a cell becomes `/`.
+/// Text that may come from a worker (a reason, notes, a device, class names) made inert in
+/// Markdown: viewers render raw HTML (`<script>`, `<img onerror=...>`), so `&`, `<` and `>`
+/// become entities, and line breaks become spaces (a cell or a finding keeps to its line).
+pub fn md_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace(['\n', '\r'], " ")
+}
+
+/// A [`Table`] as markdown: cells through [`md_text`], and `|` in a cell becomes `/`.
 pub fn md_table(t: &Table) -> String {
     let row = |cells: &[String]| {
-        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "/")).collect();
+        let cells: Vec<String> = cells.iter().map(|c| md_text(c).replace('|', "/")).collect();
         format!("| {} |\n", cells.join(" | "))
     };
     let mut out = row(&t.head) + &format!("|{}\n", "---|".repeat(t.head.len()));
@@ -46,7 +56,7 @@ pub fn markdown(report: &Report) -> String {
         report.direction
     );
     for f in &report.findings {
-        let _ = writeln!(out, "- {f}");
+        let _ = writeln!(out, "- {}", md_text(f));
     }
     let _ = write!(
         out,

@@ -1,7 +1,9 @@
 //! Running trials' checkpoints on the coordinator's disk, beside the database.
 //!
 //! One file per trial, the latest: `TRIAL.ckpt`, with `TRIAL.json` holding its epoch, size and
-//! SHA-256. A checkpoint arrives as chunks into `TRIAL.ATTEMPT.tmp`, is checked against the
+//! SHA-256. A checkpoint arrives as chunks into `TRIAL.ATTEMPT.N.tmp` (N numbers the uploads:
+//! two streams for one lease never share a file, and a failed one removes only its own), is
+//! checked against the
 //! size and checksum its sender announced, synced, and only then renamed over the previous one
 //! (then the sidecar, the same way), so a crash never leaves half a file; a crash between the
 //! two renames leaves a checkpoint that does not match its sidecar, which the next read
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use sweep_proto::ModuleHash;
 
@@ -38,6 +41,11 @@ pub struct Meta {
 pub struct Checkpoints {
     dir: PathBuf,
     index: Mutex<HashMap<String, Meta>>,
+    /// Numbers each upload's temporary file.
+    uploads: AtomicU64,
+    /// Held through a commit's check and renames: two commits of one trial never interleave
+    /// (a file from one and the sidecar of the other would be a checkpoint lost).
+    committing: Mutex<()>,
 }
 
 /// Trial ids are 16 hex digits; only such names become file names here.
@@ -71,6 +79,8 @@ impl Checkpoints {
         Ok(Checkpoints {
             dir: dir.to_path_buf(),
             index: Mutex::new(index),
+            uploads: AtomicU64::new(0),
+            committing: Mutex::new(()),
         })
     }
 
@@ -88,8 +98,10 @@ impl Checkpoints {
     }
 
     /// Where an upload of `trial` by `attempt` is written before it is checked.
+    /// A new name at every call, so concurrent uploads of one lease each write their own.
     pub fn upload_path(&self, trial: &str, attempt: u32) -> PathBuf {
-        self.dir.join(format!("{trial}.{attempt}.tmp"))
+        let n = self.uploads.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{trial}.{attempt}.{n}.tmp"))
     }
 
     fn file(&self, trial: &str) -> PathBuf {
@@ -103,6 +115,7 @@ impl Checkpoints {
     /// Makes a checked upload the trial's checkpoint, unless a later epoch is already stored.
     /// Blocking.
     pub fn commit(&self, trial: &str, upload: &Path, meta: Meta) -> std::io::Result<bool> {
+        let _one_at_a_time = self.committing.lock().unwrap_or_else(|p| p.into_inner());
         if self.latest(trial).is_some_and(|m| m.epoch > meta.epoch) {
             let _ = std::fs::remove_file(upload);
             return Ok(false);
@@ -269,9 +282,10 @@ mod tests {
         assert!(!c.commit("ab12", &p, old).unwrap());
         assert!(!p.exists());
         // A crash mid-upload leaves a .tmp, removed on the next start.
-        std::fs::write(c.upload_path("ab12", 2), b"half").unwrap();
+        let half = c.upload_path("ab12", 2);
+        std::fs::write(&half, b"half").unwrap();
         let c = Checkpoints::open(dir.path()).unwrap();
-        assert!(!c.upload_path("ab12", 2).exists());
+        assert!(!half.exists());
         assert_eq!(c.latest("ab12"), Some(m.clone()));
         assert_eq!(c.read("ab12").unwrap(), (m, vec![2, 9, 9]));
         // A flipped byte on disk: refused, dropped, and the trial has no checkpoint any more.
@@ -280,6 +294,53 @@ mod tests {
         assert!(err.contains("failed its checksum"), "{err}");
         assert_eq!(c.latest("ab12"), None);
         assert!(!dir.path().join("ab12.json").exists());
+    }
+
+    /// Two streams for one lease at once (issue 28): each writes its own file, the commits
+    /// take turns, and the stored checkpoint is one of the two whole, matching its sidecar.
+    /// With one shared temporary file, the bytes mixed and the next read was DATA_LOSS.
+    #[test]
+    fn concurrent_uploads_of_one_lease_never_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = std::sync::Arc::new(Checkpoints::open(dir.path()).unwrap());
+        let bodies: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 64 * 1024]).collect();
+        let paths: Vec<PathBuf> = bodies.iter().map(|_| c.upload_path("cd34", 1)).collect();
+        assert_eq!(
+            paths.iter().collect::<std::collections::HashSet<_>>().len(),
+            4
+        );
+        // Interleaved writes, a chunk of each in turn, as concurrent streams arrive.
+        let mut files: Vec<std::fs::File> = paths
+            .iter()
+            .map(|p| std::fs::File::create(p).unwrap())
+            .collect();
+        for k in 0..64 {
+            for (f, b) in files.iter_mut().zip(&bodies) {
+                f.write_all(&b[k * 1024..(k + 1) * 1024]).unwrap();
+            }
+        }
+        drop(files);
+        let threads: Vec<_> = paths
+            .into_iter()
+            .zip(&bodies)
+            .map(|(p, b)| {
+                let (c, meta) = (
+                    c.clone(),
+                    Meta {
+                        epoch: 1,
+                        attempt: 1,
+                        size: b.len() as u64,
+                        sha256: sha256_hex(b),
+                    },
+                );
+                std::thread::spawn(move || c.commit("cd34", &p, meta).unwrap())
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        let (meta, bytes) = c.read("cd34").unwrap();
+        assert!(bodies.contains(&bytes) && meta.sha256 == sha256_hex(&bytes));
     }
 
     #[test]
