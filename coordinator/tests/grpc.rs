@@ -780,10 +780,11 @@ async fn a_watch_follows_trials_added_by_a_resubmit() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.trials, 1);
+    assert_eq!((r.trials, r.dropped_queued), (1, 2));
     let first = events.message().await.unwrap().unwrap();
     assert_eq!(first.kind, pb::EventKind::Submitted as i32);
-    // Only the new trial (seed 3) belongs to `g` now; of the three leases, its is seen.
+    // Only the new trial (seed 3) belongs to `g` now: the two the file no longer lists were
+    // dropped, and its lease is the one seen.
     let mut c = s.worker().await;
     let w = c
         .register(pb::RegisterRequest {
@@ -805,7 +806,7 @@ async fn a_watch_follows_trials_added_by_a_resubmit() {
         .unwrap()
         .into_inner()
         .leases;
-    assert_eq!(leases.len(), 3);
+    assert_eq!(leases.len(), 1);
     let e = tokio::time::timeout(std::time::Duration::from_secs(5), events.message())
         .await
         .expect("an event")
@@ -1180,6 +1181,88 @@ async fn numbers_that_do_not_fit_the_trial_are_refused_naming_the_field() {
     assert!(
         !ack.accepted && ack.reason.contains(&format!("attempt {}", lease.attempt)),
         "{ack:?}"
+    );
+    server.stop().await;
+}
+
+/// Issue 28: a 40-trial sweep edited down to 4 and submitted again. The 34 queued trials it no
+/// longer lists are removed (no worker gets them, before or after a restart), the running one
+/// is stopped through its worker's heartbeat, the finished one is kept for reuse, and the
+/// answer says so.
+#[tokio::test]
+async fn an_edited_sweep_drops_what_it_no_longer_lists() {
+    let seeds = |r: std::ops::RangeInclusive<u32>| {
+        let list: Vec<String> = r.map(|s| s.to_string()).collect();
+        format!("name = \"e\"\n[grid]\nseed = [{}]\n", list.join(", "))
+    };
+    let server = Server::on(tempfile::tempdir().unwrap(), Some(&seeds(1..=40))).await;
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w").await;
+    let done = lease_one(&mut c, &w).await;
+    c.report_result(report(&w, &done.trial_id, 1, result_msg(0.5)))
+        .await
+        .unwrap();
+    let running = lease_one(&mut c, &w).await;
+    let mut admin = server.admin().await;
+    // The edited file lists neither of those two, nor 34 more.
+    let r = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: "e.toml".into(),
+            sweep_toml: seeds(3..=6),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.trials, r.dropped_queued, r.dropped_running),
+        (4, 34, 1),
+        "{r:?}"
+    );
+    let beat = c
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: w.clone(),
+            running: vec![pb::LeaseRef {
+                trial_id: running.trial_id.clone(),
+                attempt: 1,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(beat.cancel.len(), 1, "the dropped running trial is stopped");
+    let leasable = |h: &Handle| {
+        h.lock()
+            .core
+            .trials()
+            .filter(|(_, t)| matches!(t.state, TrialState::Queued { .. }))
+            .count()
+    };
+    assert_eq!(leasable(&server.handle), 4);
+    let dir = server.stop_keeping_data().await;
+    let server = Server::on(dir, None).await;
+    assert_eq!(leasable(&server.handle), 4, "a restart brings none back");
+    let h = &server.handle;
+    assert!(matches!(
+        h.lock().core.trial(&done.trial_id).unwrap().state,
+        TrialState::Finished { .. }
+    ));
+    // Listing the finished one again reuses its result.
+    let mut admin = server.admin().await;
+    let r = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: "e.toml".into(),
+            sweep_toml: seeds(1..=6),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // (This test's result has no provenance, so it counts as another trainer's: stale.)
+    assert_eq!(
+        (r.reused + r.stale, r.dropped_queued, r.dropped_running),
+        (1, 0, 0),
+        "{r:?}"
     );
     server.stop().await;
 }

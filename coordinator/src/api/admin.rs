@@ -72,7 +72,7 @@ impl Admin for AdminService {
             .map_err(Status::invalid_argument)?;
         let h = self.handle.clone();
         run(move || {
-            let stale = h.submit(&sweep, r.rerun)?;
+            let submitted = h.submit(&sweep, r.rerun)?;
             let planned: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
             let finished = h.sweep_counts(&sweep.name, &planned).1.finished;
             tracing::info!(sweep = %sweep.name, trials = sweep.size(), "sweep submitted");
@@ -80,7 +80,9 @@ impl Admin for AdminService {
                 name: sweep.name.clone(),
                 trials: sweep.size() as u32,
                 reused: finished as u32,
-                stale: stale as u32,
+                stale: submitted.stale as u32,
+                dropped_queued: submitted.dropped.queued.len() as u32,
+                dropped_running: submitted.dropped.running.len() as u32,
             })
         })
         .await

@@ -18,7 +18,7 @@ use crate::plan::Sweep;
 use crate::report::Report;
 use crate::sched::core::{Requeued, TrialId, TrialState, WorkerId};
 use crate::store::files::Meta;
-use crate::store::{StoreError, Write};
+use crate::store::{StoreError, Submitted, Write};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
@@ -55,11 +55,13 @@ fn models_of(sweep: &Sweep) -> Vec<(String, sweep_proto::Model)> {
 
 impl Handle {
     /// Records a sweep and queues its new (or, with `rerun`, all) trials, and those whose
-    /// results came from a trainer of other semantics; returns how many of those there were.
+    /// results came from a trainer of other semantics. Trials of its previous version that it
+    /// no longer lists (and no other sweep does) are dropped by [`crate::store::Dropped`]'s
+    /// rules: queued ones removed, running ones stopped, ended ones kept for reuse.
     ///
     /// A trial the database re-queued replaces the core's only where the core holds it ended
     /// (never a running lease).
-    pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
+    pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<Submitted, StoreError> {
         let _admin = self.admin_change();
         // Workers fetch the modules from here: they are stored before any trial can lease.
         for (hash, path) in &sweep.modules {
@@ -76,17 +78,34 @@ impl Handle {
                 }
             }
         }
-        let (stale, stored, members) = {
+        let (submitted, stored, members) = {
             let mut store = self.store();
-            let stale = store.add_sweep(sweep, rerun)?;
+            let submitted = store.add_sweep(sweep, rerun)?;
             // A search goes on from the members it has.
             let members = match &sweep.search {
                 Some(_) => store.sweep(&sweep.name)?.map(|s| s.trials),
                 None => None,
             };
-            (stale, store.load_trials()?, members)
+            (submitted, store.load_trials()?, members)
         };
         let mut s = self.lock();
+        let dropped = &submitted.dropped;
+        for id in &dropped.queued {
+            s.core.remove_queued(id);
+        }
+        // Running ones, and a dropped queued one a worker leased meanwhile (its row is gone,
+        // so its result would have nowhere to go): stopped at their next heartbeat.
+        let stop: Vec<TrialId> = dropped
+            .running
+            .iter()
+            .chain(&dropped.queued)
+            .filter(|id| s.core.trial(id).is_some_and(|t| !t.state.is_terminal()))
+            .cloned()
+            .collect();
+        s.core.follow_cancel(&stop);
+        if !dropped.queued.is_empty() || !dropped.running.is_empty() {
+            tracing::info!(sweep = %sweep.name, queued = dropped.queued.len(), running = dropped.running.len(), kept = dropped.kept, "trials the edited sweep no longer lists were dropped");
+        }
         let wanted: HashSet<&str> = sweep.trials.iter().map(|t| t.id.as_str()).collect();
         for t in stored
             .into_iter()
@@ -105,7 +124,7 @@ impl Handle {
         drop(s);
         self.forget_views();
         self.emit(Event::submitted(&sweep.name));
-        Ok(stale)
+        Ok(submitted)
     }
 
     /// Cancels sweep `name`: its queued and running trials that no other active sweep needs.

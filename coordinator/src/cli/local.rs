@@ -149,7 +149,12 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     let handle = Handle::open(&db, opts.config)?;
     // The local workers of an earlier run of this sweep died with it: none will resume.
     handle.drop_restored_workers().await?;
-    let stale = handle.submit(&sweep, opts.rerun)?;
+    let submitted = handle.submit(&sweep, opts.rerun)?;
+    let stale = submitted.stale;
+    let d = &submitted.dropped;
+    if let Some(line) = crate::dropped_line(d.queued.len() as u32, d.running.len() as u32) {
+        eprintln!("{line}");
+    }
     if stale > 0 {
         eprintln!(
             "running {stale} finished trials again: their results came from a trainer of other semantics (this one is v{})",

@@ -585,12 +585,23 @@ async fn submit(target: Target, sweep: &Path, rerun: bool, force: bool) -> Resul
 
 /// `coordinator submit --db`: the sweep goes into a database nobody serves.
 fn submit_here(handle: &Handle, s: Sweep, rerun: bool) -> Result<()> {
-    let stale = handle.submit(&s, rerun)?;
+    let submitted = handle.submit(&s, rerun)?;
     println!("submitted sweep `{}`: {} trials", s.name, s.trials.len());
-    if stale > 0 {
-        println!("{stale} finished trials will run again: their results came from a trainer of other semantics (this one is v{})", sweep_proto::TRAINER_SEMANTICS);
+    if submitted.stale > 0 {
+        println!("{} finished trials will run again: their results came from a trainer of other semantics (this one is v{})", submitted.stale, sweep_proto::TRAINER_SEMANTICS);
+    }
+    let d = &submitted.dropped;
+    if let Some(line) = dropped_line(d.queued.len() as u32, d.running.len() as u32) {
+        println!("{line}");
     }
     Ok(())
+}
+
+/// What `submit` says about the trials an edited sweep no longer lists, if there were any.
+pub fn dropped_line(queued: u32, running: u32) -> Option<String> {
+    (queued + running > 0).then(|| {
+        format!("dropped the trials this version no longer lists: {queued} queued removed, {running} running stopped (finished ones are kept for reuse)")
+    })
 }
 
 /// `coordinator cancel --db`: a sweep, or one of its trials.

@@ -100,6 +100,9 @@ pub async fn submit(c: &mut Client, file: &Path, rerun: bool, force: bool) -> Re
             r.stale
         );
     }
+    if let Some(line) = crate::dropped_line(r.dropped_queued, r.dropped_running) {
+        println!("{line}");
+    }
     debug_assert_eq!(r.name, sweep.name);
     Ok(())
 }

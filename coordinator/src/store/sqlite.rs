@@ -509,13 +509,20 @@ impl Store {
     /// this sweep are queued again with their next attempt number; without it, so are those
     /// finished by a trainer of other semantics ([`TRAINER_SEMANTICS`]), whose numbers would
     /// differ today. Returns how many of those stale results were queued again.
-    pub fn add_sweep(&mut self, sweep: &Sweep, rerun: bool) -> Result<usize, StoreError> {
+    /// Records `sweep` (a new one, or a new version of one) and its trials. Returns the
+    /// finished trials queued again for another trainer's semantics, and what happened to the
+    /// trials the previous version listed and this one does not (see [`Dropped`]).
+    pub fn add_sweep(&mut self, sweep: &Sweep, rerun: bool) -> Result<Submitted, StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
             source: e,
         })?;
-        let r: Result<usize, rusqlite::Error> = (|| {
+        let r: Result<Submitted, rusqlite::Error> = (|| {
             let mut stale = 0;
+            let before: Vec<String> = tx
+                .prepare("SELECT trial FROM sweep_trials WHERE sweep = ?1")?
+                .query_map(params![sweep.name], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             let previous: Option<String> = tx
                 .query_row(
                     "SELECT search FROM sweeps WHERE name = ?1",
@@ -576,9 +583,10 @@ impl Store {
                     stale += requeue_on_submit(&tx, &id, sweep, rerun)?;
                 }
             }
-            Ok(stale)
+            let dropped = drop_unlisted(&tx, before)?;
+            Ok(Submitted { stale, dropped })
         })();
-        let stale = r.map_err(|e| StoreError::Sqlite {
+        let submitted = r.map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
             source: e,
         })?;
@@ -586,7 +594,7 @@ impl Store {
             path: self.path.clone(),
             source: e,
         })?;
-        Ok(stale)
+        Ok(submitted)
     }
 
     pub fn sweep(&self, name: &str) -> Result<Option<StoredSweep>, StoreError> {
@@ -932,6 +940,64 @@ impl Store {
 
 /// The ids an `UPDATE ... RETURNING id` with one parameter changed.
 /// Whether a stored search (its JSON) has `sweep`'s space: the same axes and defaults.
+/// What a submit did: finished trials queued again for another trainer's semantics, and the
+/// previous version's trials the new one no longer lists.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Submitted {
+    pub stale: usize,
+    pub dropped: Dropped,
+}
+
+/// Trials an edited sweep no longer lists, and no other sweep does. Queued ones are removed
+/// (nothing of them is lost: they never ran), running ones are cancelled (their worker is told
+/// at its next heartbeat), and ended ones are kept: a later version that lists them again
+/// reuses their results.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dropped {
+    pub queued: Vec<TrialId>,
+    pub running: Vec<TrialId>,
+    pub kept: usize,
+}
+
+/// Applies [`Dropped`]'s rules to the members a sweep had `before` that no sweep lists now.
+fn drop_unlisted(
+    tx: &rusqlite::Transaction,
+    before: Vec<String>,
+) -> Result<Dropped, rusqlite::Error> {
+    let mut dropped = Dropped::default();
+    for id in before {
+        let listed: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sweep_trials WHERE trial = ?1)",
+            params![id],
+            |r| r.get(0),
+        )?;
+        if listed {
+            continue;
+        }
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM trials WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match state.as_deref().and_then(StoredState::parse) {
+            Some(StoredState::Queued) => {
+                tx.execute("DELETE FROM trials WHERE id = ?1", params![id])?;
+                dropped.queued.push(id.into());
+            }
+            Some(StoredState::Running) => {
+                tx.execute(
+                    "UPDATE trials SET state = 'cancelled' WHERE id = ?1",
+                    params![id],
+                )?;
+                dropped.running.push(id.into());
+            }
+            Some(_) => dropped.kept += 1,
+            None => {}
+        }
+    }
+    Ok(dropped)
+}
+
 fn same_space(previous: Option<&str>, sweep: &Sweep) -> bool {
     let old = previous.and_then(|p| serde_json::from_str::<SearchRule>(p).ok());
     match (old, &sweep.search) {
@@ -1183,7 +1249,7 @@ mod tests {
         )
         .unwrap();
         let ids: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
-        assert_eq!(store.add_sweep(&sweep, false).unwrap(), 0);
+        assert_eq!(store.add_sweep(&sweep, false).unwrap().stale, 0);
         let with = |semantics: Option<u32>| {
             let mut r = result(0.5);
             r.provenance = semantics.map(|semantics| sweep_proto::Provenance {
@@ -1201,7 +1267,7 @@ mod tests {
             record_lease(&mut store, id, 1, "w");
             record_result(&mut store, id, 1, "w", r);
         }
-        assert_eq!(store.add_sweep(&sweep, false).unwrap(), 2);
+        assert_eq!(store.add_sweep(&sweep, false).unwrap().stale, 2);
         let trials = store.load_trials().unwrap();
         let state = |id: &str| trials.iter().find(|t| t.id == id).unwrap().state.clone();
         assert!(matches!(state(&ids[0]), TrialState::Finished { .. }));
