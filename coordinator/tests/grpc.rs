@@ -1112,23 +1112,12 @@ async fn numbers_that_do_not_fit_the_trial_are_refused_naming_the_field() {
             .unwrap_err(),
         "kind: 7 is not an artifact kind",
     );
-    let epoch = |n: u32| sweep_proto::EpochMetrics {
-        epoch: n,
-        train_loss: 1.0,
-        train_accuracy: 0.5,
-        val_loss: None,
-        val_accuracy: None,
-        train_binary_accuracy: None,
-        val_binary_accuracy: None,
-        lr: 0.1,
-        seconds: 1.0,
-        images_per_sec: 1.0,
-    };
+    let epoch = |n: u32| sweep_proto::EpochMetrics::from(epoch_msg(n, 0.5));
     refused(
         c.report_progress(pb::ProgressReport {
             worker_id: w.clone(),
             lease: lease_ref(),
-            metrics: Some(pb::EpochMetrics::from(&epoch(10_000))),
+            metrics: Some(epoch_msg(10_000, 0.5)),
         })
         .await
         .unwrap_err(),
@@ -1185,6 +1174,21 @@ async fn numbers_that_do_not_fit_the_trial_are_refused_naming_the_field() {
     server.stop().await;
 }
 
+/// Submits sweep `toml` through the Admin API, as `e.toml`.
+async fn submit_text(server: &Server, toml: String) -> pb::SubmitSweepResponse {
+    server
+        .admin()
+        .await
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: "e.toml".into(),
+            sweep_toml: toml,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Issue 28: a 40-trial sweep edited down to 4 and submitted again. The 34 queued trials it no
 /// longer lists are removed (no worker gets them, before or after a restart), the running one
 /// is stopped through its worker's heartbeat, the finished one is kept for reuse, and the
@@ -1203,17 +1207,8 @@ async fn an_edited_sweep_drops_what_it_no_longer_lists() {
         .await
         .unwrap();
     let running = lease_one(&mut c, &w).await;
-    let mut admin = server.admin().await;
     // The edited file lists neither of those two, nor 34 more.
-    let r = admin
-        .submit_sweep(pb::SubmitSweepRequest {
-            file_name: "e.toml".into(),
-            sweep_toml: seeds(3..=6),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = submit_text(&server, seeds(3..=6)).await;
     assert_eq!(
         (r.trials, r.dropped_queued, r.dropped_running),
         (4, 34, 1),
@@ -1248,16 +1243,7 @@ async fn an_edited_sweep_drops_what_it_no_longer_lists() {
         TrialState::Finished { .. }
     ));
     // Listing the finished one again reuses its result.
-    let mut admin = server.admin().await;
-    let r = admin
-        .submit_sweep(pb::SubmitSweepRequest {
-            file_name: "e.toml".into(),
-            sweep_toml: seeds(1..=6),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = submit_text(&server, seeds(1..=6)).await;
     // (This test's result has no provenance, so it counts as another trainer's: stale.)
     assert_eq!(
         (r.reused + r.stale, r.dropped_queued, r.dropped_running),
