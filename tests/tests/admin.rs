@@ -4,7 +4,7 @@
 //! opens the database a running coordinator holds.
 
 use integration_tests::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -35,9 +35,24 @@ fn start() -> Admin {
     synthetic_cifar(&data, 20, 10);
     let db = dir.path().join("admin.db");
     let (port, http) = (free_port(), free_port());
+    let server = serve_tls(&dir.path().join("server.log"), &certs, &db, port, http);
+    Admin {
+        dir,
+        certs,
+        data,
+        db,
+        port,
+        http,
+        server,
+    }
+}
+
+/// `coordinator serve` on `port` with mTLS, both tokens and the dashboard on `http`, once
+/// it is ready.
+fn serve_tls(log: &Path, certs: &Path, db: &Path, port: u16, http: u16) -> Proc {
     let mut cmd = Command::new(bin("coordinator"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
-        .arg(&db)
+        .arg(db)
         .arg("--tls-cert")
         .arg(certs.join("server.pem"))
         .arg("--tls-key")
@@ -52,22 +67,14 @@ fn start() -> Admin {
         .env_remove("SWEEP_TOKEN")
         .env_remove("SWEEP_ADMIN_TOKEN")
         .env("RUST_LOG", "info");
-    let server = Proc::spawn(&mut cmd, dir.path().join("server.log"));
+    let server = Proc::spawn(&mut cmd, log.to_path_buf());
     assert!(
         wait_until(Duration::from_secs(20), || http_status(http, "/readyz")
             == Some(200)),
         "coordinator never became ready: {}",
         server.log_text()
     );
-    Admin {
-        dir,
-        certs,
-        data,
-        db,
-        port,
-        http,
-        server,
-    }
+    server
 }
 
 impl Admin {
@@ -211,6 +218,52 @@ fn remote_submit_watch_status_report_over_mtls() {
     assert_eq!(http_status(a.http, "/api/sweeps/quick"), Some(200));
     assert_eq!(http_status(a.http, "/api/sweeps/nope"), Some(404));
     assert_eq!(http_status(a.http, "/"), Some(200));
+}
+
+/// `coordinator watch` rides out a coordinator killed and restarted under it: it says it
+/// lost the coordinator, subscribes again, and ends as usual when the sweep does. Before, it
+/// ended with "h2 protocol error".
+#[test]
+fn a_watch_reconnects_when_the_coordinator_restarts() {
+    let _serial = serial();
+    let mut a = start();
+    let quick = a.sweep("quick", QUICK);
+    a.ok(&["submit", quick.to_str().unwrap()]);
+    let mut watch = Proc::spawn(
+        &mut a.command(&["watch", "quick", "--quiet"], "admin-token"),
+        a.dir.path().join("watch.log"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || watch
+            .log_text()
+            .contains("watching sweep `quick`")),
+        "{}",
+        watch.log_text()
+    );
+    a.server.kill();
+    // Down long enough for watch to notice and retry at least once.
+    assert!(
+        wait_until(Duration::from_secs(30), || watch
+            .log_text()
+            .contains("reconnecting in")),
+        "{}",
+        watch.log_text()
+    );
+    a.server = serve_tls(
+        &a.dir.path().join("server2.log"),
+        &a.certs,
+        &a.db,
+        a.port,
+        a.http,
+    );
+    let _w = a.worker("w1", "token");
+    let status = watch
+        .wait_exit(Duration::from_secs(120))
+        .expect("watch ends when every trial has ended");
+    let seen = watch.log_text();
+    assert!(status.success(), "{seen}");
+    assert!(seen.contains("watching again sweep `quick`"), "{seen}");
+    assert!(seen.contains("quick: 2 trials: 2 finished"), "{seen}");
 }
 
 #[test]

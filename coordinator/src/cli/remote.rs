@@ -202,13 +202,7 @@ pub async fn status(c: &mut Client, sweep: Option<&str>) -> Result<()> {
 }
 
 async fn sweep_status(c: &mut Client, name: &str) -> Result<pb::SweepStatusResponse> {
-    Ok(c.sweep_status(pb::SweepStatusRequest {
-        sweep: name.to_string(),
-        curves: false,
-    })
-    .await
-    .map_err(|s| refused("status", s))?
-    .into_inner())
+    status_now(c, name).await.map_err(|s| refused("status", s))
 }
 
 pub async fn cancel(c: &mut Client, sweep: &str, trial: Option<&str>) -> Result<()> {
@@ -403,62 +397,151 @@ fn event_line(e: &pb::TrialEvent) -> Option<String> {
     })
 }
 
-/// `watch`: a live view of a remote sweep until every trial has ended (or Ctrl-C).
+/// First and longest wait between `watch`'s reconnection attempts: as the workers'.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// How one subscription of `watch` ended.
+enum Watched {
+    /// The sweep ended, or the user pressed Ctrl-C.
+    Done,
+    /// The coordinator went away (stopped, restarted, the network): subscribe again.
+    Lost(String),
+}
+
+/// Whether a failed call means the coordinator or the network went away (reconnect), rather
+/// than a refusal (a wrong token, an unknown sweep: stop and say so). A restarting server's
+/// stream ends with UNAVAILABLE or, mid-stream, with h2's "protocol error" (UNKNOWN/INTERNAL).
+fn gone(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+    )
+}
+
+/// Follows sweep `name` until every trial has ended (or Ctrl-C): events as lines, the counts
+/// as a bar. A coordinator that goes away (a restart, a network cut) is waited for: `watch`
+/// subscribes again with backoff, 200 ms doubling to 10 s, as the workers do, and says so.
 pub async fn watch(c: &mut Client, name: &str, quiet: bool) -> Result<()> {
-    // Subscribed first, then the state: nothing in between is missed.
-    let mut events = c
-        .watch(pb::WatchRequest {
-            sweep: name.to_string(),
-        })
-        .await
-        .map_err(|s| refused("watch", s))?
-        .into_inner();
     let bar = watch_bar(quiet);
-    let first = sweep_status(c, name).await?;
-    let line = format!(
-        "watching sweep `{name}`: {}",
-        counts_of(first.sweep.and_then(|s| s.counts))
-    );
-    if quiet {
-        println!("{line}");
-    } else {
-        bar.println(line);
-    }
-    let mut every = tokio::time::interval(Duration::from_secs(1));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut wait = RETRY_FIRST;
+    let mut again = false;
     loop {
+        let why = match watch_once(c, name, &bar, quiet, again, &mut ctrl_c, &mut wait).await {
+            Ok(Watched::Done) => return Ok(()),
+            Ok(Watched::Lost(why)) => why,
+            Err(e) => {
+                bar.abandon();
+                return Err(e);
+            }
+        };
+        say(
+            &bar,
+            quiet,
+            format!("lost the coordinator ({why}); reconnecting in {wait:?}"),
+        );
         tokio::select! {
             _ = &mut ctrl_c => {
                 bar.abandon();
                 return Ok(());
             }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+        again = true;
+    }
+}
+
+/// A line above the bar (or on its own with `--quiet`).
+fn say(bar: &ProgressBar, quiet: bool, line: String) {
+    if quiet {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+/// One subscription: until the sweep ends, Ctrl-C, or the coordinator goes away. `wait` goes
+/// back to its first value once subscribed.
+async fn watch_once(
+    c: &mut Client,
+    name: &str,
+    bar: &ProgressBar,
+    quiet: bool,
+    again: bool,
+    ctrl_c: &mut std::pin::Pin<&mut impl std::future::Future<Output = std::io::Result<()>>>,
+    wait: &mut Duration,
+) -> Result<Watched> {
+    let status = |s: tonic::Status| {
+        if gone(&s) {
+            Ok(Watched::Lost(s.message().to_string()))
+        } else {
+            Err(refused("watch", s))
+        }
+    };
+    // Subscribed first, then the state: nothing in between is missed.
+    let request = pb::WatchRequest {
+        sweep: name.to_string(),
+    };
+    let mut events = match c.watch(request).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return status(s),
+    };
+    let first = match status_now(c, name).await {
+        Ok(v) => v,
+        Err(s) => return status(s),
+    };
+    *wait = RETRY_FIRST;
+    let counts = counts_of(first.sweep.and_then(|s| s.counts));
+    let verb = if again { "watching again" } else { "watching" };
+    say(bar, quiet, format!("{verb} sweep `{name}`: {counts}"));
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut *ctrl_c => {
+                bar.abandon();
+                return Ok(Watched::Done);
+            }
             e = events.message() => match e {
                 Ok(Some(e)) => {
                     if let Some(line) = event_line(&e) {
-                        if quiet { println!("{line}") } else { bar.println(line) }
+                        say(bar, quiet, line);
                     }
                     continue;
                 }
-                Ok(None) => {
-                    bar.abandon();
-                    bail!("the coordinator closed the stream (it is stopping)");
-                }
-                Err(s) => {
-                    bar.abandon();
-                    return Err(refused("watch", s));
-                }
+                Ok(None) => return Ok(Watched::Lost("it closed the stream: stopping".into())),
+                Err(s) => return status(s),
             },
             _ = every.tick() => {}
         }
         // The state once a second: events only add lines above the bar.
-        let v = sweep_status(c, name).await?;
-        if let Some(counts) = show_status(&bar, v) {
+        let v = match status_now(c, name).await {
+            Ok(v) => v,
+            Err(s) => return status(s),
+        };
+        if let Some(counts) = show_status(bar, v) {
             bar.finish_and_clear();
             println!("{name}: {counts}");
-            return Ok(());
+            return Ok(Watched::Done);
         }
     }
+}
+
+/// A sweep's state, or the call's status (for `watch` to tell a restart from a refusal).
+async fn status_now(c: &mut Client, name: &str) -> Result<pb::SweepStatusResponse, tonic::Status> {
+    c.sweep_status(pb::SweepStatusRequest {
+        sweep: name.to_string(),
+        curves: false,
+    })
+    .await
+    .map(tonic::Response::into_inner)
 }
 
 /// The progress bar `watch` draws (hidden with `--quiet`).
