@@ -1252,3 +1252,74 @@ async fn an_edited_sweep_drops_what_it_no_longer_lists() {
     );
     server.stop().await;
 }
+
+/// Issue 28's admin input. UploadModule refuses what cannot be a TorchScript module (random
+/// bytes, a zip without code, an empty file); a sweep naming a module the coordinator lacks is
+/// FAILED_PRECONDITION (not UNAVAILABLE, which clients retry); a 10 kB name or file name comes
+/// back as a bounded message with the right code, not an HTTP/2 error.
+#[tokio::test]
+async fn admin_input_is_refused_with_the_right_code_and_a_bounded_message() {
+    let server = Server::start().await;
+    let mut admin = server.admin().await;
+    let upload = |bytes: Vec<u8>| {
+        let header = pb::CheckpointChunk {
+            size: bytes.len() as u64,
+            sha256: coordinator::plan::sha256_hex(&bytes),
+            ..Default::default()
+        };
+        sweep_proto::convert::artifact_chunks(&bytes, 1000, header)
+    };
+    let mut zip_without_code = b"PK\x03\x04".to_vec();
+    zip_without_code.extend_from_slice(b"archive/data.pkl....PK\x05\x06");
+    for (bytes, why) in [
+        (
+            (0..3000u32).map(|i| (i * 7 % 251) as u8).collect(),
+            "not a zip archive",
+        ),
+        (zip_without_code, "no data.pkl and code/"),
+        (Vec::new(), "not a zip archive"),
+    ] {
+        let e = admin
+            .upload_module(tokio_stream::iter(upload(bytes)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(why), "{why}: {}", e.message());
+    }
+    let hash = "0123456789abcdef0123456789abcdef";
+    let e = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: "m.toml".into(),
+            sweep_toml: format!("name = \"m\"\n[defaults]\nmodel = \"torchscript:{hash}\"\n"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("does not have"), "{}", e.message());
+    let long = "x".repeat(10_000);
+    let e = admin
+        .sweep_status(pb::SweepStatusRequest {
+            sweep: long.clone(),
+            curves: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().len() < 1100, "{} bytes", e.message().len());
+    let e = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            file_name: long,
+            sweep_toml: "name = \"g\"\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().starts_with("file_name: 10000 bytes"),
+        "{}",
+        e.message()
+    );
+    server.stop().await;
+}

@@ -41,6 +41,12 @@ impl Admin for AdminService {
         req: Request<pb::SubmitSweepRequest>,
     ) -> Result<Response<pb::SubmitSweepResponse>, Status> {
         let r = req.into_inner();
+        if r.file_name.len() > 256 {
+            return Err(Status::invalid_argument(format!(
+                "file_name: {} bytes, over the limit of 256",
+                r.file_name.len()
+            )));
+        }
         if r.sweep_toml.len() as u64 > MAX_FILE_BYTES {
             return Err(Status::invalid_argument(format!(
                 "{}: over {} KiB; a sweep file is a few KB of TOML",

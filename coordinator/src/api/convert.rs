@@ -12,14 +12,33 @@ use tonic::Status;
 impl From<AppError> for Status {
     fn from(e: AppError) -> Status {
         match e {
-            AppError::Unavailable(m) => Status::unavailable(m),
-            AppError::NotFound(m) => Status::not_found(m),
-            AppError::Invalid(m) => Status::invalid_argument(m),
-            AppError::NotHeld(m) => Status::failed_precondition(m),
-            AppError::DataLoss(m) => Status::data_loss(m),
-            AppError::Internal(m) => Status::internal(m),
+            AppError::Unavailable(m) => Status::unavailable(bounded(m)),
+            AppError::NotFound(m) => Status::not_found(bounded(m)),
+            AppError::Invalid(m) => Status::invalid_argument(bounded(m)),
+            AppError::NotHeld(m) => Status::failed_precondition(bounded(m)),
+            AppError::DataLoss(m) => Status::data_loss(bounded(m)),
+            AppError::Internal(m) => Status::internal(bounded(m)),
         }
     }
+}
+
+/// Longest error message sent back. A message travels in an HTTP/2 header (grpc-message), and
+/// one that echoes a client's 10 kB value overflowed the header limit: the client saw a
+/// protocol error instead of the reason.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `m`, cut to [`MAX_MESSAGE_BYTES`] (at a character boundary) and saying so.
+pub fn bounded(mut m: String) -> String {
+    if m.len() > MAX_MESSAGE_BYTES {
+        let total = m.len();
+        let mut end = MAX_MESSAGE_BYTES;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+        m.push_str(&format!("... ({total} bytes, cut)"));
+    }
+    m
 }
 
 /// A request's lease, which it must name.

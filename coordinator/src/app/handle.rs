@@ -157,6 +157,7 @@ impl Handle {
     /// Stores an uploaded TorchScript module (`Admin.UploadModule`); returns its hash.
     /// Blocking.
     pub fn store_module(&self, bytes: &[u8]) -> Result<sweep_proto::ModuleHash, AppError> {
+        crate::store::files::check_torchscript(bytes).map_err(AppError::Invalid)?;
         let hash = sweep_proto::ModuleHash::of(bytes);
         self.checkpoints
             .store_module_bytes(hash, bytes)

@@ -62,7 +62,11 @@ pub enum AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> AppError {
-        AppError::Unavailable(e.to_string())
+        match e {
+            // Retrying cannot help: the caller must upload the module, or send a real one.
+            crate::store::StoreError::ModuleRefused(m) => AppError::NotHeld(m),
+            e => AppError::Unavailable(e.to_string()),
+        }
     }
 }
 

@@ -72,7 +72,7 @@ impl Handle {
         for (trial, model) in models_of(sweep) {
             if let sweep_proto::Model::TorchScript(hash) = model {
                 if !self.checkpoints.has_module(hash) {
-                    return Err(StoreError::Module(format!(
+                    return Err(StoreError::ModuleRefused(format!(
                         "{trial} trains TorchScript module {hash}, which this coordinator does not have: name the file (model = \"torchscript:PATH\") and submit with `coordinator submit`, which uploads it"
                     )));
                 }

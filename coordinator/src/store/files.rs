@@ -53,6 +53,32 @@ pub fn valid_id(trial: &str) -> bool {
     !trial.is_empty() && trial.len() <= 64 && trial.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Whether `bytes` can be a TorchScript module, as far as the coordinator can tell without
+/// libtorch: a zip archive (what `torch.jit.save` writes) whose central directory names a
+/// `data.pkl` and a `code/` folder. Random bytes, other zip files, a `torch.save` state dict
+/// (no code) and empty files are refused, naming what is missing; the worker's load stays the
+/// last word.
+pub fn check_torchscript(bytes: &[u8]) -> Result<(), String> {
+    if !bytes.starts_with(b"PK\x03\x04") {
+        return Err(format!(
+            "not a TorchScript module: {} bytes that are not a zip archive (torch.jit.save writes one)",
+            bytes.len()
+        ));
+    }
+    // The central directory, with every entry's name, is at the end.
+    let tail = &bytes[bytes.len().saturating_sub(4 << 20)..];
+    let has = |name: &[u8]| tail.windows(name.len()).any(|w| w == name);
+    if !has(b"PK\x05\x06") {
+        return Err("not a TorchScript module: the zip archive has no end (cut short?)".into());
+    }
+    if !has(b"/data.pkl") || !has(b"/code/") {
+        return Err(
+            "not a TorchScript module: the zip archive has no data.pkl and code/ (torch.save writes weights; a module needs torch.jit.save)".into(),
+        );
+    }
+    Ok(())
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::plan::sha256_hex(bytes)
 }
@@ -177,6 +203,7 @@ impl Checkpoints {
             return Ok(());
         }
         let bytes = std::fs::read(src).map_err(|e| format!("{}: {e}", src.display()))?;
+        check_torchscript(&bytes).map_err(|e| format!("{}: {e}", src.display()))?;
         if ModuleHash::of(&bytes) != hash {
             return Err(format!(
                 "{} changed while the sweep was submitted; submit it again",
@@ -191,7 +218,8 @@ impl Checkpoints {
         self.module_path(hash).is_file()
     }
 
-    /// Stores a module's bytes (checked by the caller to have `hash`). Blocking.
+    /// Stores a module's bytes (checked by the caller to have `hash`, and by
+    /// [`check_torchscript`] to be a TorchScript archive). Blocking.
     pub fn store_module_bytes(&self, hash: ModuleHash, bytes: &[u8]) -> Result<(), String> {
         let dst = self.module_path(hash);
         if dst.is_file() {

@@ -31,6 +31,10 @@ pub enum StoreError {
     /// A sweep's TorchScript module could not be stored beside the checkpoints.
     #[error("{0}")]
     Module(String),
+    /// A sweep names a TorchScript module this coordinator does not have (upload it first),
+    /// or one that is not a TorchScript archive: the request, not the storage, is at fault.
+    #[error("{0}")]
+    ModuleRefused(String),
     #[error("database {path}: corrupt row for trial {trial}: {reason}")]
     Corrupt {
         path: String,
