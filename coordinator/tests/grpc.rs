@@ -148,6 +148,15 @@ async fn lease_one(c: &mut Client, worker: &str) -> pb::Lease {
     .remove(0)
 }
 
+/// A coordinator with sweep `toml` submitted, and a worker `w` holding its first lease.
+async fn leased(toml: &str) -> (Server, Client, String, pb::Lease) {
+    let server = Server::on(tempfile::tempdir().unwrap(), Some(toml)).await;
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w").await;
+    let lease = lease_one(&mut c, &w).await;
+    (server, c, w, lease)
+}
+
 /// A valid completed result whose best validation accuracy is `acc`.
 fn result_msg(acc: f64) -> pb::TrialResult {
     pb::TrialResult::from(
@@ -994,14 +1003,8 @@ fn chunks(
 /// default), byte for byte.
 #[tokio::test]
 async fn checkpoints_and_models_travel_checked_and_the_best_model_is_exported() {
-    let server = Server::on(
-        tempfile::tempdir().unwrap(),
-        Some("name = \"m\"\nkeep_models = \"all\"\n[grid]\nseed = [1, 2]\n"),
-    )
-    .await;
-    let mut c = server.worker().await;
-    let w = register(&mut c, "w").await;
-    let lease = lease_one(&mut c, &w).await;
+    let (server, mut c, w, lease) =
+        leased("name = \"m\"\nkeep_models = \"all\"\n[grid]\nseed = [1, 2]\n").await;
     assert!(lease.keep_model && lease.checkpoint_epoch == 0, "{lease:?}");
 
     let mut bad = chunks(&w, &lease, pb::ArtifactKind::Checkpoint, 1, &[7u8; 3000]);
@@ -1072,14 +1075,8 @@ async fn checkpoints_and_models_travel_checked_and_the_best_model_is_exported() 
 /// names its own attempt.
 #[tokio::test]
 async fn numbers_that_do_not_fit_the_trial_are_refused_naming_the_field() {
-    let server = Server::on(
-        tempfile::tempdir().unwrap(),
-        Some("name = \"n\"\n[defaults]\nepochs = 2\n[grid]\nseed = [1, 2]\n"),
-    )
-    .await;
-    let mut c = server.worker().await;
-    let w = register(&mut c, "w").await;
-    let lease = lease_one(&mut c, &w).await;
+    let (server, mut c, w, lease) =
+        leased("name = \"n\"\n[defaults]\nepochs = 2\n[grid]\nseed = [1, 2]\n").await;
     let lease_ref = || {
         Some(pb::LeaseRef {
             trial_id: lease.trial_id.clone(),

@@ -124,6 +124,24 @@ impl Admin {
         path
     }
 
+    /// `coordinator watch SWEEP --quiet`, once it says it is subscribed (from then on it
+    /// misses nothing).
+    fn watching(&self, sweep: &str) -> Proc {
+        let watch = Proc::spawn(
+            &mut self.command(&["watch", sweep, "--quiet"], "admin-token"),
+            self.dir.path().join("watch.log"),
+        );
+        let subscribed = format!("watching sweep `{sweep}`");
+        assert!(
+            wait_until(Duration::from_secs(30), || watch
+                .log_text()
+                .contains(&subscribed)),
+            "{}",
+            watch.log_text()
+        );
+        watch
+    }
+
     /// A worker named `name` presenting the token file `token`.
     fn worker(&self, name: &str, token: &str) -> Proc {
         let mut cmd = Command::new(bin("worker"));
@@ -165,18 +183,7 @@ fn remote_submit_watch_status_report_over_mtls() {
     let out = a.ok(&["submit", quick]);
     assert!(out.contains("submitted sweep `quick`: 2 trials"), "{out}");
     // A second terminal follows it live while a worker trains.
-    let mut watch = Proc::spawn(
-        &mut a.command(&["watch", "quick", "--quiet"], "admin-token"),
-        a.dir.path().join("watch.log"),
-    );
-    // It says so once it is subscribed: from then on it misses nothing.
-    assert!(
-        wait_until(Duration::from_secs(30), || watch
-            .log_text()
-            .contains("watching sweep `quick`")),
-        "{}",
-        watch.log_text()
-    );
+    let mut watch = a.watching("quick");
     let _w = a.worker("w1", "token");
     let status = watch
         .wait_exit(Duration::from_secs(120))
@@ -229,17 +236,7 @@ fn a_watch_reconnects_when_the_coordinator_restarts() {
     let mut a = start();
     let quick = a.sweep("quick", QUICK);
     a.ok(&["submit", quick.to_str().unwrap()]);
-    let mut watch = Proc::spawn(
-        &mut a.command(&["watch", "quick", "--quiet"], "admin-token"),
-        a.dir.path().join("watch.log"),
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || watch
-            .log_text()
-            .contains("watching sweep `quick`")),
-        "{}",
-        watch.log_text()
-    );
+    let mut watch = a.watching("quick");
     a.server.kill();
     // Down long enough for watch to notice and retry at least once.
     assert!(
