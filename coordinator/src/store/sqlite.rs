@@ -969,15 +969,13 @@ fn drop_unlisted(
     before: Vec<String>,
 ) -> Result<Dropped, rusqlite::Error> {
     let mut dropped = Dropped::default();
-    for id in before {
-        let listed: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sweep_trials WHERE trial = ?1)",
-            params![id],
-            |r| r.get(0),
-        )?;
-        if listed {
-            continue;
-        }
+    // One read of what every sweep lists: a lookup per member by trial has no index to use,
+    // and made resubmitting a large sweep quadratic.
+    let listed: std::collections::HashSet<String> = tx
+        .prepare("SELECT DISTINCT trial FROM sweep_trials")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in before.into_iter().filter(|id| !listed.contains(id)) {
         let state: Option<String> = tx
             .query_row("SELECT state FROM trials WHERE id = ?1", params![id], |r| {
                 r.get(0)
