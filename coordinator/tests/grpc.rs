@@ -939,12 +939,25 @@ async fn early_stopping_is_answered_on_progress_and_survives_a_restart() {
         }
         other => panic!("{other:?}"),
     }
-    // The same trials in a sweep without early stopping: not judged any more, and the
-    // stopped trial trains again in full.
+    // The same trials in a sweep without early stopping: not judged any more. The stopped
+    // trial is sweep e's too, so submitting this one does not reopen it (issue 28); with
+    // `rerun` it trains again in full.
     // (Named to come before "e": a restart replays sweeps in submission order, not by name.)
     let plain = "name = \"a-plain\"\n[defaults]\nepochs = 9\nvalidation_split = 0.1\n[grid]\nseed = [1, 2, 3]\n";
     let plain = coordinator::plan::parse(plain, Path::new("plain.toml")).unwrap();
-    server.handle.submit(&plain, false).unwrap();
+    let kept = server.handle.submit(&plain, false).unwrap();
+    assert_eq!((kept.stale, kept.kept_shared), (0, 1), "{kept:?}");
+    let state = server
+        .handle
+        .lock()
+        .core
+        .trial(&first.trial_id)
+        .map(|t| t.state.clone());
+    assert!(
+        matches!(state, Some(TrialState::Finished { .. })),
+        "{state:?}"
+    );
+    server.handle.submit(&plain, true).unwrap();
     let state = server
         .handle
         .lock()
@@ -1315,6 +1328,68 @@ async fn admin_input_is_refused_with_the_right_code_and_a_bounded_message() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(
         e.message().starts_with("file_name: 10000 bytes"),
+        "{}",
+        e.message()
+    );
+    server.stop().await;
+}
+
+/// Issue 28: the coordinator does not read an image folder a submitted sweep names (it could be
+/// `/proc`): the submitter lists it and sends its fingerprint. Without one the sweep is refused,
+/// even where the folder exists on the coordinator's machine; with one the trials train on it,
+/// though it does not.
+#[tokio::test]
+async fn a_submitted_image_folder_is_not_read_by_the_coordinator() {
+    let server = Server::on(tempfile::tempdir().unwrap(), None).await;
+    let mut admin = server.admin().await;
+    let here = tempfile::tempdir().unwrap();
+    let images = here.path().join("images");
+    cifar10::testdata::write_image_folder(&images, &["cat", "dog"], 2, 1, 8);
+    let submit = |data: String, image_folder: &str| pb::SubmitSweepRequest {
+        file_name: "/elsewhere/f.toml".into(),
+        sweep_toml: format!("name = \"f\"\ndata = \"imagefolder:{data}\"\n[grid]\nseed = [1, 2]\n"),
+        image_folder: image_folder.into(),
+        ..Default::default()
+    };
+    for data in [images.display().to_string(), "/proc".into()] {
+        let e = admin.submit_sweep(submit(data, "")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains("/elsewhere/f.toml:2:8")
+                && e.message().contains("coordinator submit"),
+            "{}",
+            e.message()
+        );
+    }
+    let e = admin
+        .submit_sweep(submit("pics".into(), "imagefolder:xyz"))
+        .await
+        .unwrap_err();
+    assert!(e.message().starts_with("image_folder: "), "{}", e.message());
+    let fp = "imagefolder:00000000000000ab";
+    let ok = admin
+        .submit_sweep(submit("pics".into(), fp))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.trials, 2);
+    let mut c = server.worker().await;
+    let w = register(&mut c, "w").await;
+    let lease = lease_one(&mut c, &w).await;
+    let spec = sweep_proto::TrialSpec::from_toml(&lease.spec_toml).unwrap();
+    assert_eq!(spec.dataset.to_string(), fp, "{lease:?}");
+    assert_eq!(lease.data_hint, "imagefolder:/elsewhere/pics");
+    // A fingerprint for a sweep that names no folder is a client's mistake, said as such.
+    let e = admin
+        .submit_sweep(pb::SubmitSweepRequest {
+            sweep_toml: "name = \"g\"\n".into(),
+            image_folder: fp.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("names no image folder"),
         "{}",
         e.message()
     );

@@ -362,7 +362,7 @@ fn the_worker_token_is_refused_on_every_admin_call() {
 /// `coordinator submit --server` uploads the TorchScript modules a sweep names (the
 /// coordinator reads only the resolved text), and a worker with an empty module cache fetches
 /// the module and trains it. A sweep naming a module the coordinator never received is
-/// refused.
+/// refused. A sweep on an image folder goes with the folder's fingerprint.
 #[test]
 fn a_torchscript_module_travels_with_a_remote_submission() {
     let a = start();
@@ -415,4 +415,15 @@ fn a_torchscript_module_travels_with_a_remote_submission() {
         "{}",
         text(&out)
     );
+    // An image folder is listed where the sweep file is, and its fingerprint sent along: the
+    // coordinator does not read folders a client names (issue 28).
+    cifar10::testdata::write_image_folder(&elsewhere.join("images"), &["a", "b"], 1, 1, 8);
+    let folder = elsewhere.join("folder.toml");
+    std::fs::write(
+        &folder,
+        "name = \"folder\"\ndata = \"imagefolder:images\"\n[defaults]\nepochs = 1\n[grid]\nseed = [1, 2]\n",
+    )
+    .unwrap();
+    let out = a.ok(&["submit", folder.to_str().unwrap()]);
+    assert!(out.contains("`folder`: 2 trials"), "{out}");
 }

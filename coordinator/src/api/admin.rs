@@ -20,6 +20,19 @@ async fn run<T: Send + 'static>(
     blocking(f).await.map_err(Status::from)
 }
 
+/// `SubmitSweepRequest.image_folder`: empty, or "imagefolder:<16 hex digits>".
+fn sent_folder(field: &str) -> Result<Option<u64>, Status> {
+    if field.is_empty() {
+        return Ok(None);
+    }
+    match field.parse::<sweep_proto::DatasetKind>() {
+        Ok(sweep_proto::DatasetKind::ImageFolder(fp)) => Ok(Some(fp)),
+        _ => Err(Status::invalid_argument(super::convert::bounded(format!(
+            "image_folder: {field:?} is not \"imagefolder:<16 hex digits>\""
+        )))),
+    }
+}
+
 /// The `Admin` service over a [`Handle`].
 #[derive(Clone)]
 pub struct AdminService {
@@ -66,11 +79,13 @@ impl Admin for AdminService {
                 "{file}: model `{path}` names a file; submit with `coordinator submit`, which uploads TorchScript modules and names them by hash"
             )));
         }
+        let folder = sent_folder(&r.image_folder)?;
         let text = r.sweep_toml;
         let name = file.clone();
-        // Planning scans image folders: not on the threads that serve workers.
+        // Planning a large grid takes a while: not on the threads that serve workers.
         let sweep = run(move || {
-            plan::parse(&text, Path::new(&name)).map_err(|e| AppError::Invalid(e.to_string()))
+            plan::parse_with(&text, Path::new(&name), plan::FolderScan::Sent(folder))
+                .map_err(|e| AppError::Invalid(e.to_string()))
         })
         .await?;
         sweep
@@ -87,6 +102,7 @@ impl Admin for AdminService {
                 trials: sweep.size() as u32,
                 reused: finished as u32,
                 stale: submitted.stale as u32,
+                kept_shared: submitted.kept_shared as u32,
                 dropped_queued: submitted.dropped.queued.len() as u32,
                 dropped_running: submitted.dropped.running.len() as u32,
             })

@@ -150,16 +150,8 @@ pub async fn run_sweep(sweep: Sweep, out: &Path, opts: Options) -> Result<ExitCo
     // The local workers of an earlier run of this sweep died with it: none will resume.
     handle.drop_restored_workers().await?;
     let submitted = handle.submit(&sweep, opts.rerun)?;
-    let stale = submitted.stale;
-    let d = &submitted.dropped;
-    if let Some(line) = crate::dropped_line(d.queued.len() as u32, d.running.len() as u32) {
+    for line in crate::submitted_lines(&crate::SubmitNotes::from(&submitted)) {
         eprintln!("{line}");
-    }
-    if stale > 0 {
-        eprintln!(
-            "running {stale} finished trials again: their results came from a trainer of other semantics (this one is v{})",
-            sweep_proto::TRAINER_SEMANTICS
-        );
     }
     let planned: Vec<TrialId> = sweep.trials.iter().map(|t| t.id.clone()).collect();
     let (_, counts) = handle.sweep_counts(&sweep.name, &planned);

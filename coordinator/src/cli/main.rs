@@ -587,21 +587,56 @@ async fn submit(target: Target, sweep: &Path, rerun: bool, force: bool) -> Resul
 fn submit_here(handle: &Handle, s: Sweep, rerun: bool) -> Result<()> {
     let submitted = handle.submit(&s, rerun)?;
     println!("submitted sweep `{}`: {} trials", s.name, s.trials.len());
-    if submitted.stale > 0 {
-        println!("{} finished trials will run again: their results came from a trainer of other semantics (this one is v{})", submitted.stale, sweep_proto::TRAINER_SEMANTICS);
-    }
-    let d = &submitted.dropped;
-    if let Some(line) = dropped_line(d.queued.len() as u32, d.running.len() as u32) {
+    for line in submitted_lines(&SubmitNotes::from(&submitted)) {
         println!("{line}");
     }
     Ok(())
 }
 
-/// What `submit` says about the trials an edited sweep no longer lists, if there were any.
-pub fn dropped_line(queued: u32, running: u32) -> Option<String> {
-    (queued + running > 0).then(|| {
-        format!("dropped the trials this version no longer lists: {queued} queued removed, {running} running stopped (finished ones are kept for reuse)")
-    })
+/// What a submit did beyond queueing new trials, as `coordinator submit` and `sweep` say it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubmitNotes {
+    pub stale: u32,
+    pub kept_shared: u32,
+    pub dropped_queued: u32,
+    pub dropped_running: u32,
+}
+
+impl From<&coordinator::store::Submitted> for SubmitNotes {
+    fn from(s: &coordinator::store::Submitted) -> SubmitNotes {
+        SubmitNotes {
+            stale: s.stale as u32,
+            kept_shared: s.kept_shared as u32,
+            dropped_queued: s.dropped.queued.len() as u32,
+            dropped_running: s.dropped.running.len() as u32,
+        }
+    }
+}
+
+/// One line for each thing a submit did that the user did not write: results of another
+/// trainer run again, shared ones kept, trials an edited sweep no longer lists dropped.
+pub fn submitted_lines(n: &SubmitNotes) -> Vec<String> {
+    let mut lines = Vec::new();
+    if n.stale > 0 {
+        lines.push(format!(
+            "{} finished trials will run again: their results came from a trainer of other semantics (this one is v{})",
+            n.stale,
+            sweep_proto::TRAINER_SEMANTICS
+        ));
+    }
+    if n.kept_shared > 0 {
+        lines.push(format!(
+            "{} finished trials are shared with another sweep and reused as they are, though this sweep would train them again (another trainer's semantics or early-stopping rule); --rerun trains them again for every sweep that lists them",
+            n.kept_shared
+        ));
+    }
+    if n.dropped_queued + n.dropped_running > 0 {
+        lines.push(format!(
+            "dropped the trials this version no longer lists: {} queued removed, {} running stopped (finished ones are kept for reuse)",
+            n.dropped_queued, n.dropped_running
+        ));
+    }
+    lines
 }
 
 /// `coordinator cancel --db`: a sweep, or one of its trials.

@@ -86,6 +86,11 @@ pub async fn submit(c: &mut Client, file: &Path, rerun: bool, force: bool) -> Re
             sweep_toml: text,
             rerun,
             force,
+            // Listed here, where the file is: the coordinator does not read the folder.
+            image_folder: sweep
+                .image_folder
+                .map(|fp| sweep_proto::DatasetKind::ImageFolder(fp).to_string())
+                .unwrap_or_default(),
         })
         .await
         .map_err(|s| refused("submit", s))?
@@ -94,13 +99,13 @@ pub async fn submit(c: &mut Client, file: &Path, rerun: bool, force: bool) -> Re
         "submitted sweep `{}`: {} trials ({} finished results reused)",
         r.name, r.trials, r.reused
     );
-    if r.stale > 0 {
-        println!(
-            "{} finished trials will run again: their results came from a trainer of other semantics",
-            r.stale
-        );
-    }
-    if let Some(line) = crate::dropped_line(r.dropped_queued, r.dropped_running) {
+    let notes = crate::SubmitNotes {
+        stale: r.stale,
+        kept_shared: r.kept_shared,
+        dropped_queued: r.dropped_queued,
+        dropped_running: r.dropped_running,
+    };
+    for line in crate::submitted_lines(&notes) {
         println!("{line}");
     }
     debug_assert_eq!(r.name, sweep.name);

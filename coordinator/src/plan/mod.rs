@@ -162,7 +162,7 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 struct RawSweep {
     name: Spanned<String>,
-    data: Option<String>,
+    data: Option<Spanned<String>>,
     #[serde(default)]
     rank_by: Metric,
     #[serde(default)]
@@ -267,6 +267,21 @@ pub struct Sweep {
     /// `search = "tpe"`: the space and budget. Its trials are suggested as workers ask, so
     /// `trials` is empty.
     pub search: Option<SearchRule>,
+    /// `data = "imagefolder:DIR"`: the folder's fingerprint, which every trial's `dataset`
+    /// names (what `coordinator submit` sends along, see [`FolderScan`]).
+    pub image_folder: Option<u64>,
+}
+
+/// Where the fingerprint of `data = "imagefolder:DIR"` comes from. The folder is the
+/// workers' business, and the sweep file's: the coordinator serving the admin API reads no
+/// path a client names (issue 28), as with TorchScript modules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderScan {
+    /// List the folder here, on the sweep file's machine (`coordinator sweep`, `plan`, `submit`).
+    Here,
+    /// The submitter listed it and sent this fingerprint (`SubmitSweepRequest.image_folder`);
+    /// a sweep naming a folder without one is refused.
+    Sent(Option<u64>),
 }
 
 impl Sweep {
@@ -388,10 +403,15 @@ pub fn parse_bytes(bytes: Vec<u8>, path: &Path) -> Result<Sweep, SweepError> {
 /// before expanding it, expand the grid (or random samples) minus the excludes, add the
 /// includes, and name the axes.
 pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
+    parse_with(text, file, FolderScan::Here)
+}
+
+/// [`parse`], with the image folder's fingerprint taken from `folders`.
+pub fn parse_with(text: &str, file: &Path, folders: FolderScan) -> Result<Sweep, SweepError> {
     let (text, modules) = resolve_modules(text, file)?;
     let text = text.as_str();
     let mut p = Parser::read(text, file)?;
-    p.image_folder()?;
+    let image_folder = p.image_folder(folders)?;
     p.check_entries()?;
     p.check_size()?;
     let mut plan = Plan::new(p.raw.repeats);
@@ -423,6 +443,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Sweep, SweepError> {
     sweep.early_stopping = early_stopping;
     sweep.checkpoints = checkpoints;
     sweep.modules = modules;
+    sweep.image_folder = image_folder;
     Ok(sweep)
 }
 
@@ -531,15 +552,22 @@ impl<'a> Parser<'a> {
     }
 
     /// `data = "imagefolder:DIR"`: every trial trains on the folder, named in its id by the
-    /// fingerprint of its file list (the trials may not set `dataset` themselves).
-    fn image_folder(&mut self) -> Result<(), SweepError> {
+    /// fingerprint of its file list (the trials may not set `dataset` themselves). The
+    /// fingerprint is listed here or sent by the submitter (`folders`).
+    fn image_folder(&mut self, folders: FolderScan) -> Result<Option<u64>, SweepError> {
         let Some(dir) = self
             .raw
             .data
-            .as_deref()
-            .and_then(|d| d.strip_prefix(IMAGEFOLDER_PREFIX))
+            .as_ref()
+            .and_then(|d| d.get_ref().strip_prefix(IMAGEFOLDER_PREFIX))
         else {
-            return Ok(());
+            return match folders {
+                FolderScan::Sent(Some(fp)) => Err(self.err(
+                    None,
+                    format!("an image folder's fingerprint ({fp:016x}) came with a sweep whose `data` names no image folder"),
+                )),
+                _ => Ok(None),
+            };
         };
         let sets_dataset = self
             .raw
@@ -554,13 +582,27 @@ impl<'a> Parser<'a> {
                 format!("`dataset` is set by `data = \"{IMAGEFOLDER_PREFIX}{dir}\"`; remove it"),
             ));
         }
-        let base = self.file.parent().unwrap_or(Path::new("."));
-        let folder = cifar10::imagefolder::Folder::scan(&base.join(dir))
-            .map_err(|e| self.err(None, format!("data = \"{IMAGEFOLDER_PREFIX}{dir}\": {e}")))?;
-        let kind = DatasetKind::ImageFolder(folder.fingerprint());
+        let fingerprint = match folders {
+            FolderScan::Here => {
+                let base = self.file.parent().unwrap_or(Path::new("."));
+                cifar10::imagefolder::Folder::scan(&base.join(dir))
+                    .map_err(|e| {
+                        self.err(None, format!("data = \"{IMAGEFOLDER_PREFIX}{dir}\": {e}"))
+                    })?
+                    .fingerprint()
+            }
+            FolderScan::Sent(Some(fp)) => fp,
+            FolderScan::Sent(None) => {
+                return Err(self.err(
+                    self.raw.data.as_ref().map(|d| d.span()),
+                    format!("data = \"{IMAGEFOLDER_PREFIX}{dir}\" names a folder on the submitter's machine, which this coordinator does not read: submit with `coordinator submit`, which lists it and sends its fingerprint"),
+                ))
+            }
+        };
+        let kind = DatasetKind::ImageFolder(fingerprint);
         self.defaults
             .insert("dataset".into(), toml::Value::String(kind.to_string()));
-        Ok(())
+        Ok(Some(fingerprint))
     }
 
     fn err(&self, span: Option<std::ops::Range<usize>>, message: String) -> SweepError {
@@ -1003,6 +1045,7 @@ impl<'a> Parser<'a> {
             name: self.raw.name.into_inner(),
             file: self.file.to_path_buf(),
             data: self.raw.data.map(|d| {
+                let d = d.into_inner();
                 if d == FETCH {
                     PathBuf::from(FETCH)
                 } else if let Some(dir) = d.strip_prefix(IMAGEFOLDER_PREFIX) {
@@ -1020,6 +1063,7 @@ impl<'a> Parser<'a> {
             keep_models: Default::default(),
             modules: Vec::new(),
             search: None,
+            image_folder: None,
         }
     }
 }

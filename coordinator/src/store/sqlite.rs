@@ -509,20 +509,17 @@ impl Store {
         }
     }
 
-    /// Records a sweep and its trials; new trials are queued. With `rerun`, finished trials of
-    /// this sweep are queued again with their next attempt number; without it, so are those
-    /// finished by a trainer of other semantics ([`TRAINER_SEMANTICS`]), whose numbers would
-    /// differ today. Returns how many of those stale results were queued again.
-    /// Records `sweep` (a new one, or a new version of one) and its trials. Returns the
-    /// finished trials queued again for another trainer's semantics, and what happened to the
-    /// trials the previous version listed and this one does not (see [`Dropped`]).
+    /// Records `sweep` (a new one, or a new version of one) and its trials; new trials are
+    /// queued, and listed ones are queued again by [`requeue_on_submit`]'s rules. Returns what
+    /// that did, and what happened to the trials the previous version listed and this one does
+    /// not (see [`Submitted`], [`Dropped`]).
     pub fn add_sweep(&mut self, sweep: &Sweep, rerun: bool) -> Result<Submitted, StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
             source: e,
         })?;
         let r: Result<Submitted, rusqlite::Error> = (|| {
-            let mut stale = 0;
+            let mut submitted = Submitted::default();
             let before: Vec<String> = tx
                 .prepare("SELECT trial FROM sweep_trials WHERE sweep = ?1")?
                 .query_map(params![sweep.name], |r| r.get(0))?
@@ -575,7 +572,7 @@ impl Store {
                     "INSERT OR IGNORE INTO trials (id, spec, state, attempt) VALUES (?1, ?2, 'queued', 1)",
                     params![t.id.as_str(), t.spec.to_toml()],
                 )?;
-                stale += requeue_on_submit(&tx, t.id.as_str(), sweep, rerun)?;
+                submitted.count(requeue_on_submit(&tx, t.id.as_str(), sweep, rerun)?);
             }
             // A search's members so far follow the same rules as planned trials.
             if sweep.search.is_some() {
@@ -584,11 +581,11 @@ impl Store {
                     .query_map(params![sweep.name], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 for id in members {
-                    stale += requeue_on_submit(&tx, &id, sweep, rerun)?;
+                    submitted.count(requeue_on_submit(&tx, &id, sweep, rerun)?);
                 }
             }
-            let dropped = drop_unlisted(&tx, before)?;
-            Ok(Submitted { stale, dropped })
+            submitted.dropped = drop_unlisted(&tx, before)?;
+            Ok(submitted)
         })();
         let submitted = r.map_err(|e| StoreError::Sqlite {
             path: self.path.clone(),
@@ -942,14 +939,39 @@ impl Store {
     }
 }
 
-/// The ids an `UPDATE ... RETURNING id` with one parameter changed.
-/// Whether a stored search (its JSON) has `sweep`'s space: the same axes and defaults.
-/// What a submit did: finished trials queued again for another trainer's semantics, and the
-/// previous version's trials the new one no longer lists.
+/// What a submit did: finished trials queued again for another trainer's semantics, those
+/// kept because another sweep lists them, and the previous version's trials the new one no
+/// longer lists.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Submitted {
     pub stale: usize,
+    /// Finished trials this sweep would train again (another trainer's semantics, another
+    /// early-stopping rule) but another sweep lists: kept as they are (see
+    /// [`requeue_on_submit`]).
+    pub kept_shared: usize,
     pub dropped: Dropped,
+}
+
+impl Submitted {
+    fn count(&mut self, r: Resubmitted) {
+        match r {
+            Resubmitted::Stale => self.stale += 1,
+            Resubmitted::KeptShared => self.kept_shared += 1,
+            Resubmitted::No | Resubmitted::Other => {}
+        }
+    }
+}
+
+/// What [`requeue_on_submit`] did to one listed trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resubmitted {
+    No,
+    /// Finished by a trainer of other semantics, queued again.
+    Stale,
+    /// Queued again for `rerun`, a cancel, or another early-stopping rule.
+    Other,
+    /// Would be queued again for its semantics or its early stop, but another sweep lists it.
+    KeptShared,
 }
 
 /// Trials an edited sweep no longer lists, and no other sweep does. Queued ones are removed
@@ -1000,6 +1022,7 @@ fn drop_unlisted(
     Ok(dropped)
 }
 
+/// Whether a stored search (its JSON) has `sweep`'s space: the same axes and defaults.
 fn same_space(previous: Option<&str>, sweep: &Sweep) -> bool {
     let old = previous.and_then(|p| serde_json::from_str::<SearchRule>(p).ok());
     match (old, &sweep.search) {
@@ -1010,42 +1033,63 @@ fn same_space(previous: Option<&str>, sweep: &Sweep) -> bool {
 
 /// A submitted sweep's trial `id`, already stored, queued again where the rules say so:
 /// cancelled ones (and, with `rerun`, every one not running); one stopped early under
-/// another rule (or none); one whose result came from a trainer of other semantics (counted
-/// in the return value).
+/// another rule (or none), and one whose result came from a trainer of other semantics,
+/// unless another sweep lists it.
 fn requeue_on_submit(
     tx: &Connection,
     id: &str,
     sweep: &Sweep,
     rerun: bool,
-) -> Result<usize, rusqlite::Error> {
-    // Cancelled trials come back when their sweep is submitted again.
-    let requeue = if rerun {
+) -> Result<Resubmitted, rusqlite::Error> {
+    const REQUEUE: &str = "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1";
+    // `rerun` is asked for: every ended trial trains again. Cancelled trials come back when a
+    // sweep listing them is submitted again.
+    let asked = if rerun {
         "state != 'running'"
     } else {
         "state = 'cancelled'"
     };
-    tx.execute(
-        &format!("UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL WHERE id = ?1 AND {requeue}"),
-        params![id],
-    )?;
-    // A trial stopped early has not run its epochs: a sweep without early stopping trains it
-    // in full, and one with another rule judges it anew. The stop's reason starts with the
-    // rule that gave it.
+    if tx.execute(&format!("{REQUEUE} AND {asked}"), params![id])? > 0 {
+        return Ok(Resubmitted::Other);
+    }
+    // A finished result this sweep would not reuse: one of a trainer of other semantics
+    // (results without provenance are semantics 1), or one stopped early, which has not run
+    // its epochs (a sweep without early stopping trains it in full, one with another rule
+    // judges it anew; the stop's reason starts with the rule that gave it).
     let rule = sweep.early_stopping.map(|e| e.describe());
-    tx.execute(
-        "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
-         WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'
+    let stale: bool = tx.query_row(
+        "SELECT IFNULL(json_extract(result, '$.provenance.semantics'), 1) != ?2 FROM trials WHERE id = ?1 AND state = 'finished'",
+        params![id, TRAINER_SEMANTICS],
+        |r| r.get(0),
+    ).optional()?.unwrap_or(false);
+    let stopped: bool = tx.query_row(
+        "SELECT 1 FROM trials WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'
            AND (?2 IS NULL OR substr(IFNULL(json_extract(result, '$.reason'), ''), 1, length(?2)) != ?2)",
         params![id, rule],
+        |_| Ok(true),
+    ).optional()?.unwrap_or(false);
+    if !stale && !stopped {
+        return Ok(Resubmitted::No);
+    }
+    // Issue 28: submitting sweep B does not reopen sweep A. A trial another sweep lists keeps
+    // its result (B reuses it as it is, and the answer says so); `--rerun` trains it again.
+    let shared: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sweep_trials WHERE trial = ?1 AND sweep != ?2)",
+        params![id, sweep.name],
+        |r| r.get(0),
     )?;
-    // Results without provenance are semantics 1.
-    tx.execute(
-        "UPDATE trials SET state = 'queued', attempt = attempt + 1, lost = 0, reason = NULL, result = NULL, result_sha = NULL
-         WHERE id = ?1 AND state = 'finished' AND IFNULL(json_extract(result, '$.provenance.semantics'), 1) != ?2",
-        params![id, TRAINER_SEMANTICS],
-    )
+    if shared {
+        return Ok(Resubmitted::KeptShared);
+    }
+    tx.execute(REQUEUE, params![id])?;
+    Ok(if stale {
+        Resubmitted::Stale
+    } else {
+        Resubmitted::Other
+    })
 }
 
+/// The ids an `UPDATE ... RETURNING id` with one parameter changed.
 fn returned_ids(conn: &Connection, sql: &str, arg: &str) -> Result<Vec<TrialId>, rusqlite::Error> {
     let mut stmt = conn.prepare(sql)?;
     let rows = stmt.query_map(params![arg], |r| r.get::<_, String>(0).map(TrialId::from))?;
@@ -1275,6 +1319,56 @@ mod tests {
         assert!(matches!(state(&ids[0]), TrialState::Finished { .. }));
         assert_eq!(state(&ids[1]), TrialState::Queued { attempt: 2 });
         assert_eq!(state(&ids[2]), TrialState::Queued { attempt: 2 });
+    }
+
+    /// Issue 28: submitting sweep B does not reopen sweep A. B's trials that A lists keep
+    /// their results of an older trainer (counted as kept), B's own are run again, and A stays
+    /// finished; `--rerun` of B trains the shared ones again too.
+    #[test]
+    fn another_sweep_does_not_reopen_shared_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let plan = |t: &str| plan::parse(t, Path::new("g.toml")).unwrap();
+        let a = plan("name = \"a\"\n[grid]\nseed = [1, 2]\n");
+        let b = plan("name = \"b\"\n[grid]\nseed = [2, 3]\n");
+        store.add_sweep(&a, false).unwrap();
+        store.add_sweep(&b, false).unwrap();
+        let mut old = result(0.5);
+        old.provenance = Some(sweep_proto::Provenance {
+            semantics: TRAINER_SEMANTICS - 1,
+            ..Default::default()
+        });
+        let ids: Vec<TrialId> = [&a.trials[0], &a.trials[1], &b.trials[1]]
+            .iter()
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &ids {
+            record_lease(&mut store, id, 1, "w");
+            record_result(&mut store, id, 1, "w", old.clone());
+        }
+        let submitted = store.add_sweep(&b, false).unwrap();
+        assert_eq!((submitted.stale, submitted.kept_shared), (1, 1));
+        let finished = |store: &Store, id: &TrialId| {
+            matches!(stored_state(store, id), TrialState::Finished { .. })
+        };
+        assert!(finished(&store, &ids[0]) && finished(&store, &ids[1]));
+        assert_eq!(
+            stored_state(&store, &ids[2]),
+            TrialState::Queued { attempt: 2 }
+        );
+        // A itself, submitted again, runs its stale results again: seed 2 for both sweeps.
+        let again = store.add_sweep(&a, false).unwrap();
+        assert_eq!((again.stale, again.kept_shared), (1, 1));
+        assert_eq!(
+            stored_state(&store, &ids[0]),
+            TrialState::Queued { attempt: 2 }
+        );
+        assert!(finished(&store, &ids[1]));
+        store.add_sweep(&b, true).unwrap();
+        assert_eq!(
+            stored_state(&store, &ids[1]),
+            TrialState::Queued { attempt: 2 }
+        );
     }
 
     #[test]
