@@ -64,7 +64,7 @@ impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> AppError {
         match e {
             // Retrying cannot help: the caller must upload the module, or send a real one.
-            crate::store::StoreError::ModuleRefused(m) => AppError::NotHeld(m),
+            crate::store::StoreError::Refused(m) => AppError::NotHeld(m),
             e => AppError::Unavailable(e.to_string()),
         }
     }

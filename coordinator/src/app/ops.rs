@@ -62,6 +62,12 @@ impl Handle {
     /// A trial the database re-queued replaces the core's only where the core holds it ended
     /// (never a running lease).
     pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<Submitted, StoreError> {
+        if sweep.pbt.is_some() {
+            return Err(StoreError::Refused(format!(
+                "{}: search = \"pbt\" plans (`coordinator plan` shows the population and its first generation) but does not run yet: this coordinator cannot yet train a population's segments",
+                sweep.file.display()
+            )));
+        }
         let _admin = self.admin_change();
         // Workers fetch the modules from here: they are stored before any trial can lease.
         for (hash, path) in &sweep.modules {
@@ -72,7 +78,7 @@ impl Handle {
         for (trial, model) in models_of(sweep) {
             if let sweep_proto::Model::TorchScript(hash) = model {
                 if !self.checkpoints.has_module(hash) {
-                    return Err(StoreError::ModuleRefused(format!(
+                    return Err(StoreError::Refused(format!(
                         "{trial} trains TorchScript module {hash}, which this coordinator does not have: name the file (model = \"torchscript:PATH\") and submit with `coordinator submit`, which uploads it"
                     )));
                 }

@@ -397,9 +397,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Plan { sweep, force } => {
             let s = load_sweep(&sweep, force)?;
-            match &s.search {
-                Some(rule) => print!("{}", plan::describe_search(rule)),
-                None => println!("{}{} trials", plan_table(&s), s.trials.len()),
+            match (&s.search, &s.pbt) {
+                (Some(rule), _) => print!("{}", plan::describe_search(rule)),
+                (_, Some(rule)) => print!("{}", plan::describe_pbt(rule)?),
+                _ => println!("{}{} trials", plan_table(&s), s.trials.len()),
             }
         }
         Command::Sweep(args) => return sweep_here(args).await,

@@ -9,7 +9,8 @@
 //! repeats = 1                   # the same config with N seeds (seed, seed+1, ...)
 //! keep_models = "best"          # trained models kept: "best" (keep_best = 3), "all", "none"
 //! search = "grid"               # or "random", with samples = N and search_seed; or "tpe",
-//!                               # with trials = N (see `space`)
+//!                               # with trials = N (see `space`); or "pbt", with [pbt] (see
+//!                               # `pbt`)
 //!
 //! [defaults]                    # any trial field (docs/TRIAL.md)
 //! epochs = 2
@@ -42,6 +43,7 @@
 //! column and key exactly as a worker would reject the value.
 
 use crate::sched::early_stop::{self, EarlyStopping, Method, StopMetric};
+use crate::sched::pbt::PbtRule;
 use crate::sched::search::SearchRule;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -150,6 +152,7 @@ enum Search {
     Grid,
     Random,
     Tpe,
+    Pbt,
 }
 
 type Entries = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -190,6 +193,8 @@ struct RawSweep {
     exclude: Vec<Entries>,
     early_stopping: Option<Spanned<RawEarly>>,
     checkpoints: Option<RawCheckpoints>,
+    /// `search = "pbt"`'s settings (`pbt`).
+    pbt: Option<Spanned<pbt::RawPbt>>,
 }
 
 /// `[checkpoints]` as written.
@@ -267,6 +272,9 @@ pub struct Sweep {
     /// `search = "tpe"`: the space and budget. Its trials are suggested as workers ask, so
     /// `trials` is empty.
     pub search: Option<SearchRule>,
+    /// `search = "pbt"`: the population's rule. Its trials are made generation by
+    /// generation, so `trials` is empty.
+    pub pbt: Option<PbtRule>,
     /// `data = "imagefolder:DIR"`: the folder's fingerprint, which every trial's `dataset`
     /// names (what `coordinator submit` sends along, see [`FolderScan`]).
     pub image_folder: Option<u64>,
@@ -287,7 +295,11 @@ pub enum FolderScan {
 impl Sweep {
     /// The trials the sweep will train: those planned, or a search's budget.
     pub fn size(&self) -> usize {
-        self.search.as_ref().map_or(self.trials.len(), |s| s.budget)
+        match (&self.search, &self.pbt) {
+            (Some(s), _) => s.budget,
+            (_, Some(p)) => p.population,
+            _ => self.trials.len(),
+        }
     }
 
     /// Above [`MAX_TRIALS`] a sweep runs only with `--force` (the message says so).
@@ -425,20 +437,27 @@ pub fn parse_with(text: &str, file: &Path, folders: FolderScan) -> Result<Sweep,
         Search::Tpe => Some(p.search_rule()?),
         _ => None,
     };
-    if plan.trials.is_empty() && search.is_none() {
+    let pbt = match p.raw.search {
+        Search::Pbt => Some(p.pbt_rule()?),
+        _ => None,
+    };
+    if plan.trials.is_empty() && search.is_none() && pbt.is_none() {
         return Err(p.err(
             None,
             "the sweep expands to no trials (every combination is excluded?)".into(),
         ));
     }
-    let early_stopping = match &search {
-        Some(rule) => p.early_stopping(&space::corners(rule))?,
-        None => p.early_stopping(&plan.trials)?,
+    let early_stopping = match (&search, &pbt) {
+        (Some(rule), _) => p.early_stopping(&space::corners(rule))?,
+        // Refused with the rule (`pbt_only_keys`).
+        (_, Some(_)) => None,
+        _ => p.early_stopping(&plan.trials)?,
     };
     let checkpoints = p.checkpoints()?;
     let keep_models = p.keep_models()?;
     let mut sweep = p.finish(plan.trials);
     sweep.search = search;
+    sweep.pbt = pbt;
     sweep.keep_models = keep_models;
     sweep.early_stopping = early_stopping;
     sweep.checkpoints = checkpoints;
@@ -523,6 +542,12 @@ impl<'a> Parser<'a> {
             return Err(err(
                 Some(t.span()),
                 "`trials` is the budget of search = \"tpe\"; a grid's trials are its combinations, random search's its `samples`".into(),
+            ));
+        }
+        if let Some(p) = raw.pbt.as_ref().filter(|_| raw.search != Search::Pbt) {
+            return Err(err(
+                Some(p.span()),
+                "[pbt] goes with search = \"pbt\"".into(),
             ));
         }
         if let Some(t) = raw
@@ -715,7 +740,7 @@ impl<'a> Parser<'a> {
                 .try_fold(1usize, |n, (_, len)| n.checked_mul(*len)),
             Search::Random => Some(raw.samples.as_ref().map_or(0, |n| *n.get_ref()) as usize),
             // The budget is checked with the space.
-            Search::Tpe => Some(0),
+            Search::Tpe | Search::Pbt => Some(0),
         };
         let total = per_repeat
             .and_then(|n| n.checked_add(raw.include.len()))
@@ -766,7 +791,7 @@ impl<'a> Parser<'a> {
         let axes: Vec<&Spanned<String>> = self.axes.iter().collect();
         let combos = match self.raw.search {
             // Suggested as workers ask.
-            Search::Tpe => return Ok(Vec::new()),
+            Search::Tpe | Search::Pbt => return Ok(Vec::new()),
             Search::Grid => grid_combinations(&self.defaults, &axes, &self.raw.grid),
             Search::Random => {
                 let samples = *self
@@ -1063,6 +1088,7 @@ impl<'a> Parser<'a> {
             keep_models: Default::default(),
             modules: Vec::new(),
             search: None,
+            pbt: None,
             image_folder: None,
         }
     }
@@ -1261,7 +1287,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+mod pbt;
 mod space;
+pub use pbt::describe as describe_pbt;
 pub use space::{describe as describe_search, longest_epochs};
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //!   (lists only) is refused: that is a grid.
 //! - `[[include]]`, `[[exclude]]`, `repeats` and `samples` belong to grids and random search.
 
-use super::{check_entry, Parser, SweepError, HARD_MAX_TRIALS};
+use super::{Parser, SweepError, HARD_MAX_TRIALS};
 use crate::sched::search::{Axis, SearchRule, Searcher, Values, When};
 use crate::sched::tpe::DEFAULT_STARTUP;
 use toml::Spanned;
@@ -278,7 +278,7 @@ impl Parser<'_> {
 }
 
 /// A range `{ min, max, log, int, step }`, each bound a value `name` takes.
-fn range(name: &str, t: &toml::Table) -> Result<Values, String> {
+pub(super) fn range(name: &str, t: &toml::Table) -> Result<Values, String> {
     if let Some(k) = t
         .keys()
         .find(|k| !matches!(k.as_str(), "min" | "max" | "log" | "int" | "step" | "when"))
@@ -358,21 +358,32 @@ fn range(name: &str, t: &toml::Table) -> Result<Values, String> {
 
 /// A bound must be a value the key takes: of its type, and valid on its own (a trial with
 /// only this field set refuses nothing about this key).
-fn check_bound(name: &str, v: &toml::Value) -> Result<(), String> {
-    check_entry(name, v)?;
-    let mut t = toml::Table::new();
-    t.insert(name.to_string(), v.clone());
-    let spec: sweep_proto::TrialSpec = toml::Value::Table(t)
+pub(super) fn check_bound(name: &str, v: &toml::Value) -> Result<(), String> {
+    let spec: sweep_proto::TrialSpec = toml::Value::Table(field_table(name, v))
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_string())?;
+    let outer = |k: &str| k.split('.').next().map(str::to_owned);
     match spec.validate() {
-        Err(e @ sweep_proto::SpecError::Invalid { key, .. })
-            if key.split('.').next() == Some(name) =>
-        {
+        Err(e) if matches!(&e, sweep_proto::SpecError::Invalid { key, .. } if outer(key) == outer(name)) => {
             Err(e.to_string())
         }
         _ => Ok(()),
     }
+}
+
+/// A trial table holding only `name = v`; a dotted name (`augment.shift`) is a field of a
+/// nested table.
+pub(super) fn field_table(name: &str, v: &toml::Value) -> toml::Table {
+    let mut t = toml::Table::new();
+    match name.split_once('.') {
+        None => {
+            t.insert(name.to_string(), v.clone());
+        }
+        Some((outer, inner)) => {
+            t.insert(outer.to_string(), toml::Value::Table(field_table(inner, v)));
+        }
+    }
+    t
 }
 
 /// How many points a space of lists, integers and stepped reals has at most (`None`: a
@@ -401,36 +412,7 @@ fn finite_size(axes: &[Axis]) -> Option<usize> {
 pub fn describe(rule: &SearchRule) -> String {
     let mut out = String::new();
     for a in &rule.axes {
-        let values = match &a.values {
-            Values::List { values } => format!(
-                "one of {}",
-                values
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Values::Float {
-                min,
-                max,
-                log,
-                step,
-            } => format!(
-                "real in [{min}, {max}]{}{}",
-                if *log { ", log scale" } else { "" },
-                step.map(|s| format!(", step {s}")).unwrap_or_default()
-            ),
-            Values::Int {
-                min,
-                max,
-                log,
-                step,
-            } => format!(
-                "integer in [{min}, {max}]{}{}",
-                if *log { ", log scale" } else { "" },
-                step.map(|s| format!(", step {s}")).unwrap_or_default()
-            ),
-        };
+        let values = describe_values(&a.values);
         let when = a
             .when
             .as_ref()
@@ -453,6 +435,40 @@ pub fn describe(rule: &SearchRule) -> String {
         rule.budget, rule.startup, rule.seed
     ));
     out
+}
+
+/// An axis's values in words: "one of ...", "real in [min, max], log scale".
+pub(super) fn describe_values(values: &Values) -> String {
+    match values {
+        Values::List { values } => format!(
+            "one of {}",
+            values
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Values::Float {
+            min,
+            max,
+            log,
+            step,
+        } => format!(
+            "real in [{min}, {max}]{}{}",
+            if *log { ", log scale" } else { "" },
+            step.map(|s| format!(", step {s}")).unwrap_or_default()
+        ),
+        Values::Int {
+            min,
+            max,
+            log,
+            step,
+        } => format!(
+            "integer in [{min}, {max}]{}{}",
+            if *log { ", log scale" } else { "" },
+            step.map(|s| format!(", step {s}")).unwrap_or_default()
+        ),
+    }
 }
 
 /// Trials that stand for the space when `[early_stopping]` is checked: the base with the

@@ -550,3 +550,159 @@ fn bad_tpe_sweeps_name_line_column_and_key() {
         assert_refused(text, needle, *position);
     }
 }
+
+const PBT: &str = "name = \"p\"\nsearch = \"pbt\"\nsearch_seed = 2\n[defaults]\nepochs = 6\nvalidation_split = 0.1\n[pbt]\npopulation = 4\ninterval_epochs = 2\n[pbt.mutations]\nlr = { min = 1e-3, max = 0.3, log = true }\naugment.shift = { min = 0.0, max = 0.2 }\nweight_decay = [0.0, 1e-4]\n";
+
+/// A PBT sweep plans its population (no trials until it runs), with the defaults of the
+/// settings, the mutations in file order (`augment.shift` a field of `augment`), and members
+/// whose trials are valid.
+#[test]
+fn a_pbt_sweep_plans_its_population() {
+    let s = parse(PBT, Path::new("p.toml")).unwrap();
+    let rule = s.pbt.as_ref().unwrap();
+    assert!(s.trials.is_empty() && s.search.is_none());
+    assert_eq!(s.size(), 4);
+    assert_eq!(
+        (
+            rule.interval_epochs,
+            rule.quantile,
+            rule.resample_probability,
+            rule.seed
+        ),
+        (2, 0.25, 0.25, 2)
+    );
+    assert_eq!(rule.perturbation_factors, [0.8, 1.2]);
+    let names: Vec<&str> = rule.mutations.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["lr", "augment.shift", "weight_decay"]);
+    let pbt = crate::sched::pbt::Pbt::new(rule.clone()).unwrap();
+    for seg in pbt.first_generation().unwrap() {
+        let spec = pbt.spec(&seg.point).unwrap();
+        assert!((0.0..=0.2).contains(&spec.augment.shift) && spec.epochs == 6);
+    }
+    let text = describe_pbt(rule).unwrap();
+    assert!(
+        text.contains("population 4, 6 epochs each in 3 segments of 2")
+            && text.contains("member 3: lr = "),
+        "{text}"
+    );
+}
+
+/// Bad PBT settings are refused where they are written.
+#[test]
+fn bad_pbt_settings_name_their_place() {
+    let with = |from: &str, to: &str| PBT.replace(from, to);
+    type Case = (String, &'static str, Option<(usize, usize)>);
+    let cases: Vec<Case> = vec![
+        (
+            with("lr = { min", "model = [\"dense\"]\nlr = { min"),
+            "`pbt.mutations.model`: `model` cannot change mid-training (it fixes the shapes",
+            Some((11, 1)),
+        ),
+        (
+            with(
+                "weight_decay = [0.0, 1e-4]",
+                "optimizer = [\"sgd\", \"adam\"]",
+            ),
+            "`optimizer` cannot change mid-training",
+            Some((13, 1)),
+        ),
+        (
+            with(
+                "augment.shift = { min = 0.0, max = 0.2 }",
+                "augment.cutout = [0, 40]",
+            ),
+            "`pbt.mutations.augment.cutout`: invalid value for `augment.cutout`: 40",
+            Some((12, 1)),
+        ),
+        (
+            with("population = 4", "population = 1"),
+            "`pbt.population` = 1 must be between 2",
+            Some((8, 14)),
+        ),
+        (
+            with("interval_epochs = 2", "interval_epochs = 6"),
+            "`interval_epochs` = 6 must be at least 1 and below `epochs` (6)",
+            Some((9, 19)),
+        ),
+        (
+            with("interval_epochs = 2", "interval_epochs = 0"),
+            "`pbt.interval_epochs` = 0 must be between 1",
+            Some((9, 19)),
+        ),
+        (
+            with("population = 4", "population = 4\nquantile = 0.6"),
+            "`pbt.quantile` = 0.6 must be a number in (0, 0.5]",
+            Some((9, 12)),
+        ),
+        (
+            with("population = 4", "population = 4\nquantile = 0"),
+            "`pbt.quantile` = 0 must be",
+            Some((9, 12)),
+        ),
+        (
+            with("population = 4", "population = 4\nresample_probability = 2"),
+            "[0, 1]",
+            Some((9, 24)),
+        ),
+        (
+            with(
+                "population = 4",
+                "population = 4\nperturbation_factors = [0.8, -1]",
+            ),
+            "positive numbers",
+            Some((9, 24)),
+        ),
+        (
+            with("population = 4", "population = 4\npopulaton = 5"),
+            "unknown field `populaton`",
+            Some((9, 1)),
+        ),
+        (
+            with("validation_split = 0.1\n", ""),
+            "compares members on validation accuracy",
+            None,
+        ),
+        (
+            with("[pbt]", "[grid]\nseed = [1, 2]\n[pbt]"),
+            "[grid] is not for search = \"pbt\"",
+            Some((8, 1)),
+        ),
+        (
+            with("search = \"pbt\"\n", ""),
+            "[pbt] goes with search = \"pbt\"",
+            None,
+        ),
+        (
+            with(
+                "lr = { min = 1e-3, max = 0.3, log = true }",
+                "lr = { min = 1e-3, max = 0.3, when = { x = 1 } }",
+            ),
+            "`when` is for search = \"tpe\"",
+            Some((11, 6)),
+        ),
+        (
+            with(
+                "lr = { min = 1e-3, max = 0.3, log = true }",
+                "lr = { min = -1.0, max = 0.3 }",
+            ),
+            "`pbt.mutations.lr`: `min`: invalid value for `lr`",
+            Some((11, 6)),
+        ),
+        (
+            "name = \"p\"\nsearch = \"pbt\"\n[defaults]\nvalidation_split = 0.1\n".into(),
+            "needs a [pbt] section",
+            None,
+        ),
+        (
+            with(
+                "[pbt.mutations]\n",
+                "[early_stopping]\nmethod = \"asha\"\n[pbt.mutations]\n",
+            ),
+            "[early_stopping] is not for search = \"pbt\"",
+            None,
+        ),
+    ];
+    for (text, needle, position) in &cases {
+        assert_refused(text, needle, *position);
+    }
+}

@@ -175,48 +175,19 @@ impl Searcher {
                 };
                 Ok(canonical_value(&axis.name, &value)?.is_none().then_some(v))
             };
-            let (kind, values, default) = match &axis.values {
+            let kind = dim_kind(&axis.values);
+            let (values, default) = match &axis.values {
                 Values::List { values } => {
                     let c = values
                         .iter()
                         .map(|v| canonical_value(&axis.name, v))
                         .collect::<Result<Vec<_>, _>>()?;
-                    (Kind::Categorical { choices: c.len() }, c, None)
+                    (c, None)
                 }
-                Values::Float {
-                    min,
-                    max,
-                    log,
-                    step,
-                } => (
-                    Kind::Float {
-                        low: *min,
-                        high: *max,
-                        log: *log,
-                        step: *step,
-                    },
-                    Vec::new(),
-                    omitted(*min, false)?.or(omitted(*max, false)?),
-                ),
-                Values::Int {
-                    min,
-                    max,
-                    log,
-                    step,
-                } => (
-                    match step {
-                        None => Kind::Int {
-                            low: *min,
-                            high: *max,
-                            log: *log,
-                        },
-                        Some(s) => Kind::Float {
-                            low: *min as f64,
-                            high: *max as f64,
-                            log: false,
-                            step: Some(*s as f64),
-                        },
-                    },
+                Values::Float { min, max, .. } => {
+                    (Vec::new(), omitted(*min, false)?.or(omitted(*max, false)?))
+                }
+                Values::Int { min, max, .. } => (
                     Vec::new(),
                     omitted(*min as f64, true)?.or(omitted(*max as f64, true)?),
                 ),
@@ -523,6 +494,48 @@ pub fn model_budget(
     b.into_iter()
         .rev()
         .find(|&e| observed_at(e) >= enough.max(1))
+}
+
+/// The sampler's dimension for an axis's values: a list is categorical (by index), a stepped
+/// integer range a stepped real one.
+pub fn dim_kind(values: &Values) -> Kind {
+    match *values {
+        Values::List { ref values } => Kind::Categorical {
+            choices: values.len(),
+        },
+        Values::Float {
+            min,
+            max,
+            log,
+            step,
+        } => Kind::Float {
+            low: min,
+            high: max,
+            log,
+            step,
+        },
+        Values::Int {
+            min,
+            max,
+            log,
+            step: None,
+        } => Kind::Int {
+            low: min,
+            high: max,
+            log,
+        },
+        Values::Int {
+            min,
+            max,
+            step: Some(s),
+            ..
+        } => Kind::Float {
+            low: min as f64,
+            high: max as f64,
+            log: false,
+            step: Some(s as f64),
+        },
+    }
 }
 
 /// The random generator of a search's `position`-th suggestion: `(seed, position)` alone

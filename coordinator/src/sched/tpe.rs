@@ -361,8 +361,17 @@ impl Kind {
             }
     }
 
+    /// The value in range nearest `v`: clamped to the bounds, and on the grid for integer and
+    /// stepped ranges (PBT's perturbations land here).
+    pub fn nearest(&self, v: f64) -> f64 {
+        match self {
+            Kind::Categorical { choices } => v.round().clamp(0.0, (*choices - 1) as f64),
+            _ => self.scale().snap(v),
+        }
+    }
+
     /// A uniform draw (on the log scale for log ranges; on the grid for integer and stepped).
-    fn uniform(&self, rng: &mut impl Rng) -> f64 {
+    pub fn uniform(&self, rng: &mut impl Rng) -> f64 {
         match self {
             Kind::Categorical { choices } => rng.random_range(0..*choices) as f64,
             _ => {

@@ -32,9 +32,10 @@ pub enum StoreError {
     #[error("{0}")]
     Module(String),
     /// A sweep names a TorchScript module this coordinator does not have (upload it first),
-    /// or one that is not a TorchScript archive: the request, not the storage, is at fault.
+    /// or one that is not a TorchScript archive, or asks for what this version cannot run:
+    /// the request, not the storage, is at fault.
     #[error("{0}")]
-    ModuleRefused(String),
+    Refused(String),
     #[error("database {path}: corrupt row for trial {trial}: {reason}")]
     Corrupt {
         path: String,
