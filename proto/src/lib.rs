@@ -61,9 +61,9 @@ pub use result::{
     TRAINER_SEMANTICS,
 };
 pub use trial::{
-    Augment, ColorMode, DatasetKind, DeviceRequest, Layout, Loss, Model, ModuleHash, Normalization,
-    Optimizer, Precision, Schedule, Semantics, SpecError, TrialSpec, CIFAR_IMAGE_SIZE,
-    IMAGEFOLDER_PREFIX, TORCHSCRIPT_PREFIX,
+    Augment, AugmentChange, Change, ColorMode, DatasetKind, DeviceRequest, Layout, Loss, Model,
+    ModuleHash, Normalization, Optimizer, Precision, Schedule, Semantics, SpecError, TrialSpec,
+    CHANGEABLE, CIFAR_IMAGE_SIZE, IMAGEFOLDER_PREFIX, TORCHSCRIPT_PREFIX,
 };
 
 /// Generated protobuf/gRPC code.

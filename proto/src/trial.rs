@@ -14,15 +14,20 @@ pub enum SpecError {
     Parse(String),
     #[error("invalid value for `{key}`: {value} ({reason})")]
     Invalid {
-        key: &'static str,
+        /// The field (`augment.shift`, `changes[0].lr`).
+        key: std::borrow::Cow<'static, str>,
         value: String,
         reason: String,
     },
 }
 
-fn invalid(key: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> SpecError {
+fn invalid(
+    key: impl Into<std::borrow::Cow<'static, str>>,
+    value: impl fmt::Display,
+    reason: impl Into<String>,
+) -> SpecError {
     SpecError::Invalid {
-        key,
+        key: key.into(),
         value: value.to_string(),
         reason: reason.into(),
     }
@@ -461,6 +466,99 @@ pub struct TrialSpec {
     /// tensor cores, a no-op in results.
     #[serde(skip_serializing_if = "is_false")]
     pub channels_last: bool,
+    /// Values that change mid-training: from each change's `epoch` (1-based) on, its fields
+    /// replace the trial's (`[[changes]]`; PBT's schedules, and their replay). Ascending
+    /// epochs in 2..=epochs; only [`Change`]'s fields may change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+}
+
+/// The trial fields that may change between epochs: the optimiser's rate, momentum and
+/// weight decay, label smoothing and augmentation strengths. None of them changes the
+/// weights' shapes or the optimiser's state, so a trial (or a PBT member copying another's
+/// weights) goes on with the same state under new values.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// The first epoch (1-based) trained with these values.
+    pub epoch: u32,
+    /// The base rate from this epoch: the schedule's factor at each step still applies to it
+    /// (with `schedule = "constant"` it is the rate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f64>,
+    #[serde(skip_serializing_if = "AugmentChange::is_empty", default)]
+    pub augment: AugmentChange,
+}
+
+/// The fields a [`Change`] may set, as sweep files name them (PBT's mutations).
+pub const CHANGEABLE: &[&str] = &[
+    "lr",
+    "momentum",
+    "weight_decay",
+    "label_smoothing",
+    "augment.flip",
+    "augment.shift",
+    "augment.pad_crop",
+    "augment.rotation",
+    "augment.cutout",
+];
+
+/// Augmentation strengths a [`Change`] sets; the others keep their values.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentChange {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flip: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shift: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pad_crop: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cutout: Option<u32>,
+}
+
+impl AugmentChange {
+    pub fn is_empty(&self) -> bool {
+        *self == AugmentChange::default()
+    }
+}
+
+impl Change {
+    /// Whether it sets no field.
+    pub fn is_empty(&self) -> bool {
+        self.lr.is_none()
+            && self.momentum.is_none()
+            && self.weight_decay.is_none()
+            && self.label_smoothing.is_none()
+            && self.augment.is_empty()
+    }
+
+    /// Sets its fields in `spec`.
+    pub fn apply(&self, spec: &mut TrialSpec) {
+        let set = |to: &mut f64, v: Option<f64>| {
+            if let Some(v) = v {
+                *to = v;
+            }
+        };
+        set(&mut spec.lr, self.lr);
+        set(&mut spec.momentum, self.momentum);
+        set(&mut spec.weight_decay, self.weight_decay);
+        set(&mut spec.label_smoothing, self.label_smoothing);
+        let (a, c) = (&mut spec.augment, &self.augment);
+        a.flip = c.flip.unwrap_or(a.flip);
+        set(&mut a.shift, c.shift);
+        a.pad_crop = c.pad_crop.unwrap_or(a.pad_crop);
+        set(&mut a.rotation, c.rotation);
+        a.cutout = c.cutout.unwrap_or(a.cutout);
+    }
 }
 
 impl Default for TrialSpec {
@@ -495,6 +593,7 @@ impl Default for TrialSpec {
             device: DeviceRequest::Auto,
             precision: Precision::Fp32,
             channels_last: false,
+            changes: Vec::new(),
         }
     }
 }
@@ -510,6 +609,53 @@ impl TrialSpec {
     /// Canonical TOML for this trial (every field written out).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# unserializable trial spec: {e}"))
+    }
+
+    /// The values that train epoch `epoch` (1-based): the trial with every change up to that
+    /// epoch applied (itself, borrowed, when it has no changes).
+    pub fn at_epoch(&self, epoch: u32) -> std::borrow::Cow<'_, TrialSpec> {
+        if self.changes.first().is_none_or(|c| c.epoch > epoch) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut spec = self.clone();
+        for c in self.changes.iter().take_while(|c| c.epoch <= epoch) {
+            c.apply(&mut spec);
+        }
+        spec.changes.clear();
+        std::borrow::Cow::Owned(spec)
+    }
+
+    /// `changes` in ascending epochs within 2..=epochs, each setting a field, and each epoch's
+    /// values valid as the trial's own would be (the error names the change's epoch).
+    fn validate_changes(&self) -> Result<(), SpecError> {
+        let mut last = 1;
+        for (i, c) in self.changes.iter().enumerate() {
+            let key = format!("changes[{i}].epoch");
+            if c.epoch <= last || c.epoch > self.epochs {
+                return Err(invalid(
+                    key,
+                    c.epoch,
+                    format!(
+                        "changes take effect at epochs 2 to epochs ({}), each after the last (epoch 1 is the trial's own values)",
+                        self.epochs
+                    ),
+                ));
+            }
+            if c.is_empty() {
+                return Err(invalid(key, c.epoch, "the change sets no field"));
+            }
+            last = c.epoch;
+            let at = self.at_epoch(c.epoch);
+            at.validate().map_err(|e| match e {
+                SpecError::Invalid { key, value, reason } => SpecError::Invalid {
+                    key: format!("changes[{i}].{key}").into(),
+                    value,
+                    reason,
+                },
+                other => other,
+            })?;
+        }
+        Ok(())
     }
 
     /// Number of input channels the model sees.
@@ -637,7 +783,8 @@ impl TrialSpec {
                 "applies to loss = \"cross-entropy\" only",
             ));
         }
-        self.validate_semantics()
+        self.validate_semantics()?;
+        self.validate_changes()
     }
 
     fn validate_data(&self) -> Result<(), SpecError> {
@@ -738,6 +885,7 @@ mod tests {
             "semantics",
             "dataset",
             "image_size",
+            "changes",
         ] {
             assert!(!text.contains(key), "{key} in:\n{text}");
         }
@@ -746,6 +894,53 @@ mod tests {
             ..TrialSpec::default()
         };
         assert!(bf16.to_toml().contains("precision = \"bf16\""));
+    }
+
+    /// `[[changes]]`: read from a trial file, applied from their epoch on, written back in the
+    /// canonical TOML; out-of-order, empty, too early or too late ones, and values the trial
+    /// itself could not take, are refused naming the change.
+    #[test]
+    fn changes_apply_from_their_epoch_and_are_checked() {
+        let text = "epochs = 4\nlr = 0.1\n[[changes]]\nepoch = 2\nlr = 0.05\naugment = { shift = 0.1 }\n[[changes]]\nepoch = 4\nmomentum = 0.5\n";
+        let spec = TrialSpec::from_toml(text).unwrap();
+        let at = |e: u32| spec.at_epoch(e).into_owned();
+        assert_eq!(
+            (at(1).lr, at(1).augment.shift, at(1).momentum),
+            (0.1, 0.0, 0.9)
+        );
+        assert_eq!(
+            (at(3).lr, at(3).augment.shift, at(3).momentum),
+            (0.05, 0.1, 0.9)
+        );
+        assert_eq!((at(4).lr, at(4).momentum), (0.05, 0.5));
+        assert!(at(4).changes.is_empty());
+        assert_eq!(TrialSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+        let refused = |changes: &str, needle: &str| {
+            let e = TrialSpec::from_toml(&format!("epochs = 4\n{changes}")).unwrap_err();
+            assert!(e.to_string().contains(needle), "{needle}: {e}");
+        };
+        refused(
+            "[[changes]]\nepoch = 1\nlr = 0.1\n",
+            "`changes[0].epoch`: 1",
+        );
+        refused(
+            "[[changes]]\nepoch = 5\nlr = 0.1\n",
+            "epochs 2 to epochs (4)",
+        );
+        refused(
+            "[[changes]]\nepoch = 3\nlr = 0.1\n[[changes]]\nepoch = 2\nlr = 0.1\n",
+            "`changes[1].epoch`: 2",
+        );
+        refused("[[changes]]\nepoch = 3\n", "sets no field");
+        refused("[[changes]]\nepoch = 3\nlr = -1.0\n", "`changes[0].lr`: -1");
+        refused(
+            "[[changes]]\nepoch = 3\naugment = { shift = 0.9 }\n",
+            "`changes[0].augment.shift`",
+        );
+        refused(
+            "[[changes]]\nepoch = 3\nmodel = \"dense\"\n",
+            "unknown field `model`",
+        );
     }
 
     #[test]

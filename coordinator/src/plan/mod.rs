@@ -768,7 +768,7 @@ impl<'a> Parser<'a> {
     /// beyond epochs) points at the grid axis that sets the key, else at its default.
     fn resolve(&self, table: toml::Table) -> Result<TrialSpec, SweepError> {
         let locate = |key: &str| -> Option<std::ops::Range<usize>> {
-            let root = key.split('.').next().unwrap_or(key);
+            let root = key.split(['.', '[']).next().unwrap_or(key);
             self.raw
                 .grid
                 .get_key_value(root)

@@ -50,20 +50,11 @@ pub const DEFAULT_FACTORS: [f64; 2] = [0.8, 1.2];
 /// Draws for a member's initial values before the space is called one with no valid trial.
 pub const INITIAL_DRAWS: usize = 64;
 
-/// The trial fields a member may change between segments, and why the others may not. Each
-/// takes effect at the next segment's first step; the optimiser's state (momentum buffers,
-/// Adam's moments, its step count) is kept, since none of these changes its shape.
-pub const MUTABLE: &[&str] = &[
-    "lr",
-    "momentum",
-    "weight_decay",
-    "label_smoothing",
-    "augment.flip",
-    "augment.shift",
-    "augment.pad_crop",
-    "augment.rotation",
-    "augment.cutout",
-];
+/// The trial fields a member may change between segments: those a trial's `changes` can set
+/// ([`sweep_proto::Change`]). Each takes effect at the next segment's first step; the
+/// optimiser's state (momentum buffers, Adam's moments, its step count) is kept, since none of
+/// them changes its shape.
+pub const MUTABLE: &[&str] = sweep_proto::CHANGEABLE;
 
 /// Why a field outside [`MUTABLE`] cannot change mid-training.
 pub fn frozen_reason(field: &str) -> &'static str {

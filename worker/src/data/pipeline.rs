@@ -106,6 +106,11 @@ impl Pipeline {
         })
     }
 
+    /// The augmentation of the training batches from now on (a trial's `changes`).
+    pub fn set_augment(&mut self, augment: Augment) {
+        self.augment = augment;
+    }
+
     /// The training batch at `idx` (int64 indices on the device): augmented and normalised.
     pub fn train_batch(&self, idx: &Tensor) -> (Tensor, Tensor) {
         let x = self.train.x.index_select(0, idx).to_kind(Kind::Float);

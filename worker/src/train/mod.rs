@@ -339,7 +339,12 @@ impl<'a> Session<'a> {
         control: &Control,
         observe: &mut dyn FnMut(Event),
     ) -> Result<Result<EpochMetrics, Cut>, String> {
-        let (spec, n, bs, steps) = (self.spec, self.n, self.bs, self.steps);
+        let (n, bs, steps) = (self.n, self.bs, self.steps);
+        // The values this epoch trains with: the trial's, with its `changes` so far.
+        let now = self.spec.at_epoch(epoch + 1);
+        let spec: &TrialSpec = &now;
+        self.opt.set_hyper(spec.momentum, spec.weight_decay);
+        self.pipe.set_augment(spec.augment);
         tch::manual_seed(epoch_seed(spec.seed, epoch));
         let t0 = Instant::now();
         let mut tally = Tally::new(spec.loss, self.device);
@@ -847,6 +852,72 @@ mod tests {
             })
             .collect();
         serde_json::json!({"status": r.status, "epochs": epochs, "test": r.test, "best": r.best_val_accuracy})
+    }
+
+    /// `changes` (PBT's schedules, and their replay): each epoch trains with the values of the
+    /// changes so far. A change to the values the trial already has changes nothing (bit for
+    /// bit); a real one changes the numbers from its epoch on and not before; the reported rate
+    /// follows the changes; and a trial with changes resumes from a checkpoint exactly.
+    #[test]
+    fn changes_take_effect_from_their_epoch() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        let base = TrialSpec {
+            epochs: 3,
+            optimizer: sweep_proto::Optimizer::Sgd,
+            lr: 0.05,
+            momentum: 0.5,
+            seed: 3,
+            ..quick(Model::SeedCnn)
+        };
+        let change = |epoch: u32, lr: f64, momentum: f64, shift: f64| sweep_proto::Change {
+            epoch,
+            lr: Some(lr),
+            momentum: Some(momentum),
+            weight_decay: Some(1e-4),
+            augment: sweep_proto::AugmentChange {
+                shift: Some(shift),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let with = |changes: Vec<sweep_proto::Change>| TrialSpec {
+            changes,
+            ..base.clone()
+        };
+        let plain = run(&base, &data, Device::Cpu, &mut |_| {});
+        let mut same = base.clone();
+        same.weight_decay = 1e-4;
+        let same_plain = run(&same, &data, Device::Cpu, &mut |_| {});
+        let mut noop = same.clone();
+        noop.changes = vec![change(2, 0.05, 0.5, 0.0)];
+        let noop = run(&noop, &data, Device::Cpu, &mut |_| {});
+        assert_eq!(
+            numbers(&noop),
+            numbers(&same_plain),
+            "a change to the same values"
+        );
+
+        let changed = with(vec![change(2, 0.01, 0.9, 0.1), change(3, 0.002, 0.0, 0.0)]);
+        let control = Control {
+            checkpoints: checkpoint::Policy {
+                every_epochs: 1,
+                every_seconds: 0,
+            },
+            ..Control::default()
+        };
+        let mut saved = Vec::new();
+        let r = run_until(&changed, &data, Device::Cpu, &control, &mut |e| {
+            if let Event::Checkpoint { epoch, bytes } = e {
+                saved.push((epoch, bytes.to_vec()));
+            }
+        });
+        assert_eq!(r.status, TrialStatus::Completed, "{:?}", r.reason);
+        let lrs: Vec<f64> = r.epochs.iter().map(|e| e.lr).collect();
+        assert_eq!(lrs, [0.05, 0.01, 0.002]);
+        assert_eq!(numbers(&r)["epochs"][0], numbers(&plain)["epochs"][0]);
+        assert_ne!(numbers(&r)["epochs"][1], numbers(&plain)["epochs"][1]);
+        assert_resumes_exactly(&changed, &data, &saved, &r);
     }
 
     /// A trial resumed from its checkpoint after epoch 1 or 2 (model, batch-norm statistics,

@@ -33,6 +33,19 @@ impl Optim {
         }
     }
 
+    /// Momentum and weight decay from now on (a trial's `changes`); the buffers are kept.
+    /// Keras' L2 is a loss term ([`l2_penalty`]), so it has none here.
+    pub fn set_hyper(&mut self, momentum: f64, weight_decay: f64) {
+        match self {
+            Optim::Sgd(opt) => {
+                opt.momentum = momentum;
+                opt.wd = weight_decay;
+            }
+            Optim::Adam(opt) => opt.wd = weight_decay,
+            Optim::Keras(_) => {}
+        }
+    }
+
     /// Zeroes the gradients, back-propagates `loss` and takes one step.
     pub fn backward_step(&mut self, loss: &Tensor) {
         let vars = match self {
