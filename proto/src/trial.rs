@@ -471,6 +471,10 @@ pub struct TrialSpec {
     /// epochs in 2..=epochs; only [`Change`]'s fields may change.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
+    /// Train epochs 1 to this of an `epochs`-long run, save a checkpoint there, and end (as
+    /// stopped): a PBT segment, which the next segment resumes from. Below `epochs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_after: Option<u32>,
 }
 
 /// The trial fields that may change between epochs: the optimiser's rate, momentum and
@@ -594,6 +598,7 @@ impl Default for TrialSpec {
             precision: Precision::Fp32,
             channels_last: false,
             changes: Vec::new(),
+            stop_after: None,
         }
     }
 }
@@ -609,6 +614,23 @@ impl TrialSpec {
     /// Canonical TOML for this trial (every field written out).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# unserializable trial spec: {e}"))
+    }
+
+    /// The last epoch this trial trains: `stop_after`, or `epochs`.
+    pub fn last_epoch(&self) -> u32 {
+        self.stop_after.unwrap_or(self.epochs)
+    }
+
+    /// What a checkpoint after `epoch` epochs of this trial is a checkpoint *of*: the SHA-256
+    /// (hex) of the canonical TOML of the trial without `stop_after` and without the changes
+    /// after `epoch`. Any trial that trains its first `epoch` epochs the same way has the same
+    /// key and may resume from it (the next PBT segment, a replay); for a trial without
+    /// changes or `stop_after` it is the hash of its own TOML.
+    pub fn resume_key(&self, epoch: u32) -> String {
+        let mut prefix = self.clone();
+        prefix.stop_after = None;
+        prefix.changes.retain(|c| c.epoch <= epoch);
+        crate::sha256_hex(prefix.to_toml().as_bytes())
     }
 
     /// The values that train epoch `epoch` (1-based): the trial with every change up to that
@@ -784,7 +806,15 @@ impl TrialSpec {
             ));
         }
         self.validate_semantics()?;
-        self.validate_changes()
+        self.validate_changes()?;
+        match self.stop_after {
+            Some(k) if k == 0 || k >= self.epochs => Err(invalid(
+                "stop_after",
+                k,
+                format!("must be 1 to epochs - 1 ({})", self.epochs - 1),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn validate_data(&self) -> Result<(), SpecError> {
@@ -886,6 +916,7 @@ mod tests {
             "dataset",
             "image_size",
             "changes",
+            "stop_after",
         ] {
             assert!(!text.contains(key), "{key} in:\n{text}");
         }
@@ -941,6 +972,51 @@ mod tests {
             "[[changes]]\nepoch = 3\nmodel = \"dense\"\n",
             "unknown field `model`",
         );
+    }
+
+    /// A checkpoint's key covers the epochs it trained: the same for a segment (`stop_after`)
+    /// and its continuation with a change after it, different for one whose earlier epochs
+    /// differ; a trial without changes keys as its own TOML.
+    #[test]
+    fn resume_keys_cover_the_epochs_trained() {
+        let plain = TrialSpec {
+            epochs: 6,
+            ..TrialSpec::default()
+        };
+        assert_eq!(
+            plain.resume_key(3),
+            crate::sha256_hex(plain.to_toml().as_bytes())
+        );
+        let change = |epoch: u32, lr: f64| Change {
+            epoch,
+            lr: Some(lr),
+            ..Default::default()
+        };
+        let segment = TrialSpec {
+            changes: vec![change(3, 0.01)],
+            stop_after: Some(4),
+            ..plain.clone()
+        };
+        let next = TrialSpec {
+            changes: vec![change(3, 0.01), change(5, 0.02)],
+            ..plain.clone()
+        };
+        assert_eq!(segment.resume_key(4), next.resume_key(4));
+        assert_ne!(segment.resume_key(4), next.resume_key(5));
+        assert_eq!(plain.resume_key(2), segment.resume_key(2));
+        assert_ne!(plain.resume_key(3), segment.resume_key(3));
+        assert_eq!((segment.last_epoch(), next.last_epoch()), (4, 6));
+        for bad in [0, 6, 7] {
+            let spec = TrialSpec {
+                stop_after: Some(bad),
+                ..plain.clone()
+            };
+            let e = spec.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("`stop_after`") && e.contains("1 to epochs - 1 (5)"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

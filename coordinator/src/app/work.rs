@@ -586,9 +586,9 @@ impl Handle {
 }
 
 impl Shared {
-    /// How many epochs trial `id` runs, if the core knows it: what a worker's epoch numbers
+    /// How many epochs trial `id` runs (to `stop_after`, for a PBT segment), if the core knows it: what a worker's epoch numbers
     /// about it must stay within.
     fn epochs_of(&self, id: &str) -> Option<u32> {
-        self.core.trial(id).map(|t| t.spec.epochs)
+        self.core.trial(id).map(|t| t.spec.last_epoch())
     }
 }

@@ -30,7 +30,9 @@ const MAX_HEADER: u64 = 16 << 20;
 pub struct Header {
     /// [`TRAINER_SEMANTICS`] of the trainer that wrote it.
     pub semantics: u32,
-    /// SHA-256 (hex) of the trial's canonical TOML: a checkpoint resumes only its own trial.
+    /// [`TrialSpec::resume_key`] at `epoch`: a checkpoint resumes only a trial that trained
+    /// its epochs the same way (its own, or a PBT member's next segment); for a trial without
+    /// changes, the SHA-256 (hex) of its canonical TOML.
     pub spec_sha256: String,
     /// Epochs trained (the next attempt starts at epoch `epoch + 1`).
     pub epoch: u32,
@@ -154,7 +156,7 @@ pub fn decode(bytes: &[u8], spec: &TrialSpec) -> Result<Restored, String> {
             header.semantics
         ));
     }
-    if header.spec_sha256 != spec_sha256(spec) {
+    if header.spec_sha256 != spec.resume_key(header.epoch) {
         return Err("it belongs to another trial".into());
     }
     if header.epoch == 0

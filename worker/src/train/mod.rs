@@ -211,7 +211,9 @@ fn train(
     let mut cut = None;
     let mut stopped = None;
     let mut last_checkpoint = (t.epochs.len() as u32, Instant::now());
-    for epoch in t.epochs.len() as u32..spec.epochs {
+    // `stop_after` (a PBT segment) ends the trial early, with a checkpoint there.
+    let last = spec.last_epoch();
+    for epoch in t.epochs.len() as u32..last {
         let m = match t.epoch(epoch, control, observe)? {
             Ok(m) => m,
             Err(c) => {
@@ -223,12 +225,12 @@ fn train(
         t.epochs.push(m);
         // The observer may have heard, for this epoch, that the trial goes no further.
         stopped = control.stop_reason();
-        if stopped.is_some() && epoch + 1 < spec.epochs {
+        if stopped.is_some() && epoch + 1 < last {
             break;
         }
         stopped = None;
         let (since, at) = last_checkpoint;
-        if epoch + 1 < spec.epochs
+        if epoch + 1 < last
             && control
                 .checkpoints
                 .due(epoch + 1 - since, at.elapsed().as_secs_f64())
@@ -236,6 +238,14 @@ fn train(
             t.checkpoint(epoch + 1, observe);
             last_checkpoint = (epoch + 1, Instant::now());
         }
+    }
+    if cut.is_none() && stopped.is_none() && last < spec.epochs {
+        // Sent before the result (the channel keeps the order): the next segment starts here.
+        t.checkpoint(last, observe);
+        stopped = Some(format!(
+            "stop_after = {last}: trained epochs 1-{last} of {}",
+            spec.epochs
+        ));
     }
     let mut result = t.result(val_images, parameters, notes, resumed_from_epoch);
     if let Some(Cut::Diverged(epoch, reason)) = cut {
@@ -423,7 +433,7 @@ impl<'a> Session<'a> {
         let (state, step) = self.opt.state();
         let header = checkpoint::Header {
             semantics: sweep_proto::TRAINER_SEMANTICS,
-            spec_sha256: checkpoint::spec_sha256(self.spec),
+            spec_sha256: self.spec.resume_key(epoch),
             epoch,
             optimizer_step: step,
             epochs: self.epochs.clone(),
@@ -918,6 +928,61 @@ mod tests {
         assert_eq!(numbers(&r)["epochs"][0], numbers(&plain)["epochs"][0]);
         assert_ne!(numbers(&r)["epochs"][1], numbers(&plain)["epochs"][1]);
         assert_resumes_exactly(&changed, &data, &saved, &r);
+    }
+
+    /// A PBT member's segments: the first (`stop_after = 2`) ends as stopped with a checkpoint
+    /// after epoch 2; the next, which changes the rate from epoch 3, resumes from it and ends
+    /// bit for bit as the same schedule trained from scratch (PBT's replay). A checkpoint of a
+    /// member whose first epochs trained otherwise is refused.
+    #[test]
+    fn segments_chain_into_their_replay() {
+        let _lock = crate::test_rng_lock();
+        let (_d, data) = tiny_data();
+        let replay = TrialSpec {
+            epochs: 4,
+            optimizer: sweep_proto::Optimizer::Sgd,
+            lr: 0.05,
+            schedule: sweep_proto::Schedule::Cosine,
+            seed: 4,
+            changes: vec![sweep_proto::Change {
+                epoch: 3,
+                lr: Some(0.02),
+                momentum: Some(0.8),
+                ..Default::default()
+            }],
+            ..quick(Model::SeedCnn)
+        };
+        let full = run(&replay, &data, Device::Cpu, &mut |_| {});
+        let first = TrialSpec {
+            changes: Vec::new(),
+            stop_after: Some(2),
+            ..replay.clone()
+        };
+        let mut saved = Vec::new();
+        let r = run(&first, &data, Device::Cpu, &mut |e| {
+            if let Event::Checkpoint { epoch, bytes } = e {
+                saved.push((epoch, bytes.to_vec()));
+            }
+        });
+        assert_eq!(r.status, TrialStatus::Stopped, "{:?}", r.reason);
+        assert_eq!(r.epochs.len(), 2);
+        assert!(r.reason.as_deref().unwrap_or("").contains("stop_after = 2"));
+        assert_eq!(saved.iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+        assert_resumes_exactly(&replay, &data, &saved, &full);
+        let other = TrialSpec {
+            lr: 0.04,
+            ..replay.clone()
+        };
+        let control = Control {
+            resume: Some(saved[0].1.clone()),
+            ..Control::default()
+        };
+        let o = run_until(&other, &data, Device::Cpu, &control, &mut |_| {});
+        assert!(
+            o.notes.iter().any(|n| n.contains("another trial")),
+            "{:?}",
+            o.notes
+        );
     }
 
     /// A trial resumed from its checkpoint after epoch 1 or 2 (model, batch-norm statistics,
