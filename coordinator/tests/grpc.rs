@@ -1395,3 +1395,150 @@ async fn a_submitted_image_folder_is_not_read_by_the_coordinator() {
     );
     server.stop().await;
 }
+
+/// PBT over the protocol (issue 25): a population of 2 with one exploit step. Generation 0's
+/// segments end at epoch 2 with their checkpoints; the tick makes generation 1, in which the
+/// worse member starts from the better one's checkpoint (the bytes it sent, byte for byte)
+/// with a change to the explored values from epoch 3, and the better one goes on from its own.
+/// A restarted coordinator replays the same history and makes nothing twice.
+#[tokio::test]
+async fn a_population_exploits_the_better_members_checkpoint() {
+    let pbt = "name = \"p\"\nsearch = \"pbt\"\nsearch_seed = 1\n[defaults]\nepochs = 4\nvalidation_split = 0.1\noptimizer = \"sgd\"\n[pbt]\npopulation = 2\ninterval_epochs = 2\nquantile = 0.5\n[pbt.mutations]\nlr = { min = 0.001, max = 0.1, log = true }\n";
+    let server = Server::on(tempfile::tempdir().unwrap(), Some(pbt)).await;
+    let mut c = server.worker().await;
+    let w = c
+        .register(pb::RegisterRequest {
+            name: "w".into(),
+            device: pb::DeviceKind::Cpu as i32,
+            slots: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let leases = c
+        .lease(pb::LeaseRequest {
+            worker_id: w.clone(),
+            free_slots: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert_eq!(leases.len(), 2);
+    let spec = |l: &pb::Lease| sweep_proto::TrialSpec::from_toml(&l.spec_toml).unwrap();
+    // Member order is the sweep's: member 0 scores 0.3, member 1 scores 0.8.
+    let members = server
+        .handle
+        .lock()
+        .population("p")
+        .unwrap()
+        .segments
+        .clone();
+    let mut sent = Vec::new();
+    for (m, score) in [(0usize, 0.3), (1, 0.8)] {
+        let lease = leases
+            .iter()
+            .find(|l| l.trial_id == members[m].id.as_str())
+            .unwrap();
+        assert_eq!(spec(lease).stop_after, Some(2));
+        let bytes = format!("checkpoint of member {m}").repeat(100).into_bytes();
+        let ack = c
+            .save_checkpoint(tokio_stream::iter(chunks(
+                &w,
+                lease,
+                pb::ArtifactKind::Checkpoint,
+                2,
+                &bytes,
+            )))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ack.accepted, "{ack:?}");
+        let mut r = result_msg(score);
+        r.status = pb::TrialStatus::Stopped as i32;
+        r.reason = Some("stop_after = 2".into());
+        r.epochs = vec![epoch_msg(1, 0.1), epoch_msg(2, score)];
+        let ack = c
+            .report_result(report(&w, &lease.trial_id, lease.attempt, r))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ack.accepted, "{ack:?}");
+        sent.push(bytes);
+    }
+    let h = server.handle.clone();
+    tokio::task::spawn_blocking(move || h.tick())
+        .await
+        .unwrap()
+        .unwrap();
+    let next = c
+        .lease(pb::LeaseRequest {
+            worker_id: w.clone(),
+            free_slots: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert_eq!(next.len(), 2);
+    let segments = server
+        .handle
+        .lock()
+        .population("p")
+        .unwrap()
+        .segments
+        .clone();
+    assert_eq!(segments.len(), 4);
+    for (m, parent) in [(0usize, 1usize), (1, 1)] {
+        let seg = &segments[2 + m];
+        let lease = next.iter().find(|l| l.trial_id == seg.id.as_str()).unwrap();
+        assert_eq!(lease.checkpoint_epoch, 2, "member {m}");
+        let mut stream = c
+            .load_checkpoint(pb::LoadCheckpointRequest {
+                worker_id: w.clone(),
+                lease: Some(pb::LeaseRef {
+                    trial_id: lease.trial_id.clone(),
+                    attempt: lease.attempt,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got = sweep_proto::convert::receive_artifact(&mut stream, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            got, sent[parent],
+            "member {m} starts from member {parent}'s weights"
+        );
+        let s = spec(lease);
+        assert_eq!(s.stop_after, None, "the last generation trains to the end");
+        assert_eq!(s.changes.len(), usize::from(m == 0), "{s:?}");
+    }
+    assert!(matches!(
+        segments[2].segment.start,
+        coordinator::sched::pbt::Start::Exploit { parent: 1, .. }
+    ));
+    // Restarted: the same four segments, nothing left to make, nothing made twice.
+    let dir = server.stop_keeping_data().await;
+    let server = Server::on(dir, None).await;
+    let h = server.handle.clone();
+    tokio::task::spawn_blocking(move || h.tick())
+        .await
+        .unwrap()
+        .unwrap();
+    let again = server
+        .handle
+        .lock()
+        .population("p")
+        .unwrap()
+        .segments
+        .clone();
+    let ids =
+        |s: &[coordinator::app::pbt::Placed]| s.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&again), ids(&segments));
+    assert_eq!(server.handle.lock().segments_left("p"), 0);
+    server.stop().await;
+}

@@ -38,7 +38,10 @@ impl Shared {
                     worker,
                     ..
                 } => self.core.unfinish(worker, trial, *attempt, now),
-                Write::Suggest { sweep, trial, .. } => self.unsuggest(sweep, trial),
+                Write::Suggest { sweep, trial, .. } => {
+                    self.unsuggest(sweep, trial);
+                    self.unplace(sweep, trial);
+                }
                 // Progress is also in the result; a re-queue the disk missed is redone on
                 // restart (running trials come back queued with their next attempt).
                 // A worker the disk missed is still known in memory; after a restart it

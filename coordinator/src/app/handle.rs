@@ -28,6 +28,8 @@ pub struct Shared {
     pub(crate) stoppers: HashMap<String, Stopper>,
     /// Each sweep with `search = "tpe"`, by name ([`super::search`]).
     pub(crate) searches: HashMap<String, super::search::ActiveSearch>,
+    /// Each sweep with `search = "pbt"`, by name ([`super::pbt`]).
+    pub(crate) populations: HashMap<String, super::pbt::Population>,
     started: Instant,
     pub(crate) data_version: i64,
     /// The last write error, until a write succeeds again: the coordinator is not ready and
@@ -101,6 +103,7 @@ impl Handle {
             settings: HashMap::new(),
             stoppers: HashMap::new(),
             searches: HashMap::new(),
+            populations: HashMap::new(),
             started: Instant::now(),
             data_version: store.data_version()?,
             storage_error: None,

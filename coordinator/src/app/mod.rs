@@ -15,6 +15,8 @@
 //! - [`ops`]: the admin operations: submit, cancel, rerun, report, export; the periodic tick.
 //! - [`search`]: searches that learn from their results (`search = "tpe"`): suggestions made
 //!   as workers ask for work, stored before they are leased.
+//! - [`pbt`]: population-based training (`search = "pbt"`): each generation made by the tick
+//!   when the last one has ended, its checkpoints copied before it is written.
 //! - [`work`]: the workers' operations: register, lease, heartbeat, progress, result,
 //!   checkpoints and modules.
 //!
@@ -26,6 +28,7 @@ pub mod commit;
 pub mod events;
 pub mod handle;
 pub mod ops;
+pub mod pbt;
 pub mod search;
 pub mod settings;
 pub mod status;

@@ -62,9 +62,9 @@ impl Handle {
     /// A trial the database re-queued replaces the core's only where the core holds it ended
     /// (never a running lease).
     pub fn submit(&self, sweep: &Sweep, rerun: bool) -> Result<Submitted, StoreError> {
-        if sweep.pbt.is_some() {
+        if sweep.pbt.is_some() && rerun {
             return Err(StoreError::Refused(format!(
-                "{}: search = \"pbt\" plans (`coordinator plan` shows the population and its first generation) but does not run yet: this coordinator cannot yet train a population's segments",
+                "{}: --rerun does not apply to search = \"pbt\": a population's segments depend on each other's results; submit it under another name or search_seed to train a new population",
                 sweep.file.display()
             )));
         }
@@ -87,10 +87,10 @@ impl Handle {
         let (submitted, stored, members) = {
             let mut store = self.store();
             let submitted = store.add_sweep(sweep, rerun)?;
-            // A search goes on from the members it has.
-            let members = match &sweep.search {
-                Some(_) => store.sweep(&sweep.name)?.map(|s| s.trials),
-                None => None,
+            // A search (or a population) goes on from the members it has.
+            let members = match sweep.search.is_some() || sweep.pbt.is_some() {
+                true => store.sweep(&sweep.name)?.map(|s| s.trials),
+                false => None,
             };
             (submitted, store.load_trials()?, members)
         };
@@ -112,7 +112,11 @@ impl Handle {
         if !dropped.queued.is_empty() || !dropped.running.is_empty() {
             tracing::info!(sweep = %sweep.name, queued = dropped.queued.len(), running = dropped.running.len(), kept = dropped.kept, "trials the edited sweep no longer lists were dropped");
         }
-        let wanted: HashSet<&str> = sweep.trials.iter().map(|t| t.id.as_str()).collect();
+        let mut wanted: HashSet<&str> = sweep.trials.iter().map(|t| t.id.as_str()).collect();
+        // A population's later generations come back too (a cancelled one resumes).
+        if sweep.pbt.is_some() {
+            wanted.extend(members.iter().flatten().map(|t| t.id.as_str()));
+        }
         for t in stored
             .into_iter()
             .filter(|t| wanted.contains(t.id.as_str()))
@@ -314,12 +318,12 @@ impl Handle {
             self.wake_committer();
         }
         drop(s);
-        // Checkpoints of trials that ended (finished, failed, cancelled) are of no more use.
+        self.advance_populations();
+        // Checkpoints of trials that ended (finished, failed, cancelled) are of no more use,
+        // except a population's last generation's, which the next one starts from.
         let removed = self.checkpoints.retain(|t| {
-            self.lock()
-                .core
-                .trial(t)
-                .is_some_and(|c| !c.state.is_terminal())
+            let s = self.lock();
+            s.core.trial(t).is_some_and(|c| !c.state.is_terminal()) || s.keeps_for_population(t)
         });
         if removed > 0 {
             tracing::debug!(removed, "checkpoints of ended trials removed");

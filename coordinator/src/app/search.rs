@@ -300,11 +300,14 @@ impl Shared {
 
     /// Trials sweep `name`'s search has still to suggest (0 for a sweep without one).
     pub fn to_suggest(&self, name: &str) -> usize {
-        self.searches.get(name).map_or(0, |a| a.searcher.left())
+        self.searches.get(name).map_or(0, |a| a.searcher.left()) + self.segments_left(name)
     }
 
-    /// A search's members so far, if sweep `name` has a search.
+    /// A search's members (or a population's segments) so far, if sweep `name` has one.
     pub fn members(&self, name: &str) -> Option<Vec<TrialId>> {
+        if let Some(p) = self.populations.get(name) {
+            return Some(p.segments.iter().map(|p| p.id.clone()).collect());
+        }
         self.searches
             .get(name)
             .map(|a| a.searcher.members().cloned().collect())
@@ -312,6 +315,9 @@ impl Shared {
 
     /// Stops sweep `name`'s suggestions (it was cancelled).
     pub(crate) fn stop_search(&mut self, name: &str) {
+        if let Some(p) = self.populations.get_mut(name) {
+            p.ended = Some("the sweep was cancelled".into());
+        }
         if let Some(a) = self.searches.get_mut(name) {
             a.searcher.exhaust("the sweep was cancelled".into());
         }

@@ -11,6 +11,7 @@ use super::Shared;
 use crate::plan::{CheckpointPolicy, Direction, KeepModels, Metric, Sweep};
 use crate::sched::core::TrialId;
 use crate::sched::early_stop::{Decision, EarlyStopping, Stopper};
+use crate::sched::pbt::PbtRule;
 use crate::sched::search::SearchRule;
 use crate::store::{Store, StoreError, StoredSweep};
 use sweep_proto::EpochMetrics;
@@ -49,6 +50,8 @@ pub struct SweepSettings {
     pub early_stopping: Option<EarlyStopping>,
     /// `search = "tpe"`: the rule; `trials` are then its members so far.
     pub search: Option<SearchRule>,
+    /// `search = "pbt"`: the rule; `trials` are then its segments so far.
+    pub pbt: Option<PbtRule>,
     /// What a search ranks its observations by.
     pub rank_by: Metric,
     pub direction: Direction,
@@ -65,6 +68,7 @@ impl From<&Sweep> for SweepSettings {
             keep_models: s.keep_models,
             early_stopping: s.early_stopping,
             search: s.search.clone(),
+            pbt: s.pbt.clone(),
             rank_by: s.rank_by,
             direction: s.direction,
             cancelled: false,
@@ -82,6 +86,7 @@ impl From<StoredSweep> for SweepSettings {
             keep_models: s.keep_models,
             early_stopping: s.early_stopping,
             search: s.search,
+            pbt: s.pbt,
             rank_by: s.rank_by,
             direction: s.direction,
             cancelled: s.cancelled,
@@ -132,6 +137,7 @@ impl Shared {
             }
         }
         self.apply_search(s);
+        self.apply_population(s);
     }
 
     /// Sweep `s`'s settings for one of its trials. The sweep submitted last decides for its

@@ -192,9 +192,10 @@ fn latest_accuracy(epochs: &[EpochMetrics]) -> Option<f64> {
         .map(|e| e.val_accuracy.unwrap_or(e.train_accuracy))
 }
 
-/// A trial's values of the sweep's axes, `axis=value` separated by spaces.
+/// A trial's values of the sweep's axes (those it ends with), `axis=value` separated by
+/// spaces.
 pub fn params_of(spec: &sweep_proto::TrialSpec, axes: &[String]) -> String {
-    let params = serde_json::to_value(spec).unwrap_or_default();
+    let params = serde_json::to_value(&*spec.at_epoch(spec.last_epoch())).unwrap_or_default();
     axes.iter()
         .map(|a| format!("{a}={}", crate::report::axis_value(&params, a)))
         .collect::<Vec<_>>()
@@ -399,6 +400,7 @@ mod tests {
             checkpoints: Default::default(),
             keep_models: Default::default(),
             search: None,
+            pbt: None,
             trials: ids
                 .into_iter()
                 .map(|id| crate::store::SweepTrial {

@@ -297,7 +297,9 @@ impl Sweep {
     pub fn size(&self) -> usize {
         match (&self.search, &self.pbt) {
             (Some(s), _) => s.budget,
-            (_, Some(p)) => p.population,
+            (_, Some(p)) => crate::sched::pbt::Pbt::new(p.clone()).map_or(p.population, |pbt| {
+                p.population * pbt.generations() as usize
+            }),
             _ => self.trials.len(),
         }
     }
@@ -441,6 +443,13 @@ pub fn parse_with(text: &str, file: &Path, folders: FolderScan) -> Result<Sweep,
         Search::Pbt => Some(p.pbt_rule()?),
         _ => None,
     };
+    // A population's planned trials are its first generation; the others are made as it
+    // trains.
+    if let Some(rule) = &pbt {
+        for spec in pbt::first_trials(rule).map_err(|m| p.err(None, m))? {
+            plan.push(spec, None, None);
+        }
+    }
     if plan.trials.is_empty() && search.is_none() && pbt.is_none() {
         return Err(p.err(
             None,
@@ -457,6 +466,9 @@ pub fn parse_with(text: &str, file: &Path, folders: FolderScan) -> Result<Sweep,
     let keep_models = p.keep_models()?;
     let mut sweep = p.finish(plan.trials);
     sweep.search = search;
+    if let Some(rule) = &pbt {
+        sweep.axes = rule.mutations.iter().map(|m| m.name.clone()).collect();
+    }
     sweep.pbt = pbt;
     sweep.keep_models = keep_models;
     sweep.early_stopping = early_stopping;

@@ -346,3 +346,13 @@ pub fn describe(rule: &PbtRule) -> Result<String, crate::sched::pbt::PbtError> {
     }
     Ok(out)
 }
+
+/// The trials of a population's first generation, in member order.
+pub(super) fn first_trials(rule: &PbtRule) -> Result<Vec<sweep_proto::TrialSpec>, String> {
+    let pbt = Pbt::new(rule.clone()).map_err(|e| e.to_string())?;
+    pbt.first_generation()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|seg| pbt.segment_trial(seg, None))
+        .collect()
+}

@@ -553,15 +553,17 @@ fn bad_tpe_sweeps_name_line_column_and_key() {
 
 const PBT: &str = "name = \"p\"\nsearch = \"pbt\"\nsearch_seed = 2\n[defaults]\nepochs = 6\nvalidation_split = 0.1\n[pbt]\npopulation = 4\ninterval_epochs = 2\n[pbt.mutations]\nlr = { min = 1e-3, max = 0.3, log = true }\naugment.shift = { min = 0.0, max = 0.2 }\nweight_decay = [0.0, 1e-4]\n";
 
-/// A PBT sweep plans its population (no trials until it runs), with the defaults of the
-/// settings, the mutations in file order (`augment.shift` a field of `augment`), and members
-/// whose trials are valid.
+/// A PBT sweep plans its population (its first generation's segments; the others are made
+/// as it trains), with the defaults of the settings, the mutations in file order
+/// (`augment.shift` a field of `augment`), and members whose trials are valid.
 #[test]
 fn a_pbt_sweep_plans_its_population() {
     let s = parse(PBT, Path::new("p.toml")).unwrap();
     let rule = s.pbt.as_ref().unwrap();
-    assert!(s.trials.is_empty() && s.search.is_none());
-    assert_eq!(s.size(), 4);
+    assert!(s.search.is_none());
+    assert_eq!(s.trials.len(), 4);
+    assert!(s.trials.iter().all(|t| t.spec.stop_after == Some(2)));
+    assert_eq!(s.size(), 12, "4 members, 3 segments each");
     assert_eq!(
         (
             rule.interval_epochs,

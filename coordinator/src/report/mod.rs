@@ -496,8 +496,10 @@ fn without(params: &serde_json::Value, keys: &[&str]) -> serde_json::Value {
     rest
 }
 
+/// A trial's value of `axis` (`augment.shift`: a field of a table).
 pub(crate) fn axis_value(params: &serde_json::Value, axis: &str) -> String {
-    match params.get(axis) {
+    let found = axis.split('.').try_fold(params, |v, key| v.get(key));
+    match found {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => "-".into(),
         Some(v) => v.to_string(),
@@ -513,10 +515,13 @@ impl Row {
     ) -> Row {
         let (id, label, reported) = (&t.id, &t.label, &t.reported);
         let params = serde_json::to_value(&trial.spec).unwrap_or_default();
+        // The values it ended with (a PBT segment's after its changes).
+        let end = serde_json::to_value(&*trial.spec.at_epoch(trial.spec.last_epoch()))
+            .unwrap_or_default();
         let mut row = Row {
             id: id.to_string(),
             label: label.clone(),
-            axis_values: sweep.axes.iter().map(|a| axis_value(&params, a)).collect(),
+            axis_values: sweep.axes.iter().map(|a| axis_value(&end, a)).collect(),
             params,
             status: RowStatus::Queued,
             reason: None,
@@ -951,6 +956,7 @@ impl Report {
             checkpoints: Default::default(),
             keep_models: Default::default(),
             search: None,
+            pbt: None,
             trials: sweep
                 .trials
                 .iter()

@@ -403,10 +403,52 @@ impl Pbt {
         })
     }
 
-    /// A member's trial with the values at `point`: the base with each mutated field set
-    /// (`augment.shift` sets `shift` in the `augment` table), checked.
-    pub fn spec(&self, point: &Point) -> Result<TrialSpec, String> {
-        let mut table = self.rule.base.clone();
+    /// The change that sets the values at `point` from `epoch` (1-based) on.
+    pub fn change_at(&self, epoch: u32, point: &Point) -> Result<sweep_proto::Change, String> {
+        let mut table = toml::Table::new();
+        table.insert("epoch".into(), toml::Value::Integer(epoch.into()));
+        self.set_values(&mut table, point)?;
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string())
+    }
+
+    /// The trial that trains `seg`: generation 0's is the member's trial at its values; a
+    /// later one is the trial of the segment it continues (`previous`: the member's own, or
+    /// its parent's when it exploits), with a change to the explored values from its first
+    /// epoch when it exploits. `stop_after` ends it at its last epoch, except the last
+    /// generation's. So a segment's trial is its lineage's whole schedule so far: trained from
+    /// scratch it gives the same weights (the replay), and it resumes from the checkpoint
+    /// `previous` ended with.
+    pub fn segment_trial(
+        &self,
+        seg: &Segment,
+        previous: Option<&TrialSpec>,
+    ) -> Result<TrialSpec, String> {
+        let mut spec = match (&seg.start, previous) {
+            (Start::Scratch, _) => self.spec(&seg.point)?,
+            (Start::Own, Some(p)) => p.clone(),
+            (Start::Exploit { .. }, Some(p)) => {
+                let mut spec = p.clone();
+                spec.changes
+                    .push(self.change_at(seg.start_epoch + 1, &seg.point)?);
+                spec
+            }
+            (_, None) => {
+                return Err(format!(
+                    "member {} generation {}: no previous segment to continue",
+                    seg.member, seg.generation
+                ))
+            }
+        };
+        spec.stop_after = (seg.end_epoch < self.epochs).then_some(seg.end_epoch);
+        spec.validate().map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+
+    /// Sets each mutated field's value at `point` in `table` (`augment.shift` sets `shift` in
+    /// the `augment` table).
+    fn set_values(&self, table: &mut toml::Table, point: &Point) -> Result<(), String> {
         for (i, m) in self.rule.mutations.iter().enumerate() {
             let value = self
                 .value(point, i)
@@ -428,6 +470,14 @@ impl Pbt {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A member's trial with the values at `point`: the base with each mutated field set
+    /// (`augment.shift` sets `shift` in the `augment` table), checked.
+    pub fn spec(&self, point: &Point) -> Result<TrialSpec, String> {
+        let mut table = self.rule.base.clone();
+        self.set_values(&mut table, point)?;
         let spec: TrialSpec = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_string())?;

@@ -182,6 +182,21 @@ impl Checkpoints {
         Ok((meta, bytes))
     }
 
+    /// Makes trial `from`'s checkpoint (checked) trial `to`'s too, as a commit of an upload
+    /// (attempt 0: no worker's). Blocking.
+    pub fn copy(&self, from: &str, to: &str) -> Result<Meta, String> {
+        if !valid_id(to) {
+            return Err(format!("{to:?} is not a trial id"));
+        }
+        let (meta, bytes) = self.read(from)?;
+        let path = self.upload_path(to, 0);
+        std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = Meta { attempt: 0, ..meta };
+        self.commit(to, &path, meta.clone())
+            .map_err(|e| format!("checkpoint of {to}: {e}"))?;
+        Ok(meta)
+    }
+
     /// Forgets and deletes a trial's checkpoint. Blocking.
     pub fn remove(&self, trial: &str) {
         self.index().remove(trial);

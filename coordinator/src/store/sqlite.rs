@@ -14,8 +14,10 @@ use crate::sched::core::{
     Counts, DeviceKind, Requeued, TrialId, TrialState, WorkerId, WorkerRecord,
 };
 use crate::sched::early_stop::EarlyStopping;
+use crate::sched::pbt::PbtRule;
 use crate::sched::search::SearchRule;
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use sweep_proto::{EpochMetrics, TrialResult, TrialSpec, TRAINER_SEMANTICS};
 
@@ -105,7 +107,29 @@ pub struct StoredSweep {
     pub keep_models: crate::plan::KeepModels,
     /// `search = "tpe"`: the space and budget; `trials` are then the suggestions so far.
     pub search: Option<SearchRule>,
+    /// `search = "pbt"`: the population's rule; `trials` are then its segments so far, in
+    /// generation-major order (generation g's member m at position g·population + m).
+    pub pbt: Option<PbtRule>,
     pub trials: Vec<SweepTrial>,
+}
+
+/// A sweep's learning rule as its row's `search` column holds it (JSON): a TPE search's rule
+/// as it always was, or `{"pbt": rule}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredRule {
+    Tpe(SearchRule),
+    Pbt { pbt: PbtRule },
+}
+
+impl StoredRule {
+    fn of(sweep: &Sweep) -> Option<StoredRule> {
+        match (&sweep.search, &sweep.pbt) {
+            (Some(r), _) => Some(StoredRule::Tpe(r.clone())),
+            (_, Some(p)) => Some(StoredRule::Pbt { pbt: p.clone() }),
+            _ => None,
+        }
+    }
 }
 
 /// One trial of a stored sweep, in plan order.
@@ -551,7 +575,7 @@ impl Store {
                         .and_then(|e| serde_json::to_string(e).ok()),
                     serde_json::to_string(&sweep.checkpoints).ok(),
                     serde_json::to_string(&sweep.keep_models).ok(),
-                    sweep.search.as_ref().and_then(|s| serde_json::to_string(s).ok()),
+                    StoredRule::of(sweep).and_then(|r| serde_json::to_string(&r).ok()),
                 ],
             )?;
             // A search's trials are its suggestions so far: submitting it again with the same
@@ -575,8 +599,9 @@ impl Store {
                 )?;
                 submitted.count(requeue_on_submit(&tx, t.id.as_str(), sweep, rerun)?);
             }
-            // A search's members so far follow the same rules as planned trials.
-            if sweep.search.is_some() {
+            // A search's (or a population's) members so far follow the same rules as planned
+            // trials.
+            if sweep.search.is_some() || sweep.pbt.is_some() {
                 let members: Vec<String> = tx
                     .prepare("SELECT trial FROM sweep_trials WHERE sweep = ?1")?
                     .query_map(params![sweep.name], |r| r.get(0))?
@@ -636,7 +661,7 @@ impl Store {
             return Ok(None);
         };
         // A search that does not read back would turn into a sweep of its members alone.
-        let search: Option<SearchRule> = match search {
+        let rule: Option<StoredRule> = match search {
             None => None,
             Some(text) => Some(
                 serde_json::from_str(&text).map_err(|e| StoreError::Malformed {
@@ -644,6 +669,11 @@ impl Store {
                     reason: format!("sweep `{name}`: its search does not read back: {e}"),
                 })?,
             ),
+        };
+        let (search, pbt) = match rule {
+            Some(StoredRule::Tpe(r)) => (Some(r), None),
+            Some(StoredRule::Pbt { pbt }) => (None, Some(pbt)),
+            None => (None, None),
         };
         let mut stmt = self
             .conn
@@ -676,6 +706,7 @@ impl Store {
                 .and_then(|k| serde_json::from_str(&k).ok())
                 .unwrap_or_default(),
             search,
+            pbt,
             trials,
         }))
     }
@@ -1023,11 +1054,16 @@ fn drop_unlisted(
     Ok(dropped)
 }
 
-/// Whether a stored search (its JSON) has `sweep`'s space: the same axes and defaults.
+/// Whether a stored search (its JSON) has `sweep`'s space: the same axes and defaults; or a
+/// stored population `sweep`'s rule.
 fn same_space(previous: Option<&str>, sweep: &Sweep) -> bool {
-    let old = previous.and_then(|p| serde_json::from_str::<SearchRule>(p).ok());
-    match (old, &sweep.search) {
-        (Some(old), Some(new)) => old.axes == new.axes && old.base == new.base,
+    let old = previous.and_then(|p| serde_json::from_str::<StoredRule>(p).ok());
+    match (old, StoredRule::of(sweep)) {
+        (Some(StoredRule::Tpe(old)), Some(StoredRule::Tpe(new))) => {
+            old.axes == new.axes && old.base == new.base
+        }
+        // A population goes on only under the same rule: its history depends on all of it.
+        (Some(StoredRule::Pbt { pbt: old }), Some(StoredRule::Pbt { pbt: new })) => old == new,
         _ => false,
     }
 }

@@ -276,3 +276,46 @@ fn rules_that_cannot_work_are_refused() {
         "`model` cannot change mid-training: it fixes the shapes",
     );
 }
+
+/// Segment trials: generation 0 stops after its interval; a continuation keeps its lineage's
+/// trial with the next stop; an exploit adds a change to the explored values at its first
+/// epoch on top of its parent's trial; the last generation has no stop.
+#[test]
+fn segment_trials_carry_their_lineage() {
+    let p = pbt(4, 0.25);
+    let first = p.first_generation().unwrap();
+    let trials: Vec<TrialSpec> = first
+        .iter()
+        .map(|s| p.segment_trial(s, None).unwrap())
+        .collect();
+    assert!(trials
+        .iter()
+        .all(|t| t.stop_after == Some(2) && t.changes.is_empty()));
+    let next = p
+        .next_generation(&first, &[Some(0.3), Some(0.9), Some(0.5), Some(0.6)])
+        .unwrap()
+        .unwrap();
+    let own = p.segment_trial(&next[2], Some(&trials[2])).unwrap();
+    assert_eq!(
+        own,
+        TrialSpec {
+            stop_after: Some(4),
+            ..trials[2].clone()
+        }
+    );
+    let exploit = p.segment_trial(&next[0], Some(&trials[1])).unwrap();
+    assert_eq!(exploit.changes.len(), 1);
+    let change = &exploit.changes[0];
+    assert_eq!(change.epoch, 3);
+    assert_eq!(change.lr, next[0].point[0]);
+    assert_eq!(
+        exploit.at_epoch(2).lr,
+        trials[1].lr,
+        "the parent's epochs 1-2"
+    );
+    assert_eq!(exploit.resume_key(2), trials[1].resume_key(2));
+    let last = p.next_generation(&next, &[Some(0.5); 4]).unwrap().unwrap();
+    let end = p.segment_trial(&last[0], Some(&exploit)).unwrap();
+    assert_eq!((end.stop_after, end.last_epoch()), (None, 6));
+    assert!(p.segment_trial(&next[0], None).is_err());
+}
