@@ -799,3 +799,77 @@ fn a_tpe_search_with_asha_runs_end_to_end() {
     let (again, _) = run(&dir.path().join("again"));
     assert_eq!(ids, again, "the same seed with one worker: the same trials");
 }
+
+/// PBT end to end (issue 25): `coordinator sweep` trains a population of 3 in two segments
+/// with a real worker. Every second segment resumes from a checkpoint after epoch 2, and its
+/// first two epochs are those of the member it continues or copied (the parent's weights):
+/// the same numbers, byte for byte. Run again with the same seed and one worker, it makes
+/// the same history.
+#[test]
+fn a_population_trains_end_to_end_and_its_history_repeats() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    learnable_cifar(&dir.path().join("data"), 200, 100);
+    let sweep = write_sweep(
+        dir.path(),
+        "pbt",
+        "search = \"pbt\"\nsearch_seed = 3\n\
+         [defaults]\nmodel = \"dense\"\nepochs = 4\nbatch_size = 32\nvalidation_split = 0.2\noptimizer = \"sgd\"\n\
+         [pbt]\npopulation = 3\ninterval_epochs = 2\n\
+         [pbt.mutations]\nlr = { min = 1e-4, max = 0.1, log = true }\nmomentum = { min = 0.5, max = 0.95 }\n",
+    );
+    let run = |out: &std::path::Path| {
+        let done = sweep_command(&sweep, out, 1).output().unwrap();
+        let log = String::from_utf8_lossy(&done.stderr).into_owned();
+        assert!(done.status.success(), "{log}");
+        let handle =
+            coordinator::app::Handle::open(&out.join("sweep.db"), Default::default()).unwrap();
+        let segments = handle.lock().population("pbt").unwrap().segments.clone();
+        let trials = Store::open(&out.join("sweep.db"))
+            .unwrap()
+            .load_trials()
+            .unwrap();
+        (segments, trials)
+    };
+    let out = dir.path().join("out");
+    let (segments, trials) = run(&out);
+    assert_eq!(segments.len(), 6);
+    let result = |id: &coordinator::sched::core::TrialId| match &trials
+        .iter()
+        .find(|t| &t.id == id)
+        .unwrap()
+        .state
+    {
+        coordinator::sched::core::TrialState::Finished { result, .. } => result.clone(),
+        other => panic!("{id}: {other:?}"),
+    };
+    for s in &segments[3..] {
+        let r = result(&s.id);
+        assert_eq!(
+            r.status,
+            sweep_proto::TrialStatus::Completed,
+            "{:?}",
+            r.reason
+        );
+        assert_eq!(r.resumed_from_epoch, Some(2), "{}: {:?}", s.id, r.notes);
+        let from = match s.segment.start {
+            coordinator::sched::pbt::Start::Exploit { parent, .. } => parent,
+            _ => s.segment.member,
+        };
+        let parent = result(&segments[from].id);
+        assert_eq!(
+            serde_json::to_value(&r.epochs[..2]).unwrap(),
+            serde_json::to_value(&parent.epochs[..2]).unwrap(),
+            "member {} starts from member {from}'s epoch 2",
+            s.segment.member
+        );
+    }
+    let (again, _) = run(&dir.path().join("again"));
+    let ids =
+        |s: &[coordinator::app::pbt::Placed]| s.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&again),
+        ids(&segments),
+        "the same seed with one worker: the same history"
+    );
+}

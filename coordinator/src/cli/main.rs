@@ -587,7 +587,7 @@ async fn submit(target: Target, sweep: &Path, rerun: bool, force: bool) -> Resul
 /// `coordinator submit --db`: the sweep goes into a database nobody serves.
 fn submit_here(handle: &Handle, s: Sweep, rerun: bool) -> Result<()> {
     let submitted = handle.submit(&s, rerun)?;
-    println!("submitted sweep `{}`: {} trials", s.name, s.trials.len());
+    println!("submitted sweep `{}`: {} trials", s.name, s.size());
     for line in submitted_lines(&SubmitNotes::from(&submitted)) {
         println!("{line}");
     }
