@@ -864,6 +864,40 @@ fn a_population_trains_end_to_end_and_its_history_repeats() {
             s.segment.member
         );
     }
+    // The report's replay.toml is the best member's whole schedule: trained from scratch it
+    // ends with the same numbers as the population's segments.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Population-based training"), "{report}");
+    let replay = std::process::Command::new(bin("worker"))
+        .args(["train", "--device", "cpu", "--data"])
+        .arg(dir.path().join("data"))
+        .arg(out.join("replay.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed: sweep_proto::TrialResult = serde_json::from_slice(&replay.stdout).unwrap();
+    // Times left out: the numbers each epoch computed.
+    let numbers = |r: &sweep_proto::TrialResult| -> Vec<String> {
+        r.epochs
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {:?} {:?} {}",
+                    e.epoch, e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy, e.lr
+                )
+            })
+            .collect()
+    };
+    let best = segments[3..]
+        .iter()
+        .map(|s| result(&s.id))
+        .find(|r| numbers(r) == numbers(&replayed));
+    let best = best.expect("replay.toml trains to one of the last generation's results");
+    assert_eq!(best.test_accuracy(), replayed.test_accuracy());
     let (again, _) = run(&dir.path().join("again"));
     let ids =
         |s: &[coordinator::app::pbt::Placed]| s.iter().map(|p| p.id.clone()).collect::<Vec<_>>();

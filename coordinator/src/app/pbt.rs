@@ -25,17 +25,10 @@
 use super::settings::SweepSettings;
 use super::{Handle, Shared};
 use crate::sched::core::{TrialId, TrialState};
+pub use crate::sched::pbt::Placed;
 use crate::sched::pbt::{Pbt, Segment, Start};
 use crate::store::Write;
-use sweep_proto::{TrialSpec, TrialStatus};
-
-/// One segment as the coordinator holds it.
-#[derive(Debug, Clone)]
-pub struct Placed {
-    pub segment: Segment,
-    pub id: TrialId,
-    pub spec: TrialSpec,
-}
+use sweep_proto::TrialStatus;
 
 /// A population as the coordinator runs it.
 #[derive(Debug, Clone)]
@@ -136,53 +129,14 @@ impl Shared {
         self.populations.insert(s.name.clone(), population);
     }
 
-    /// Rebuilds `pop`'s segments from the stored member `ids`, checking each against the
-    /// decisions the stored results give.
+    /// Rebuilds `pop`'s segments from the stored member `ids` (see the rules).
     fn replay(&self, pop: &mut Population, ids: &[TrialId]) -> Result<(), String> {
-        let p = pop.population();
-        let mut generation = pop.pbt.first_generation().map_err(|e| e.to_string())?;
-        let mut at = 0;
-        loop {
-            if ids.len() < at + p {
-                return Ok(());
-            }
-            let mut placed = Vec::with_capacity(p);
-            for seg in generation {
-                let previous = previous_spec(&pop.segments, &seg, p);
-                let spec = pop.pbt.segment_trial(&seg, previous)?;
-                let id = TrialId::of(&spec);
-                if ids[at + seg.member] != id {
-                    return Err(format!(
-                        "stored trial {} at generation {} member {} is not the segment the results decide ({id})",
-                        ids[at + seg.member], seg.generation, seg.member
-                    ));
-                }
-                placed.push(Placed {
-                    segment: seg,
-                    id,
-                    spec,
-                });
-            }
-            let scores: Vec<Option<f64>> = placed
-                .iter()
-                .map(|s| score(self.core.trial(&s.id).map(|t| &t.state)))
-                .collect();
-            let ended = placed.iter().all(|s| {
-                self.core
-                    .trial(&s.id)
-                    .is_some_and(|t| t.state.is_terminal())
-            });
-            pop.segments.extend(placed);
-            at += p;
-            if !ended {
-                return Ok(());
-            }
-            match pop.pbt.next_generation(&pop.last_segments(), &scores) {
-                Ok(Some(next)) => generation = next,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        let (placed, why) = pop.pbt.replay(ids, |id| {
+            let state = self.core.trial(id).map(|t| &t.state)?;
+            state.is_terminal().then(|| score(Some(state)))
+        });
+        pop.segments = placed;
+        why.map_or(Ok(()), Err)
     }
 
     /// The settings of a segment's trial: its sweep's, except that only the last generation
@@ -340,18 +294,6 @@ impl Population {
     fn last_segments(&self) -> Vec<Segment> {
         self.last().iter().map(|p| p.segment.clone()).collect()
     }
-}
-
-/// The trial a segment of the next generation continues: the previous generation's segment of
-/// its parent (exploit) or its own.
-fn previous_spec<'a>(segments: &'a [Placed], seg: &Segment, p: usize) -> Option<&'a TrialSpec> {
-    let from = match &seg.start {
-        Start::Scratch => return None,
-        Start::Own => seg.member,
-        Start::Exploit { parent, .. } => *parent,
-    };
-    let g = seg.generation.checked_sub(1)? as usize;
-    segments.get(g * p + from).map(|placed| &placed.spec)
 }
 
 impl Handle {

@@ -646,6 +646,15 @@ fn sections(report: &Report) -> String {
         h += &search_section(search, report);
     }
 
+    if let Some(pbt) = &report.pbt {
+        let _ = write!(
+            h,
+            "<h2 id=\"pbt\">Population-based training</h2><p>{}</p>",
+            esc(&pbt.describe())
+        );
+        h += &html_table(&pbt.lineage(), "segment");
+    }
+
     if let Some(best) = report.rows.iter().find(|r| r.confusion.is_some()) {
         let _ = write!(
             h,

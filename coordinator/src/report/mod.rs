@@ -32,6 +32,7 @@
 use crate::sched::core::{Core, TrialLookup, TrialState};
 mod findings;
 pub mod html;
+pub mod pbt;
 pub mod rank;
 pub mod render;
 pub mod search;
@@ -483,6 +484,8 @@ pub struct Report {
     pub early_stopping: Option<EarlySummary>,
     /// Only for a search (`search = "tpe"`).
     pub search: Option<search::SearchSummary>,
+    /// Only for a population (`search = "pbt"`).
+    pub pbt: Option<pbt::PbtSummary>,
 }
 
 /// `params` without the fields `keys` (e.g. the seed, or the axis being compared).
@@ -618,6 +621,7 @@ impl Report {
             findings: Vec::new(),
             early_stopping: None,
             search: None,
+            pbt: None,
         };
         report.early_stopping = sweep
             .early_stopping
@@ -628,6 +632,11 @@ impl Report {
             .as_ref()
             .map(|rule| search::SearchSummary::of(rule, &order, &report.rows, m, sweep.direction));
         report.summarise();
+        // After the ranks: the best member is the best-ranked of the last generation.
+        report.pbt = sweep
+            .pbt
+            .as_ref()
+            .and_then(|rule| pbt::PbtSummary::of(rule, &order, &report.rows));
         report
     }
 
@@ -1075,7 +1084,11 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let report = Report::from_results(&s, vec![r, bad_rank]);
-            let _ = tx.send(crate::report::render::files(&report).map(|f| f.1.len()));
+            let sizes: Vec<usize> = crate::report::render::files(&report)
+                .iter()
+                .map(|f| f.1.len())
+                .collect();
+            let _ = tx.send(sizes);
         });
         let sizes = rx
             .recv_timeout(std::time::Duration::from_secs(60))
@@ -1312,7 +1325,8 @@ mod tests {
         );
         assert!(findings.contains("model's is the largest"), "{findings}");
 
-        let [(_, md), (_, json), (_, csv), (_, html)] = crate::report::render::files(&r);
+        let [(_, md), (_, json), (_, csv), (_, html)]: [(&str, String); 4] =
+            crate::report::render::files(&r).try_into().unwrap();
         let interval = format!("{:.2}-{:.2}%", 100.0 * lo, 100.0 * hi);
         assert!(
             md.contains("## Configurations") && md.contains(&interval),

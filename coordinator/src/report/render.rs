@@ -96,6 +96,14 @@ pub fn markdown(report: &Report) -> String {
             md_table(&search.importance_table())
         );
     }
+    if let Some(pbt) = &report.pbt {
+        let _ = write!(
+            out,
+            "\n## Population-based training\n\n{}\n\n{}",
+            pbt.describe(),
+            md_table(&pbt.lineage())
+        );
+    }
     let bce = report.bce_rows();
     if !bce.is_empty() {
         out += "\n## Binary cross-entropy: what Keras showed vs true accuracy\n\n";
@@ -177,17 +185,22 @@ pub fn json(report: &Report) -> String {
     serde_json::to_string_pretty(&report.rows).unwrap_or_default()
 }
 
-/// The four files [`write`] writes, as (name, contents).
-pub fn files(report: &Report) -> [(&'static str, String); 4] {
-    [
+/// The files [`write`] writes, as (name, contents): report.md, results.json, results.csv,
+/// report.html, and for a population its best member's schedule, replay.toml.
+pub fn files(report: &Report) -> Vec<(&'static str, String)> {
+    let mut out = vec![
         ("report.md", markdown(report)),
         ("results.json", json(report)),
         ("results.csv", csv(report)),
         ("report.html", crate::report::html::render(report)),
-    ]
+    ];
+    if let Some(replay) = report.pbt.as_ref().and_then(|p| p.replay.clone()) {
+        out.push(("replay.toml", replay));
+    }
+    out
 }
 
-/// Writes report.md, results.json, results.csv and report.html into `dir`.
+/// Writes [`files`] into `dir`.
 pub fn write(report: &Report, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, contents) in files(report) {

@@ -110,6 +110,14 @@ pub enum Start {
     },
 }
 
+/// A segment with its trial (its id and its lineage's schedule so far).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub segment: Segment,
+    pub id: sweep_proto::ids::TrialId,
+    pub spec: TrialSpec,
+}
+
 /// One member's training between two epochs, with its values of the mutated fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
@@ -369,6 +377,60 @@ impl Pbt {
         Ok(Some(next))
     }
 
+    /// Rebuilds a population's segments from its stored trials `ids` (generation-major), given
+    /// each trial's outcome (`None` while it has not ended; `Some(score)` once it has),
+    /// checking each stored generation against the decisions those outcomes give. Returns the
+    /// segments that check, and why the rest do not (the population cannot go on then).
+    pub fn replay(
+        &self,
+        ids: &[sweep_proto::ids::TrialId],
+        outcome: impl Fn(&sweep_proto::ids::TrialId) -> Option<Option<f64>>,
+    ) -> (Vec<Placed>, Option<String>) {
+        let p = self.rule.population;
+        let mut out: Vec<Placed> = Vec::new();
+        let mut generation = match self.first_generation() {
+            Ok(g) => g,
+            Err(e) => return (out, Some(e.to_string())),
+        };
+        let mut at = 0;
+        while ids.len() >= at + p {
+            for seg in generation {
+                let previous = previous_spec(&out, &seg, p);
+                let spec = match self.segment_trial(&seg, previous) {
+                    Ok(spec) => spec,
+                    Err(e) => return (out, Some(e)),
+                };
+                let id = sweep_proto::ids::TrialId::of(&spec);
+                if ids[at + seg.member] != id {
+                    let why = format!(
+                        "stored trial {} at generation {} member {} is not the segment the results decide ({id})",
+                        ids[at + seg.member], seg.generation, seg.member
+                    );
+                    return (out, Some(why));
+                }
+                out.push(Placed {
+                    segment: seg,
+                    id,
+                    spec,
+                });
+            }
+            let last = &out[at..];
+            let outcomes: Vec<Option<Option<f64>>> = last.iter().map(|s| outcome(&s.id)).collect();
+            at += p;
+            if outcomes.iter().any(Option::is_none) {
+                break;
+            }
+            let scores: Vec<Option<f64>> = outcomes.into_iter().flatten().collect();
+            let segments: Vec<Segment> = last.iter().map(|s| s.segment.clone()).collect();
+            match self.next_generation(&segments, &scores) {
+                Ok(Some(next)) => generation = next,
+                Ok(None) => break,
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+        (out, None)
+    }
+
     /// The parent's values perturbed or resampled, field by field (see the rules).
     pub fn explore(&self, parent: &Point, rng: &mut impl Rng) -> Point {
         self.kinds
@@ -484,6 +546,22 @@ impl Pbt {
         spec.validate().map_err(|e| e.to_string())?;
         Ok(spec)
     }
+}
+
+/// The trial a segment continues: the previous generation's segment of its parent (exploit)
+/// or its own; none for generation 0.
+pub fn previous_spec<'a>(
+    placed: &'a [Placed],
+    seg: &Segment,
+    population: usize,
+) -> Option<&'a TrialSpec> {
+    let from = match &seg.start {
+        Start::Scratch => return None,
+        Start::Own => seg.member,
+        Start::Exploit { parent, .. } => *parent,
+    };
+    let g = seg.generation.checked_sub(1)? as usize;
+    placed.get(g * population + from).map(|p| &p.spec)
 }
 
 #[cfg(test)]
