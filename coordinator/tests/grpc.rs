@@ -124,10 +124,14 @@ impl Server {
 }
 
 async fn register(c: &mut Client, name: &str) -> String {
+    register_slots(c, name, 1).await
+}
+
+async fn register_slots(c: &mut Client, name: &str, slots: u32) -> String {
     c.register(pb::RegisterRequest {
         name: name.into(),
         device: pb::DeviceKind::Cpu as i32,
-        slots: 1,
+        slots,
         ..Default::default()
     })
     .await
@@ -1406,17 +1410,7 @@ async fn a_population_exploits_the_better_members_checkpoint() {
     let pbt = "name = \"p\"\nsearch = \"pbt\"\nsearch_seed = 1\n[defaults]\nepochs = 4\nvalidation_split = 0.1\noptimizer = \"sgd\"\n[pbt]\npopulation = 2\ninterval_epochs = 2\nquantile = 0.5\n[pbt.mutations]\nlr = { min = 0.001, max = 0.1, log = true }\n";
     let server = Server::on(tempfile::tempdir().unwrap(), Some(pbt)).await;
     let mut c = server.worker().await;
-    let w = c
-        .register(pb::RegisterRequest {
-            name: "w".into(),
-            device: pb::DeviceKind::Cpu as i32,
-            slots: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let w = register_slots(&mut c, "w", 2).await;
     let leases = c
         .lease(pb::LeaseRequest {
             worker_id: w.clone(),

@@ -139,21 +139,10 @@ impl Parser<'_> {
         if let Some(k) = self.axes.first() {
             return refuse("[grid]", Some(k.span()));
         }
-        if let Some(n) = &raw.samples {
-            return refuse("`samples` (use pbt.population)", Some(n.span()));
-        }
         if let Some(n) = &raw.trials {
             return refuse("`trials` (use pbt.population)", Some(n.span()));
         }
-        if raw.repeats != 1 {
-            return refuse("`repeats`", None);
-        }
-        if let Some(inc) = raw.include.first() {
-            return refuse("`[[include]]`", Some(super::inc_start(inc)..0));
-        }
-        if let Some(ex) = raw.exclude.first() {
-            return refuse("`[[exclude]]`", Some(super::inc_start(ex)..0));
-        }
+        self.grid_only_keys("pbt.population", refuse)?;
         if let Some(e) = &raw.early_stopping {
             return Err(self.err(
                 Some(e.span()),

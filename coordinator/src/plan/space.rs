@@ -73,15 +73,25 @@ impl Parser<'_> {
 
     /// Keys of grids and random search, and `trials` without TPE.
     fn tpe_only_keys(&self) -> Result<(), SweepError> {
-        let raw = &self.raw;
         let refuse = |what: &str, at: Option<std::ops::Range<usize>>| {
             Err(self.err(
                 at,
                 format!("{what} is for grids and random search, not search = \"tpe\""),
             ))
         };
+        self.grid_only_keys("`trials`", refuse)
+    }
+
+    /// `samples`, `repeats`, `[[include]]` and `[[exclude]]`, which only grids and random
+    /// search take, refused by `refuse` (`budget` names what to use instead of `samples`).
+    pub(super) fn grid_only_keys(
+        &self,
+        budget: &str,
+        refuse: impl Fn(&str, Option<std::ops::Range<usize>>) -> Result<(), SweepError>,
+    ) -> Result<(), SweepError> {
+        let raw = &self.raw;
         if let Some(n) = &raw.samples {
-            return refuse("`samples` (use `trials`)", Some(n.span()));
+            return refuse(&format!("`samples` (use {budget})"), Some(n.span()));
         }
         if raw.repeats != 1 {
             return refuse("`repeats`", None);

@@ -601,4 +601,4 @@ fn canonical_table(t: &toml::Table) -> Result<toml::Table, String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

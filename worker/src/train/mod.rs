@@ -864,6 +864,27 @@ mod tests {
         serde_json::json!({"status": r.status, "epochs": epochs, "test": r.test, "best": r.best_val_accuracy})
     }
 
+    /// `spec` run with a checkpoint after every epoch: its result and the checkpoints.
+    fn run_saving_each_epoch(
+        spec: &TrialSpec,
+        data: &Dataset,
+    ) -> (TrialResult, Vec<(u32, Vec<u8>)>) {
+        let control = Control {
+            checkpoints: checkpoint::Policy {
+                every_epochs: 1,
+                every_seconds: 0,
+            },
+            ..Control::default()
+        };
+        let mut saved = Vec::new();
+        let r = run_until(spec, data, Device::Cpu, &control, &mut |e| {
+            if let Event::Checkpoint { epoch, bytes } = e {
+                saved.push((epoch, bytes.to_vec()));
+            }
+        });
+        (r, saved)
+    }
+
     /// `changes` (PBT's schedules, and their replay): each epoch trains with the values of the
     /// changes so far. A change to the values the trial already has changes nothing (bit for
     /// bit); a real one changes the numbers from its epoch on and not before; the reported rate
@@ -909,19 +930,7 @@ mod tests {
         );
 
         let changed = with(vec![change(2, 0.01, 0.9, 0.1), change(3, 0.002, 0.0, 0.0)]);
-        let control = Control {
-            checkpoints: checkpoint::Policy {
-                every_epochs: 1,
-                every_seconds: 0,
-            },
-            ..Control::default()
-        };
-        let mut saved = Vec::new();
-        let r = run_until(&changed, &data, Device::Cpu, &control, &mut |e| {
-            if let Event::Checkpoint { epoch, bytes } = e {
-                saved.push((epoch, bytes.to_vec()));
-            }
-        });
+        let (r, saved) = run_saving_each_epoch(&changed, &data);
         assert_eq!(r.status, TrialStatus::Completed, "{:?}", r.reason);
         let lrs: Vec<f64> = r.epochs.iter().map(|e| e.lr).collect();
         assert_eq!(lrs, [0.05, 0.01, 0.002]);
@@ -1010,19 +1019,7 @@ mod tests {
                 seed: 5,
                 ..quick(model)
             };
-            let control = Control {
-                checkpoints: checkpoint::Policy {
-                    every_epochs: 1,
-                    every_seconds: 0,
-                },
-                ..Control::default()
-            };
-            let mut saved = Vec::new();
-            let full = run_until(&spec, &data, Device::Cpu, &control, &mut |e| {
-                if let Event::Checkpoint { epoch, bytes } = e {
-                    saved.push((epoch, bytes.to_vec()));
-                }
-            });
+            let (full, saved) = run_saving_each_epoch(&spec, &data);
             assert_eq!(full.status, TrialStatus::Completed, "{:?}", full.reason);
             assert_eq!(
                 saved.iter().map(|s| s.0).collect::<Vec<_>>(),

@@ -1,17 +1,6 @@
 use super::*;
 
-fn range(name: &str, min: f64, max: f64, log: bool) -> Axis {
-    Axis {
-        name: name.into(),
-        values: Values::Float {
-            min,
-            max,
-            log,
-            step: None,
-        },
-        when: None,
-    }
-}
+use crate::sched::search::tests::float as range;
 
 fn list(name: &str, values: &[f64]) -> Axis {
     Axis {

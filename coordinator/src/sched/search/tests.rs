@@ -13,7 +13,7 @@ fn list(name: &str, values: &[&str]) -> Axis {
     }
 }
 
-fn float(name: &str, min: f64, max: f64, log: bool) -> Axis {
+pub(crate) fn float(name: &str, min: f64, max: f64, log: bool) -> Axis {
     Axis {
         name: name.into(),
         values: Values::Float {
