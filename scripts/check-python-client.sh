@@ -85,3 +85,48 @@ assert "24 finished" in status, status
 best = max(float(r[3]) for r in rows[0])
 print(f"ok: a Python worker drove a TPE search of 24 trials to its end, twice, the same sequence (best accuracy {best:.3f})")
 PY
+
+# The same kind of client takes part in a population (search = "pbt"), twice from scratch:
+# every segment after the first generation starts from a checkpoint (its own or another
+# member's, loaded over the protocol), the population ends with all its segments, and the two
+# runs make the same history.
+cat > "$work/pbt.toml" <<'TOML'
+name = "pypbt"
+search = "pbt"
+search_seed = 5
+[defaults]
+epochs = 6
+validation_split = 0.1
+optimizer = "sgd"
+[pbt]
+population = 4
+interval_epochs = 2
+[pbt.mutations]
+lr = { min = 1e-4, max = 1.0, log = true }
+TOML
+pbt_run() {
+    local db="$work/pbt-$1.db"
+    "$COORDINATOR" submit "$work/pbt.toml" --db "$db" >/dev/null
+    serve_on "$db" "$work/pbt-serve-$1.log"
+    "$VENV/bin/python" scripts/python_pbt_worker.py "$work" "$addr" python-check-token > "$work/pbt-$1.txt"
+    kill "$server"; wait "$server" 2>/dev/null || true; server=""
+    "$COORDINATOR" status pypbt --db "$db" > "$work/pbt-status-$1.txt"
+    "$COORDINATOR" report pypbt --db "$db" --out "$work/pbt-report-$1" >/dev/null
+}
+pbt_run 1
+pbt_run 2
+"$VENV/bin/python" - "$work" <<'PY'
+import sys
+work = sys.argv[1]
+runs = [[l.split() for l in open(f"{work}/pbt-{i}.txt").read().split("\n") if l] for i in (1, 2)]
+assert len(runs[0]) == 12, f"{len(runs[0])} segments, not 4 members x 3"
+assert all(int(r[1]) == int(r[2]) - 2 for r in runs[0]), f"a segment did not start from a checkpoint: {runs[0]}"
+assert sorted(runs[0]) == sorted(runs[1]), "two runs with the same seed made different populations"
+status = open(f"{work}/pbt-status-1.txt").read()
+assert "12 finished" in status, status
+import re
+section = open(f"{work}/pbt-report-1/report.md").read().split("## Population-based training")[1]
+assert re.search(r"\| member \d+ \|", section), f"no member copied another:\n{section}"
+best = max(float(r[3]) for r in runs[0])
+print(f"ok: a Python worker took part in a PBT population of 4 x 3 segments, twice, the same history (best accuracy {best:.3f})")
+PY
