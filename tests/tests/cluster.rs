@@ -898,6 +898,23 @@ fn a_population_trains_end_to_end_and_its_history_repeats() {
         .find(|r| numbers(r) == numbers(&replayed));
     let best = best.expect("replay.toml trains to one of the last generation's results");
     assert_eq!(best.test_accuracy(), replayed.test_accuracy());
+    // `coordinator export` of the best member writes the same schedule beside its model.
+    let export = out.join("export");
+    let (ok, _, err) = coordinator(
+        &["export", "pbt", "--out", export.to_str().unwrap()],
+        &out.join("sweep.db"),
+    );
+    assert!(ok, "{err}");
+    let body = |text: String| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        body(std::fs::read_to_string(export.join("trial.toml")).unwrap()),
+        body(std::fs::read_to_string(out.join("replay.toml")).unwrap())
+    );
     let (again, _) = run(&dir.path().join("again"));
     let ids =
         |s: &[coordinator::app::pbt::Placed]| s.iter().map(|p| p.id.clone()).collect::<Vec<_>>();

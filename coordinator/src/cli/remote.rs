@@ -290,10 +290,18 @@ pub fn write_model(bytes: &[u8], out: &Path, trial: &str) -> Result<()> {
     let module = model_module(bytes)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let json = serde_json::to_string_pretty(&info)? + "\n";
+    // The trial itself, to train it again from scratch: for a PBT member its whole schedule
+    // (the replay; docs/SWEEP.md).
+    let trial_toml = serde_json::from_value::<sweep_proto::TrialSpec>(info["trial"].clone())
+        .map(|spec| spec.to_toml())
+        .unwrap_or_default();
     let mut files = vec![
         ("model.safetensors", bytes),
         ("model.json", json.as_bytes()),
     ];
+    if !trial_toml.is_empty() {
+        files.push(("trial.toml", trial_toml.as_bytes()));
+    }
     match module {
         Some(m) => files.push(("model.pt", m)),
         // Not one left over from an earlier export into the same directory.
