@@ -868,6 +868,14 @@ fn a_population_trains_end_to_end_and_its_history_repeats() {
     // ends with the same numbers as the population's segments.
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("## Population-based training"), "{report}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for chart in [
+        "lr by epoch",
+        "momentum by epoch",
+        "validation accuracy by epoch",
+    ] {
+        assert!(html.contains(chart), "no chart {chart:?} in report.html");
+    }
     let replay = std::process::Command::new(bin("worker"))
         .args(["train", "--device", "cpu", "--data"])
         .arg(dir.path().join("data"))

@@ -507,6 +507,36 @@ fn search_section(search: &crate::report::search::SearchSummary, report: &Report
     h
 }
 
+/// A population's schedules: for each mutated field its value by epoch, one line per member of
+/// the last generation (its whole lineage), then their validation accuracy.
+fn pbt_charts(pbt: &crate::report::pbt::PbtSummary) -> String {
+    let mut h = String::new();
+    let name = |s: &crate::report::pbt::Schedule| format!("member {}", s.member);
+    for (i, m) in pbt.rule.mutations.iter().enumerate() {
+        let series: Vec<(String, Vec<(u32, f64)>)> = pbt
+            .schedules
+            .iter()
+            .map(|s| (name(s), s.values.get(i).cloned().unwrap_or_default()))
+            .filter(|(_, points)| !points.is_empty())
+            .collect();
+        if !series.is_empty() {
+            h += &curves(&format!("{} by epoch", m.name), &series, None, &m.name);
+        }
+    }
+    let acc: Vec<(String, Vec<(u32, f64)>)> = pbt
+        .schedules
+        .iter()
+        .map(|s| (name(s), s.val_accuracy.clone()))
+        .collect();
+    h += &curves(
+        "validation accuracy by epoch",
+        &acc,
+        Some(1.0),
+        "val accuracy",
+    );
+    h
+}
+
 /// One vertical axis per search axis and one for the value; each trial with a value is a
 /// line across them, darker the better. Ranges are drawn on their own scale (log for log
 /// ranges), lists with their values evenly spaced.
@@ -652,6 +682,7 @@ fn sections(report: &Report) -> String {
             "<h2 id=\"pbt\">Population-based training</h2><p>{}</p>",
             esc(&pbt.describe())
         );
+        h += &pbt_charts(pbt);
         h += &html_table(&pbt.lineage(), "segment");
     }
 

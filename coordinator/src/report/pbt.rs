@@ -44,6 +44,18 @@ pub struct PbtSummary {
     pub replay: Option<String>,
     /// Why the population stopped early, if it did.
     pub stopped: Option<String>,
+    /// The last generation's members' whole schedules, for the report's charts.
+    pub schedules: Vec<Schedule>,
+}
+
+/// One member's values and validation accuracy over its epochs (its lineage's).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    pub member: usize,
+    pub id: String,
+    /// For each mutated field (the rule's order): (epoch, value) where it is a number.
+    pub values: Vec<Vec<(u32, f64)>>,
+    pub val_accuracy: Vec<(u32, f64)>,
 }
 
 impl PbtSummary {
@@ -86,7 +98,14 @@ impl PbtSummary {
                 p.spec.to_toml()
             ))
         });
+        let last = pbt.generations().saturating_sub(1);
+        let schedules = placed
+            .iter()
+            .filter(|p| p.segment.generation == last)
+            .map(|p| schedule(&pbt, p, row(p.id.as_str())))
+            .collect();
         Some(PbtSummary {
+            schedules,
             rule: rule.clone(),
             generations: pbt.generations(),
             epochs: pbt.epochs(),
@@ -148,6 +167,45 @@ impl PbtSummary {
             })
             .collect();
         Table { head, rows }
+    }
+}
+
+/// A last-generation member's schedule: each field's value at every epoch of its trial, and
+/// the validation accuracy its result reports for each (its lineage's, inherited epochs
+/// included).
+fn schedule(pbt: &Pbt, p: &Placed, row: Option<&Row>) -> Schedule {
+    let epochs = 1..=p.spec.last_epoch();
+    let at: Vec<(u32, serde_json::Value)> = epochs
+        .map(|e| {
+            (
+                e,
+                serde_json::to_value(&*p.spec.at_epoch(e)).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let values = pbt
+        .rule
+        .mutations
+        .iter()
+        .map(|m| {
+            at.iter()
+                .filter_map(|(e, v)| Some((*e, axis_value(v, &m.name).parse::<f64>().ok()?)))
+                .collect()
+        })
+        .collect();
+    let val_accuracy = row
+        .map(|r| {
+            r.epochs
+                .iter()
+                .filter_map(|m| Some((m.epoch, m.val_accuracy?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Schedule {
+        member: p.segment.member,
+        id: p.id.to_string(),
+        values,
+        val_accuracy,
     }
 }
 
