@@ -1536,3 +1536,18 @@ async fn a_population_exploits_the_better_members_checkpoint() {
     assert_eq!(server.handle.lock().segments_left("p"), 0);
     server.stop().await;
 }
+
+/// A cancelled population makes no more generations; `rerun` queues its cancelled segments
+/// again and it goes on, with every segment still to make.
+#[tokio::test]
+async fn a_cancelled_population_goes_on_when_rerun() {
+    let pbt = "name = \"p\"\nsearch = \"pbt\"\n[defaults]\nepochs = 4\nvalidation_split = 0.1\n[pbt]\npopulation = 2\ninterval_epochs = 2\n[pbt.mutations]\nlr = { min = 0.001, max = 0.1, log = true }\n";
+    let server = Server::on(tempfile::tempdir().unwrap(), Some(pbt)).await;
+    let left = |s: &Server| s.handle.lock().segments_left("p");
+    assert_eq!(left(&server), 2);
+    assert_eq!(server.handle.cancel("p").unwrap().len(), 2);
+    assert_eq!(left(&server), 0, "a cancelled population makes nothing");
+    assert_eq!(server.handle.rerun("p").unwrap().len(), 2);
+    assert_eq!(left(&server), 2, "rerun: it goes on");
+    server.stop().await;
+}

@@ -209,9 +209,12 @@ impl Handle {
             {
                 s.core.add_trial_lost(t.id, t.spec, t.state, t.lost, true);
             }
-            // A cancelled search suggests again, as after a restart.
-            if let Some(sweep) = sweep.filter(|s| s.search.is_some()) {
-                s.apply_search(&SweepSettings::from(sweep));
+            // A cancelled search suggests again, and a cancelled population goes on, as after
+            // a restart.
+            if let Some(sweep) = sweep.filter(|s| s.search.is_some() || s.pbt.is_some()) {
+                let settings = SweepSettings::from(sweep);
+                s.apply_search(&settings);
+                s.apply_population(&settings);
             }
         }
         self.forget_views();
