@@ -99,7 +99,8 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Write report.md, results.json, results.csv and report.html for a sweep.
+    /// Write report.md, results.json, results.csv and report.html for a sweep (and, for a
+    /// PBT population, replay.toml: its best member's whole schedule).
     Report {
         sweep: String,
         #[command(flatten)]
@@ -109,7 +110,7 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Fetch a trained model the sweep kept (keep_models): model.safetensors and model.json,
-    /// for `worker eval`, `worker predict` or PyTorch.
+    /// for `worker eval`, `worker predict` or PyTorch, and trial.toml, to train it again.
     Export {
         sweep: String,
         /// This trial's model (default: the best-ranked trial that has one).
