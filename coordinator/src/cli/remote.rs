@@ -12,7 +12,6 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// The files a report consists of; a server naming any other is refused.
-const REPORT_FILES: [&str; 4] = ["report.md", "results.csv", "results.json", "report.html"];
 
 /// Largest answer accepted (a report of 1,000 trials with curves is a few MB).
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
@@ -373,7 +372,7 @@ pub async fn report(c: &mut Client, sweep: &str, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for f in &r.files {
         // The server names the files: only the report's own names are written.
-        if !REPORT_FILES.contains(&f.name.as_str()) {
+        if !coordinator::report::render::FILE_NAMES.contains(&f.name.as_str()) {
             bail!(
                 "the coordinator sent a report file with a bad name: {:?}",
                 f.name

@@ -185,17 +185,30 @@ pub fn json(report: &Report) -> String {
     serde_json::to_string_pretty(&report.rows).unwrap_or_default()
 }
 
+/// Every name a report's file may have: what [`files`] writes, and all that a remote
+/// `coordinator report` accepts from a server.
+pub const FILE_NAMES: [&str; 5] = [
+    "report.md",
+    "results.json",
+    "results.csv",
+    "report.html",
+    REPLAY,
+];
+
+/// A population's best member's whole schedule.
+const REPLAY: &str = "replay.toml";
+
 /// The files [`write`] writes, as (name, contents): report.md, results.json, results.csv,
 /// report.html, and for a population its best member's schedule, replay.toml.
 pub fn files(report: &Report) -> Vec<(&'static str, String)> {
     let mut out = vec![
-        ("report.md", markdown(report)),
-        ("results.json", json(report)),
-        ("results.csv", csv(report)),
-        ("report.html", crate::report::html::render(report)),
+        (FILE_NAMES[0], markdown(report)),
+        (FILE_NAMES[1], json(report)),
+        (FILE_NAMES[2], csv(report)),
+        (FILE_NAMES[3], crate::report::html::render(report)),
     ];
     if let Some(replay) = report.pbt.as_ref().and_then(|p| p.replay.clone()) {
-        out.push(("replay.toml", replay));
+        out.push((REPLAY, replay));
     }
     out
 }
