@@ -1094,17 +1094,17 @@ fn requeue_on_submit(
     // its epochs (a sweep without early stopping trains it in full, one with another rule
     // judges it anew; the stop's reason starts with the rule that gave it).
     let rule = sweep.early_stopping.map(|e| e.describe());
-    let stale: bool = tx.query_row(
-        "SELECT IFNULL(json_extract(result, '$.provenance.semantics'), 1) != ?2 FROM trials WHERE id = ?1 AND state = 'finished'",
-        params![id, TRAINER_SEMANTICS],
-        |r| r.get(0),
-    ).optional()?.unwrap_or(false);
-    let stopped: bool = tx.query_row(
-        "SELECT 1 FROM trials WHERE id = ?1 AND state = 'finished' AND json_extract(result, '$.status') = 'stopped'
-           AND (?2 IS NULL OR substr(IFNULL(json_extract(result, '$.reason'), ''), 1, length(?2)) != ?2)",
-        params![id, rule],
-        |_| Ok(true),
-    ).optional()?.unwrap_or(false);
+    let (stale, stopped): (bool, bool) = tx
+        .query_row(
+            "SELECT IFNULL(json_extract(result, '$.provenance.semantics'), 1) != ?2,
+                    json_extract(result, '$.status') = 'stopped'
+                      AND (?3 IS NULL OR substr(IFNULL(json_extract(result, '$.reason'), ''), 1, length(?3)) != ?3)
+             FROM trials WHERE id = ?1 AND state = 'finished'",
+            params![id, TRAINER_SEMANTICS, rule],
+            |r| Ok((r.get(0)?, r.get::<_, Option<bool>>(1)?.unwrap_or(false))),
+        )
+        .optional()?
+        .unwrap_or((false, false));
     if !stale && !stopped {
         return Ok(Resubmitted::No);
     }
