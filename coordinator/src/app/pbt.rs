@@ -26,9 +26,8 @@ use super::settings::SweepSettings;
 use super::{Handle, Shared};
 use crate::sched::core::{TrialId, TrialState};
 pub use crate::sched::pbt::Placed;
-use crate::sched::pbt::{Pbt, Segment, Start};
+use crate::sched::pbt::{outcome, previous, Pbt, Segment};
 use crate::store::Write;
-use sweep_proto::TrialStatus;
 
 /// A population as the coordinator runs it.
 #[derive(Debug, Clone)]
@@ -79,18 +78,6 @@ impl Population {
     }
 }
 
-/// A segment's score: its last epoch's validation accuracy, if it ended with one.
-fn score(state: Option<&TrialState>) -> Option<f64> {
-    match state? {
-        TrialState::Finished { result, .. }
-            if matches!(result.status, TrialStatus::Completed | TrialStatus::Stopped) =>
-        {
-            result.epochs.last()?.val_accuracy
-        }
-        _ => None,
-    }
-}
-
 impl Shared {
     /// Installs (or, with no rule, removes) sweep `s`'s population, replaying its stored
     /// segments (see the rules); segments made here whose write is still in the open batch
@@ -131,10 +118,9 @@ impl Shared {
 
     /// Rebuilds `pop`'s segments from the stored member `ids` (see the rules).
     fn replay(&self, pop: &mut Population, ids: &[TrialId]) -> Result<(), String> {
-        let (placed, why) = pop.pbt.replay(ids, |id| {
-            let state = self.core.trial(id).map(|t| &t.state)?;
-            state.is_terminal().then(|| score(Some(state)))
-        });
+        let (placed, why) = pop
+            .pbt
+            .replay(ids, |id| outcome(&self.core.trial(id)?.state));
         pop.segments = placed;
         why.map_or(Ok(()), Err)
     }
@@ -188,18 +174,20 @@ impl Shared {
             .iter()
             .map(|p| self.core.trial(&p.id).map(|t| &t.state))
             .collect();
-        let ended = states
-            .iter()
-            .all(|s| s.is_some_and(TrialState::is_terminal));
         // A cancelled segment waits for its sweep to be submitted again.
-        if !ended
-            || states
-                .iter()
-                .any(|s| matches!(s, Some(TrialState::Cancelled)))
+        if states
+            .iter()
+            .any(|s| matches!(s, Some(TrialState::Cancelled)))
         {
             return Ok(None);
         }
-        let scores: Vec<Option<f64>> = states.iter().map(|s| score(*s)).collect();
+        let Some(scores) = states
+            .iter()
+            .map(|s| s.and_then(outcome))
+            .collect::<Option<Vec<Option<f64>>>>()
+        else {
+            return Ok(None);
+        };
         let Some(next) = pop
             .pbt
             .next_generation(&pop.last_segments(), &scores)
@@ -209,18 +197,12 @@ impl Shared {
         };
         let mut children = Vec::with_capacity(next.len());
         for seg in next {
-            let from = match &seg.start {
-                Start::Exploit { parent, .. } => &last[*parent],
-                _ => &last[seg.member],
-            };
-            let spec = pop.pbt.segment_trial(&seg, Some(&from.spec))?;
+            let placed = pop.pbt.place(seg, &pop.segments)?;
+            let p = pop.population();
+            let from = previous(&pop.segments, &placed.segment, p).map(|f| f.id.clone());
             children.push((
-                Placed {
-                    id: TrialId::of(&spec),
-                    segment: seg,
-                    spec,
-                },
-                from.id.clone(),
+                placed,
+                from.ok_or("a later generation's segment continues none")?,
             ));
         }
         Ok(Some(NextGeneration {

@@ -11,8 +11,6 @@ use sweep_proto::tls::{Bearer, ClientTls};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// The files a report consists of; a server naming any other is refused.
-
 /// Largest answer accepted (a report of 1,000 trials with curves is a few MB).
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 

@@ -439,17 +439,18 @@ pub fn parse_with(text: &str, file: &Path, folders: FolderScan) -> Result<Sweep,
         Search::Tpe => Some(p.search_rule()?),
         _ => None,
     };
-    let pbt = match p.raw.search {
-        Search::Pbt => Some(p.pbt_rule()?),
-        _ => None,
-    };
     // A population's planned trials are its first generation; the others are made as it
     // trains.
-    if let Some(rule) = &pbt {
-        for spec in pbt::first_trials(rule).map_err(|m| p.err(None, m))? {
-            plan.push(spec, None, None);
+    let pbt = match p.raw.search {
+        Search::Pbt => {
+            let (rule, first) = p.pbt_rule()?;
+            for spec in first {
+                plan.push(spec, None, None);
+            }
+            Some(rule)
         }
-    }
+        _ => None,
+    };
     if plan.trials.is_empty() && search.is_none() && pbt.is_none() {
         return Err(p.err(
             None,
@@ -1255,13 +1256,17 @@ fn random_samples(
     Ok(out)
 }
 
-fn sample_range(r: &Range, rng: &mut impl Rng) -> Result<toml::Value, String> {
-    let num = |v: &toml::Value| match v {
+/// A TOML number (integer or float) as a float.
+fn number(v: &toml::Value) -> Option<f64> {
+    match v {
         toml::Value::Integer(i) => Some(*i as f64),
         toml::Value::Float(f) => Some(*f),
         _ => None,
-    };
-    let (Some(lo), Some(hi)) = (num(&r.min), num(&r.max)) else {
+    }
+}
+
+fn sample_range(r: &Range, rng: &mut impl Rng) -> Result<toml::Value, String> {
+    let (Some(lo), Some(hi)) = (number(&r.min), number(&r.max)) else {
         return Err("min and max must be numbers".into());
     };
     if lo.is_nan() || hi.is_nan() || lo > hi || (r.log && lo <= 0.0) {

@@ -32,12 +32,14 @@
 //! searches.
 
 use super::space::{check_bound, describe_values, range};
-use super::{Entries, Parser, SweepError, HARD_MAX_TRIALS};
+use super::{number, Entries, Parser, SweepError, HARD_MAX_TRIALS};
 use crate::sched::pbt::{
-    frozen_reason, Pbt, PbtRule, DEFAULT_FACTORS, DEFAULT_QUANTILE, DEFAULT_RESAMPLE, MUTABLE,
+    factor_ok, frozen_reason, quantile_ok, resample_ok, Pbt, PbtError, PbtRule, DEFAULT_FACTORS,
+    DEFAULT_QUANTILE, DEFAULT_RESAMPLE, MIN_POPULATION, MUTABLE,
 };
 use crate::sched::search::{Axis, Values};
 use serde::Deserialize;
+use sweep_proto::TrialSpec;
 use toml::Spanned;
 
 /// `[pbt]` as written; numbers are read as values so that a wrong one is refused with its
@@ -56,17 +58,10 @@ pub(super) struct RawPbt {
 
 type Span = Option<std::ops::Range<usize>>;
 
-fn number(v: &toml::Value) -> Option<f64> {
-    match v {
-        toml::Value::Integer(i) => Some(*i as f64),
-        toml::Value::Float(f) => Some(*f),
-        _ => None,
-    }
-}
-
 impl Parser<'_> {
-    /// The rule of a `search = "pbt"` sweep, checked.
-    pub(super) fn pbt_rule(&self) -> Result<PbtRule, SweepError> {
+    /// The rule of a `search = "pbt"` sweep, checked, and its first generation's trials (in
+    /// member order; the later ones are made as it trains).
+    pub(super) fn pbt_rule(&self) -> Result<(PbtRule, Vec<TrialSpec>), SweepError> {
         self.pbt_only_keys()?;
         let Some(raw) = &self.raw.pbt else {
             return Err(self.err(
@@ -77,7 +72,12 @@ impl Parser<'_> {
         };
         let pbt = raw.get_ref();
         let whole = Some(raw.span());
-        let population = self.count("population", &pbt.population, whole.clone(), 2)?;
+        let population = self.count(
+            "population",
+            &pbt.population,
+            whole.clone(),
+            MIN_POPULATION as i64,
+        )?;
         let interval = self.count("interval_epochs", &pbt.interval_epochs, whole.clone(), 1)?;
         let fraction = |key: &str,
                         v: &Option<Spanned<toml::Value>>,
@@ -99,14 +99,14 @@ impl Parser<'_> {
             "quantile",
             &pbt.quantile,
             DEFAULT_QUANTILE,
-            |q| q > 0.0 && q <= 0.5,
+            quantile_ok,
             "(0, 0.5]: the top and bottom quantiles may not overlap",
         )?;
         let resample = fraction(
             "resample_probability",
             &pbt.resample_probability,
             DEFAULT_RESAMPLE,
-            |p| (0.0..=1.0).contains(&p),
+            resample_ok,
             "[0, 1]",
         )?;
         let factors = self.factors(&pbt.perturbation_factors)?;
@@ -121,8 +121,8 @@ impl Parser<'_> {
             base: self.defaults.clone(),
             seed: self.raw.search_seed,
         };
-        self.check_rule(&rule, pbt)?;
-        Ok(rule)
+        let first = self.check_rule(&rule, pbt)?;
+        Ok((rule, first))
     }
 
     /// Keys of other searches.
@@ -182,7 +182,7 @@ impl Parser<'_> {
         let list: Option<Vec<f64>> = match v.get_ref() {
             toml::Value::Array(items) if !items.is_empty() => items
                 .iter()
-                .map(|i| number(i).filter(|x| x.is_finite() && *x > 0.0))
+                .map(|i| number(i).filter(|x| factor_ok(*x)))
                 .collect(),
             _ => None,
         };
@@ -263,28 +263,35 @@ impl Parser<'_> {
             .collect()
     }
 
-    /// What [`Pbt::new`] and the first generation find, placed where the file says it.
-    fn check_rule(&self, rule: &PbtRule, raw: &RawPbt) -> Result<(), SweepError> {
+    /// What [`Pbt::new`] and the first generation find, placed where the file says it; the
+    /// first generation's trials.
+    fn check_rule(&self, rule: &PbtRule, raw: &RawPbt) -> Result<Vec<TrialSpec>, SweepError> {
         let pbt = Pbt::new(rule.clone()).map_err(|e| {
-            let m = e.to_string();
-            let at = if m.contains("interval_epochs") {
-                raw.interval_epochs.as_ref().map(|v| v.span())
-            } else {
-                None
+            // The checks this parser has not placed already: `interval_epochs` against the
+            // trials' `epochs`.
+            let at = match &e {
+                PbtError::Rule {
+                    key: "interval_epochs",
+                    ..
+                } => raw.interval_epochs.as_ref().map(|v| v.span()),
+                _ => None,
             };
-            self.err(at, m)
+            self.err(at, e.to_string())
         })?;
-        let first = pbt
+        let first: Vec<TrialSpec> = pbt
             .first_generation()
-            .map_err(|e| self.err(None, e.to_string()))?;
-        let spec = pbt.spec(&first[0].point).map_err(|m| self.err(None, m))?;
-        if spec.validation_split <= 0.0 {
+            .map_err(|e| self.err(None, e.to_string()))?
+            .iter()
+            .map(|seg| pbt.segment_trial(seg, None))
+            .collect::<Result<_, _>>()
+            .map_err(|m| self.err(None, m))?;
+        if first.iter().any(|t| t.validation_split <= 0.0) {
             return Err(self.err(
                 None,
                 "search = \"pbt\" compares members on validation accuracy: set `validation_split` (e.g. 0.1) in [defaults]".into(),
             ));
         }
-        Ok(())
+        Ok(first)
     }
 }
 
@@ -334,14 +341,4 @@ pub fn describe(rule: &PbtRule) -> Result<String, crate::sched::pbt::PbtError> {
         out.push_str(&format!("  member {}: {}\n", s.member, values.join(", ")));
     }
     Ok(out)
-}
-
-/// The trials of a population's first generation, in member order.
-pub(super) fn first_trials(rule: &PbtRule) -> Result<Vec<sweep_proto::TrialSpec>, String> {
-    let pbt = Pbt::new(rule.clone()).map_err(|e| e.to_string())?;
-    pbt.first_generation()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|seg| pbt.segment_trial(seg, None))
-        .collect()
 }

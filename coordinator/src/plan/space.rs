@@ -23,7 +23,7 @@
 //!   (lists only) is refused: that is a grid.
 //! - `[[include]]`, `[[exclude]]`, `repeats` and `samples` belong to grids and random search.
 
-use super::{Parser, SweepError, HARD_MAX_TRIALS};
+use super::{number, Parser, SweepError, HARD_MAX_TRIALS};
 use crate::sched::search::{Axis, SearchRule, Searcher, Values, When};
 use crate::sched::tpe::DEFAULT_STARTUP;
 use toml::Spanned;
@@ -314,11 +314,6 @@ pub(super) fn range(name: &str, t: &toml::Table) -> Result<Values, String> {
             (min, max),
             (toml::Value::Integer(_), toml::Value::Integer(_))
         );
-    let number = |v: &toml::Value| match v {
-        toml::Value::Integer(i) => Some(*i as f64),
-        toml::Value::Float(f) => Some(*f),
-        _ => None,
-    };
     let (Some(lo), Some(hi)) = (number(min), number(max)) else {
         return Err("`min` and `max` must be numbers".into());
     };
@@ -490,7 +485,7 @@ pub(super) fn corners(rule: &SearchRule) -> Vec<super::PlannedTrial> {
             ("epochs", Values::Int { max, .. }) => toml::Value::Integer(*max),
             ("validation_split", Values::Float { min, .. }) => toml::Value::Float(*min),
             ("epochs" | "validation_split", Values::List { values }) => {
-                let n = |v: &toml::Value| v.as_float().or(v.as_integer().map(|i| i as f64));
+                let n = number;
                 let best = values.iter().filter(|v| n(v).is_some());
                 let chosen = if a.name == "epochs" {
                     best.max_by(|x, y| n(x).unwrap_or(0.0).total_cmp(&n(y).unwrap_or(0.0)))

@@ -636,7 +636,7 @@ impl Report {
         report.pbt = sweep
             .pbt
             .as_ref()
-            .and_then(|rule| pbt::PbtSummary::of(rule, &order, &report.rows));
+            .and_then(|rule| pbt::PbtSummary::of(rule, &order, &report.rows, trials));
         report
     }
 

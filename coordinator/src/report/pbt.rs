@@ -4,15 +4,16 @@
 //! Rules:
 //! - The segments and who each started from are replayed from the stored results
 //!   ([`Pbt::replay`]), the same decisions the coordinator made.
-//! - A segment's score is its last epoch's validation accuracy (what PBT compared).
+//! - A segment's score is what PBT compared ([`outcome`]: its last epoch's validation
+//!   accuracy).
 //! - The best member is the best-ranked trial of the last generation (by the report's ranking
 //!   metric); its trial is its whole schedule: `replay.toml`, which trains it from scratch
 //!   (bit for bit the same weights on CPU as the population's segments).
 
-use super::rank::RowStatus;
 use super::tables::{Table, TableRow};
 use super::{axis_value, pct, Row};
-use crate::sched::pbt::{Pbt, PbtRule, Placed, Start};
+use crate::sched::core::TrialLookup;
+use crate::sched::pbt::{outcome, Pbt, PbtRule, Placed, Start};
 use serde::Serialize;
 
 /// One segment as the report shows it.
@@ -59,26 +60,22 @@ pub struct Schedule {
 }
 
 impl PbtSummary {
-    /// The section for `rule`'s population, whose stored trials are `order` (generation-major)
-    /// and whose rows (ranked best first) are `rows`.
-    pub fn of(rule: &PbtRule, order: &[String], rows: &[Row]) -> Option<PbtSummary> {
+    /// The section for `rule`'s population, whose stored trials are `order` (generation-major),
+    /// as `trials` holds them, and whose rows (ranked best first) are `rows`.
+    pub fn of(
+        rule: &PbtRule,
+        order: &[String],
+        rows: &[Row],
+        trials: &impl TrialLookup,
+    ) -> Option<PbtSummary> {
         let pbt = Pbt::new(rule.clone()).ok()?;
         let row = |id: &str| rows.iter().find(|r| r.id == id);
         let ids: Vec<sweep_proto::ids::TrialId> = order.iter().map(|i| i.as_str().into()).collect();
-        let score = |r: &Row| -> Option<f64> {
-            match r.status {
-                RowStatus::Completed | RowStatus::Stopped => r.epochs.last()?.val_accuracy,
-                _ => None,
-            }
-        };
-        let (placed, stopped) = pbt.replay(&ids, |id| {
-            let r = row(id.as_str())?;
-            let ended = !matches!(r.status, RowStatus::Queued | RowStatus::Running);
-            ended.then(|| score(r))
-        });
+        let outcome_of = |id: &str| outcome(&trials.trial(id)?.state);
+        let (placed, stopped) = pbt.replay(&ids, |id| outcome_of(id.as_str()));
         let segments = placed
             .iter()
-            .map(|p| segment_row(&pbt, p, row(p.id.as_str()).and_then(score)))
+            .map(|p| segment_row(&pbt, p, outcome_of(p.id.as_str()).flatten()))
             .collect();
         let last_generation = pbt.generations() - 1;
         let best = rows

@@ -34,12 +34,13 @@
 //! - **Budget**: every member trains the trial's `epochs`, in `ceil(epochs / interval_epochs)`
 //!   segments (the last may be shorter).
 
+use super::core::TrialState;
 use super::search::{dim_kind, generator, Axis, Values};
 use super::tpe::{Kind, Point};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use sweep_proto::TrialSpec;
+use sweep_proto::{TrialSpec, TrialStatus};
 
 /// Default `quantile`: the top and bottom quarter (Ray Tune's and the paper's).
 pub const DEFAULT_QUANTILE: f64 = 0.25;
@@ -77,6 +78,24 @@ pub fn frozen_reason(field: &str) -> &'static str {
     }
 }
 
+/// The smallest population: PBT copies between members.
+pub const MIN_POPULATION: usize = 2;
+
+/// A `quantile` that works: in (0, 0.5], so the top and bottom quantiles never overlap.
+pub fn quantile_ok(q: f64) -> bool {
+    q > 0.0 && q <= 0.5
+}
+
+/// A `resample_probability` in [0, 1].
+pub fn resample_ok(p: f64) -> bool {
+    (0.0..=1.0).contains(&p)
+}
+
+/// A perturbation factor: finite and positive.
+pub fn factor_ok(f: f64) -> bool {
+    f.is_finite() && f > 0.0
+}
+
 /// A PBT sweep's settings (`[pbt]`), checked by the sweep file's parser and by [`Pbt::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PbtRule {
@@ -110,6 +129,18 @@ pub enum Start {
     },
 }
 
+impl Segment {
+    /// The member of the previous generation whose checkpoint it starts from: its own, or
+    /// its parent's when it exploits (none in generation 0).
+    pub fn source(&self) -> Option<usize> {
+        match &self.start {
+            Start::Scratch => None,
+            Start::Own => Some(self.member),
+            Start::Exploit { parent, .. } => Some(*parent),
+        }
+    }
+}
+
 /// A segment with its trial (its id and its lineage's schedule so far).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
@@ -134,8 +165,9 @@ pub struct Segment {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PbtError {
-    /// The rule does not hold together (the sweep file's parser reports the same with places).
-    Rule(String),
+    /// The rule does not hold together: the `[pbt]` key at fault (`defaults` for the trial) and
+    /// why (the sweep file's parser reports the same with places).
+    Rule { key: &'static str, message: String },
     /// No valid initial value in [`INITIAL_DRAWS`] draws for a member.
     NoValidStart { member: usize, last: String },
     /// Every member of a generation failed: nothing to copy.
@@ -147,7 +179,7 @@ pub enum PbtError {
 impl fmt::Display for PbtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PbtError::Rule(m) | PbtError::Mismatch(m) => f.write_str(m),
+            PbtError::Rule { message: m, .. } | PbtError::Mismatch(m) => f.write_str(m),
             PbtError::NoValidStart { member, last } => write!(
                 f,
                 "member {member}: no valid trial in {INITIAL_DRAWS} draws of its values; the last: {last}"
@@ -193,55 +225,74 @@ impl Pbt {
     /// [0, 1], positive factors, `1 <= interval_epochs < epochs`, and mutations of
     /// [`MUTABLE`] fields only.
     pub fn new(rule: PbtRule) -> Result<Pbt, PbtError> {
-        let bad = |m: String| Err(PbtError::Rule(m));
-        if rule.population < 2 {
-            return bad(format!(
-                "`population` = {} must be at least 2: PBT copies between members",
-                rule.population
-            ));
+        let bad = |key: &'static str, message: String| Err(PbtError::Rule { key, message });
+        if rule.population < MIN_POPULATION {
+            return bad(
+                "population",
+                format!(
+                    "`population` = {} must be at least 2: PBT copies between members",
+                    rule.population
+                ),
+            );
         }
-        if !(rule.quantile > 0.0 && rule.quantile <= 0.5) {
-            return bad(format!(
+        if !quantile_ok(rule.quantile) {
+            return bad(
+                "quantile",
+                format!(
                 "`quantile` = {} must be in (0, 0.5]: the top and bottom quantiles may not overlap",
                 rule.quantile
-            ));
+            ),
+            );
         }
-        if !(0.0..=1.0).contains(&rule.resample_probability) {
-            return bad(format!(
-                "`resample_probability` = {} must be in [0, 1]",
-                rule.resample_probability
-            ));
+        if !resample_ok(rule.resample_probability) {
+            return bad(
+                "resample_probability",
+                format!(
+                    "`resample_probability` = {} must be in [0, 1]",
+                    rule.resample_probability
+                ),
+            );
         }
         if rule.perturbation_factors.is_empty()
-            || rule
-                .perturbation_factors
-                .iter()
-                .any(|f| !(f.is_finite() && *f > 0.0))
+            || !rule.perturbation_factors.iter().all(|f| factor_ok(*f))
         {
-            return bad(format!(
-                "`perturbation_factors` = {:?} must be one or more positive numbers",
-                rule.perturbation_factors
-            ));
+            return bad(
+                "perturbation_factors",
+                format!(
+                    "`perturbation_factors` = {:?} must be one or more positive numbers",
+                    rule.perturbation_factors
+                ),
+            );
         }
         if rule.mutations.is_empty() {
-            return bad("[pbt.mutations] names no field: PBT needs at least one".into());
+            return bad(
+                "mutations",
+                "[pbt.mutations] names no field: PBT needs at least one".into(),
+            );
         }
         for m in &rule.mutations {
             if !MUTABLE.contains(&m.name.as_str()) {
-                return bad(format!(
-                    "`{}` cannot change mid-training: {}; PBT may change {}",
-                    m.name,
-                    frozen_reason(&m.name),
-                    MUTABLE.join(", ")
-                ));
+                return bad(
+                    "mutations",
+                    format!(
+                        "`{}` cannot change mid-training: {}; PBT may change {}",
+                        m.name,
+                        frozen_reason(&m.name),
+                        MUTABLE.join(", ")
+                    ),
+                );
             }
         }
-        let base: TrialSpec = toml::Value::Table(rule.base.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| PbtError::Rule(e.message().to_string()))?;
+        let base: TrialSpec =
+            toml::Value::Table(rule.base.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| PbtError::Rule {
+                    key: "defaults",
+                    message: e.message().to_string(),
+                })?;
         let epochs = base.epochs;
         if rule.interval_epochs == 0 || rule.interval_epochs >= epochs {
-            return bad(format!(
+            return bad("interval_epochs", format!(
                 "`interval_epochs` = {} must be at least 1 and below `epochs` ({epochs}): a member exploits between segments",
                 rule.interval_epochs
             ));
@@ -395,24 +446,19 @@ impl Pbt {
         let mut at = 0;
         while ids.len() >= at + p {
             for seg in generation {
-                let previous = previous_spec(&out, &seg, p);
-                let spec = match self.segment_trial(&seg, previous) {
-                    Ok(spec) => spec,
+                let placed = match self.place(seg, &out) {
+                    Ok(placed) => placed,
                     Err(e) => return (out, Some(e)),
                 };
-                let id = sweep_proto::ids::TrialId::of(&spec);
-                if ids[at + seg.member] != id {
+                let (member, stored) = (placed.segment.member, &ids[at + placed.segment.member]);
+                if *stored != placed.id {
                     let why = format!(
-                        "stored trial {} at generation {} member {} is not the segment the results decide ({id})",
-                        ids[at + seg.member], seg.generation, seg.member
+                        "stored trial {stored} at generation {} member {member} is not the segment the results decide ({})",
+                        placed.segment.generation, placed.id
                     );
                     return (out, Some(why));
                 }
-                out.push(Placed {
-                    segment: seg,
-                    id,
-                    spec,
-                });
+                out.push(placed);
             }
             let last = &out[at..];
             let outcomes: Vec<Option<Option<f64>>> = last.iter().map(|s| outcome(&s.id)).collect();
@@ -508,6 +554,18 @@ impl Pbt {
         Ok(spec)
     }
 
+    /// `seg` with its trial ([`Pbt::segment_trial`] of the segment it continues among
+    /// `so_far`).
+    pub fn place(&self, seg: Segment, so_far: &[Placed]) -> Result<Placed, String> {
+        let previous = previous(so_far, &seg, self.rule.population).map(|p| &p.spec);
+        let spec = self.segment_trial(&seg, previous)?;
+        Ok(Placed {
+            id: sweep_proto::ids::TrialId::of(&spec),
+            segment: seg,
+            spec,
+        })
+    }
+
     /// Sets each mutated field's value at `point` in `table` (`augment.shift` sets `shift` in
     /// the `augment` table).
     fn set_values(&self, table: &mut toml::Table, point: &Point) -> Result<(), String> {
@@ -548,20 +606,29 @@ impl Pbt {
     }
 }
 
-/// The trial a segment continues: the previous generation's segment of its parent (exploit)
-/// or its own; none for generation 0.
-pub fn previous_spec<'a>(
-    placed: &'a [Placed],
-    seg: &Segment,
-    population: usize,
-) -> Option<&'a TrialSpec> {
-    let from = match &seg.start {
-        Start::Scratch => return None,
-        Start::Own => seg.member,
-        Start::Exploit { parent, .. } => *parent,
-    };
+/// The segment `seg` continues, among the segments so far (generation-major): the previous
+/// generation's segment of its parent (exploit) or its own; none for generation 0.
+pub fn previous<'a>(so_far: &'a [Placed], seg: &Segment, population: usize) -> Option<&'a Placed> {
     let g = seg.generation.checked_sub(1)? as usize;
-    placed.get(g * population + from).map(|p| &p.spec)
+    so_far.get(g * population + seg.source()?)
+}
+
+/// What a segment's trial state tells the population: `None` while it has not ended; once
+/// it has, its score, the last epoch's validation accuracy of a completed or stopped segment
+/// (none for a failed, diverged or cancelled one). The coordinator and the report both read
+/// a population's history through this.
+pub fn outcome(state: &TrialState) -> Option<Option<f64>> {
+    if !state.is_terminal() {
+        return None;
+    }
+    Some(match state {
+        TrialState::Finished { result, .. }
+            if matches!(result.status, TrialStatus::Completed | TrialStatus::Stopped) =>
+        {
+            result.epochs.last().and_then(|e| e.val_accuracy)
+        }
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -248,7 +248,7 @@ fn rules_that_cannot_work_are_refused() {
         let mut r = rule(4, 0.25);
         edit(&mut r);
         match Pbt::new(r) {
-            Err(PbtError::Rule(m)) => assert!(m.contains(needle), "{needle}: {m}"),
+            Err(PbtError::Rule { message: m, .. }) => assert!(m.contains(needle), "{needle}: {m}"),
             other => panic!("{needle}: {other:?}"),
         }
     };
