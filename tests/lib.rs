@@ -140,11 +140,38 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// A port that was free a moment ago (for a coordinator that must come back on the same
 /// address after a restart).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct ports that were free a moment ago. Each listener is held until all are
+/// chosen: released one by one, the kernel may hand the same port out twice (a coordinator
+/// whose health port was its own gRPC port could not start).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
+}
+
+/// Waits until `p` accepts connections on 127.0.0.1:`port`. Until then the port is only
+/// reserved by a number, and anything binding port 0 meanwhile (a proxy) may be given it.
+/// Err with its log if it exits first; panics if 60 s pass.
+pub fn wait_listening(p: &mut Proc, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            return Err(format!(
+                "{} exited ({status}):\n{}",
+                p.log.display(),
+                p.log_text()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port} after 60 s:\n{}", p.log_text());
 }
 
 /// Writes a small CIFAR-10 binary-layout dataset of random images: 5 training files of

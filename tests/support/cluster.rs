@@ -1,7 +1,7 @@
 //! A submitted sweep, a `coordinator serve` process and `worker` processes around it, and
 //! what the database says about its trials.
 
-use crate::{admin, coordinator, free_port, serve, synthetic_cifar, worker, Proc};
+use crate::{admin, coordinator, free_ports, serve, synthetic_cifar, wait_listening, worker, Proc};
 use coordinator::store::Store;
 use std::path::{Path, PathBuf};
 
@@ -64,16 +64,26 @@ impl Cluster {
         let db = dir.path().join(format!("{name}.db"));
         let (ok, _, err) = coordinator(&["submit", sweep.to_str().unwrap()], &db);
         assert!(ok, "{err}");
-        let (port, health_port) = (free_port(), free_port());
-        let server = serve(
-            dir.path(),
-            &db,
-            port,
-            TOKEN,
-            heartbeat_timeout,
-            "server.log",
-            &["--health-listen", &format!("127.0.0.1:{health_port}")],
-        );
+        // A port that was free a moment ago may have been taken since (by any process's
+        // outgoing connection): then the server exits at once, and gets other ports.
+        let mut tries = 0;
+        let (port, health_port, server) = loop {
+            let [port, health_port] = free_ports();
+            let mut server = serve(
+                dir.path(),
+                &db,
+                port,
+                TOKEN,
+                heartbeat_timeout,
+                "server.log",
+                &["--health-listen", &format!("127.0.0.1:{health_port}")],
+            );
+            match wait_listening(&mut server, port) {
+                Ok(()) => break (port, health_port, server),
+                Err(why) if tries < 3 && why.contains("Address already in use") => tries += 1,
+                Err(why) => panic!("{why}"),
+            }
+        };
         Cluster {
             dir,
             name: name.to_string(),

@@ -34,7 +34,7 @@ fn start() -> Admin {
     let data = dir.path().join("data");
     synthetic_cifar(&data, 20, 10);
     let db = dir.path().join("admin.db");
-    let (port, http) = (free_port(), free_port());
+    let [port, http] = free_ports();
     let server = serve_tls(&dir.path().join("server.log"), &certs, &db, port, http);
     Admin {
         dir,

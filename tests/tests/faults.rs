@@ -124,8 +124,9 @@ fn network_cuts_short_and_long() {
     assert!(
         wait_until(Duration::from_secs(120), || running_with_an_epoch(&c.db)
             .is_some()),
-        "{}",
-        w.log_text()
+        "{}\n{}",
+        w.log_text(),
+        c.server.log_text()
     );
     let (first, _, id) = running_with_an_epoch(&c.db).unwrap();
     // Cut until the worker notices (its next call fails; heartbeats come every 2 s).

@@ -57,7 +57,7 @@ fn start() -> TlsCluster {
     let db = dir.path().join("tls.db");
     let (ok, _, err) = coordinator(&["submit", sweep.to_str().unwrap()], &db);
     assert!(ok, "{err}");
-    let (port, health) = (free_port(), free_port());
+    let [port, health] = free_ports();
     let c = |f: &str| certs.join(f);
     let mut cmd = Command::new(bin("coordinator"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])

@@ -5,8 +5,9 @@
 //! Rules:
 //! - A population's members are its segments' trials, in generation-major order: generation
 //!   g's member m is the sweep's trial at position `g·population + m`. The first generation is
-//!   planned with the sweep; each later one is made by the tick ([`Handle::tick`]) once every
-//!   segment of the last one has ended, and written as the sweep's next members in one batch
+//!   planned with the sweep; each later one is made once every segment of the last one has
+//!   ended, by the handler of the result that ended it (before its reply, so that worker's next
+//!   ask finds it) or else by the tick ([`Handle::tick`]), and written as the sweep's next members in one batch
 //!   (on disk before any worker can lease them; a batch the disk refuses takes them back and
 //!   a later tick makes them again).
 //! - A segment's score is the validation accuracy of its last epoch (a failed or diverged

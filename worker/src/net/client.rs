@@ -352,7 +352,7 @@ impl Session<'_> {
         if lease.checkpoint_epoch > 0 {
             match self.load_checkpoint(&key).await {
                 Ok(bytes) => {
-                    tracing::info!(trial = %key.trial, attempt = key.attempt, epoch = lease.checkpoint_epoch, "resuming from a checkpoint");
+                    tracing::info!(trial = %key.trial, attempt = key.attempt, epoch = lease.checkpoint_epoch, size = bytes.len(), "resuming from a checkpoint");
                     control.resume = Some(bytes);
                 }
                 Err(why) => {
