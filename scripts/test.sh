@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs libtorch, prepares real CIFAR-10 when a
 # local copy is available (../shared/data), checks that the coordinator does not link
-# libtorch, installs Debian's chromium and chromium-driver for the dashboard's browser test,
+# libtorch, installs Debian's chromium and chromium-driver for the dashboard's browser test
+# and Debian's prometheus for the metrics test,
 # runs every test in the workspace, the Python protocol check (scripts/check-python-client.sh)
 # and the PyTorch check of an exported model (scripts/check-pytorch-export.sh), then checks deploy/ (scripts/check-deploy.sh:
 # release build, rendered manifests against the Kubernetes schemas, checkov, flag lint) and
@@ -39,6 +40,19 @@ if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; the
 fi
 if command -v chromedriver >/dev/null && command -v chromium >/dev/null; then
     export REQUIRE_BROWSER=1
+fi
+
+# The metrics test (tests/tests/metrics.rs) has Debian's prometheus scrape a coordinator and a
+# worker; once it is here, it must run, not skip. (--no-install-recommends: the server alone,
+# about 10 s to install; the package starts no service without systemd.)
+if ! command -v prometheus >/dev/null; then
+    echo "test: installing prometheus for the metrics test"
+    { apt-get install -y -qq --no-install-recommends prometheus \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }; } >/dev/null 2>&1 \
+        || echo "test: could not install prometheus (needs root and the Debian registry); the metrics test will say it was skipped"
+fi
+if command -v prometheus >/dev/null; then
+    export REQUIRE_PROMETHEUS=1
 fi
 
 # The coordinator must build and run on machines without libtorch.

@@ -263,6 +263,12 @@ pub fn worker_logging_to(
     name: &str,
     log: &str,
 ) -> Proc {
+    let mut cmd = worker_command(port, token, data, name);
+    Proc::spawn(&mut cmd, dir.join(log))
+}
+
+/// The command [`worker`] runs.
+pub fn worker_command(port: u16, token: Option<&str>, data: &Path, name: &str) -> Command {
     let mut cmd = Command::new(bin("worker"));
     cmd.args([
         "--coordinator",
@@ -279,7 +285,7 @@ pub fn worker_logging_to(
     if let Some(t) = token {
         cmd.env("SWEEP_TOKEN", t);
     }
-    Proc::spawn(&mut cmd, dir.join(log))
+    cmd
 }
 
 /// `coordinator sweep` with local workers, quiet, writing into `out`.

@@ -15,7 +15,8 @@
 //! - [`convert`]: protobuf <-> these types, artifact chunking, tokens.
 //! - [`tls`]: client TLS flags and endpoints, the client's bearer interceptor.
 //! - [`module`]: TorchScript modules named by content hash.
-//! - [`health`]: `/healthz` and `/readyz`.
+//! - [`health`]: `/healthz` and `/readyz` (and a worker's `/metrics`).
+//! - [`observe`]: `--log-format` and the `/metrics` answer.
 //! - [`signal`]: shutdown on SIGTERM or Ctrl-C.
 
 /// The ten CIFAR-10 class names, in label order (the official release's `batches.meta`).
@@ -37,6 +38,7 @@ pub mod health;
 pub mod ids;
 pub mod limits;
 pub mod module;
+pub mod observe;
 pub mod result;
 pub mod signal;
 pub mod tls;

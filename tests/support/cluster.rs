@@ -1,7 +1,10 @@
 //! A submitted sweep, a `coordinator serve` process and `worker` processes around it, and
 //! what the database says about its trials.
 
-use crate::{admin, coordinator, free_ports, serve, synthetic_cifar, wait_listening, worker, Proc};
+use crate::{
+    admin, coordinator, free_ports, serve, synthetic_cifar, wait_listening, worker, worker_command,
+    Proc,
+};
 use coordinator::store::Store;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +60,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(name: &str, body: &str, per_batch: usize, heartbeat_timeout: f64) -> Cluster {
+        Cluster::start_with(name, body, per_batch, heartbeat_timeout, &[])
+    }
+
+    /// [`Cluster::start`] with more arguments for `coordinator serve`.
+    pub fn start_with(
+        name: &str,
+        body: &str,
+        per_batch: usize,
+        heartbeat_timeout: f64,
+        extra: &[&str],
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         synthetic_cifar(&data, per_batch, 50);
@@ -69,6 +83,9 @@ impl Cluster {
         let mut tries = 0;
         let (port, health_port, server) = loop {
             let [port, health_port] = free_ports();
+            let http = format!("127.0.0.1:{health_port}");
+            let mut args = vec!["--health-listen", &http];
+            args.extend(extra);
             let mut server = serve(
                 dir.path(),
                 &db,
@@ -76,7 +93,7 @@ impl Cluster {
                 TOKEN,
                 heartbeat_timeout,
                 "server.log",
-                &["--health-listen", &format!("127.0.0.1:{health_port}")],
+                &args,
             );
             match wait_listening(&mut server, port) {
                 Ok(()) => break (port, health_port, server),
@@ -97,6 +114,13 @@ impl Cluster {
 
     pub fn worker(&self, name: &str) -> Proc {
         worker(self.dir.path(), self.port, Some(TOKEN), &self.data, name)
+    }
+
+    /// A worker with more arguments (after the usual ones).
+    pub fn worker_with(&self, name: &str, extra: &[&str]) -> Proc {
+        let mut cmd = worker_command(self.port, Some(TOKEN), &self.data, name);
+        cmd.args(extra);
+        Proc::spawn(&mut cmd, self.dir.path().join(format!("{name}.log")))
     }
 
     /// A worker that reaches the coordinator through `port` (a proxy) instead.

@@ -8,6 +8,10 @@
 //!   `status` and the Admin API share).
 //! - `GET /sweeps/NAME/report`: the report as it stands (report.html).
 //! - `POST /api/sweeps/NAME/cancel`, `POST /api/sweeps/NAME/rerun`: need the admin token.
+//! - `GET /metrics`: Prometheus metrics ([`crate::app::metrics`]; docs/METRICS.md), read
+//!   under the same rule as the dashboard, so a scrape off loopback sends the admin token
+//!   (Prometheus' `authorization: { credentials_file: ... }`). One rule for every read of
+//!   this listener: the metrics name the sweeps, as the dashboard does.
 //!
 //! Reading needs no token when the listener is on loopback (only this machine's users reach
 //! it) and the request names a loopback host (not a rebound DNS name); on any other address
@@ -128,6 +132,17 @@ async fn page() -> Response {
         .into_response()
 }
 
+async fn metrics(State(d): State<Dash>, headers: HeaderMap) -> Response {
+    if let Some(r) = d.refuse(&headers, false) {
+        return r;
+    }
+    let h = d.handle.clone();
+    match tokio::task::spawn_blocking(move || h.metrics_text()).await {
+        Ok(text) => sweep_proto::observe::metrics_response(text),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 async fn sweeps(State(d): State<Dash>, headers: HeaderMap) -> Response {
     if let Some(r) = d.refuse(&headers, false) {
         return r;
@@ -203,6 +218,7 @@ pub async fn spawn(
         .route("/api/sweeps/{name}/cancel", post(cancel))
         .route("/api/sweeps/{name}/rerun", post(rerun))
         .route("/sweeps/{name}/report", get(report))
+        .route("/metrics", get(metrics))
         .with_state(dash)
         .merge(sweep_proto::health::router(Arc::new(move || check.ready())));
     tokio::spawn(async move {

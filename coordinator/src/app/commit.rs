@@ -57,6 +57,7 @@ pub(crate) fn commit_batches(
     inner: Arc<Mutex<Shared>>,
     store: Arc<Mutex<Store>>,
     wake: mpsc::Receiver<()>,
+    metrics: &super::metrics::Metrics,
 ) {
     while wake.recv().is_ok() {
         while wake.try_recv().is_ok() {}
@@ -71,10 +72,12 @@ pub(crate) fn commit_batches(
                 std::mem::replace(&mut s.batch_done, next),
             )
         };
+        let started = std::time::Instant::now();
         let outcome = store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .write(&writes);
+        metrics.committed(writes.len(), started);
         {
             let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
             match &outcome {

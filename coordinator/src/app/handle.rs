@@ -71,6 +71,8 @@ pub struct Handle {
     pub(crate) models: Arc<Checkpoints>,
     /// Set when a model arrives: the next tick prunes models to what the sweeps keep.
     pub(crate) models_changed: Arc<AtomicBool>,
+    /// What `/metrics` exports ([`super::metrics`]).
+    pub(crate) metrics: Arc<super::metrics::Metrics>,
 }
 
 impl Handle {
@@ -116,11 +118,12 @@ impl Handle {
         let inner = Arc::new(Mutex::new(shared));
         let store = Arc::new(Mutex::new(store));
         let (wake, woken) = mpsc::channel();
+        let metrics = Arc::new(super::metrics::Metrics::default());
         {
-            let (inner, store) = (inner.clone(), store.clone());
+            let (inner, store, metrics) = (inner.clone(), store.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name("db-commit".into())
-                .spawn(move || commit_batches(inner, store, woken))
+                .spawn(move || commit_batches(inner, store, woken, &metrics))
                 .map_err(|e| StoreError::Thread(e.to_string()))?;
         }
         Ok(Handle {
@@ -133,6 +136,7 @@ impl Handle {
             checkpoints: Arc::new(checkpoints),
             models: Arc::new(models),
             models_changed: Arc::new(AtomicBool::new(true)),
+            metrics,
         })
     }
 

@@ -17,6 +17,8 @@
 //!   as workers ask for work, stored before they are leased.
 //! - [`pbt`]: population-based training (`search = "pbt"`): each generation made by the tick
 //!   when the last one has ended, its checkpoints copied before it is written.
+//! - [`metrics`]: the Prometheus metrics (`/metrics`), recorded by the operations and read
+//!   when scraped.
 //! - [`work`]: the workers' operations: register, lease, heartbeat, progress, result,
 //!   checkpoints and modules.
 //!
@@ -27,6 +29,7 @@
 pub mod commit;
 pub mod events;
 pub mod handle;
+pub mod metrics;
 pub mod ops;
 pub mod pbt;
 pub mod search;

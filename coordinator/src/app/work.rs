@@ -5,6 +5,7 @@
 
 use super::commit::Outcome;
 use super::events::{Event, EventKind};
+use super::metrics::{Artifact, Direction, ResultOutcome};
 use super::search::{Reservation, SuggestJob};
 use super::{AppError, Handle, Shared};
 use crate::plan::CheckpointPolicy;
@@ -17,6 +18,7 @@ use crate::store::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use sweep_proto::limits::MAX_NAME;
 use sweep_proto::result::check_epoch;
 use sweep_proto::{EpochMetrics, ModuleHash, TrialResult, TrialStatus};
@@ -200,12 +202,21 @@ impl Handle {
         if let Some(done) = done {
             self.committed(done).await?;
         }
+        self.metrics
+            .registered(&registered.worker.to_string(), &r.gpu_model);
         Ok(registered)
     }
 
     /// Up to `free_slots` leases for `worker`, answered once they are on disk. A lease the
     /// disk refuses is taken back (see `commit`): no one runs work the database does not know.
     pub async fn lease(&self, worker: &str, free_slots: u32) -> Result<Vec<LeaseGrant>, AppError> {
+        let started = Instant::now();
+        let leases = self.lease_now(worker, free_slots).await?;
+        self.metrics.leased(leases.len(), started);
+        Ok(leases)
+    }
+
+    async fn lease_now(&self, worker: &str, free_slots: u32) -> Result<Vec<LeaseGrant>, AppError> {
         let mut leases = Vec::new();
         let mut done = Vec::new();
         let jobs = {
@@ -316,6 +327,7 @@ impl Handle {
         if let Some(done) = done {
             self.committed(done).await?;
         }
+        self.metrics.heartbeat();
         Ok(stop)
     }
 
@@ -340,6 +352,12 @@ impl Handle {
             {
                 Ok(()) => {
                     let stop = s.judge(&lease.trial, lease.attempt, &metrics);
+                    if s.settings
+                        .get(&lease.trial)
+                        .is_some_and(|t| t.judged_by.is_some())
+                    {
+                        self.metrics.judged(stop.is_some());
+                    }
                     if let Some(why) = &stop {
                         tracing::info!(trial = %lease.trial, attempt = lease.attempt, epoch = metrics.epoch, "early stop: {why}");
                     }
@@ -377,6 +395,24 @@ impl Handle {
         lease: &LeaseRef,
         result: TrialResult,
     ) -> Result<Reply, AppError> {
+        let started = Instant::now();
+        let answer = self.finish_now(worker, lease, result).await;
+        let outcome = match &answer {
+            Ok((_, outcome)) => *outcome,
+            Err(AppError::Invalid(_)) => ResultOutcome::invalid,
+            Err(AppError::NotFound(_)) => ResultOutcome::unknown,
+            Err(_) => ResultOutcome::unavailable,
+        };
+        self.metrics.result(outcome, started);
+        answer.map(|(reply, _)| reply)
+    }
+
+    async fn finish_now(
+        &self,
+        worker: &str,
+        lease: &LeaseRef,
+        result: TrialResult,
+    ) -> Result<(Reply, ResultOutcome), AppError> {
         let (trial, attempt) = (&lease.trial, lease.attempt);
         let mut finished = Event::trial(
             match result.status {
@@ -417,7 +453,11 @@ impl Handle {
                 }
                 Err(e) => {
                     tracing::info!(%trial, attempt, %worker, "ignored a result: {e}");
-                    return Ok(Reply::ignored(e.to_string()));
+                    let outcome = match e {
+                        Rejected::StaleLease { .. } => ResultOutcome::stale_lease,
+                        _ => ResultOutcome::unknown,
+                    };
+                    return Ok((Reply::ignored(e.to_string()), outcome));
                 }
             }
         };
@@ -432,11 +472,12 @@ impl Handle {
                     "the original report was not stored; send it again".into(),
                 ));
             }
-            return Ok(Reply {
+            let reply = Reply {
                 accepted: true,
                 reason: "already stored (a repeated report)".into(),
                 stop: false,
-            });
+            };
+            return Ok((reply, ResultOutcome::repeated));
         }
         self.emit(finished);
         // Its model (sent just before) can be ranked now: the next tick prunes.
@@ -451,7 +492,7 @@ impl Handle {
             let h = self.clone();
             let _ = tokio::task::spawn_blocking(move || h.advance_populations()).await;
         }
-        Ok(Reply::accepted())
+        Ok((Reply::accepted(), ResultOutcome::accepted))
     }
 
     /// Whether `worker` holds `lease` now: NotFound for an unknown trial, NotHeld for a lease
@@ -530,6 +571,14 @@ impl Handle {
         if model {
             self.models_changed.store(true, Ordering::Relaxed);
         }
+        if kept {
+            let kind = if model {
+                Artifact::model
+            } else {
+                Artifact::checkpoint
+            };
+            self.metrics.moved(kind, Direction::received, size);
+        }
         tracing::info!(trial = %lease.trial, attempt = lease.attempt, epoch, size, kept, model, "checkpoint");
         Ok(if kept {
             Reply::accepted()
@@ -554,6 +603,8 @@ impl Handle {
         match read {
             Ok((meta, bytes)) => {
                 tracing::info!(trial = %lease.trial, attempt = lease.attempt, epoch = meta.epoch, "resuming from a checkpoint");
+                self.metrics
+                    .moved(Artifact::checkpoint, Direction::sent, bytes.len() as u64);
                 Ok((meta, bytes))
             }
             Err(e) => {

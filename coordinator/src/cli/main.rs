@@ -42,6 +42,9 @@ use sweep_proto::tls::ClientTls;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object per line with the ids as fields.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: sweep_proto::observe::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -202,7 +205,7 @@ struct ServeArgs {
     heartbeat_timeout: f64,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Serve the live dashboard, /healthz and /readyz over HTTP on this address (e.g.
+    /// Serve the live dashboard, /metrics, /healthz and /readyz over HTTP on this address (e.g.
     /// 127.0.0.1:8080). Off loopback, the dashboard needs the admin token.
     #[arg(long, alias = "health-listen")]
     http_listen: Option<String>,
@@ -342,13 +345,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let cli = Cli::parse();
+    sweep_proto::observe::init_logs(cli.log_format, "warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -360,7 +358,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(Cli::parse())) {
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -542,7 +540,7 @@ async fn serve_db(a: ServeArgs) -> Result<()> {
         let bound = coordinator::api::dashboard::spawn(&addr, handle.clone(), &tokens)
             .await
             .with_context(|| format!("cannot listen on {addr} for the dashboard"))?;
-        eprintln!("coordinator: dashboard, /healthz and /readyz on http://{bound}");
+        eprintln!("coordinator: dashboard, /metrics, /healthz and /readyz on http://{bound}");
     }
     let shutdown = sweep_proto::signal::shutdown();
     serve(handle.clone(), listener, &tokens, tls, shutdown).await?;

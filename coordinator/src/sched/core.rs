@@ -43,6 +43,14 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
+    /// "cpu" or "cuda".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+
     pub fn can_run(self, request: DeviceRequest) -> bool {
         !matches!(
             (self, request),

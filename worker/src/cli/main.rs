@@ -41,6 +41,9 @@ struct Cli {
     /// results are no longer bit-for-bit reproducible).
     #[arg(long, default_value_t = 1)]
     slots: u32,
+    /// Log lines as text, or as one JSON object per line with the ids as fields.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: sweep_proto::observe::LogFormat,
     /// CPU threads libtorch uses for each trial (default: libtorch's, one per core). Several
     /// workers on one machine should share the cores: `coordinator sweep` gives each of its
     /// local workers cores / workers.
@@ -57,7 +60,8 @@ struct Cli {
     token_file: Option<PathBuf>,
     #[command(flatten)]
     tls: ClientTls,
-    /// Serve /healthz and /readyz over HTTP here (e.g. 0.0.0.0:8081); ready = connected.
+    /// Serve /healthz, /readyz and /metrics over HTTP here (e.g. 0.0.0.0:8081); ready =
+    /// connected.
     #[arg(long)]
     health_listen: Option<String>,
     /// Stop when the process with this id is no longer this worker's parent (it exited or was
@@ -195,12 +199,10 @@ enum DataCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Unset RUST_LOG: errors only (as EnvFilter::from_default_env gave).
+    sweep_proto::observe::init_logs(cli.log_format, "error");
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -387,7 +389,9 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
         data: cli.data,
         tls: cli.tls,
         connected: connected.clone(),
+        metrics: Arc::default(),
     };
+    let metrics = opts.metrics.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -401,10 +405,12 @@ fn worker_loop(cli: Cli) -> Result<ExitCode> {
                     Err("no session with the coordinator".to_string())
                 }
             };
-            let bound = sweep_proto::health::spawn(addr, Arc::new(ready))
+            let render: sweep_proto::observe::Render = Arc::new(move || metrics.text());
+            let router = sweep_proto::health::router_with_metrics(Arc::new(ready), Some(render));
+            let bound = sweep_proto::health::spawn_router(addr, router)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for health checks"))?;
-            eprintln!("worker: /healthz and /readyz on http://{bound}");
+            eprintln!("worker: /healthz, /readyz and /metrics on http://{bound}");
         }
         let parent = cli.exit_with_parent;
         let stop = async move {

@@ -50,6 +50,8 @@ pub struct Options {
     pub tls: ClientTls,
     /// True while a session with the coordinator is up: the worker's readiness.
     pub connected: Arc<AtomicBool>,
+    /// What `/metrics` on the health port exports.
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 /// The TLS error somewhere in `e`'s chain of causes, if the failure was one.
@@ -366,6 +368,7 @@ impl Session<'_> {
         }
         let control = Arc::new(control);
         trials.running.insert(key.clone(), control.clone());
+        self.opts.metrics.running(trials.running.len());
         let (tx, data, device) = (trials.tx.clone(), self.opts.data.clone(), self.opts.device);
         // A module download runs beside the session (heartbeats go on meanwhile); the
         // lease is listed as running from now on.
@@ -466,6 +469,7 @@ impl Session<'_> {
                 }
                 Some(msg) = trials.rx.recv() => match msg {
                     Msg::Progress(key, m, reply) => {
+                        self.opts.metrics.epoch(m.seconds, m.images_per_sec);
                         let report = pb::ProgressReport {
                             worker_id: self.id.clone(),
                             lease: Some(pb::LeaseRef::from(&key)),
@@ -488,6 +492,8 @@ impl Session<'_> {
                     }
                     Msg::Done(key, result) => {
                         trials.running.remove(&key);
+                        self.opts.metrics.running(trials.running.len());
+                        self.opts.metrics.ended(result.status);
                         trials.pending.push((key, result));
                         // A slot is free: ask for the next trial now, not at the next beat.
                         ticker.reset_immediately();
