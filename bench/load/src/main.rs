@@ -18,10 +18,13 @@
 //! fetch the dashboard's `/api/sweeps/NAME` (with curves) over HTTP, each once a second (one
 //! second after its previous answer, as the dashboard page does).
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use common::{cpu_seconds, stand_in_result, Server};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,16 +136,6 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Kills the coordinator however the run ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn run(
@@ -298,22 +291,7 @@ async fn simulated_worker(
         .await?
         .into_inner()
         .worker_id;
-    // The smallest result the coordinator accepts: completed, with a 2-class test.
-    let result = pb::TrialResult {
-        status: pb::TrialStatus::Completed as i32,
-        test: Some(pb::TestMetrics {
-            accuracy: 0.5,
-            per_class_accuracy: vec![0.5, 0.5],
-            confusion: vec![1, 1, 1, 1],
-            images: 4,
-            ..Default::default()
-        }),
-        best_val_accuracy: Some(0.5),
-        train_images: 1,
-        parameters: 1,
-        device: "cpu".into(),
-        ..Default::default()
-    };
+    let result = stand_in_result();
     let mut latencies = Vec::new();
     loop {
         let asked = Instant::now();
@@ -402,16 +380,6 @@ async fn http_poller(port: u16, stop: &std::sync::atomic::AtomicBool) -> Result<
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(latencies)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
 }
 
 /// A `/proc/PID/status` field in kB.
