@@ -10,7 +10,11 @@
 #   5. deploy/lint.py: parses the Dockerfiles, checks every flag the manifests (the Job's
 #      `coordinator submit` included), images and systemd units pass to the binaries against
 #      their --help, and that every path a container is given is mounted (Secret and ConfigMap
-#      keys included).
+#      keys included);
+#   6. scrapes /metrics of the release coordinator and worker, and checks with
+#      deploy/grafana/check.py that what they export is documented (docs/METRICS.md), tested
+#      (tests/tests/metrics.rs) and all the Grafana dashboard names; promtool checks the
+#      monitoring overlay's scrape jobs.
 # Any failure fails the script. Tools are pinned and installed into .venv-deploy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +63,7 @@ secretGenerator:
 YAML
 
 rendered=()
-for overlay in deploy/k8s/overlays/gpu deploy/k8s/overlays/cpu-only deploy/k8s/submit "$site"; do
+for overlay in deploy/k8s/overlays/gpu deploy/k8s/overlays/cpu-only deploy/k8s/overlays/monitoring deploy/k8s/submit "$site"; do
     name=$(basename "$overlay")
     "$kubectl" kustomize "$overlay" > "$out/$name.yaml"
     rendered+=("$out/$name.yaml")
@@ -89,4 +93,55 @@ mkdir -p "$out/scan" && cp "$out/gpu.yaml" "$out/cpu-only.yaml" "$out/submit.yam
 echo "check-deploy: checkov ok"
 
 "$venv/bin/python" deploy/lint.py target/release "${rendered[@]}"
+
+# Metrics: what the release binaries export is documented, the documented ones are read back
+# through a real Prometheus by tests/tests/metrics.rs, and the Grafana dashboard names only
+# them (deploy/grafana/check.py).
+grep -q 'prometheus.io/scrape' "$out/monitoring.yaml" || { echo "monitoring overlay has no scrape annotations" >&2; exit 1; }
+scrape_dir=$out/scrape
+mkdir -p "$scrape_dir"
+token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+free_port() { "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+http=$(free_port); grpc=$(free_port); whttp=$(free_port)
+SWEEP_TOKEN=$token SWEEP_ADMIN_TOKEN=$token-admin target/release/coordinator serve --listen "127.0.0.1:$grpc" \
+    --http-listen "127.0.0.1:$http" --db "$scrape_dir/check.db" > "$scrape_dir/coordinator.log" 2>&1 &
+coordinator_pid=$!
+SWEEP_TOKEN=$token target/release/worker --coordinator "http://127.0.0.1:$grpc" --device cpu \
+    --health-listen "127.0.0.1:$whttp" > "$scrape_dir/worker.log" 2>&1 &
+worker_pid=$!
+trap 'kill $coordinator_pid $worker_pid 2>/dev/null || true' EXIT
+fetch() {
+    for _ in $(seq 100); do
+        "$venv/bin/python" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' "$1" > "$2" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "check-deploy: $1 did not answer" >&2; return 1
+}
+fetch "http://127.0.0.1:$http/metrics" "$scrape_dir/coordinator.txt"
+fetch "http://127.0.0.1:$whttp/metrics" "$scrape_dir/worker.txt"
+kill $coordinator_pid $worker_pid 2>/dev/null || true
+wait $coordinator_pid $worker_pid 2>/dev/null || true
+trap - EXIT
+"$venv/bin/python" deploy/grafana/check.py docs/METRICS.md tests/tests/metrics.rs \
+    deploy/grafana/sweep-cluster.json "$scrape_dir/coordinator.txt" "$scrape_dir/worker.txt"
+# The overlay's scrape jobs, checked by promtool. Debian's Prometheus is built without
+# Kubernetes service discovery, so each job's kubernetes_sd_configs is swapped for a static
+# target, and the admin token's path for a file that exists; the rest (authorization,
+# relabelling) is checked as written.
+if command -v promtool > /dev/null; then
+    "$venv/bin/python" - deploy/k8s/overlays/monitoring/scrape.yml "$PWD/$scrape_dir" <<'PY'
+import sys, yaml
+jobs, out = yaml.safe_load(open(sys.argv[1])), sys.argv[2]
+open(f"{out}/admin-token", "w").write("x")
+for job in jobs:
+    assert job.pop("kubernetes_sd_configs"), job["job_name"]
+    job["static_configs"] = [{"targets": ["127.0.0.1:1"]}]
+    if "authorization" in job:
+        job["authorization"]["credentials_file"] = f"{out}/admin-token"
+yaml.safe_dump({"scrape_configs": jobs}, open(f"{out}/prometheus.yml", "w"))
+PY
+    promtool check config "$scrape_dir/prometheus.yml"
+else
+    echo "check-deploy: no promtool (Debian's prometheus package); the overlay's scrape jobs were not checked"
+fi
 echo "check-deploy: all deployment checks passed"
