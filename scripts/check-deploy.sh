@@ -109,19 +109,21 @@ coordinator_pid=$!
 SWEEP_TOKEN=$token target/release/worker --coordinator "http://127.0.0.1:$grpc" --device cpu \
     --health-listen "127.0.0.1:$whttp" > "$scrape_dir/worker.log" 2>&1 &
 worker_pid=$!
-trap 'kill $coordinator_pid $worker_pid 2>/dev/null || true' EXIT
+trap 'kill $coordinator_pid $worker_pid 2>/dev/null || true' EXIT INT TERM
 fetch() {
     for _ in $(seq 100); do
         "$venv/bin/python" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' "$1" > "$2" 2>/dev/null && return 0
         sleep 0.1
     done
-    echo "check-deploy: $1 did not answer" >&2; return 1
+    echo "check-deploy: $1 did not answer" >&2
+    tail -n 20 "$scrape_dir/coordinator.log" "$scrape_dir/worker.log" >&2
+    return 1
 }
 fetch "http://127.0.0.1:$http/metrics" "$scrape_dir/coordinator.txt"
 fetch "http://127.0.0.1:$whttp/metrics" "$scrape_dir/worker.txt"
 kill $coordinator_pid $worker_pid 2>/dev/null || true
 wait $coordinator_pid $worker_pid 2>/dev/null || true
-trap - EXIT
+trap - EXIT INT TERM
 "$venv/bin/python" deploy/grafana/check.py docs/METRICS.md tests/tests/metrics.rs \
     deploy/grafana/sweep-cluster.json "$scrape_dir/coordinator.txt" "$scrape_dir/worker.txt"
 # The overlay's scrape jobs, checked by promtool. Debian's Prometheus is built without

@@ -115,6 +115,37 @@ fn get_json(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// A worker serving /metrics on a free port (another one if that was taken meanwhile).
+fn worker_with_metrics(c: &Cluster) -> (Proc, u16) {
+    for _ in 0..4 {
+        let port = free_port();
+        let http = format!("127.0.0.1:{port}");
+        let mut w = c.worker_with("w", &["--health-listen", &http, "--log-format", "json"]);
+        match wait_listening(&mut w, port) {
+            Ok(()) => return (w, port),
+            Err(why) if why.contains("cannot listen") => continue,
+            Err(why) => panic!("{why}"),
+        }
+    }
+    panic!("no free port for the worker's /metrics");
+}
+
+/// The status of `GET /metrics` with this Host header and, if given, the admin token.
+fn metrics_status(port: u16, host: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// Every line that is a JSON object, parsed; panics on one that starts as JSON and is not.
 fn json_lines(p: &Proc) -> Vec<serde_json::Value> {
     p.log_text()
@@ -129,9 +160,7 @@ fn prometheus_scrapes_the_coordinator_and_a_worker() {
     let Some(bin) = prometheus() else { return };
     let _serial = serial();
     let c = Cluster::start_with("metrics", SWEEP, 100, 6.0, &["--log-format", "json"]);
-    let worker_http = free_port();
-    let http = format!("127.0.0.1:{worker_http}");
-    let w = c.worker_with("w", &["--health-listen", &http, "--log-format", "json"]);
+    let (w, worker_http) = worker_with_metrics(&c);
     let dir = c.dir.path().join("prom");
     std::fs::create_dir_all(&dir).unwrap();
     let (prom, port) = start_prometheus(
@@ -255,6 +284,17 @@ fn prometheus_scrapes_the_coordinator_and_a_worker() {
             );
         }
     }
+
+    // The dashboard's read rule: a request naming another host (a rebound DNS name, or any
+    // listener off loopback) needs the admin token.
+    let h = c.health_port;
+    assert_eq!(metrics_status(h, "localhost", None), 200);
+    assert_eq!(metrics_status(h, "metrics.example", None), 401);
+    assert_eq!(metrics_status(h, "metrics.example", Some("wrong")), 401);
+    assert_eq!(
+        metrics_status(h, "metrics.example", Some(cluster::ADMIN_TOKEN)),
+        200
+    );
 
     // JSON logs: ids are fields, not text.
     let server = json_lines(&c.server);

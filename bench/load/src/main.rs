@@ -22,9 +22,8 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use common::{cpu_seconds, stand_in_result, Server};
+use common::{cpu_seconds, serve_sweep, stand_in_result, Served, ADMIN_TOKEN, TOKEN};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,9 +68,6 @@ fn sweep_text(search: &str, trials: usize) -> Result<String> {
         other => bail!("--search {other}: give grid or tpe"),
     })
 }
-
-const TOKEN: &str = "load-bench-token";
-const ADMIN_TOKEN: &str = "load-bench-admin-token";
 
 struct Row {
     workers: usize,
@@ -146,50 +142,21 @@ async fn run(
     search: &str,
 ) -> Result<Row> {
     let dir = tempfile::tempdir()?;
-    let sweep = dir.path().join("load.toml");
-    std::fs::write(&sweep, sweep_text(search, trials)?)?;
-    let db = dir.path().join("load.db");
-    let started = Instant::now();
-    let status = Command::new(bin)
-        .arg("submit")
-        .arg(&sweep)
-        .arg("--force")
-        .arg("--db")
-        .arg(&db)
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("coordinator submit failed");
-    }
-    let submit_s = started.elapsed().as_secs_f64();
-
-    let free = || -> Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let (port, http) = (free()?, free()?);
-    let server = Server(
-        Command::new(bin)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--http-listen", &format!("127.0.0.1:{http}")])
-            .args(["--heartbeat-timeout", "600", "--db"])
-            .arg(&db)
-            .env("SWEEP_TOKEN", TOKEN)
-            .env("SWEEP_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    // Heartbeats are not simulated: a long timeout keeps the workers' leases.
+    let Served {
+        server,
+        url,
+        http,
+        submit_s,
+    } = serve_sweep(
+        bin,
+        dir.path(),
+        "load",
+        &sweep_text(search, trials)?,
+        &["--heartbeat-timeout", "600"],
+    )
+    .await?;
     let pid = server.0.id();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the coordinator did not start listening");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let cpu_before = cpu_seconds(pid)?;
     let done = Arc::new(AtomicUsize::new(0));

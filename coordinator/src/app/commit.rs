@@ -72,12 +72,14 @@ pub(crate) fn commit_batches(
                 std::mem::replace(&mut s.batch_done, next),
             )
         };
-        let started = std::time::Instant::now();
-        let outcome = store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write(&writes);
-        metrics.committed(writes.len(), started);
+        let outcome = {
+            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+            // The write itself, not the wait for the database's lock.
+            let started = std::time::Instant::now();
+            let outcome = store.write(&writes);
+            metrics.committed(writes.len(), started);
+            outcome
+        };
         {
             let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
             match &outcome {

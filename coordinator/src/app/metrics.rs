@@ -120,7 +120,17 @@ pub struct Metrics {
     bytes: Family<BytesLabels, Counter>,
     /// Each registered worker's GPU model (the core keeps only its device kind).
     gpus: Mutex<HashMap<String, String>>,
+    /// When the state gauges were last refilled. Held while a scrape refills them: two scrapes
+    /// at once (two Prometheus servers) would otherwise clear and count into the same
+    /// families together.
+    refreshed: Mutex<Option<Instant>>,
 }
+
+/// How old the state gauges may be when scraped. Counting a sweep's trials walks them under
+/// the core's lock; with 50 readers a second refilling them on every scrape, leases at 2,000
+/// a second had a p99 of 47 ms instead of 3 ms (`sweep-open-load --readers 0,50`,
+/// docs/RELIABILITY.md). Prometheus scrapes every 15-60 s.
+const STATE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Latency buckets: 0.25 ms to about 8 s, doubling (a lease on an idle coordinator takes
 /// about 1 ms, one under 1,000 workers tens of ms: docs/PERFORMANCE.md, "Load").
@@ -145,6 +155,7 @@ impl Default for Metrics {
             commit_writes: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             bytes: Family::default(),
             gpus: Mutex::default(),
+            refreshed: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -207,9 +218,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn registered(&self, worker: &str, gpu: &str) {
+    /// Notes a registered worker's GPU model; forgets the workers not in `live` (called
+    /// with the core's workers) once the map has grown well past them, so worker churn
+    /// (pods replaced) does not grow it without bound, scraped or not.
+    pub(crate) fn registered(
+        &self,
+        worker: &str,
+        gpu: &str,
+        live: impl FnOnce() -> std::collections::HashSet<String>,
+    ) {
         let mut gpus = self.gpus.lock().unwrap_or_else(|p| p.into_inner());
         gpus.insert(worker.to_string(), gpu.to_string());
+        if gpus.len() > 1024 && gpus.len().is_power_of_two() {
+            let live = live();
+            gpus.retain(|id, _| live.contains(id));
+        }
     }
 
     pub(crate) fn leased(&self, granted: usize, started: Instant) {
@@ -254,6 +277,18 @@ impl Handle {
     /// (the first read of a sweep's row): call from a blocking thread.
     pub fn metrics_text(&self) -> String {
         let m = &self.metrics;
+        let mut refreshed = m.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+        if refreshed.is_none_or(|t| t.elapsed() >= STATE_MAX_AGE) {
+            self.refresh_state_gauges();
+            *refreshed = Some(Instant::now());
+        }
+        drop(refreshed);
+        sweep_proto::observe::encode(&m.registry)
+    }
+
+    /// Refills the trials and workers gauges from the views and the core.
+    fn refresh_state_gauges(&self) {
+        let m = &self.metrics;
         m.trials.clear();
         if let Ok(sweeps) = self.list() {
             for s in sweeps {
@@ -284,18 +319,11 @@ impl Handle {
         };
         m.workers.clear();
         {
-            let mut gpus = m.gpus.lock().unwrap_or_else(|p| p.into_inner());
-            // Workers the core forgot (lost, or gone for good) leave the map too.
-            if gpus.len() > 2 * connected.len() + 64 {
-                let live: std::collections::HashSet<&str> =
-                    connected.iter().map(|(id, _)| id.as_str()).collect();
-                gpus.retain(|id, _| live.contains(id.as_str()));
-            }
+            let gpus = m.gpus.lock().unwrap_or_else(|p| p.into_inner());
             for (id, device) in connected {
                 let gpu = gpus.get(&id).cloned().unwrap_or_default();
                 m.workers.get_or_create(&WorkerLabels { device, gpu }).inc();
             }
         }
-        sweep_proto::observe::encode(&m.registry)
     }
 }

@@ -203,7 +203,10 @@ impl Handle {
             self.committed(done).await?;
         }
         self.metrics
-            .registered(&registered.worker.to_string(), &r.gpu_model);
+            .registered(&registered.worker.to_string(), &r.gpu_model, || {
+                let s = self.lock();
+                s.core.workers().map(|(id, _)| id.to_string()).collect()
+            });
         Ok(registered)
     }
 
@@ -339,7 +342,7 @@ impl Handle {
         lease: &LeaseRef,
         metrics: EpochMetrics,
     ) -> Result<Reply, AppError> {
-        let (done, stop) = {
+        let (done, stop, judged) = {
             let mut s = self.lock();
             if let Some(n) = s.epochs_of(&lease.trial) {
                 check_epoch("metrics.epoch", metrics.epoch, n)
@@ -352,12 +355,10 @@ impl Handle {
             {
                 Ok(()) => {
                     let stop = s.judge(&lease.trial, lease.attempt, &metrics);
-                    if s.settings
+                    let judged = s
+                        .settings
                         .get(&lease.trial)
-                        .is_some_and(|t| t.judged_by.is_some())
-                    {
-                        self.metrics.judged(stop.is_some());
-                    }
+                        .is_some_and(|t| t.judged_by.is_some());
                     if let Some(why) = &stop {
                         tracing::info!(trial = %lease.trial, attempt = lease.attempt, epoch = metrics.epoch, "early stop: {why}");
                     }
@@ -366,13 +367,17 @@ impl Handle {
                         attempt: lease.attempt,
                         metrics: metrics.clone(),
                     });
-                    (done, stop)
+                    (done, stop, judged)
                 }
                 Err(e @ Rejected::UnknownWorker(_)) => return Err(e.into()),
                 Err(e) => return Ok(Reply::ignored(e.to_string())),
             }
         };
         self.committed(done).await?;
+        // Counted once on disk, as the verdict the worker is told.
+        if judged {
+            self.metrics.judged(stop.is_some());
+        }
         let mut e = Event::trial(EventKind::Epoch, &lease.trial, lease.attempt, worker);
         e.metrics = Some(metrics);
         self.emit(e);

@@ -17,14 +17,14 @@
 //! dashboards would. Each (readers, rate) pair runs on a fresh coordinator and database.
 
 #[path = "../common.rs"]
+#[allow(dead_code)] // sweep-load reads what this binary does not (`Served::submit_s`)
 mod common;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use common::{cpu_seconds, stand_in_result, Server};
+use common::{cpu_seconds, serve_sweep, stand_in_result, Served, TOKEN};
 use hdrhistogram::Histogram;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,9 +57,6 @@ struct Args {
     #[arg(long, default_value = "target/release/coordinator")]
     coordinator: PathBuf,
 }
-
-const TOKEN: &str = "open-load-bench-token";
-const ADMIN_TOKEN: &str = "open-load-bench-admin-token";
 
 /// Adds the worker token to every request (cloneable, so clients share a connection).
 #[derive(Clone)]
@@ -121,7 +118,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    println!("| readers | offered leases/s | achieved leases/s | lease p50 / p99 / p999 (ms) | result p50 / p99 / p999 (ms) | heartbeat p50 / p99 (ms) | heartbeats/s | reads | read p50 / p99 (ms) | coordinator CPU (cores) |");
+    println!("| readers | offered leases/s | trials done/s | lease p50 / p99 / p999 (ms) | result p50 / p99 / p999 (ms) | heartbeat p50 / p99 (ms) | heartbeats/s | reads | read p50 / p99 (ms) | coordinator CPU (cores) |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for &readers in &args.readers {
         for &rate in &args.rates {
@@ -137,7 +134,9 @@ fn main() -> Result<()> {
 }
 
 async fn client(url: &str) -> Result<Client> {
+    // A stalled coordinator fails its requests instead of hanging the run.
     let channel = Endpoint::from_shared(url.to_string())?
+        .timeout(Duration::from_secs(30))
         .connect()
         .await
         .context("connect")?;
@@ -145,58 +144,16 @@ async fn client(url: &str) -> Result<Client> {
     Ok(CoordinatorClient::with_interceptor(channel, auth))
 }
 
-/// Submits a sweep with enough trials for the run and serves it; returns the server, the
-/// gRPC URL and the HTTP port.
-async fn start(bin: &Path, dir: &Path, trials: u64) -> Result<(Server, String, u16)> {
-    let sweep = dir.join("open.toml");
-    std::fs::write(
-        &sweep,
-        format!("name = \"open\"\nrepeats = {trials}\n[defaults]\nmodel = \"dense\"\nepochs = 1\n"),
-    )?;
-    let db = dir.join("open.db");
-    let ok = Command::new(bin)
-        .args(["submit", "--force", "--db"])
-        .arg(&db)
-        .arg(&sweep)
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    if !ok {
-        bail!("coordinator submit failed");
-    }
-    let free = || -> Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let (port, http) = (free()?, free()?);
-    let server = Server(
-        Command::new(bin)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--http-listen", &format!("127.0.0.1:{http}")])
-            // The default heartbeat timeout (15 s): workers beat every 5 s, as deployed.
-            .arg("--db")
-            .arg(&db)
-            .env("SWEEP_TOKEN", TOKEN)
-            .env("SWEEP_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the coordinator did not start listening");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok((server, format!("http://127.0.0.1:{port}"), http))
-}
-
 async fn run(args: &Args, rate: u32, readers: usize) -> Result<String> {
     let dir = tempfile::tempdir()?;
-    let trials = u64::from(rate) * args.seconds * 2 + 1000;
-    let (server, url, http) = start(&args.coordinator, dir.path(), trials).await?;
+    // One trial per lease at most; a sweep holds at most 100,000.
+    let trials = (u64::from(rate) * args.seconds + 1000).min(100_000);
+    let text =
+        format!("name = \"open\"\nrepeats = {trials}\n[defaults]\nmodel = \"dense\"\nepochs = 1\n");
+    // The default heartbeat timeout (15 s): workers beat every 5 s, as deployed.
+    let Served {
+        server, url, http, ..
+    } = serve_sweep(&args.coordinator, dir.path(), "open", &text, &[]).await?;
     let pid = server.0.id();
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
@@ -220,6 +177,10 @@ async fn run(args: &Args, rate: u32, readers: usize) -> Result<String> {
         ids.push(r.worker_id);
     }
     let ids = Arc::new(ids);
+    // Each worker's leases between grant and report, which its heartbeats list (a lease left
+    // out of two heartbeats in a row is taken back).
+    let held: Arc<Vec<Mutex<Vec<pb::LeaseRef>>>> =
+        Arc::new((0..args.workers).map(|_| Mutex::default()).collect());
     let lat = Arc::new(Mutex::new(Latencies::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let granted = Arc::new(AtomicUsize::new(0));
@@ -228,12 +189,13 @@ async fn run(args: &Args, rate: u32, readers: usize) -> Result<String> {
     // Heartbeats: each worker at the real interval, phases spread evenly.
     let mut background = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let (mut c, id, lat, stop, beats) = (
+        let (mut c, id, lat, stop, beats, held) = (
             clients[i % clients.len()].clone(),
             id.clone(),
             lat.clone(),
             stop.clone(),
             beats.clone(),
+            held.clone(),
         );
         let phase = Duration::from_millis(interval_ms as u64 * i as u64 / args.workers as u64);
         background.push(tokio::spawn(async move {
@@ -241,12 +203,13 @@ async fn run(args: &Args, rate: u32, readers: usize) -> Result<String> {
             let mut tick = tokio::time::interval(Duration::from_millis(interval_ms as u64));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let intended = Instant::now();
+                // From the tick's due time: a late heartbeat counts its wait.
+                let intended = tick.tick().await.into_std();
+                let running = held[i].lock().unwrap_or_else(|p| p.into_inner()).clone();
                 let ok = c
                     .heartbeat(pb::HeartbeatRequest {
                         worker_id: id.clone(),
-                        running: Vec::new(),
+                        running,
                     })
                     .await
                     .is_ok();
@@ -280,6 +243,7 @@ async fn run(args: &Args, rate: u32, readers: usize) -> Result<String> {
     tokio::time::sleep(Duration::from_millis(interval_ms as u64)).await;
     *lat.lock().unwrap_or_else(|p| p.into_inner()) = Latencies::new();
     beats.store(0, Ordering::Relaxed);
+    reads.store(0, Ordering::Relaxed);
     let cpu_before = cpu_seconds(pid)?;
 
     // The schedule: request k is due at start + k / rate, on worker k mod N.
@@ -290,11 +254,12 @@ async fn run(args: &Args, rate: u32, readers: usize) -> Result<String> {
         let due = started + Duration::from_secs_f64(k as f64 / f64::from(rate));
         tokio::time::sleep_until(due.into()).await;
         let i = (k as usize) % ids.len();
-        let (mut c, id, lat, granted) = (
+        let (mut c, id, lat, granted, held) = (
             clients[i % clients.len()].clone(),
             ids[i].clone(),
             lat.clone(),
             granted.clone(),
+            held.clone(),
         );
         inflight.push(tokio::spawn(async move {
             let Ok(reply) = c
@@ -308,18 +273,31 @@ async fn run(args: &Args, rate: u32, readers: usize) -> Result<String> {
             };
             record(&lat, |l| &mut l.lease, due);
             for l in reply.into_inner().leases {
-                granted.fetch_add(1, Ordering::Relaxed);
+                let lease = pb::LeaseRef {
+                    trial_id: l.trial_id,
+                    attempt: l.attempt,
+                };
+                held[i]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(lease.clone());
                 let sent = Instant::now();
                 let report = pb::ResultReport {
                     worker_id: id.clone(),
-                    lease: Some(pb::LeaseRef {
-                        trial_id: l.trial_id,
-                        attempt: l.attempt,
-                    }),
+                    lease: Some(lease.clone()),
                     result: Some(stand_in_result()),
                 };
-                if c.report_result(report).await.is_ok() {
+                let accepted = c
+                    .report_result(report)
+                    .await
+                    .is_ok_and(|ack| ack.into_inner().accepted);
+                held[i]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|h| h != &lease);
+                if accepted {
                     record(&lat, |l| &mut l.result, sent);
+                    granted.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
