@@ -71,6 +71,11 @@ pub struct Handle {
     pub(crate) models: Arc<Checkpoints>,
     /// Set when a model arrives: the next tick prunes models to what the sweeps keep.
     pub(crate) models_changed: Arc<AtomicBool>,
+    /// Held while a population's next generation is made (its checkpoints copied to trials
+    /// the core does not know yet) and while the tick removes ended trials' checkpoints, so
+    /// that the second never removes what the first has just copied. A result's handler and
+    /// the tick both make generations.
+    pub(crate) checkpoint_copies: Arc<Mutex<()>>,
     /// What `/metrics` exports ([`super::metrics`]).
     pub(crate) metrics: Arc<super::metrics::Metrics>,
 }
@@ -136,6 +141,7 @@ impl Handle {
             checkpoints: Arc::new(checkpoints),
             models: Arc::new(models),
             models_changed: Arc::new(AtomicBool::new(true)),
+            checkpoint_copies: Arc::default(),
             metrics,
         })
     }

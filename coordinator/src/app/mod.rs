@@ -22,8 +22,10 @@
 //! - [`work`]: the workers' operations: register, lease, heartbeat, progress, result,
 //!   checkpoints and modules.
 //!
-//! Lock order: the admin lock, then the views' lock, then the core ([`Handle::lock`]) or the
-//! database ([`Handle::store`]), which are never held together. Nothing writes a file or the
+//! Lock order: the admin lock, then the views' lock, then the checkpoint-copies lock (held
+//! while a population's generation is made and while ended trials' checkpoints are removed),
+//! then the core ([`Handle::lock`]) or the database ([`Handle::store`]), which are never held
+//! together. Nothing writes a file or the
 //! database, or builds a report, while holding the core's lock.
 
 pub mod commit;

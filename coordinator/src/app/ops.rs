@@ -323,11 +323,17 @@ impl Handle {
         drop(s);
         self.advance_populations();
         // Checkpoints of trials that ended (finished, failed, cancelled) are of no more use,
-        // except a population's last generation's, which the next one starts from.
+        // except a population's last generation's, which the next one starts from. Not while
+        // a generation is being made: its copies belong to trials the core does not know yet.
+        let copies = self
+            .checkpoint_copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let removed = self.checkpoints.retain(|t| {
             let s = self.lock();
             s.core.trial(t).is_some_and(|c| !c.state.is_terminal()) || s.keeps_for_population(t)
         });
+        drop(copies);
         if removed > 0 {
             tracing::debug!(removed, "checkpoints of ended trials removed");
         }

@@ -283,6 +283,10 @@ impl Handle {
     /// Makes every generation that is ready: copies each segment's starting checkpoint (off
     /// the core's lock), then queues the segments. Blocking (file copies).
     pub(crate) fn advance_populations(&self) {
+        let _copies = self
+            .checkpoint_copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let ready = self.lock().ready_generations();
         if ready.is_empty() {
             return;
