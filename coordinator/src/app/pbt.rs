@@ -283,7 +283,7 @@ impl Handle {
     /// Makes every generation that is ready: copies each segment's starting checkpoint (off
     /// the core's lock), then queues the segments. Blocking (file copies).
     pub(crate) fn advance_populations(&self) {
-        let _copies = self
+        let copies = self
             .checkpoint_copies
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -311,6 +311,8 @@ impl Handle {
             s.add_generation(g);
         }
         drop(s);
+        // The copies' trials are in the core now: the tick may remove checkpoints again.
+        drop(copies);
         self.wake_committer();
         self.forget_views();
     }
