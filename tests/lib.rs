@@ -174,6 +174,25 @@ pub fn wait_listening(p: &mut Proc, port: u16) -> Result<(), String> {
     panic!("nothing listens on {port} after 60 s:\n{}", p.log_text());
 }
 
+/// Starts `spawn(ports)` on `N` ports free a moment ago and waits until it listens on the
+/// first. A port may be taken between choosing and binding it: if the process exits with
+/// `taken` in its log, it starts again on other ports (4 tries in all).
+pub fn start_listening<const N: usize>(
+    taken: &str,
+    mut spawn: impl FnMut([u16; N]) -> Proc,
+) -> (Proc, [u16; N]) {
+    for _ in 0..4 {
+        let ports = free_ports::<N>();
+        let mut p = spawn(ports);
+        match wait_listening(&mut p, ports[0]) {
+            Ok(()) => return (p, ports),
+            Err(why) if why.contains(taken) => continue,
+            Err(why) => panic!("{why}"),
+        }
+    }
+    panic!("no free ports after 4 tries");
+}
+
 /// Writes a small CIFAR-10 binary-layout dataset of random images: 5 training files of
 /// `per_batch` images and a test file of `test` images.
 pub fn synthetic_cifar(root: &Path, per_batch: usize, test: usize) {

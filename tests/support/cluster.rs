@@ -2,8 +2,7 @@
 //! what the database says about its trials.
 
 use crate::{
-    admin, coordinator, free_ports, serve, synthetic_cifar, wait_listening, worker, worker_command,
-    Proc,
+    admin, coordinator, serve, start_listening, synthetic_cifar, worker, worker_command, Proc,
 };
 use coordinator::store::Store;
 use std::path::{Path, PathBuf};
@@ -80,27 +79,21 @@ impl Cluster {
         assert!(ok, "{err}");
         // A port that was free a moment ago may have been taken since (by any process's
         // outgoing connection): then the server exits at once, and gets other ports.
-        let mut tries = 0;
-        let (port, health_port, server) = loop {
-            let [port, health_port] = free_ports();
-            let http = format!("127.0.0.1:{health_port}");
-            let mut args = vec!["--health-listen", &http];
-            args.extend(extra);
-            let mut server = serve(
-                dir.path(),
-                &db,
-                port,
-                TOKEN,
-                heartbeat_timeout,
-                "server.log",
-                &args,
-            );
-            match wait_listening(&mut server, port) {
-                Ok(()) => break (port, health_port, server),
-                Err(why) if tries < 3 && why.contains("Address already in use") => tries += 1,
-                Err(why) => panic!("{why}"),
-            }
-        };
+        let (server, [port, health_port]) =
+            start_listening("Address already in use", |[port, health_port]| {
+                let http = format!("127.0.0.1:{health_port}");
+                let mut args = vec!["--health-listen", &http];
+                args.extend(extra);
+                serve(
+                    dir.path(),
+                    &db,
+                    port,
+                    TOKEN,
+                    heartbeat_timeout,
+                    "server.log",
+                    &args,
+                )
+            });
         Cluster {
             dir,
             name: name.to_string(),

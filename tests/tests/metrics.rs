@@ -53,9 +53,8 @@ fn start_prometheus(bin: &Path, dir: &Path, targets: &[(&str, u16, bool)]) -> (P
     }
     let file = dir.join("prometheus.yml");
     std::fs::write(&file, config).unwrap();
-    for _ in 0..4 {
-        let port = free_port();
-        let mut p = Proc::spawn(
+    let (p, [port]) = start_listening("address already in use", |[port]| {
+        Proc::spawn(
             std::process::Command::new(bin)
                 .arg(format!("--config.file={}", file.display()))
                 .arg(format!(
@@ -64,14 +63,9 @@ fn start_prometheus(bin: &Path, dir: &Path, targets: &[(&str, u16, bool)]) -> (P
                 ))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}")),
             dir.join("prometheus.log"),
-        );
-        match wait_listening(&mut p, port) {
-            Ok(()) => return (p, port),
-            Err(why) if why.contains("address already in use") => continue,
-            Err(why) => panic!("{why}"),
-        }
-    }
-    panic!("prometheus found no free port");
+        )
+    });
+    (p, port)
 }
 
 /// The value of the instant query `q`, summed over its series (None: no series yet).
@@ -117,17 +111,11 @@ fn get_json(port: u16, path: &str) -> serde_json::Value {
 
 /// A worker serving /metrics on a free port (another one if that was taken meanwhile).
 fn worker_with_metrics(c: &Cluster) -> (Proc, u16) {
-    for _ in 0..4 {
-        let port = free_port();
+    let (w, [port]) = start_listening("cannot listen", |[port]| {
         let http = format!("127.0.0.1:{port}");
-        let mut w = c.worker_with("w", &["--health-listen", &http, "--log-format", "json"]);
-        match wait_listening(&mut w, port) {
-            Ok(()) => return (w, port),
-            Err(why) if why.contains("cannot listen") => continue,
-            Err(why) => panic!("{why}"),
-        }
-    }
-    panic!("no free port for the worker's /metrics");
+        c.worker_with("w", &["--health-listen", &http, "--log-format", "json"])
+    });
+    (w, port)
 }
 
 /// The status of `GET /metrics` with this Host header and, if given, the admin token.
