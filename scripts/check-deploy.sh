@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Checks everything under deploy/ without a cluster or a Docker engine:
-#   1. builds the release binaries the Dockerfiles build (same cargo command);
+# Checks everything under deploy/ without a cluster or a Docker engine (the images themselves,
+# a cluster of containers and the systemd units are run by scripts/check-containers.sh and
+# scripts/check-systemd.sh, which scripts/test.sh runs first where Docker answers):
+#   1. builds the release binaries the Dockerfiles build (same cargo command), or takes them
+#      from DEPLOY_BIN_DIR (scripts/test.sh passes the images' own);
 #   2. renders both Kubernetes overlays, the sweep-submit Job (deploy/k8s/submit), and a site
 #      overlay made the way docs/DEPLOY.md says (secrets and admin token from
 #      `coordinator tls init`), with kubectl's kustomize;
@@ -9,8 +12,9 @@
 #   4. runs the checkov policy scan on the rendered manifests and on the Dockerfiles;
 #   5. deploy/lint.py: parses the Dockerfiles, checks every flag the manifests (the Job's
 #      `coordinator submit` included), images and systemd units pass to the binaries against
-#      their --help, and that every path a container is given is mounted (Secret and ConfigMap
-#      keys included);
+#      their --help, that every path a container is given is mounted (Secret and ConfigMap
+#      keys included), and that the images, manifests, units and container test agree with
+#      deploy/contract.yaml (image names and tags, command lines, ports, uid, mounts);
 #   6. scrapes /metrics of the release coordinator and worker, and checks with
 #      deploy/grafana/check.py that what they export is documented (docs/METRICS.md), tested
 #      (tests/tests/metrics.rs) and all the Grafana dashboard names; promtool checks the
@@ -30,13 +34,21 @@ if [[ ! -x $venv/bin/checkov ]] || ! cmp -s scripts/deploy-requirements.txt "$ve
 fi
 kubectl="$venv/bin/kubectl"
 
-echo "check-deploy: cargo build --release --locked -p coordinator -p worker (what the Dockerfiles run)"
-cargo build --release --locked -p coordinator -p worker
+# DEPLOY_BIN_DIR: release binaries built elsewhere (scripts/test.sh passes the images' own,
+# which scripts/check-containers.sh copied out); the worker's libtorch is then this checkout's.
+bin=${DEPLOY_BIN_DIR:-target/release}
+if [[ -z ${DEPLOY_BIN_DIR:-} ]]; then
+    echo "check-deploy: cargo build --release --locked -p coordinator -p worker (what the Dockerfiles run)"
+    cargo build --release --locked -p coordinator -p worker
+else
+    echo "check-deploy: checking the binaries in $bin"
+    export LD_LIBRARY_PATH=$PWD/.libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 
 # A site overlay as docs/DEPLOY.md builds it, to prove that flow renders too.
 site=$out/site
 mkdir -p "$site"
-target/release/coordinator tls init --out "$site/secrets" --host sweep-coordinator \
+"$bin/coordinator" tls init --out "$site/secrets" --host sweep-coordinator \
     --host sweep-coordinator.sweep.svc --force > /dev/null
 cat > "$site/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
@@ -92,7 +104,7 @@ mkdir -p "$out/scan" && cp "$out/gpu.yaml" "$out/cpu-only.yaml" "$out/submit.yam
 "$venv/bin/checkov" --quiet --compact --skip-download --framework dockerfile -d deploy/docker
 echo "check-deploy: checkov ok"
 
-"$venv/bin/python" deploy/lint.py target/release "${rendered[@]}"
+"$venv/bin/python" deploy/lint.py "$bin" "${rendered[@]}"
 
 # Metrics: what the release binaries export is documented, the documented ones are read back
 # through a real Prometheus by tests/tests/metrics.rs, and the Grafana dashboard names only
@@ -103,10 +115,10 @@ mkdir -p "$scrape_dir"
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 free_port() { "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 http=$(free_port); grpc=$(free_port); whttp=$(free_port)
-SWEEP_TOKEN=$token SWEEP_ADMIN_TOKEN=$token-admin target/release/coordinator serve --listen "127.0.0.1:$grpc" \
+SWEEP_TOKEN=$token SWEEP_ADMIN_TOKEN=$token-admin "$bin/coordinator" serve --listen "127.0.0.1:$grpc" \
     --http-listen "127.0.0.1:$http" --db "$scrape_dir/check.db" > "$scrape_dir/coordinator.log" 2>&1 &
 coordinator_pid=$!
-SWEEP_TOKEN=$token target/release/worker --coordinator "http://127.0.0.1:$grpc" --device cpu \
+SWEEP_TOKEN=$token "$bin/worker" --coordinator "http://127.0.0.1:$grpc" --device cpu \
     --health-listen "127.0.0.1:$whttp" > "$scrape_dir/worker.log" 2>&1 &
 worker_pid=$!
 trap 'kill $coordinator_pid $worker_pid 2>/dev/null || true' EXIT INT TERM

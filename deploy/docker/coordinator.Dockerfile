@@ -2,14 +2,20 @@
 # The coordinator image: no libtorch, a non-root user, a slim base with tar (for `kubectl cp`
 # of reports). Build from the repository root:
 #   docker build -f deploy/docker/coordinator.Dockerfile -t sweep-coordinator:0.1.0 .
+# Base images are build arguments; the defaults are the public images. Where no registry
+# answers, deploy/docker/bases.sh makes local stand-ins and prints the --build-arg flags.
+# /data (the database) is the only path it writes, so the root filesystem can be read-only.
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
+# Line tables are 83 of the binary's 101 MB: the image's copy keeps symbols without them.
 RUN cargo build --release --locked -p coordinator \
-    && cp target/release/coordinator /usr/local/bin/coordinator
+    && strip --strip-debug -o /usr/local/bin/coordinator target/release/coordinator
 
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 RUN groupadd --system --gid 10001 sweep \
     && useradd --system --uid 10001 --gid sweep --no-create-home --home-dir /data sweep \
     && mkdir -p /data \

@@ -3,15 +3,34 @@
 #
 #   deploy/systemd/install.sh coordinator BIN_DIR CERT_DIR
 #   deploy/systemd/install.sh worker      BIN_DIR CERT_DIR
+#   deploy/systemd/install.sh uninstall [--purge]
 #
 # BIN_DIR holds the release binaries (cargo build --release: target/release); CERT_DIR is the
 # output of `coordinator tls init` (only the files each role needs are copied: the admin token
 # and the server key go to the coordinator only). Idempotent.
+# `uninstall` stops and disables every sweep unit and removes what install.sh installed; the
+# database and datasets in /var/lib/sweep stay unless --purge (the user and libtorch too).
+# Tested under real systemd by scripts/check-systemd.sh.
 set -euo pipefail
 role=${1:-}; bin_dir=${2:-}; cert_dir=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "install.sh: $*" >&2; exit 1; }
-[[ $role == coordinator || $role == worker ]] || die "first argument: coordinator or worker"
+
+if [[ $role == uninstall ]]; then
+    [[ $(id -u) == 0 ]] || die "run as root"
+    units=$(systemctl list-units --all --plain --no-legend 'sweep-coordinator.service' 'sweep-worker@*.service' | awk '{ print $1 }')
+    [[ -z $units ]] || systemctl disable --now $units
+    rm -f /etc/systemd/system/sweep-coordinator.service /etc/systemd/system/sweep-worker@.service
+    systemctl daemon-reload
+    rm -rf /etc/sweep /usr/local/share/doc/sweep /usr/local/bin/coordinator /usr/local/bin/worker
+    if [[ ${2:-} == --purge ]]; then
+        rm -rf /var/lib/sweep /opt/sweep
+        id sweep > /dev/null 2>&1 && userdel sweep
+    fi
+    echo "uninstalled${2:+ ($2)}; ${2:+nothing kept}${2:-/var/lib/sweep (database, datasets) kept}"
+    exit 0
+fi
+[[ $role == coordinator || $role == worker ]] || die "first argument: coordinator, worker or uninstall"
 [[ -x $bin_dir/$role ]] || die "no executable $bin_dir/$role (build with: cargo build --release -p $role)"
 [[ -d $cert_dir ]] || die "no certificate directory $cert_dir (make one with: coordinator tls init)"
 [[ $role == worker || -f $cert_dir/admin-token ]] ||

@@ -516,6 +516,11 @@ fn one_database_one_server_and_a_clean_stop_leaves_one_file() {
         .wait_exit(Duration::from_secs(30))
         .expect("serve stops on SIGTERM");
     assert!(status.success(), "{}", c.server.log_text());
+    // ... and leaves no -wal or -shm beside it.
+    for leftover in ["-wal", "-shm"] {
+        let f = format!("{}{leftover}", c.db.display());
+        assert!(!std::path::Path::new(&f).exists(), "{f} is left after a clean stop");
+    }
     let copy = tempfile::tempdir().unwrap();
     let alone = copy.path().join("copy.db");
     std::fs::copy(&c.db, &alone).unwrap();

@@ -442,14 +442,26 @@ impl Store {
         r.map_err(|e| self.err(e))
     }
 
-    /// Folds the WAL into the database file and empties it: after this (on shutdown) the
-    /// `.db` file alone holds everything.
+    /// On shutdown: folds the WAL into the database file and leaves WAL mode, which deletes
+    /// the `-wal` and `-shm` files, so the `.db` file alone holds everything and is the only
+    /// database file left beside the lock. The process never closes this connection on its
+    /// way out (the `Handle`'s clones live until exit), and SQLite deletes those files only
+    /// when the last connection closes: without leaving WAL mode an empty `-wal` stayed
+    /// behind (seen by scripts/check-containers.sh after `docker stop`). Writes after this
+    /// still work, in rollback-journal mode; the next `open` returns to WAL.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 r.get::<_, i64>(0)
             })
             .map_err(|e| self.err(e))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if mode != "delete" {
+            tracing::warn!("{}: still in {mode} mode after the final checkpoint", self.path);
+        }
         Ok(())
     }
 
@@ -1612,6 +1624,10 @@ mod tests {
         // Copy only the .db (what users do to share results); the writer is still open, as a
         // coordinator's is when it exits.
         writer.checkpoint().unwrap();
+        for leftover in ["-wal", "-shm"] {
+            let f = format!("{}{leftover}", db.display());
+            assert!(!std::path::Path::new(&f).exists(), "{f} is left after the checkpoint");
+        }
         let copy = dir.path().join("copy.db");
         std::fs::copy(&db, &copy).unwrap();
         let trials = Store::open(&copy).unwrap().load_trials().unwrap();

@@ -16,6 +16,10 @@ pub fn choose(arg: DeviceArg) -> Result<Device, String> {
     match arg {
         DeviceArg::Cpu => Ok(Device::Cpu),
         DeviceArg::Auto => Ok(Device::cuda_if_available()),
+        DeviceArg::Cuda if cfg!(sweep_without_cuda) => Err("--device cuda: this worker was built \
+             without CUDA (the CPU image, or SWEEP_WORKER_CUDA=0); use the CUDA image or a build \
+             against libtorch with libtorch_cuda.so"
+            .into()),
         DeviceArg::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
         DeviceArg::Cuda => {
             Err("--device cuda: libtorch sees no CUDA device (driver missing, or no GPU)".into())
