@@ -5,9 +5,11 @@
 #     database is open: a fresh volume each run);
 #   - each worker image: `docker run` until its /readyz answers 200 (it holds a session with a
 #     running coordinator), mTLS and tokens mounted as in the cluster test.
-# RUNS runs each (default 5), the host's page cache warm after the first; prints one line per
-# run and a summary (median, min, max) per image, in seconds.
-#   bench/containers.sh [RUNS]
+# RUNS runs each (default 5); with COLD=1 (root) the host's page cache is dropped before each
+# run, so the image's files are read from disk as on a node's first start; without it the
+# cache is warm after the first run. Prints one line per run and a summary (median, min, max)
+# per image, in seconds.
+#   [COLD=1] bench/containers.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -33,6 +35,7 @@ http_port=$(contract get ports.coordinator.http)
 health_port=$(contract get ports.worker.health)
 
 now() { date +%s.%N; }
+cold() { [[ -z ${COLD:-} ]] || { sync; echo 3 > /proc/sys/vm/drop_caches; }; }
 ready_after() { # CONTAINER PORT START: seconds from START until /readyz on the published PORT
     local url
     for _ in $(seq 600); do
@@ -47,7 +50,7 @@ ready_after() { # CONTAINER PORT START: seconds from START until /readyz on the 
     return 1
 }
 start_coordinator() { # NAME: a coordinator on a fresh volume; prints seconds to ready
-    local t0; t0=$(now)
+    local t0; cold; t0=$(now)
     # shellcheck disable=SC2046
     docker run -d --name "$1" --label "sweep-bench=$run" --network "$run-net" --network-alias "$alias" \
         -p "127.0.0.1::$http_port" $(contract run-flags coordinator "$out/secrets/coordinator") \
@@ -67,6 +70,7 @@ for name in $(contract get images); do
     image=$name:$(contract get version)
     docker image inspect "$image" > /dev/null 2>&1 || continue
     for i in $(seq "$runs"); do
+        cold
         t0=$(now)
         # shellcheck disable=SC2046
         docker run -d --name "$run-$name-$i" --label "sweep-bench=$run" --network "$run-net" \

@@ -5,6 +5,7 @@
 # Base images are build arguments; the defaults are the public images. Where no registry
 # answers, deploy/docker/bases.sh makes local stand-ins and prints the --build-arg flags.
 # /data (the database) is the only path it writes, so the root filesystem can be read-only.
+# checkov:skip=CKV_DOCKER_7:bases are ARGs whose defaults are pinned tags (deploy/lint.py resolves and checks them)
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 

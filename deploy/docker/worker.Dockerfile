@@ -13,6 +13,7 @@
 #
 # Base images are build arguments; the defaults are the public images. Where no registry
 # answers, deploy/docker/bases.sh makes local stand-ins and prints the --build-arg flags.
+# checkov:skip=CKV_DOCKER_7:bases are ARGs whose defaults are pinned tags (deploy/lint.py resolves and checks them)
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-base-ubuntu24.04
