@@ -26,7 +26,7 @@ trap cleanup EXIT INT TERM
 
 coordinator=out/containers/bin/coordinator
 [[ -x $coordinator ]] || { echo "bench: run scripts/check-containers.sh first" >&2; exit 1; }
-alias=$(contract get commands.worker | tr ' ' '\n' | sed -n 's|^--coordinator=https://\([^:]*\):.*|\1|p')
+alias=$(contract coordinator-host)
 "$coordinator" tls init --out "$out/certs" --host "$alias" > /dev/null
 contract stage-secrets coordinator "$out/certs" "$out/secrets/coordinator"
 contract stage-secrets worker "$out/certs" "$out/secrets/worker"

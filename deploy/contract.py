@@ -5,6 +5,7 @@ mounts, for deploy/lint.py (import) and scripts/check-containers.sh (command lin
     deploy/contract.py get KEY[.KEY...]          a value (lists space-separated)
     deploy/contract.py image BINARY [DEVICE]     NAME:VERSION of the image that runs BINARY
                                                  (on DEVICE, for the worker: cpu or cuda)
+    deploy/contract.py coordinator-host          the host name workers dial (their --coordinator)
     deploy/contract.py run-flags BINARY SECRETS [PATH=VOLUME...]
         `docker run` flags that run BINARY's image as Kubernetes runs its pod: the uid, a
         read-only root filesystem, no capabilities, no privilege escalation, SECRETS/<dir>
@@ -88,6 +89,9 @@ def main(argv):
         if len(names) != 1:
             sys.exit(f"contract: no single image runs {argv[1]} on {device}: {names}")
         print(image_ref(c, names[0]))
+    elif argv == ["coordinator-host"]:
+        url = next(a.split("=", 1)[1] for a in c["commands"]["worker"] if a.startswith("--coordinator="))
+        print(url.split("://", 1)[1].rsplit(":", 1)[0])
     elif len(argv) >= 3 and argv[0] == "run-flags":
         volumes = dict(v.split("=", 1) for v in argv[3:])
         print(" ".join(run_flags(c, argv[1], argv[2], volumes)))

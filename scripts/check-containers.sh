@@ -92,7 +92,7 @@ coordinator=$out/bin/coordinator
 
 # --- Certificates, tokens, network ----------------------------------------------------------
 # The workers reach the coordinator by the name in their command line; the host by 127.0.0.1.
-alias=$(contract get commands.worker | tr ' ' '\n' | sed -n 's|^--coordinator=https://\([^:]*\):.*|\1|p')
+alias=$(contract coordinator-host)
 "$coordinator" tls init --out "$out/certs" --host "$alias" --host 127.0.0.1 > /dev/null
 contract stage-secrets coordinator "$out/certs" "$out/secrets/coordinator"
 contract stage-secrets worker "$out/certs" "$out/secrets/worker"
